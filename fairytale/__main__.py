@@ -1,0 +1,5 @@
+"""``python -m fairytale`` runs the command line."""
+
+from fairytale.cli import main
+
+main()

@@ -1,0 +1,69 @@
+"""The root Typer application and the error convention every command follows."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from fairytale import __version__
+from fairytale.errors import FairytaleError
+
+app = typer.Typer(
+    name="fairytale",
+    help="Turn a story into an illustrated children's picture book.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stderr() -> Console:
+    """A console on standard error for messages, warnings and progress."""
+    return Console(stderr=True)
+
+
+def user_errors(func: F) -> F:
+    """Report :class:`FairytaleError` as one red line and a non-zero exit, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FairytaleError as exc:
+            stderr().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            stderr().print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")
+            raise typer.Exit(code=130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"fairytale {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    """Turn a story into an illustrated children's picture book.
+
+    [bold]story.txt[/] → [bold]plan.json[/] (editable) → pictures → [bold]book.pdf[/]
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="fairytale")
+    sys.exit(0)

@@ -1,0 +1,210 @@
+"""The book plan: the editable JSON file between the story and the pictures.
+
+``fairytale plan`` writes it, a person may edit it (fix a description, a prompt, a seed),
+and ``fairytale render`` paints from it. It is validated on load, so a hand edit that breaks
+it is reported as one line naming the field, never as a crash half-way through a render.
+
+Paths inside a plan (embeddings, reference pictures) are relative to the plan file's folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fairytale.errors import PlanError
+from fairytale.files import atomic_write_text
+
+PLAN_VERSION = 1
+
+DEFAULT_STYLE = "children's picture book illustration, soft watercolor, warm gentle colors"
+DEFAULT_NEGATIVE = (
+    "photo, photorealistic, scary, horror, violence, blood, weapon, nsfw, nude, text, watermark, "
+    "signature, blurry, deformed, disfigured, extra limbs, bad anatomy, low quality"
+)
+
+Layout = Literal["picture_above_text", "full_bleed"]
+Gender = Literal["female", "male", "neutral", "group"]
+Family = Literal["sd1", "sd2"]
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos in a hand edit: report them instead of ignoring them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Reference(_Strict):
+    """A character's reference portrait: painted once, or the user's own picture."""
+
+    image: str = Field(description="Picture file, relative to the plan's folder.")
+    seed: int | None = Field(default=None, description="Seed it was painted with; null for a user's picture.")
+    prompt: str | None = None
+    model: str | None = Field(default=None, description="Model it was painted with.")
+
+
+class Character(_Strict):
+    """Someone (or some creature) in the story."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Stable key that pages refer to.")
+    name: str = Field(min_length=1)
+    aliases: list[str] = Field(default_factory=list, description="Other ways the text names them.")
+    kind: str | None = Field(default=None, description="What they are: 'giraffe', 'girl', 'owl'.")
+    gender: Gender | None = None
+    appearance: dict[str, str] = Field(default_factory=dict, description="Looks found in the text, by aspect.")
+    description: str = Field(default="", description="How prompts describe them; edit freely.")
+    mentions: int = Field(default=0, ge=0)
+    main: bool = False
+    token: str | None = Field(default=None, description="Learned token (see embeddings) that draws them.")
+    reference: Reference | None = None
+
+
+class Embedding(_Strict):
+    """A learned textual-inversion token and the file that holds it."""
+
+    token: str = Field(min_length=1)
+    path: str = Field(description="Embedding file, relative to the plan's folder.")
+    family: Family | None = Field(default=None, description="Text encoder it fits: sd1 (768-d) or sd2 (1024-d).")
+
+
+class Style(_Strict):
+    """The look of the whole book."""
+
+    description: str = DEFAULT_STYLE
+    token: str | None = Field(default=None, description="Learned style token, e.g. '<monkeypen-style>'.")
+    negative_prompt: str = DEFAULT_NEGATIVE
+
+
+class Page(_Strict):
+    """One page of the book: its text and what its picture shows."""
+
+    number: int = Field(ge=1)
+    text: str = Field(min_length=1)
+    characters: list[str] = Field(default_factory=list, description="Ids of the characters on the page.")
+    setting: str | None = None
+    action: str | None = None
+    time_of_day: str | None = None
+    mood: str | None = None
+    prompt: str = Field(min_length=1)
+    negative_prompt: str | None = Field(default=None, description="Overrides the style's negative prompt.")
+    seed: int = Field(ge=0, lt=2**63)
+    layout: Layout | None = None
+
+
+class Source(_Strict):
+    """Where the plan came from, so a run can be reproduced."""
+
+    story: str | None = None
+    sha256: str | None = None
+    words_per_page: int | None = None
+    models: dict[str, str] = Field(default_factory=dict)
+
+
+class BookPlan(_Strict):
+    """A whole book, ready to render. See the module docstring."""
+
+    version: Literal[1] = PLAN_VERSION
+    title: str = Field(min_length=1)
+    author: str | None = None
+    seed: int = Field(ge=0, lt=2**63, description="Master seed the page seeds were drawn from.")
+    style: Style = Field(default_factory=Style)
+    characters: list[Character] = Field(default_factory=list)
+    pages: list[Page] = Field(min_length=1)
+    embeddings: list[Embedding] = Field(default_factory=list)
+    source: Source = Field(default_factory=Source)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BookPlan:
+        numbers = [page.number for page in self.pages]
+        if numbers != list(range(1, len(self.pages) + 1)):
+            raise ValueError(f"pages must be numbered 1..{len(self.pages)} in order, got {numbers}")
+        ids = [character.id for character in self.characters]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"character ids must be unique, repeated: {duplicates}")
+        known = set(ids)
+        for page in self.pages:
+            unknown = [c for c in page.characters if c not in known]
+            if unknown:
+                raise ValueError(f"page {page.number} names unknown characters {unknown}")
+        tokens = {embedding.token for embedding in self.embeddings}
+        used = [self.style.token] + [c.token for c in self.characters]
+        missing = sorted({t for t in used if t and t not in tokens})
+        if missing:
+            raise ValueError(f"tokens {missing} are used but no embedding file is listed for them")
+        return self
+
+    def character(self, character_id: str) -> Character:
+        """The character with id ``character_id``."""
+        for character in self.characters:
+            if character.id == character_id:
+                return character
+        raise KeyError(character_id)
+
+    def negative_prompt(self, page: Page) -> str:
+        """The negative prompt that applies to ``page``."""
+        return page.negative_prompt if page.negative_prompt is not None else self.style.negative_prompt
+
+
+def resolve_plan_path(plan_file: Path, relative: str) -> Path:
+    """A path written in a plan, resolved against the plan file's folder."""
+    path = Path(relative).expanduser()
+    return path if path.is_absolute() else Path(plan_file).resolve().parent / path
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "plan"
+    more = len(error.errors()) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {first['msg']}{suffix}"
+
+
+def parse_plan(text: str, origin: str = "plan") -> BookPlan:
+    """Validate plan JSON text; any problem is a :class:`PlanError` of one line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    if not isinstance(data, dict):
+        raise PlanError(f"{origin} is not a book plan: expected a JSON object")
+    version = data.get("version")
+    if version != PLAN_VERSION:
+        raise PlanError(
+            f"{origin} has plan version {version!r}; this fAIrytale reads version {PLAN_VERSION}. "
+            "Re-create it with `fairytale plan`."
+        )
+    try:
+        return BookPlan.model_validate(data)
+    except ValidationError as exc:
+        raise PlanError(f"{origin} is not a valid book plan: {_format_validation_error(exc)}") from exc
+
+
+def load_plan(path: Path) -> BookPlan:
+    """Read and validate a plan file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise PlanError(f"Plan file not found: {path}") from None
+    except IsADirectoryError:
+        raise PlanError(f"Plan path is a folder, not a file: {path}") from None
+    except PermissionError:
+        raise PlanError(f"Plan file is not readable: {path}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PlanError(f"{path} is not a book plan: not UTF-8 text") from None
+    return parse_plan(text, origin=str(path))
+
+
+def dump_plan(plan: BookPlan) -> str:
+    """The plan as pretty, human-editable JSON (UTF-8, not ASCII-escaped)."""
+    return json.dumps(plan.model_dump(mode="json"), indent=2, ensure_ascii=False) + "\n"
+
+
+def save_plan(plan: BookPlan, path: Path) -> None:
+    """Write ``plan`` to ``path`` atomically."""
+    atomic_write_text(Path(path), dump_plan(plan))

@@ -1,0 +1,101 @@
+"""Shared fixtures: an offline, isolated environment and the tiny models, built once per run.
+
+No test touches the network or the user's caches: ``HF_HUB_OFFLINE`` is set and every cache
+points into a temporary folder *before* any Hugging Face library is imported. Tiny models are
+built lazily, one role at a time, the first time a test asks for them.
+
+Set ``FAIRYTALE_TINY_MODELS=DIR`` to reuse models written by ``python -m tests.tiny_models DIR``
+(handy while iterating locally; CI always builds fresh ones).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+_HOME = Path(tempfile.mkdtemp(prefix="fairytale-tests-"))
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(_HOME / "hf"),
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "FLAIR_CACHE_ROOT": str(_HOME / "flair"),
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLCONFIGDIR": str(_HOME / "mpl"),
+    }
+)
+
+import pytest  # noqa: E402
+
+DATA = Path(__file__).parent / "data"
+STORIES = DATA / "stories"
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HOME, ignore_errors=True)
+
+
+class TinyModels:
+    """Builds each tiny model role on first use, into one folder per test run."""
+
+    def __init__(self, root: Path, prebuilt: Path | None) -> None:
+        self.root = root
+        self.prebuilt = prebuilt
+
+    def __call__(self, role: str) -> Path:
+        if self.prebuilt and (self.prebuilt / role).is_dir():
+            return self.prebuilt / role
+        target = self.root / role
+        if not target.is_dir():
+            from tests.tiny_models import build
+
+            build(self.root, [role])
+        return target
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> TinyModels:
+    prebuilt = os.environ.get("FAIRYTALE_TINY_MODELS")
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"), Path(prebuilt) if prebuilt else None)
+
+
+def _role_fixture(role: str):
+    @pytest.fixture(scope="session")
+    def fixture(tiny_models: TinyModels) -> Path:
+        return tiny_models(role)
+
+    fixture.__doc__ = f"Path of the tiny '{role}' model (built once per run)."
+    return fixture
+
+
+tiny_ner = _role_fixture("ner")
+tiny_qa = _role_fixture("qa")
+tiny_nli = _role_fixture("nli")
+tiny_sd = _role_fixture("sd")
+tiny_sd2 = _role_fixture("sd2")
+tiny_variations = _role_fixture("variations")
+tiny_unclip = _role_fixture("unclip")
+tiny_upscaler = _role_fixture("upscaler")
+tiny_safety_checker = _role_fixture("safety_checker")
+tiny_clip = _role_fixture("clip")
+
+
+@pytest.fixture()
+def story_path() -> Path:
+    """A short test story with a named giraffe, an unnamed owl and a monkey."""
+    return STORIES / "ginger_giraffe.txt"
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A folder nobody can create files in: a chmod-ed one, or /proc for root (who ignores modes)."""
+    if os.geteuid() == 0:
+        yield Path("/proc")
+        return
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    yield locked
+    locked.chmod(0o700)

@@ -1,0 +1,82 @@
+"""The book plan file: round trip, validation, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fairytale.errors import PlanError
+from fairytale.plan import BookPlan, Character, Embedding, Page, dump_plan, load_plan, save_plan
+
+
+def make_plan(**overrides) -> BookPlan:
+    fields = dict(
+        title="Ginger the Giraffe",
+        seed=42,
+        characters=[Character(id="ginger", name="Ginger", aliases=["the giraffe"], kind="giraffe")],
+        pages=[
+            Page(number=1, text="Ginger was tall.", characters=["ginger"], prompt="a tall giraffe", seed=1),
+            Page(number=2, text="The owl blinked.", prompt="an owl", seed=2),
+        ],
+    )
+    fields.update(overrides)
+    return BookPlan(**fields)
+
+
+def test_round_trip_is_lossless_and_human_readable(tmp_path):
+    plan = make_plan(title="Zoë’s “café”")
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    text = path.read_text(encoding="utf-8")
+    assert "Zoë’s “café”" in text  # not \u-escaped: a person edits this file
+    assert load_plan(path) == plan
+    data = json.loads(text)
+    assert data["version"] == 1 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.update(version=2), "plan version 2"),
+        (lambda d: d.pop("version"), "plan version None"),
+        (lambda d: d["pages"][0].update(seed="abc"), "pages.0.seed"),
+        (lambda d: d["pages"][0].update(characters=["nobody"]), "unknown characters"),
+        (lambda d: d["pages"][1].update(number=5), "numbered 1..2"),
+        (lambda d: d["pages"][0].update(promt="typo"), "pages.0.promt"),
+        (lambda d: d.update(pages=[]), "pages"),
+        (lambda d: d["characters"][0].update(token="<ginger>"), "no embedding file"),
+    ],
+)
+def test_invalid_plans_are_one_line_errors(tmp_path, mutate, message):
+    data = json.loads(dump_plan(make_plan()))
+    mutate(data)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError) as info:
+        load_plan(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "expected a JSON object"), (b"\xff\xfe\x00binary", "not UTF-8")],
+)
+def test_unreadable_plans(tmp_path, content, message):
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    with pytest.raises(PlanError, match=message):
+        load_plan(path)
+
+
+def test_missing_plan_file(tmp_path):
+    with pytest.raises(PlanError, match="not found"):
+        load_plan(tmp_path / "nope.json")
+
+
+def test_tokens_need_embeddings():
+    plan = make_plan(embeddings=[Embedding(token="<ginger>", path="ginger.safetensors", family="sd1")])
+    plan.characters[0].token = "<ginger>"
+    assert plan.character("ginger").token == "<ginger>"
+    assert plan.negative_prompt(plan.pages[0]) == plan.style.negative_prompt

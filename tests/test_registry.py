@@ -1,0 +1,95 @@
+"""The model registry: roles, local paths vs hub ids, and the one-line offline error."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from fairytale import registry
+from fairytale.cli import app
+from fairytale.errors import ModelUnavailableError
+
+
+def test_every_role_has_a_default_and_licence():
+    assert set(registry.BACKENDS) <= set(registry.MODELS)
+    for spec in registry.MODELS.values():
+        assert spec.default and spec.licence and spec.purpose and spec.option.startswith("--")
+    assert registry.MODELS["ner"].default == "flair/ner-english"
+    assert registry.MODELS["ner"].default_for("cpu") == "flair/ner-english-fast"
+    assert registry.MODELS["ner"].default_for("cuda") == "flair/ner-english"
+    assert registry.MODELS["qa"].default == "deepset/roberta-base-squad2"
+    assert registry.MODELS["nli"].default == "FacebookAI/roberta-large-mnli"
+    assert registry.MODELS["variations"].revision == "v2.0"
+
+
+def test_resolve_local_path_and_hub_id(tmp_path):
+    local = registry.resolve("qa", tmp_path)
+    assert local.local and local.ref == str(tmp_path)
+    hub = registry.resolve("variations", "lambdalabs/sd-image-variations-diffusers")
+    assert not hub.local and hub.revision == "v2.0"
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        registry.resolve("qa", "./no/such/folder")
+
+
+@pytest.mark.parametrize(
+    "loader, role, option",
+    [
+        (registry.load_qa, "qa", "--qa-model"),
+        (registry.load_nli, "nli", "--nli-model"),
+        (registry.load_ner, "ner", "--ner-model"),
+        (registry.load_clip, "clip", "--clip-model"),
+    ],
+)
+def test_missing_model_offline_is_one_clear_line(loader, role, option):
+    with pytest.raises(ModelUnavailableError) as info:
+        loader()
+    message = str(info.value)
+    assert "\n" not in message
+    assert registry.MODELS[role].default_for("cpu") in message
+    assert f"fairytale models pull {role}" in message and option in message
+
+
+def test_missing_pipeline_offline_is_one_clear_line():
+    with pytest.raises(ModelUnavailableError, match=r"CompVis/stable-diffusion-v1-4 \(sd14\).*models pull sd14"):
+        registry.load_pipeline("sd14")
+
+
+def test_local_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="not a usable"):
+        registry.load_pipeline("sd14", ref=str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="not a usable"):
+        registry.load_ner(str(tmp_path))
+
+
+def test_loads_tiny_models_through_the_user_path(tiny_qa, tiny_nli, tiny_ner):
+    qa = registry.load_qa(str(tiny_qa))
+    answer = qa(question="What colour is Ginger?", context="Ginger has orange spots.", handle_impossible_answer=True)
+    assert {"answer", "score", "start", "end"} <= set(answer)
+    nli = registry.load_nli(str(tiny_nli))
+    labels = {row["label"] for row in nli({"text": "A giraffe.", "text_pair": "An animal."}, top_k=None)}
+    assert labels == {"ENTAILMENT", "NEUTRAL", "CONTRADICTION"}
+    from flair.data import Sentence
+
+    tagger = registry.load_ner(str(tiny_ner))
+    sentence = Sentence("Then Ginger laughed and laughed .")
+    tagger.predict(sentence)
+    assert [(span.text, span.tag) for span in sentence.get_spans("ner")] == [("Ginger", "PER")]
+
+
+def test_nli_model_without_entailment_label_is_refused(tiny_qa):
+    # A QA checkpoint has no MNLI labels: loading it as the NLI model must say so.
+    with pytest.raises(ModelUnavailableError, match="entailment|not a usable"):
+        registry.load_nli(str(tiny_qa))
+
+
+def test_models_list_and_pull_cli():
+    runner = CliRunner()
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0
+    assert "deepset/roberta-base-squad2" in listed.output
+    pulled = runner.invoke(app, ["models", "pull", "nonsense"])
+    assert pulled.exit_code != 0
+    assert "Unknown model role" in pulled.output
+    offline = runner.invoke(app, ["models", "pull", "qa"])
+    assert offline.exit_code != 0
+    assert "HF_HUB_OFFLINE" in offline.output
