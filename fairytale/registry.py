@@ -246,8 +246,12 @@ def load_ner(ref: str | None = None, device: str | None = None) -> SequenceTagge
 
         with _loading(source):
             model_file = Path(hf_hub_download(source.ref, "pytorch_model.bin", revision=source.revision))
+    import logging
+
     import flair
     from flair.models import SequenceTagger
+
+    logging.getLogger("flair").setLevel(logging.WARNING)  # flair logs its whole vocabulary on load
 
     with _loading(source):
         tagger = SequenceTagger.load(str(model_file))

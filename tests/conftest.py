@@ -24,6 +24,10 @@ os.environ.update(
         "FLAIR_CACHE_ROOT": str(_HOME / "flair"),
         "TOKENIZERS_PARALLELISM": "false",
         "MPLCONFIGDIR": str(_HOME / "mpl"),
+        # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine thread
+        # hand-offs make a tiny forward pass 30x slower. Benchmarks run outside pytest.
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
 )
 

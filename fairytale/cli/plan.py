@@ -1,9 +1,84 @@
-"""`fairytale` commands: plan (filled in by its issue)."""
+"""`fairytale plan`: story → editable book plan (JSON)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from fairytale.cli.app import stderr, user_errors
+
+StoryArg = Annotated[Path, typer.Argument(help="Story text file (UTF-8, UTF-16 or cp1252).", show_default=False)]
+NerOpt = Annotated[str | None, typer.Option("--ner-model", help="NER model: hub id or local path (default flair/ner-english; -fast on CPU).")]
+QaOpt = Annotated[str | None, typer.Option("--qa-model", help="Extractive QA model: hub id or local path (default deepset/roberta-base-squad2).")]
+NliOpt = Annotated[str | None, typer.Option("--nli-model", help="NLI model: hub id or local path (default FacebookAI/roberta-large-mnli).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Illustration model whose tokenizer measures the prompts: hub id or local path.")]
+TitleOpt = Annotated[str | None, typer.Option("--title", help="Book title (default: a short first line, else the file name).")]
+AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author printed on the cover.")]
+WordsOpt = Annotated[int | None, typer.Option("--words-per-page", min=5, help="Target words under each picture (default 35).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", min=0, help="Master seed for the page seeds (recorded in the plan; random if omitted).")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="Device for the language models: cpu, cuda, cuda:1, mps (default: cpu).")]
+
+
+def plan_command(
+    story: StoryArg,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the plan (JSON).")] = Path("plan.json"),
+    title: TitleOpt = None,
+    author: AuthorOpt = None,
+    words_per_page: WordsOpt = None,
+    seed: SeedOpt = None,
+    ner_model: NerOpt = None,
+    qa_model: QaOpt = None,
+    nli_model: NliOpt = None,
+    model: ModelOpt = None,
+    backend: Annotated[str, typer.Option("--backend", help="Illustration backend the prompts are measured for: sd14, sd21, unclip.")] = "sd14",
+    device: DeviceOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing plan (hand edits in it are lost).")] = False,
+) -> None:
+    """Read a story and write its book plan: pages, characters, scenes and prompts.
+
+    The plan is plain JSON: fix a description, a prompt or a seed by hand, then
+    `fairytale render plan.json -o book.pdf`.
+    """
+    import time
+
+    from fairytale import registry
+    from fairytale.errors import FairytaleError
+    from fairytale.files import check_output_path
+    from fairytale.plan import save_plan
+    from fairytale.planner import PlanStats, plan_story
+
+    if backend not in registry.BACKENDS:
+        raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
+    check_output_path(output, overwrite=force)
+    console = stderr()
+    started, stats = time.perf_counter(), PlanStats()
+    plan = plan_story(
+        story,
+        title=title,
+        author=author,
+        words_per_page=words_per_page,
+        seed=seed,
+        ner_model=ner_model,
+        qa_model=qa_model,
+        nli_model=nli_model,
+        model=model,
+        backend=backend,
+        device=device,
+        progress=True,
+        stats=stats,
+    )
+    save_plan(plan, output)
+    main = ", ".join(c.name for c in plan.characters if c.main) or "none"
+    console.print(
+        f"[green]✓[/] {output}: {len(plan.pages)} pages, {len(plan.characters)} characters "
+        f"(main: {main}), seed {plan.seed} — {time.perf_counter() - started:.1f} s, "
+        f"{stats.qa_computed} QA and {stats.nli_computed} NLI queries",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add `fairytale plan` to ``app``."""
+    app.command("plan")(user_errors(plan_command))

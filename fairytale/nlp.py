@@ -1,0 +1,215 @@
+"""The three language models behind the planner, behind small batched interfaces.
+
+* :class:`NameFinder` — FLAIR NER: person names in sentences.
+* :class:`Reader` — extractive QA (SQuAD2): an answer span, or ``None`` when the model says the
+  text holds no answer. Invented answers are never filled in.
+* :class:`Judge` — NLI (MNLI): how strongly a premise entails a hypothesis, and zero-shot
+  choices between options (the zero-shot-classification recipe: softmax over the entailment
+  logits of one hypothesis per option).
+
+Every call takes a whole batch of queries. Identical queries are answered once per run (a
+cache keyed by the exact text), and unique ones go through the 🤗 pipeline in length-sorted
+batches so padding stays small. The planner asks each phase's questions in one call.
+
+Tests pass fakes with the same methods (see ``tests/fakes.py``); nothing here knows hub ids.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# --------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class NameSpan:
+    """A person name found in a text: character offsets into that text."""
+
+    start: int
+    end: int
+    text: str
+
+
+class NameFinder:
+    """Person names with a flair ``SequenceTagger`` (PER spans)."""
+
+    def __init__(self, tagger: Any, batch_size: int = 32) -> None:
+        self.tagger = tagger
+        self.batch_size = batch_size
+        self.label_type = getattr(tagger, "label_type", "ner")
+
+    def persons(self, texts: Sequence[str]) -> list[list[NameSpan]]:
+        """For each text, the PER spans the tagger finds."""
+        from flair.data import Sentence
+
+        sentences = [Sentence(text) for text in texts]
+        nonempty = [sentence for sentence in sentences if len(sentence) > 0]
+        if nonempty:
+            self.tagger.predict(nonempty, mini_batch_size=self.batch_size, label_name=self.label_type)
+        found = []
+        for sentence in sentences:
+            spans = [
+                NameSpan(span.start_position, span.end_position, span.text)
+                for span in sentence.get_spans(self.label_type)
+                if span.get_label(self.label_type).value == "PER"
+            ]
+            found.append(spans)
+        return found
+
+
+# --------------------------------------------------------------------------- question answering
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    context: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    score: float
+    start: int
+    end: int
+
+
+@dataclass
+class Counters:
+    """What a run asked of its models, for the benchmark and the summary."""
+
+    asked: int = 0
+    computed: int = 0
+    batches: int = 0
+
+
+class Reader:
+    """Extractive QA that may answer "no answer" (SQuAD2's null span)."""
+
+    def __init__(self, pipe: Any, batch_size: int = 16, min_score: float = 0.05, max_answer_len: int = 24) -> None:
+        self.pipe = pipe
+        self.batch_size = batch_size
+        self.min_score = min_score
+        self.max_answer_len = max_answer_len
+        self.counters = Counters()
+        self._cache: dict[Question, Answer | None] = {}
+
+    def answer_all(self, questions: Sequence[Question]) -> list[Answer | None]:
+        """Answer every question; ``None`` where the model finds no answer in the context."""
+        self.counters.asked += len(questions)
+        todo = sorted({q for q in questions if q not in self._cache}, key=lambda q: len(q.context) + len(q.question))
+        if todo:
+            outputs = self.pipe(
+                question=[q.question for q in todo],
+                context=[q.context for q in todo],
+                batch_size=self.batch_size,
+                handle_impossible_answer=True,
+                max_answer_len=self.max_answer_len,
+            )
+            if isinstance(outputs, dict):
+                outputs = [outputs]
+            self.counters.computed += len(todo)
+            self.counters.batches += math.ceil(len(todo) / self.batch_size)
+            for question, output in zip(todo, outputs, strict=True):
+                text = (output.get("answer") or "").strip()
+                if not text or output["score"] < self.min_score:
+                    self._cache[question] = None  # SQuAD2 "no answer": keep it that way
+                else:
+                    self._cache[question] = Answer(text, float(output["score"]), output["start"], output["end"])
+        return [self._cache[q] for q in questions]
+
+
+# --------------------------------------------------------------------------- entailment
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A zero-shot choice: which option fits the premise, through ``template.format(option)``."""
+
+    premise: str
+    template: str
+    options: tuple[str, ...]
+
+
+@dataclass
+class Judge:
+    """NLI scores with a pair-classification pipeline returning raw logits."""
+
+    pipe: Any
+    batch_size: int = 16
+    counters: Counters = field(default_factory=Counters)
+    _cache: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        labels = {name.lower(): name for name in self.pipe.model.config.id2label.values()}
+        self._entail = next(name for low, name in labels.items() if low.startswith("entail"))
+        self._contra = next(name for low, name in labels.items() if low.startswith("contra"))
+
+    def _logits(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
+        """(entailment, contradiction) logits of each (premise, hypothesis) pair."""
+        self.counters.asked += len(pairs)
+        todo = sorted({p for p in pairs if p not in self._cache}, key=lambda p: len(p[0]) + len(p[1]))
+        if todo:
+            inputs = [{"text": premise, "text_pair": hypothesis} for premise, hypothesis in todo]
+            outputs = self.pipe(inputs, batch_size=self.batch_size, top_k=None, function_to_apply="none")
+            if outputs and isinstance(outputs[0], dict):
+                outputs = [outputs]
+            self.counters.computed += len(todo)
+            self.counters.batches += math.ceil(len(todo) / self.batch_size)
+            for pair, scores in zip(todo, outputs, strict=True):
+                by_label = {row["label"]: row["score"] for row in scores}
+                self._cache[pair] = (float(by_label[self._entail]), float(by_label[self._contra]))
+        return [self._cache[p] for p in pairs]
+
+    def entailment(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(entailment) against contradiction for each (premise, hypothesis) pair."""
+        return [1.0 / (1.0 + math.exp(contra - entail)) for entail, contra in self._logits(pairs)]
+
+    def choose(self, choices: Sequence[Choice]) -> list[dict[str, float]]:
+        """For each choice, a probability per option (they sum to 1)."""
+        pairs = [(c.premise, c.template.format(option)) for c in choices for option in c.options]
+        logits = self._logits(pairs)
+        results, index = [], 0
+        for choice in choices:
+            entails = [logits[index + k][0] for k in range(len(choice.options))]
+            index += len(choice.options)
+            top = max(entails)
+            weights = [math.exp(e - top) for e in entails]
+            total = sum(weights)
+            results.append({option: w / total for option, w in zip(choice.options, weights, strict=True)})
+        return results
+
+
+@dataclass
+class PlannerModels:
+    """The three models a plan needs; build with :func:`load_planner_models` or pass fakes."""
+
+    names: Any
+    reader: Any
+    judge: Any
+    ids: dict[str, str] = field(default_factory=dict)
+
+
+def load_planner_models(
+    ner_model: str | None = None,
+    qa_model: str | None = None,
+    nli_model: str | None = None,
+    device: str | None = None,
+) -> PlannerModels:
+    """Load NER, QA and NLI through the registry (hub ids or local paths)."""
+    from fairytale import registry
+
+    ids = {
+        "ner": registry.resolve("ner", ner_model, device).ref,
+        "qa": registry.resolve("qa", qa_model, device).ref,
+        "nli": registry.resolve("nli", nli_model, device).ref,
+    }
+    return PlannerModels(
+        names=NameFinder(registry.load_ner(ner_model, device)),
+        reader=Reader(registry.load_qa(qa_model, device)),
+        judge=Judge(registry.load_nli(nli_model, device)),
+        ids=ids,
+    )

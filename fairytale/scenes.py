@@ -1,0 +1,213 @@
+"""What characters look like and what each page shows.
+
+* **Looks** — extractive QA over the sentences about a character: what they look like, their
+  colour, what they wear, what kind of creature they are. A question the text cannot answer
+  stays unanswered (SQuAD2's null answer): nothing is invented.
+* **Presence** — a page shows the characters the text mentions on it (by name, phrase or
+  pronoun); a main character from the previous page who is not mentioned stays if NLI agrees
+  they are still in the scene.
+* **Setting and action** — QA on the page text; with no answer the setting carries over from
+  the previous page (a walk along the river stays at the river).
+* **Time of day and mood** — zero-shot NLI, asked only of the sentences that carry a cue
+  ("That night…", "…cried Pip"); a page with no cue keeps the previous page's value, as with the
+  setting.
+
+Each step asks all its questions, for every character or page, in one batch. Premises are kept
+short on purpose: the NLI model is RoBERTa-large, which reads only a few hundred tokens a second
+on a laptop CPU, so asking six moods of every whole page would cost minutes per book.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fairytale.characters import CastMember
+from fairytale.lexicon import MOOD_CUES, TIME_CUES
+from fairytale.nlp import Choice, PlannerModels, Question
+from fairytale.pages import PageSpan, Sentence
+
+TIMES_OF_DAY = ("morning", "daytime", "evening", "night")
+MOODS = ("happy", "calm", "sad", "exciting", "scary")
+#: Zero-shot answers below this probability leave the field unknown (or carried over).
+TIME_MIN = 0.45
+MOOD_MIN = 0.35
+#: NLI confidence that keeps a main character on a page that does not mention them.
+PRESENCE_MIN = 0.7
+
+LOOK_QUESTIONS = {
+    "looks": "What does {ref} look like?",
+    "colour": "What colour is {ref}?",
+    "clothes": "What is {ref} wearing?",
+}
+
+
+@dataclass
+class PageScene:
+    """What one page's picture shows."""
+
+    characters: list[str]
+    setting: str | None
+    action: str | None
+    time_of_day: str | None
+    mood: str | None
+
+
+def _about(member: CastMember, sentences: Sequence[Sentence], limit: int = 600) -> str:
+    text = ""
+    for index in member.sentence_ids():
+        if len(text) + len(sentences[index].text) > limit and text:
+            break
+        text += sentences[index].text + " "
+    return text.strip()
+
+
+def _plain(answer: str) -> str:
+    """An answer as prompt text: no trailing punctuation, 'her red scarf' → 'a red scarf'."""
+    answer = " ".join(answer.strip(" \t\n,.;:!?\"“”‘’").split())
+    return re.sub(r"^(?:her|his|their|its|my|your)\s+", "a ", answer)
+
+
+def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], models: PlannerModels) -> list[dict[str, str]]:
+    """For each character, the looks the text states, by aspect (missing when unanswered)."""
+    questions = [
+        Question(template.format(ref=member.reference), _about(member, sentences))
+        for member in members
+        for template in LOOK_QUESTIONS.values()
+    ]
+    answers = models.reader.answer_all(questions)
+    looks: list[dict[str, str]] = []
+    aspects = list(LOOK_QUESTIONS)
+    for number, _member in enumerate(members):
+        found: dict[str, str] = {}
+        for offset, aspect in enumerate(aspects):
+            answer = answers[number * len(aspects) + offset]
+            if answer is not None:
+                text = _plain(answer.text)
+                if text and text.lower() not in (v.lower() for v in found.values()):
+                    found[aspect] = text
+        looks.append(found)
+    return looks
+
+
+def describe(member: CastMember, looks: dict[str, str]) -> str:
+    """A prompt description from kind and looks, without repeating what another part says.
+
+    >>> m = CastMember(key="g", name="Ginger", named=True, kind="giraffe")
+    >>> describe(m, {"looks": "a tall giraffe with orange spots", "colour": "orange", "clothes": "a red scarf"})
+    'a tall giraffe with orange spots, wearing a red scarf'
+    """
+    parts: list[str] = []
+    for aspect in ("looks", "colour", "clothes"):
+        value = looks.get(aspect)
+        if not value or any(value.lower() in part.lower() for part in parts):
+            continue
+        parts = [part for part in parts if part.lower() not in value.lower()]
+        parts.append(f"wearing {value}" if aspect == "clothes" else value)
+    kind = member.kind or (sorted(member.heads)[0] if member.heads else None)
+    if kind and not any(kind in part.lower() for part in parts):
+        parts.insert(0, f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}")
+    return ", ".join(parts)
+
+
+#: Words of context kept around a cue word for the NLI premise.
+CUE_WINDOW = 16
+
+
+def _cue_sentence(sentences: Sequence[Sentence], cues: frozenset[str], window: int = CUE_WINDOW) -> str:
+    """Up to ``window`` words around the first cue word on the page; empty if there is none."""
+    for sentence in sentences:
+        words = sentence.text.split()
+        for index, word in enumerate(words):
+            if cues & set(re.findall(r"[a-z]+", word.lower())):
+                start = max(0, min(index - window // 2, len(words) - window))
+                return " ".join(words[start : start + window])
+    return ""
+
+
+def _opening(sentences: Sequence[Sentence], words: int = 25) -> str:
+    """The first sentences of a page, up to about ``words`` words."""
+    text = ""
+    for sentence in sentences:
+        if text and len(text.split()) + sentence.words > words:
+            break
+        text += sentence.text + " "
+    return text.strip()
+
+
+def find_scenes(
+    pages: Sequence[PageSpan],
+    sentences: Sequence[Sentence],
+    text: str,
+    members: Sequence[CastMember],
+    main_keys: set[str],
+    models: PlannerModels,
+) -> list[PageScene]:
+    """Who is on each page, where and when it happens, what they do, and the mood."""
+    page_texts = [" ".join(text[p.start : p.end].split()) for p in pages]
+    page_sentences = [sentences[p.first_sentence : p.last_sentence] for p in pages]
+
+    # 1. presence from mentions
+    present: list[list[str]] = []
+    for page in pages:
+        on_page = [
+            member.key for member in members if any(page.start <= m.start < page.end for m in member.mentions)
+        ]
+        present.append(on_page)
+
+    # 2. presence of main characters carried from the previous page, if NLI agrees
+    asks: list[tuple[int, CastMember]] = []
+    for number in range(1, len(pages)):
+        for member in members:
+            if member.key in main_keys and member.key in present[number - 1] and member.key not in present[number]:
+                asks.append((number, member))
+    verdicts = models.judge.entailment(
+        [(_opening(page_sentences[number]), f"{member.reference.capitalize()} is here.") for number, member in asks]
+    )
+    for (number, member), probability in zip(asks, verdicts, strict=True):
+        if probability >= PRESENCE_MIN:
+            present[number].append(member.key)
+
+    # 3. setting and action (QA); time of day and mood (NLI on cue sentences); one batch each
+    by_key = {member.key: member for member in members}
+    questions = []
+    for number, page_text in enumerate(page_texts):
+        questions.append(Question("Where does this happen?", page_text))
+        first = by_key[present[number][0]] if present[number] else None
+        ask = f"What does {first.reference} do?" if first else "What happens?"
+        questions.append(Question(ask, page_text))
+    answers = models.reader.answer_all(questions)
+    time_cues = [_cue_sentence(group, TIME_CUES) for group in page_sentences]
+    mood_cues = [_cue_sentence(group, MOOD_CUES) for group in page_sentences]
+    choices = [Choice(cue, "It is {}.", TIMES_OF_DAY) for cue in time_cues if cue]
+    choices += [Choice(cue, "The mood is {}.", MOODS) for cue in mood_cues if cue]
+    verdict_iter = iter(models.judge.choose(choices))
+    times = [next(verdict_iter) if cue else None for cue in time_cues]
+    moods = [next(verdict_iter) if cue else None for cue in mood_cues]
+
+    scenes: list[PageScene] = []
+    setting = time_of_day = mood = None
+    for number in range(len(pages)):
+        where, what = answers[2 * number], answers[2 * number + 1]
+        setting = _plain(where.text) if where else setting  # nothing new said: still the old place
+        time_of_day = _confident(times[number], TIME_MIN) or time_of_day
+        mood = _confident(moods[number], MOOD_MIN) or mood
+        scenes.append(
+            PageScene(
+                characters=present[number],
+                setting=setting,
+                action=_plain(what.text) if what else None,
+                time_of_day=time_of_day,
+                mood=mood,
+            )
+        )
+    return scenes
+
+
+def _confident(scores: dict[str, float] | None, minimum: float) -> str | None:
+    """The best option if its probability reaches ``minimum``."""
+    if not scores:
+        return None
+    best = max(scores, key=scores.get)
+    return best if scores[best] >= minimum else None

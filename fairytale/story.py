@@ -1,0 +1,157 @@
+"""Reading a story file: encoding, title, and the text the book will print.
+
+Stories arrive from word processors and old PCs: UTF-8 with or without a byte-order mark,
+UTF-16 from Windows Notepad, cp1252 with curly quotes. The bytes are decoded by BOM, then strict
+UTF-8, then charset detection (charset-normalizer); binary files and empty files are refused
+with one clear line. Curly quotes, dialogue and paragraph breaks are kept as written.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from fairytale.errors import FairytaleError
+
+#: Refuse files larger than this before decoding: a picture book is a few kilobytes.
+MAX_BYTES = 512 * 1024
+#: And stories longer than this many words: even a long chapter book fits well under it.
+MAX_WORDS = 20_000
+#: A first line is taken as the title when it is this short and followed by a blank line.
+TITLE_MAX_WORDS = 12
+
+_PREFERRED_LEGACY = ("cp1252", "latin_1", "iso8859_15", "mac_roman")
+
+_BOMS = [
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+]
+
+
+@dataclass(frozen=True)
+class Story:
+    """A decoded story: its title and the body text that goes on the pages."""
+
+    title: str
+    text: str
+    source: Path
+    encoding: str
+    sha256: str
+
+    @property
+    def words(self) -> int:
+        return len(self.text.split())
+
+
+def _decode(data: bytes, path: Path) -> tuple[str, str]:
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding), encoding
+            except UnicodeDecodeError:
+                raise FairytaleError(f"{path} starts with a {encoding} byte-order mark but is not {encoding} text") from None
+    if b"\x00" not in data:
+        try:
+            return data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            pass
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(data))
+    if not matches:
+        raise FairytaleError(f"{path} is not a text file (no text encoding fits it)")
+    # Several code pages often fit equally well; stories here are mostly English, written on
+    # Windows, so among the equally good ones the Western code page wins.
+    best = min(matches, key=lambda m: (round(m.chaos, 3), -round(m.coherence, 3)))
+    tied = [m for m in matches if round(m.chaos, 3) == round(best.chaos, 3) and round(m.coherence, 3) == round(best.coherence, 3)]
+    for preferred in _PREFERRED_LEGACY:
+        for match in tied:
+            if match.encoding == preferred:
+                return str(match), match.encoding
+    return str(best), best.encoding
+
+
+def _looks_binary(text: str) -> bool:
+    # Control characters other than tab/newline/carriage return/form feed mean binary data.
+    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
+    return controls > max(2, len(text) // 200)
+
+
+def _pretty_stem(path: Path) -> str:
+    words = re.split(r"[_\-\s]+", path.stem)
+    return " ".join(word.capitalize() for word in words if word) or "My Story"
+
+
+def split_title(text: str) -> tuple[str | None, str]:
+    """Take a short first line followed by a blank line as the title.
+
+    >>> split_title("Ginger the Giraffe\\n\\nGinger was tall.")
+    ('Ginger the Giraffe', 'Ginger was tall.')
+    >>> split_title("Ginger was tall. She ate leaves.")
+    (None, 'Ginger was tall. She ate leaves.')
+    """
+    first, sep, rest = text.partition("\n")
+    candidate = first.strip()
+    is_title = (
+        bool(sep)
+        and rest.partition("\n")[0].strip() == ""  # a blank line follows
+        and 0 < len(candidate.split()) <= TITLE_MAX_WORDS
+        and not candidate.endswith((".", ",", ";", ":", "!", "?", "”", '"'))
+        and rest.strip() != ""
+    )
+    if is_title:
+        return candidate, rest.strip()
+    return None, text.strip()
+
+
+def read_story(path: Path, title: str | None = None) -> Story:
+    """Read and decode a story file.
+
+    The title is ``title`` if given, else a short first line, else the file name. A first line
+    that repeats the given title is not printed twice.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FairytaleError(f"Story file not found: {path}") from None
+    except IsADirectoryError:
+        raise FairytaleError(f"Story path is a folder, not a file: {path}") from None
+    except PermissionError:
+        raise FairytaleError(f"Story file is not readable (permission denied): {path}") from None
+    except OSError as exc:
+        raise FairytaleError(f"Story file cannot be read: {path} ({exc.strerror})") from None
+    if len(data) > MAX_BYTES:
+        raise FairytaleError(
+            f"{path} is {len(data) // 1024} KB, too long for a picture book (the limit is {MAX_BYTES // 1024} KB)"
+        )
+    if not data.strip():
+        raise FairytaleError(f"{path} is empty")
+    text, encoding = _decode(data, path)
+    if _looks_binary(text):
+        raise FairytaleError(f"{path} is not a text file (it contains binary data)")
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).replace("\ufeff", "")
+    if not text.strip():
+        raise FairytaleError(f"{path} has no text")
+    found_title, body = split_title(text)
+    if title is not None:
+        title = title.strip()
+        if not title:
+            raise FairytaleError("--title is empty")
+        if found_title is None or found_title.casefold() != title.casefold():
+            body = text.strip()
+    else:
+        title = found_title or _pretty_stem(path)
+    words = len(body.split())
+    if words == 0:
+        raise FairytaleError(f"{path} has a title but no story text")
+    if words > MAX_WORDS:
+        raise FairytaleError(f"{path} has {words:,} words, too long for a picture book (the limit is {MAX_WORDS:,})")
+    return Story(title=title, text=body, source=path, encoding=encoding, sha256=hashlib.sha256(data).hexdigest())

@@ -1,0 +1,78 @@
+"""Pages: sentence-aware, paragraph-respecting, and never losing or repeating text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fairytale.pages import split_pages, split_sentences, tidy
+from fairytale.story import read_story
+from tests.conftest import STORIES
+
+
+def pages_of(text: str, words_per_page: int = 35) -> list[str]:
+    sentences, spans = split_pages(text, words_per_page)
+    return [tidy(text[span.start : span.end]) for span in spans]
+
+
+def generated_story(seed: int, paragraphs: int = 120) -> str:
+    """A long story with dialogue, abbreviations and odd spacing, built from a seed."""
+    rng = random.Random(seed)
+    pieces = [
+        "Mr. Brown walked to St. Ives at 5 p.m. with Dr. Owl.",
+        "“Wait!” cried Luna. “Where are you going?”",
+        "“Home,” whispered Milo, “before it gets dark.”",
+        "She laughed... and laughed!",
+        "The fox—quick as ever—ran past the hens.",
+        "\"Why?\" asked the owl. \"Because,\" said the hare.",
+        "It was 3.5 miles to the sea; nobody minded.",
+        "They sang: la, la, la.",
+    ]
+    paragraphs_text = []
+    for _ in range(paragraphs):
+        count = rng.randint(1, 5)
+        paragraphs_text.append((" " * rng.randint(1, 2)).join(rng.choice(pieces) for _ in range(count)))
+    return "\n\n".join(paragraphs_text)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in STORIES.glob("*.txt")))
+@pytest.mark.parametrize("words_per_page", [12, 35, 80])
+def test_pages_join_back_to_the_story(name, words_per_page):
+    text = read_story(STORIES / name).text
+    pages = pages_of(text, words_per_page)
+    assert " ".join(pages).split() == text.split()  # nothing lost, nothing repeated
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_long_dialogue_heavy_stories_join_back(seed):
+    text = generated_story(seed)
+    assert len(text.split()) > 1500
+    pages = pages_of(text)
+    assert " ".join(pages).split() == text.split()
+
+
+def test_no_page_breaks_inside_a_sentence_or_quote():
+    text = read_story(STORIES / "milo_and_luna.txt").text
+    sentences = {s.text for s in split_sentences(text)}
+    assert "“Luna, wake up!” whispered Milo." in sentences  # the lower-case continuation is joined
+    assert "“And the pond is full. Let’s build a boat!”" in sentences  # a quotation is one unit
+    for page in pages_of(text, 12):
+        assert page.count("“") == page.count("”")
+
+
+def test_sizes_follow_the_target_and_respect_paragraphs():
+    text = read_story(STORIES / "pip_long_journey.txt").text
+    pages = pages_of(text, 35)
+    sizes = [len(p.split()) for p in pages]
+    assert 25 <= sum(sizes) / len(sizes) <= 45
+    assert max(sizes) <= 70  # never more than twice the target (single sentences aside)
+    paragraphs = [" ".join(p.split()) for p in text.split("\n\n")]
+    whole = sum(1 for page in pages for par in page.split("\n\n") if " ".join(par.split()) in paragraphs)
+    assert whole / sum(len(p.split("\n\n")) for p in pages) > 0.8  # most pages hold whole paragraphs
+
+
+def test_a_sentence_longer_than_a_page_is_kept_whole():
+    long = "The " + "very " * 60 + "long sentence ends here."
+    pages = pages_of(f"Short one. {long} Another short one.", 10)
+    assert any(" ".join(long.split()) in page for page in pages)

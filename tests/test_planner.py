@@ -1,0 +1,135 @@
+"""`fairytale plan` end to end with the tiny models, and its refusals of bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from fairytale.cli import app
+from fairytale.errors import FairytaleError
+from fairytale.plan import load_plan
+from fairytale.planner import PlanStats, plan_story
+from fairytale.prompts import MAX_TOKENS, clip_token_counter
+from fairytale.story import read_story
+from tests.conftest import STORIES
+from tests.fakes import fake_models, word_count
+
+STORY_FILES = sorted(STORIES.glob("*.txt"))
+
+
+@pytest.fixture(scope="module")
+def tiny_args(tiny_ner, tiny_qa, tiny_nli, tiny_sd):
+    return ["--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli), "--model", str(tiny_sd)]
+
+
+@pytest.fixture(scope="module")
+def clip_count(tiny_sd):
+    from transformers import CLIPTokenizer
+
+    return clip_token_counter(CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer"))
+
+
+@pytest.mark.parametrize("story", STORY_FILES, ids=lambda p: p.stem)
+def test_plan_command_end_to_end(tmp_path, tiny_args, clip_count, story):
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(out), "--seed", "7", *tiny_args])
+    assert result.exit_code == 0, result.output
+    plan = load_plan(out)  # valid against the schema
+    text = read_story(story).text
+    assert " ".join(p.text for p in plan.pages).split() == text.split()  # every word, once
+    assert plan.title == read_story(story).title and plan.seed == 7
+    assert plan.characters and plan.characters[0].main
+    assert all(clip_count(page.prompt) <= MAX_TOKENS for page in plan.pages)
+    assert len({page.seed for page in plan.pages}) == len(plan.pages)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert {"pages", "characters"} <= set(data) and all("aliases" in c for c in data["characters"])
+
+
+def test_tiny_ner_finds_the_named_heroes(tmp_path, tiny_args):
+    # The tiny tagger is trained on tests/data/ner, so it really tags names; the ties are rules.
+    out = tmp_path / "plan.json"
+    assert CliRunner().invoke(app, ["plan", str(STORIES / "ginger_giraffe.txt"), "-o", str(out), *tiny_args]).exit_code == 0
+    plan = load_plan(out)
+    ginger = plan.characters[0]
+    assert (ginger.name, ginger.kind, ginger.main) == ("Ginger", "giraffe", True)
+    assert "Milo" in {c.name for c in plan.characters}
+    assert any("milo" == c.id and "Milo the monkey" in c.aliases for c in plan.characters)
+
+
+def test_same_seed_same_plan(tmp_path, tiny_args):
+    outs = [tmp_path / "a.json", tmp_path / "b.json"]
+    for out in outs:
+        CliRunner().invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(out), "--seed", "11", *tiny_args])
+    assert outs[0].read_text() == outs[1].read_text()
+
+
+def test_plan_with_fakes_builds_prompts_from_the_scene(tmp_path):
+    story = tmp_path / "story.txt"
+    story.write_text("Ginger was a tall giraffe. She walked to the river.\n\nThat night she slept.")
+    models = fake_models(
+        names=("Ginger",),
+        qa_rules={r"Where does": "the river", r"What does Ginger do": "walked to the river"},
+        nli_rules=[(r"night", r"It is night", 4.0)],
+    )
+    stats = PlanStats()
+    plan = plan_story(story, models=models, count_tokens=word_count, seed=1, words_per_page=6, stats=stats)
+    assert plan.characters[0].description == "a giraffe"
+    first, river, last = plan.pages
+    assert first.prompt.startswith(plan.style.description) and "a giraffe" in first.prompt
+    assert river.setting == "the river" and "in the river" in river.prompt and "walked to the river" in river.prompt
+    assert last.time_of_day == "night" and "moonlight" in last.prompt
+    assert stats.nli_computed <= stats.nli_asked and stats.qa_computed > 0
+
+
+def test_hand_edited_plan_is_not_overwritten(tmp_path, tiny_args):
+    out = tmp_path / "plan.json"
+    out.write_text("my edits")
+    result = CliRunner().invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(out), *tiny_args])
+    assert result.exit_code != 0 and "--force" in result.output
+    assert out.read_text() == "my edits"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (bytes(range(256)) * 4, "not a text file"),
+        (b"a" * (1024 * 1024), "too long"),
+        (b"The sun rose over the hills. The wind blew over the sea.", "No characters found"),
+    ],
+    ids=["empty", "binary", "1MB", "no-characters"],
+)
+def test_bad_stories_are_one_line_errors_and_write_nothing(tmp_path, tiny_args, content, message):
+    story, out = tmp_path / "story.txt", tmp_path / "plan.json"
+    story.write_bytes(content)
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(out), *tiny_args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2  # one line (maybe wrapped)
+    assert not out.exists()
+
+
+def test_unreadable_inputs_and_outputs(tmp_path, tiny_args, read_only_folder):
+    runner = CliRunner()
+    missing = runner.invoke(app, ["plan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "p.json"), *tiny_args])
+    assert missing.exit_code == 1 and "not found" in missing.output
+    folder = runner.invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(tmp_path / "no" / "p.json"), *tiny_args])
+    assert folder.exit_code == 1 and "does not exist" in folder.output
+    locked = runner.invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(read_only_folder / "p.json"), *tiny_args])
+    assert locked.exit_code == 1 and "not writable" in locked.output
+    backend = runner.invoke(app, ["plan", str(STORY_FILES[0]), "--backend", "dalle", *tiny_args])
+    assert backend.exit_code == 1 and "Unknown backend" in backend.output
+
+
+def test_default_models_offline_fail_with_the_fix(tmp_path):
+    story = STORY_FILES[0]
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(tmp_path / "p.json")])
+    assert result.exit_code == 1
+    assert "fairytale models pull" in result.output and "flair/ner-english-fast" in result.output
+
+
+def test_bad_words_per_page():
+    with pytest.raises(FairytaleError, match="at least 5"):
+        plan_story(STORY_FILES[0], words_per_page=2, models=fake_models(), count_tokens=word_count)

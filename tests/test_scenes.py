@@ -1,0 +1,84 @@
+"""Looks and scenes: no invented answers, carried-over settings, presence by pronoun."""
+
+from __future__ import annotations
+
+from fairytale.characters import find_characters
+from fairytale.pages import split_pages
+from fairytale.scenes import describe, find_looks, find_scenes
+from tests.fakes import fake_models
+
+STORY = (
+    "Ginger was a tall giraffe with orange spots. Every morning she wore her red scarf.\n\n"
+    "She walked to the sparkling river. She drank and drank happily.\n\n"
+    "She looked at the sky. It was getting late.\n\n"
+    "That night she slept under the stars."
+)
+QA = {
+    r"What does Ginger look like": "a tall giraffe with orange spots",
+    r"What is Ginger wearing": "her red scarf",
+    r"Where does this happen": "the sparkling river",
+    r"What does Ginger do": "drank and drank happily",
+}
+NLI = [
+    (r"That night", r"It is night", 4.0),
+    (r"every|Every morning", r"It is morning", 4.0),
+    (r"", r"mood is happy", 2.0),  # only pages with a feeling word are asked
+]
+
+
+def scenes_of(story, models, words_per_page=10):
+    sentences, spans = split_pages(story, words_per_page)
+    members = find_characters(story, sentences, models)
+    return members, find_scenes(spans, sentences, story, members, {m.key for m in members[:1]}, models), sentences
+
+
+def test_looks_are_read_not_invented():
+    models = fake_models(names=("Ginger",), qa_rules=QA)
+    members, _, sentences = scenes_of(STORY, models)
+    (looks,) = find_looks(members, sentences, models)
+    assert looks == {"looks": "a tall giraffe with orange spots", "clothes": "a red scarf"}  # no colour answer: none
+    assert describe(members[0], looks) == "a tall giraffe with orange spots, wearing a red scarf"
+
+
+def test_description_without_any_answer_is_only_the_kind():
+    models = fake_models(names=("Ginger",))
+    members, _, sentences = scenes_of(STORY, models)
+    (looks,) = find_looks(members, sentences, models)
+    assert looks == {}
+    assert describe(members[0], looks) == "a giraffe"
+
+
+def test_scenes_carry_setting_and_time_and_follow_pronouns():
+    models = fake_models(names=("Ginger",), qa_rules=QA, nli_rules=NLI)
+    _, scenes, _ = scenes_of(STORY, models)
+    assert len(scenes) == 4
+    assert [s.characters for s in scenes] == [["ginger"]] * 4  # pages 2–4 only say "she"
+    assert scenes[0].time_of_day == "morning"
+    assert scenes[1].setting == "the sparkling river" and scenes[1].action == "drank and drank happily"
+    assert scenes[2].setting == "the sparkling river"  # nothing new said: carried over
+    assert scenes[2].time_of_day == "morning"  # likewise
+    assert scenes[3].time_of_day == "night"
+    assert scenes[0].mood is None  # no feeling word yet: nothing asked, nothing invented
+    assert [s.mood for s in scenes[1:]] == ["happy"] * 3  # "happily" on page 2, then carried over
+
+
+def test_main_character_stays_when_nli_says_so():
+    story = "Ginger walked to the river.\n\nThe water was cold and clear."
+    stays = fake_models(names=("Ginger",), nli_rules=[(r"water", r"Ginger is here", 3.0)])
+    _, scenes, _ = scenes_of(story, stays, words_per_page=5)
+    assert scenes[1].characters == ["ginger"]
+    leaves = fake_models(names=("Ginger",), nli_rules=[(r"water", r"Ginger is here", -3.0)])
+    _, scenes, _ = scenes_of(story, leaves, words_per_page=5)
+    assert scenes[1].characters == []
+
+
+def test_time_and_mood_are_asked_only_where_the_text_has_a_cue():
+    models = fake_models(names=("Ginger",), qa_rules=QA, nli_rules=NLI)
+    scenes_of(STORY, models)
+    asked = models.judge.pipe.pairs_seen
+    time_premises = {p for p, h in asked if h.startswith("It is ")}
+    mood_premises = {p for p, h in asked if h.startswith("The mood is ")}
+    # pages 1 ("Every morning") and 4 ("That night") name a time; only page 2 ("happily") a feeling
+    assert len(time_premises) == 2 and all(("morning" in p) or ("night" in p) for p in time_premises)
+    assert len(mood_premises) == 1 and "happily" in next(iter(mood_premises))
+    assert all(len(p.split()) <= 16 for p in time_premises | mood_premises)  # short premises: NLI is costly

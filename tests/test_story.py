@@ -1,0 +1,69 @@
+"""Reading stories: encodings, titles, and one-line refusals of bad files."""
+
+from __future__ import annotations
+
+import pytest
+
+from fairytale.errors import FairytaleError
+from fairytale.story import MAX_BYTES, read_story, split_title
+
+TEXT = "Zoë’s Café\n\n“Hello,” said Zoë. She served crème brûlée to the giraffe.\n\nIt was a sunny day."
+
+
+@pytest.mark.parametrize(
+    "encoding, prefix",
+    [("utf-8", b""), ("utf-8", b"\xef\xbb\xbf"), ("utf-16", b""), ("utf-16-be", b"\xfe\xff"), ("cp1252", b"")],
+)
+def test_encodings_decode_to_the_same_text(tmp_path, encoding, prefix):
+    path = tmp_path / "story.txt"
+    path.write_bytes(prefix + TEXT.replace("\n", "\r\n").encode(encoding))
+    story = read_story(path)
+    assert story.title == "Zoë’s Café"
+    assert story.text == TEXT.split("\n\n", 1)[1]  # curly quotes, accents and paragraphs kept
+
+
+def test_long_cp1252_story_is_detected(tmp_path):
+    body = "“Look!” cried Ginger. The café’s crème brûlée was ready. " * 30
+    path = tmp_path / "story.txt"
+    path.write_bytes(body.encode("cp1252"))
+    assert read_story(path).text == body.strip()
+
+
+def test_title_rules(tmp_path):
+    assert split_title("Once upon a time there was a fox.\n\nIt ran.")[0] is None  # a sentence, not a title
+    assert split_title("The Fox\nIt ran.")[0] is None  # no blank line after it
+    path = tmp_path / "ginger_the_giraffe.txt"
+    path.write_text("Ginger was tall. She ate leaves.")
+    assert read_story(path).title == "Ginger The Giraffe"  # from the file name
+    assert read_story(path, title="Tall Ginger").title == "Tall Ginger"
+    path.write_text("Ginger\n\nGinger was tall.")
+    story = read_story(path, title="ginger")
+    assert story.text == "Ginger was tall."  # the title line is not printed twice
+    story = read_story(path, title="Another Title")
+    assert story.text == "Ginger\n\nGinger was tall."  # nothing is dropped when the title differs
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is empty"),
+        (b"   \n\n  ", "is empty"),
+        (bytes(range(256)) * 8, "not a text file"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(200), "not a text file"),
+        (b"x" * (MAX_BYTES + 1), "too long"),
+        (("word " * 21_000).encode(), "too long for a picture book"),
+    ],
+)
+def test_bad_files_are_one_line_errors(tmp_path, content, message):
+    path = tmp_path / "story.txt"
+    path.write_bytes(content)
+    with pytest.raises(FairytaleError, match=message) as info:
+        read_story(path)
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_paths(tmp_path, read_only_folder):
+    with pytest.raises(FairytaleError, match="not found"):
+        read_story(tmp_path / "missing.txt")
+    with pytest.raises(FairytaleError, match="folder"):
+        read_story(tmp_path)
