@@ -74,6 +74,8 @@ class PageDecision:
     picture_ink: float | None = None
     split: str | None = None
     file_name: str | None = None
+    upscaled: bool = False
+    """The page rendered smaller than ``size`` at this dpi, so its picture was enlarged."""
 
 
 @dataclass
@@ -97,6 +99,11 @@ class DatasetReport:
     def count(self, split: str) -> int:
         """How many pictures went to ``split`` (``train`` or ``validation``)."""
         return sum(1 for page in self.pages if page.split == split)
+
+    @property
+    def upscaled(self) -> int:
+        """How many pictures had to be enlarged (raise the dpi to avoid it)."""
+        return sum(1 for page in self.pages if page.upscaled)
 
     @property
     def dropped(self) -> Counter[str]:
@@ -169,6 +176,7 @@ def build_dataset(
                         square_crop(page.image, size).save(tmp, quality=95, subsampling=0)
                     pictures.append(_Picture(title, sha, page.number, name, caption_for(page.text)))
                     decision.file_name = name
+                    decision.upscaled = min(page.image.size) < size
                 progress.advance(task)
             report.pages.extend(sorted(decisions, key=lambda d: d.page))
         if not pictures:

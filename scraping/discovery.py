@@ -123,44 +123,24 @@ def title_from_url(url: str) -> str:
 def parse_listing(html: str, page_url: str) -> ListingPage:
     """Find the book links and the further listing pages on one listing page."""
     soup = BeautifulSoup(html, "html.parser")
-    here = urlsplit(page_url)
-    content = _main_content(soup)
-    titles: dict[str, list[str]] = {}
-    order: list[tuple[str, bool]] = []
-    for anchor in content.find_all("a", href=True):
-        url = _absolute(page_url, anchor["href"])
-        if url is None:
-            continue
-        parts = urlsplit(url)
-        if is_pdf_url(url):
-            direct = True
-        elif parts.netloc == here.netloc and _SHOP_LINK.match(parts.path):
-            direct = False
-            url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
-        else:
-            continue
-        if url not in titles:
-            titles[url] = []
-            order.append((url, direct))
-        titles[url].extend(_title_candidates(anchor))
-
-    books = []
-    for url, direct in order:
-        title = next((t for t in titles[url] if t), "") or title_from_url(url)
-        books.append(BookLink(title=title, page_url=None if direct else url, pdf_url=url if direct else None))
-    return ListingPage(books=books, next_pages=_next_pages(soup, page_url))
+    next_pages = _next_pages(soup, page_url)
+    books = _books_in(_main_content(soup), page_url)
+    if not books and soup.body is not None:
+        # A theme that puts the grid outside <main>: look at the whole page, minus the parts
+        # that link other articles on every page.
+        for chrome in soup.body.select("header, footer, nav, aside, [role=banner], [role=navigation], [role=contentinfo]"):
+            chrome.decompose()
+        books = _books_in(soup.body, page_url)
+    return ListingPage(books=books, next_pages=next_pages)
 
 
 def parse_book_page(html: str, page_url: str) -> BookPage:
     """Find a book's title and its PDF link(s); links in the article body come first."""
     soup = BeautifulSoup(html, "html.parser")
     title = _page_title(soup) or title_from_url(page_url)
-    body = (
-        soup.select_one("article .article__content, .article__content, article .rte, article")
-        or _main_content(soup)
-    )
+    body = _first(soup, "article .article__content", ".article__content", "[itemprop=articleBody]", "article .rte", "article")
     urls: list[str] = []
-    for scope in (body, soup):
+    for scope in (body or _main_content(soup), soup):
         for url in _pdf_links(scope, page_url):
             if url not in urls:
                 urls.append(url)
@@ -187,6 +167,51 @@ def _absolute(base: str, href: str) -> str | None:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
 
 
+def _first(soup: BeautifulSoup, *selectors: str) -> Tag | None:
+    # One selector at a time, in order of preference (a selector group would return
+    # whichever match comes first in the document).
+    for selector in selectors:
+        found = soup.select_one(selector)
+        if found is not None:
+            return found
+    return None
+
+
+def _same_site(host: str, other: str) -> bool:
+    # monkeypen.com and www.monkeypen.com are one shop.
+    return host.lower().removeprefix("www.") == other.lower().removeprefix("www.")
+
+
+def _book_url(page_url: str, href: str) -> tuple[str, bool] | None:
+    """``(url, is_pdf)`` when ``href`` is a book: a PDF, or a same-site article or product."""
+    url = _absolute(page_url, href)
+    if url is None:
+        return None
+    if is_pdf_url(url):
+        return url, True
+    parts = urlsplit(url)
+    if _same_site(parts.netloc, urlsplit(page_url).netloc) and _SHOP_LINK.match(parts.path):
+        return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", "")), False
+    return None
+
+
+def _books_in(content: Tag | BeautifulSoup, page_url: str) -> list[BookLink]:
+    titles: dict[str, list[str]] = {}
+    kinds: dict[str, bool] = {}
+    for anchor in content.find_all("a", href=True):
+        found = _book_url(page_url, anchor["href"])
+        if found is None:
+            continue
+        url, is_pdf = found
+        kinds.setdefault(url, is_pdf)
+        titles.setdefault(url, []).extend(_title_candidates(anchor, url, page_url))
+    books = []
+    for url, is_pdf in kinds.items():
+        title = next(iter(titles[url]), "") or title_from_url(url)
+        books.append(BookLink(title=title, page_url=None if is_pdf else url, pdf_url=url if is_pdf else None))
+    return books
+
+
 def _pdf_links(scope: Tag | BeautifulSoup, page_url: str) -> Iterable[str]:
     for tag in scope.find_all(["a", "iframe", "embed", "object", "source"]):
         for attribute in ("href", "src", "data"):
@@ -197,15 +222,19 @@ def _pdf_links(scope: Tag | BeautifulSoup, page_url: str) -> Iterable[str]:
                     yield url
 
 
-def _title_candidates(anchor: Tag) -> list[str]:
+def _title_candidates(anchor: Tag, url: str, page_url: str) -> list[str]:
     candidates = [anchor.get_text(" ", strip=True), anchor.get("title") or ""]
     candidates += [img.get("alt") or "" for img in anchor.find_all("img")]
-    # A card often holds the picture link, a heading with the title and a "Read" button.
+    # A card often holds the picture link, a heading with the title and a "Read" button. Climb
+    # to the card, but never into a block that links another book (its heading is not ours).
     card = anchor.parent
     for _ in range(3):
-        if card is None or not isinstance(card, Tag):
+        if not isinstance(card, Tag) or card.name in ("body", "main", "html"):
             break
-        heading = card.find(["h1", "h2", "h3", "h4", "h5", "strong"])
+        links = {_book_url(page_url, a["href"]) for a in card.find_all("a", href=True)} - {None}
+        if any(other != url for other, _ in links):
+            break
+        heading = card.find(["h1", "h2", "h3", "h4", "h5", "h6", "strong"])
         if heading is not None:
             candidates.append(heading.get_text(" ", strip=True))
             break
@@ -215,9 +244,11 @@ def _title_candidates(anchor: Tag) -> list[str]:
 
 
 def _page_title(soup: BeautifulSoup) -> str:
-    sources = [soup.select_one("article h1, main h1, h1")]
+    candidates = []
+    heading = _first(soup, "article h1", ".article__title", "main h1", "[role=main] h1", "h1")
+    if heading is not None:
+        candidates.append(heading.get_text(" ", strip=True))
     meta = soup.find("meta", attrs={"property": "og:title"})
-    candidates = [tag.get_text(" ", strip=True) for tag in sources if tag is not None]
     if meta is not None and meta.get("content"):
         candidates.append(str(meta["content"]))
     if soup.title is not None:
@@ -238,7 +269,7 @@ def _next_pages(soup: BeautifulSoup, page_url: str) -> list[str]:
         if url is None:
             continue
         parts = urlsplit(url)
-        if parts.netloc != here.netloc:
+        if not _same_site(parts.netloc, here.netloc):
             continue
         paged = parts.path == here.path and "page" in parse_qs(parts.query)
         if ("next" in rel or paged) and url != page_url and url not in found:

@@ -217,3 +217,15 @@ def test_cli_listing_without_books_says_so(site, quick_cli, tmp_path):
     assert result.exit_code == 1
     [line] = _error_lines(result.output)
     assert "No books found" in line
+
+
+def test_progress_bars_show_listing_books_and_bytes(site, clock, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=120)
+    scrape(site.url, tmp_path, http_config=quick_http(clock), show_progress=True, console=console)
+    shown = screen.getvalue()
+    assert "Listing pages" in shown and "Books" in shown and "3/3" in shown

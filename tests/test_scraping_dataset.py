@@ -162,6 +162,7 @@ def test_build_writes_an_imagefolder(built):
             assert row["book"] in row["caption"]  # the fixture's story line names the book
             with Image.open(out / split / row["file_name"]) as image:
                 assert image.size == (512, 512) and image.mode == "RGB"
+    assert report.upscaled == 0  # 8-inch pages at 72 dpi are 576 px
     card = (out / "README.md").read_text()
     assert "seed 0" in card and "research use" in card and "72 dpi" in card
 
@@ -198,6 +199,13 @@ def test_size_768_and_keeping_covers(pdf_dir, tmp_path):
     name = _rows(tmp_path / "ds" / "train")[0]["file_name"]
     with Image.open(tmp_path / "ds" / "train" / name) as image:
         assert image.size == (768, 768)
+    assert report.upscaled == 0  # 8 inches at 96 dpi: exactly 768 px
+
+
+def test_low_dpi_pictures_are_flagged_as_enlarged(pdf_dir, tmp_path):
+    result = CliRunner().invoke(app, ["dataset", "build", str(pdf_dir), "--out", str(tmp_path / "ds"), "--dpi", "48"])
+    assert result.exit_code == 0, result.output
+    assert "9 pages rendered smaller than 512 px" in " ".join(result.output.split())
 
 
 def test_an_existing_dataset_is_replaced_only_with_overwrite(pdf_dir, tmp_path):
@@ -275,3 +283,14 @@ def test_scrape_then_build_then_load_with_datasets(tmp_path, monkeypatch):
     assert set(row) == {"image", "caption", "book", "page"}
     assert row["image"].size == (512, 512)
     assert row["book"] in TITLES and row["caption"].startswith("a children's book illustration")
+
+
+def test_build_progress_bar_counts_pages(pdf_dir, tmp_path):
+    import io
+
+    from rich.console import Console
+
+    screen = io.StringIO()
+    build_dataset(pdf_dir, tmp_path / "ds", dpi=36, size=512, show_progress=True,
+                  console=Console(file=screen, force_terminal=True, width=120))
+    assert "Pages" in screen.getvalue() and f"{3 * PAGES_PER_BOOK}/{3 * PAGES_PER_BOOK}" in screen.getvalue()

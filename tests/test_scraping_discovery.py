@@ -78,6 +78,7 @@ def test_listing_without_main_element_uses_the_body_and_takes_direct_pdf_links()
       <p><a href="/blogs/news/the-way-of-the-woods/">The Way of the Woods</a></p>
       <p><a href="/en-gb/blogs/news/jimmys-first-day">Read more</a><img alt="Jimmy's First Day"></p>
       <p><a href="https://cdn.shopify.com/s/files/1/2081/8163/files/030-BULLY-BILL.pdf?v=2">Bully Bill</a></p>
+      <p><a href="https://www.shop.example/blogs/news/hide-and-seek?_pos=3&_sid=ab12">Hide and Seek</a></p>
       <p><a href="/blogs/news/tagged/animals">Animals</a> <a href="/blogs/news">Blog</a>
          <a href="https://other.example/blogs/news/not-ours">Elsewhere</a></p>
     </div></body></html>"""
@@ -86,6 +87,7 @@ def test_listing_without_main_element_uses_the_body_and_takes_direct_pdf_links()
         ("The Way of the Woods", f"{BASE}/blogs/news/the-way-of-the-woods", None),
         ("Jimmys First Day", f"{BASE}/en-gb/blogs/news/jimmys-first-day", None),
         ("Bully Bill", None, "https://cdn.shopify.com/s/files/1/2081/8163/files/030-BULLY-BILL.pdf?v=2"),
+        ("Hide and Seek", "https://www.shop.example/blogs/news/hide-and-seek", None),
     ]
 
 
@@ -122,3 +124,31 @@ def test_book_page_without_pdf_link():
 def test_fixture_pdfs_are_real_pdfs():
     data = book_pdf("Ginger the Giraffe")
     assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:]
+
+
+def test_a_heading_shared_by_several_books_is_not_taken_as_a_title():
+    html = """<main><section><h2>Bedtime stories</h2>
+      <a href="/blogs/news/sleepy-owl">Read</a> <a href="/blogs/news/moon-song">Read</a></section></main>"""
+    page = parse_listing(html, f"{BASE}/pages/free-childrens-books")
+    assert [b.title for b in page.books] == ["Sleepy Owl", "Moon Song"]
+
+
+def test_books_outside_the_main_element_are_still_found():
+    html = """<body><main><h1>Free books</h1></main>
+      <div class="grid"><div class="card"><a href="/blogs/news/sleepy-owl"><h3>The Sleepy Owl</h3></a></div></div></body>"""
+    page = parse_listing(html, f"{BASE}/pages/free-childrens-books")
+    assert [(b.title, b.page_url) for b in page.books] == [("The Sleepy Owl", f"{BASE}/blogs/news/sleepy-owl")]
+
+
+def test_book_title_comes_from_the_article_not_the_logo():
+    html = """<html><head><meta property="og:title" content="The Sleepy Owl"></head><body>
+      <header><h1 class="logo">Monkey Pen</h1></header>
+      <main><article><h1 class="article__title">The Sleepy Owl | Free Children's Book</h1></article></main></body></html>"""
+    assert parse_book_page(html, f"{BASE}/blogs/news/sleepy-owl").title == "The Sleepy Owl"
+    no_heading = "<html><head><title>Moon Song | Monkey Pen</title></head><body><p>text</p></body></html>"
+    assert parse_book_page(no_heading, f"{BASE}/blogs/news/moon-song").title == "Moon Song"
+
+
+def test_an_empty_listing_has_no_books_even_though_header_and_footer_link_articles():
+    site = _site(books=[])
+    assert parse_listing(site.listing(1), f"{site.url}/pages/free-childrens-books").books == []

@@ -121,6 +121,12 @@ def build_command(
     )
     for name, why in report.skipped_files.items():
         console.print(f"[yellow]Skipped[/] {name}: {why}", highlight=False)
+    if report.upscaled:
+        console.print(
+            f"[yellow]Warning:[/] {report.upscaled} pages rendered smaller than {size} px at {dpi} dpi and were "
+            "enlarged; a higher --dpi gives sharper pictures",
+            highlight=False,
+        )
     dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
     console.print(
         f"[green]✓[/] {report.kept} pictures ({report.count('train')} train, {report.count('validation')} validation) "
