@@ -1,9 +1,141 @@
-"""`fairytale` commands: scrape (filled in by its issue)."""
+"""`fairytale scrape` and `fairytale dataset build`: collect the free books, build the style dataset.
+
+Both are thin layers over :func:`scraping.scrape` and :func:`scraping.build_dataset`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from fairytale.cli.app import stderr, user_errors
+from fairytale.errors import FairytaleError
+from scraping.site import DEFAULT_BASE_URL, LISTING_PATH, TERMS
+
+dataset_app = typer.Typer(help="Build the picture-book style dataset the trainer reads.", no_args_is_help=True)
+
+
+@user_errors
+def scrape_command(
+    base_url: Annotated[
+        str,
+        typer.Option(
+            "--base-url",
+            help=f"Site root ({LISTING_PATH} is appended) or the listing page itself. "
+            "Point it at a local copy to crawl that instead.",
+        ),
+    ] = DEFAULT_BASE_URL,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PDFs and manifest.jsonl.")] = Path("books"),
+    delay: Annotated[float, typer.Option(help="Seconds between requests (0 allowed, for your own server).")] = 1.0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N books of the listing.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read the listing and book pages, list the PDFs, download nothing.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a server's answer before retrying.")] = 30.0,
+) -> None:
+    """Download Monkey Pen's free children's books (PDFs) for your own research use.
+
+    Obeys robots.txt, sends a clear User-Agent, waits --delay seconds between requests, retries 429/5xx with backoff (honouring Retry-After) and records every book in OUT/manifest.jsonl.
+
+    Run it again to resume: complete books are not fetched again, failed ones are retried.
+    """
+    from scraping import HttpConfig, scrape
+
+    console = stderr()
+    console.print(f"[dim]{TERMS}[/]", highlight=False)
+    if timeout <= 0:
+        raise FairytaleError(f"--timeout must be a positive number of seconds (got {timeout})")
+    report = scrape(
+        base_url,
+        out,
+        delay=delay,
+        limit=limit,
+        dry_run=dry_run,
+        http_config=HttpConfig(read_timeout=timeout),
+        show_progress=True,
+        console=console,
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+    if dry_run:
+        table = Table(title=f"Would fetch ({report.listing_url})")
+        for column in ("book", "PDF", "file"):
+            table.add_column(column, overflow="fold")
+        for book in report.books:
+            table.add_row(book.title, book.pdf_url or f"[red]{book.error or book.action}[/]", book.file or book.action)
+        Console().print(table)
+        return
+    for book in report.books:
+        if book.action in ("failed", "no pdf", "disallowed"):
+            console.print(f"[red]✗[/] {book.title}: {book.action} ({book.error})", highlight=False)
+    counts = ", ".join(f"{report.count(a)} {a}" for a in ("downloaded", "skipped", "duplicate") if report.count(a))
+    console.print(f"[green]✓[/] {counts or 'nothing new'} → {out} (manifest: {report.manifest_path})", highlight=False)
+    unfinished = [b for b in report.books if b.action in ("failed", "no pdf")]
+    if unfinished:
+        raise FairytaleError(
+            f"{len(unfinished)} of {len(report.books)} books were not downloaded (see {report.manifest_path}); "
+            "run the same command again to retry them"
+        )
+
+
+@dataset_app.command("build")
+@user_errors
+def build_command(
+    pdf_dir: Annotated[Path, typer.Argument(help="Folder of PDFs, e.g. the --out of `fairytale scrape`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the imagefolder dataset.")] = Path("dataset"),
+    size: Annotated[int, typer.Option(help="Picture size: 512 for SD 1.x, 768 for SD 2.x.")] = 512,
+    dpi: Annotated[int, typer.Option(help="Resolution pages are rendered at before cropping.")] = 150,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation split (recorded in README.md).")] = 0,
+    validation: Annotated[float, typer.Option(help="Share of pictures held out for validation.")] = 0.1,
+    min_picture: Annotated[
+        float, typer.Option(help="Keep a page when solid ink outside its text covers at least this share of it.")
+    ] = 0.10,
+    keep_covers: Annotated[bool, typer.Option("--keep-covers", help="Keep the first and last pages too.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+) -> None:
+    """Render the books' pages, keep the illustrations, write a Hugging Face imagefolder.
+
+    Covers (first and last page), near-blank and text-only pages are dropped by a measured rule (see scraping/pages.py); the rest are centre-cropped to --size.
+
+    Output: OUT/train and OUT/validation, each with metadata.jsonl (file_name, caption, book, page), and a README.md recording the settings.
+    """
+    from scraping import build_dataset
+    from scraping.pages import PageRule
+
+    console = stderr()
+    report = build_dataset(
+        pdf_dir,
+        out,
+        size=size,
+        dpi=dpi,
+        seed=seed,
+        validation_fraction=validation,
+        rule=PageRule(min_picture=min_picture, drop_covers=not keep_covers),
+        overwrite=force,
+        show_progress=True,
+        console=console,
+    )
+    for name, why in report.skipped_files.items():
+        console.print(f"[yellow]Skipped[/] {name}: {why}", highlight=False)
+    if report.upscaled:
+        console.print(
+            f"[yellow]Warning:[/] {report.upscaled} pages rendered smaller than {size} px at {dpi} dpi and were "
+            "enlarged; a higher --dpi gives sharper pictures",
+            highlight=False,
+        )
+    dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
+    console.print(
+        f"[green]✓[/] {report.kept} pictures ({report.count('train')} train, {report.count('validation')} validation) "
+        f"from {len(report.books)} books at {size} px → {out}; pages dropped: {dropped}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add `fairytale scrape` and `fairytale dataset` to ``app``."""
+    app.command("scrape")(scrape_command)
+    app.add_typer(dataset_app, name="dataset")

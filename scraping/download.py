@@ -1,0 +1,220 @@
+"""Downloading one PDF safely: streamed to ``NAME.part``, checked, then renamed.
+
+A file only gets its real name once all of it has arrived and looks like a whole PDF:
+
+1. the status is 200 and the body starts with ``%PDF-`` (an HTML error or login page served
+   in its place is rejected, whatever its Content-Type says);
+2. the byte count matches ``Content-Length`` when the server sent one, and the file ends with
+   the ``%%EOF`` marker (catches a cut connection when there is no Content-Length);
+3. its SHA-256 is not already stored (the same book reached twice is kept once).
+
+Interrupted bodies (timeouts, resets, truncation) are fetched again a few times with backoff;
+a rejected body is not. Whatever happens, no ``.part`` file is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from fairytale.errors import FairytaleError
+from fairytale.files import sha256_file
+from scraping.http import PoliteSession
+
+MAX_NAME_LENGTH = 100
+MAX_PDF_BYTES = 500 * 1024 * 1024
+PART_SUFFIX = ".part"
+_WINDOWS_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+class DownloadRejected(FairytaleError):
+    """The server answered, but not with a whole PDF; fetching again will not help."""
+
+
+class IncompleteDownload(Exception):
+    """The body stopped early; fetching again may help."""
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A verified PDF waiting under its ``.part`` name."""
+
+    part: Path
+    bytes: int
+    sha256: str
+
+
+def safe_file_name(name: str, *, fallback: str = "book", max_length: int = MAX_NAME_LENGTH) -> str:
+    """A file name that stays in its folder and works on every file system, ending in ``.pdf``.
+
+    Path separators and ``..`` cannot survive, only ASCII letters, digits, ``.``, ``-`` and
+    ``_`` are kept, and the length is bounded.
+
+    >>> safe_file_name("../../etc/passwd.pdf")
+    'etc-passwd.pdf'
+    >>> safe_file_name("Ginger the Giraffe (2020)!.PDF")
+    'Ginger-the-Giraffe-2020.pdf'
+    """
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"\.pdf$", "", text.strip(), flags=re.IGNORECASE)
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem)
+    stem = re.sub(r"\.{2,}", ".", stem)
+    stem = re.sub(r"-{2,}", "-", stem).strip(".-_ ")
+    if not stem:
+        stem = re.sub(r"[^A-Za-z0-9]+", "-", fallback).strip("-") or "book"
+    if stem.split(".")[0].lower() in _WINDOWS_RESERVED:
+        stem = f"book-{stem}"
+    stem = stem[: max_length - len(".pdf")].rstrip(".-_ ")
+    return f"{stem}.pdf"
+
+
+def file_name_for(pdf_url: str, title: str) -> str:
+    """The safe file name for a PDF: its URL's own file name, else the book title."""
+    last = unquote(urlsplit(pdf_url).path).replace("\\", "/").rsplit("/", 1)[-1]
+    return safe_file_name(last, fallback=title)
+
+
+def fetch_pdf(
+    http: PoliteSession,
+    url: str,
+    part: Path,
+    *,
+    attempts: int = 3,
+    max_bytes: int = MAX_PDF_BYTES,
+    on_start: Callable[[int | None], None] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Downloaded:
+    """Stream ``url`` into ``part`` and verify it is a whole PDF.
+
+    Raises :class:`DownloadRejected` for a wrong body, ``requests`` exceptions when the server
+    stays unreachable, and :class:`IncompleteDownload` when every attempt was cut short. On
+    any failure (Ctrl-C included) ``part`` is removed.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return _fetch_once(http, url, part, max_bytes, on_start, on_bytes)
+        except (IncompleteDownload, requests.exceptions.ChunkedEncodingError, _BodyError) as exc:
+            cause = exc.__cause__ if isinstance(exc, _BodyError) else exc
+            if attempt == attempts:
+                raise IncompleteDownload(f"download kept breaking off ({cause})") from None
+            http.config.sleep(http.config.backoff_factor * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _BodyError(Exception):
+    """A network error while the body was streaming (as opposed to before the headers)."""
+
+
+def _fetch_once(
+    http: PoliteSession,
+    url: str,
+    part: Path,
+    max_bytes: int,
+    on_start: Callable[[int | None], None] | None,
+    on_bytes: Callable[[int], None] | None,
+) -> Downloaded:
+    digest = hashlib.sha256()
+    received = 0
+    head = b""
+    tail = b""
+    try:
+        with http.request(url, stream=True) as response:
+            if response.status_code != 200:
+                raise DownloadRejected(f"HTTP {response.status_code} {response.reason or ''}".strip())
+            expected = _content_length(response)
+            if expected is not None and expected > max_bytes:
+                raise DownloadRejected(f"refusing a {expected / 1e6:.0f} MB file (limit {max_bytes / 1e6:.0f} MB)")
+            if on_start:
+                on_start(expected)
+            with open(part, "wb") as handle:
+                try:
+                    for chunk in response.iter_content(chunk_size=64 * 1024):
+                        if len(head) < 1024:
+                            head = (head + chunk)[:1024]
+                            _check_head(head, response, final=False)
+                        handle.write(chunk)
+                        digest.update(chunk)
+                        received += len(chunk)
+                        tail = (tail + chunk)[-2048:]
+                        if received > max_bytes:
+                            raise DownloadRejected(f"file larger than {max_bytes / 1e6:.0f} MB")
+                        if on_bytes:
+                            on_bytes(len(chunk))
+                except (requests.ConnectionError, requests.Timeout) as exc:
+                    raise _BodyError(str(exc)) from exc
+                handle.flush()
+                os.fsync(handle.fileno())
+            _check_head(head, response, final=True)
+            if expected is not None and received != expected:
+                raise IncompleteDownload(f"got {received} of {expected} bytes")
+            if b"%%EOF" not in tail:
+                raise IncompleteDownload(f"the PDF has no end marker after {received} bytes (cut short)")
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return Downloaded(part=part, bytes=received, sha256=digest.hexdigest())
+
+
+def _content_length(response: requests.Response) -> int | None:
+    # A compressed transfer's length counts compressed bytes; urllib3 checks that one itself.
+    if response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity"):
+        return None
+    value = response.headers.get("Content-Length")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _check_head(head: bytes, response: requests.Response, *, final: bool) -> None:
+    if b"%PDF-" in head:
+        return
+    if not final and len(head) < 1024 and b"%PDF-"[: len(head)] == head[:5]:
+        return  # too little has arrived to tell yet
+    sniff = head[:512].lower()
+    content_type = response.headers.get("Content-Type", "?").split(";")[0]
+    if b"<html" in sniff or b"<!doctype" in sniff or content_type == "text/html":
+        raise DownloadRejected(f"got an HTML page ({content_type}) instead of a PDF")
+    if final or len(head) >= 1024:
+        raise DownloadRejected(f"not a PDF ({content_type}, starts with {head[:16]!r})")
+
+
+def store(
+    download: Downloaded, folder: Path, name: str, taken: Callable[[str], bool], *, replaces: str | None = None
+) -> str:
+    """Rename a verified ``.part`` to a free name in ``folder``; returns the name used.
+
+    ``taken(name)`` says whether a name belongs to another book; ``-2``, ``-3``… are tried
+    until one is free, so two books never overwrite each other, nor a file we did not write.
+    ``replaces`` is this book's own earlier file (missing or damaged), which may be overwritten.
+    """
+    stem = name[: -len(".pdf")]
+    candidate, number = name, 1
+    while True:
+        target = folder / candidate
+        if candidate == replaces or not (taken(candidate) or target.exists()):
+            break
+        if not taken(candidate) and sha256_file(target) == download.sha256:
+            # Our own file from a run killed between the rename and the manifest update.
+            download.part.unlink(missing_ok=True)
+            return candidate
+        number += 1
+        candidate = f"{stem[: MAX_NAME_LENGTH - 10]}-{number}.pdf"
+    os.replace(download.part, target)
+    return candidate
+
+
+def remove_stale_parts(folder: Path) -> list[Path]:
+    """Delete ``.part`` files left by a run that was killed; returns what was removed."""
+    stale = sorted(folder.glob(f"*{PART_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -1,0 +1,144 @@
+"""The crawl's record: one JSON line per book in ``OUT/manifest.jsonl``.
+
+Each line holds the title, the book's page URL, its PDF URL, the file name, byte count,
+SHA-256 and a status (see :class:`Status`). The file is rewritten atomically after every book,
+so a crash leaves the previous complete version. A later run skips every book whose status is
+``complete`` (with its file present at the recorded size) or ``duplicate``: nothing complete is
+fetched again. Other statuses are tried again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from fairytale.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class Status(str, Enum):
+    """Where a book stands."""
+
+    COMPLETE = "complete"
+    """Its PDF is stored in ``file``, verified."""
+    DUPLICATE = "duplicate"
+    """Its PDF has the same bytes as another book's; stored once, under ``duplicate_of``."""
+    FAILED = "failed"
+    """Fetching failed (see ``error``); the next run tries again."""
+    NO_PDF = "no_pdf"
+    """Its page links no PDF; the next run looks again."""
+    DISALLOWED = "disallowed"
+    """robots.txt forbids fetching it."""
+
+
+DONE = (Status.COMPLETE, Status.DUPLICATE)
+
+
+class Record(BaseModel):
+    """One book in the manifest."""
+
+    model_config = ConfigDict(extra="ignore", use_enum_values=False)
+
+    title: str
+    page_url: str | None = None
+    pdf_url: str | None = None
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    status: Status
+    error: str | None = None
+    duplicate_of: str | None = None
+    updated_at: str = ""
+
+    @property
+    def key(self) -> str:
+        """What identifies the book across runs: its page URL, else its PDF URL."""
+        return self.page_url or self.pdf_url or ""
+
+
+class Manifest:
+    """The records of one download folder, in the order books were first seen."""
+
+    def __init__(self, path: Path, records: dict[str, Record] | None = None) -> None:
+        self.path = Path(path)
+        self.records: dict[str, Record] = records or {}
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest:
+        """Read ``folder/manifest.jsonl`` if it exists; unreadable lines are skipped with a warning
+        (their books are simply fetched again)."""
+        path = Path(folder) / MANIFEST_NAME
+        records: dict[str, Record] = {}
+        if path.is_file():
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = Record.model_validate(json.loads(line))
+                except (json.JSONDecodeError, ValidationError):
+                    log.warning("Ignoring unreadable line %d of %s", number, path)
+                    continue
+                records[record.key] = record
+        return cls(path, records)
+
+    def get(self, key: str) -> Record | None:
+        """The record of the book identified by ``key``, if any."""
+        return self.records.get(key)
+
+    def is_done(self, key: str) -> bool:
+        """Whether the book needs no fetching: stored and intact, or a duplicate of one that is."""
+        record = self.records.get(key)
+        if record is None or record.status not in DONE:
+            return False
+        name = record.file if record.status is Status.COMPLETE else record.duplicate_of
+        owner = self.owner_of(name) if name else None
+        if owner is None:
+            return False
+        path = self.path.parent / name
+        return path.is_file() and path.stat().st_size == owner.bytes
+
+    def owner_of(self, file_name: str) -> Record | None:
+        """The complete record that stored ``file_name``."""
+        for record in self.records.values():
+            if record.status is Status.COMPLETE and record.file == file_name:
+                return record
+        return None
+
+    def with_sha256(self, sha256: str) -> Record | None:
+        """A complete record whose file has this SHA-256, if its file is still there."""
+        for record in self.records.values():
+            if (
+                record.status is Status.COMPLETE
+                and record.sha256 == sha256
+                and record.file
+                and (self.path.parent / record.file).is_file()
+            ):
+                return record
+        return None
+
+    def put(self, record: Record) -> None:
+        """Add or replace a record and write the manifest (atomically)."""
+        record.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.records[record.key] = record
+        self.save()
+
+    def save(self) -> None:
+        """Write every record, one JSON object per line, through a temporary file."""
+        lines = [record.model_dump_json() for record in self.records.values()]
+        atomic_write_text(self.path, "".join(line + "\n" for line in lines))
+
+    def complete_files(self) -> dict[str, str]:
+        """File name → book title, for every stored PDF."""
+        return {
+            record.file: record.title
+            for record in self.records.values()
+            if record.status is Status.COMPLETE and record.file
+        }

@@ -1,0 +1,158 @@
+"""Politeness and robust HTTP against the local fixture site: robots.txt, User-Agent, delays,
+Retry-After, 5xx retries and hanging servers. Waits go through a fake clock: no test sleeps."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from fairytale.errors import FairytaleError
+from scraping import scrape
+from scraping.http import USER_AGENT
+from tests.scraping_site import (
+    Book,
+    FakeClock,
+    Fault,
+    Site,
+    book_pdf,
+    files_in,
+    quick_http,
+    read_manifest,
+    serve,
+)
+
+
+@pytest.fixture
+def site():
+    with serve(Site()) as running:
+        yield running
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+def _pdf_path(site: Site, index: int = 0) -> str:
+    return site.books[index].pdf_path()
+
+
+def test_every_request_carries_our_user_agent_and_robots_is_read_once_per_host(site, clock, tmp_path):
+    scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert {agent for _, agent in site.log} == {USER_AGENT}
+    assert USER_AGENT.startswith("fairytale-books/")
+    # Two hosts (the shop and its "CDN" at localhost): one robots.txt request each.
+    assert site.requests_for("/robots.txt") == 2
+
+
+def test_robots_disallowed_book_is_recorded_and_never_fetched(clock, tmp_path):
+    secret = Book("members-only", "Members Only", "secret.pdf", book_pdf("Members Only"))
+    with serve(Site(books=[*Site().books[:1], secret])) as site:
+        report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+        assert site.requests_for("/blogs/news/members-only") == 0
+        assert site.requests_for(secret.pdf_path()) == 0
+    assert [b.action for b in report.books] == ["downloaded", "disallowed"]
+    rows = read_manifest(tmp_path)
+    assert [r["status"] for r in rows] == ["complete", "disallowed"]
+    assert "robots.txt" in rows[1]["error"]
+    assert files_in(tmp_path) == [rows[0]["file"]]
+
+
+def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tmp_path):
+    site.robots = "User-agent: fairytale-books\nDisallow: /pages/\n"
+    with pytest.raises(FairytaleError, match="robots.txt .* disallows"):
+        scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert site.requests_for("/pages/free-childrens-books") == 0
+
+
+def test_unreadable_robots_means_do_not_crawl(site, clock, tmp_path):
+    site.faults["/robots.txt"] = [Fault.error(500)] * 3
+    with pytest.raises(FairytaleError, match="Cannot read the listing page"):
+        scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert site.requests_for("/pages/free-childrens-books") == 0
+
+
+def test_delay_between_requests_is_waited_through_the_injected_sleep(site, clock, tmp_path):
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.5))
+    # The fake clock only moves when we sleep, so every gap needs the full delay.
+    # robots x2, listing x2, then page + PDF for each of the three books.
+    assert report.requests == len(site.log) == 10
+    assert clock.sleeps == [1.5] * (report.requests - 1)
+
+
+def test_delay_zero_never_sleeps(site, clock, tmp_path):
+    scrape(site.url, tmp_path, delay=0, http_config=quick_http(clock, delay=5))
+    assert clock.sleeps == []
+
+
+def test_a_longer_crawl_delay_in_robots_is_honoured(site, clock, tmp_path):
+    site.robots = "User-agent: *\nCrawl-delay: 4\nDisallow: /cart\n"
+    scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
+    assert clock.sleeps and set(clock.sleeps) <= {1.0, 4.0}
+    assert 4.0 in clock.sleeps
+
+
+def test_429_with_retry_after_is_waited_out_then_fetched(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.error(429, {"Retry-After": "7"})]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert 7.0 in clock.sleeps  # asked for, and waited (through the fake clock)
+    assert site.requests_for(_pdf_path(site)) == 2
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    row = read_manifest(tmp_path)[0]
+    assert row["status"] == "complete"
+    assert (tmp_path / row["file"]).read_bytes() == site.books[0].pdf
+
+
+def test_retry_after_beyond_our_patience_fails_that_book_only(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.error(429, {"Retry-After": "3600"})]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, max_retry_after=60))
+    assert 3600.0 not in clock.sleeps
+    assert [b.action for b in report.books] == ["failed", "downloaded", "downloaded"]
+    row = read_manifest(tmp_path)[0]
+    assert row["status"] == "failed" and "3600" in row["error"]
+    assert row["file"] is None and len(files_in(tmp_path)) == 2
+
+
+def test_500_then_success_is_retried_with_backoff(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.error(500), Fault.error(502)]
+    site.faults[f"/blogs/news/{site.books[1].handle}"] = [Fault.error(503)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    assert site.requests_for(_pdf_path(site)) == 3
+    assert 1.0 in clock.sleeps  # urllib3's exponential backoff: 0.5 * 2 for the second retry
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"] * 3
+
+
+def test_a_server_error_that_persists_fails_the_book_and_the_next_run_gets_it(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.error(503)] * 3  # first try + 2 retries
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert report.books[0].action == "failed" and report.books[0].error.startswith("HTTP 503")
+    assert read_manifest(tmp_path)[0]["status"] == "failed"
+    assert len(files_in(tmp_path)) == 2
+
+    again = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in again.books] == ["downloaded", "skipped", "skipped"]
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"] * 3
+
+
+def test_a_hanging_connection_times_out_and_is_retried(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.hang()]
+    start = time.perf_counter()
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, read_timeout=0.2))
+    assert time.perf_counter() - start < 5  # a 0.2 s timeout, not the server's 10 s hang
+    assert site.requests_for(_pdf_path(site)) == 2
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    row = read_manifest(tmp_path)[0]
+    assert row["status"] == "complete" and (tmp_path / row["file"]).read_bytes() == site.books[0].pdf
+
+
+def test_a_server_that_never_answers_fails_that_book_and_leaves_no_part_file(site, clock, tmp_path):
+    site.faults[_pdf_path(site)] = [Fault.hang()] * 3
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, read_timeout=0.2))
+    assert report.books[0].action == "failed"
+    assert report.books[0].error.startswith("timed out")
+    assert [b.action for b in report.books[1:]] == ["downloaded", "downloaded"]
+    assert read_manifest(tmp_path)[0]["status"] == "failed"
+    assert not any(name.endswith(".part") for name in files_in(tmp_path))
+    assert len(files_in(tmp_path)) == 2
