@@ -222,10 +222,6 @@ def _loading(source: ModelSource) -> Iterator[None]:
         raise ModelUnavailableError(unavailable_message(source, reason)) from exc
 
 
-def _torch_device_index(device: str | None) -> Any:
-    return device or "cpu"
-
-
 # --------------------------------------------------------------------------- NLP models
 
 
@@ -278,7 +274,15 @@ def _transformers_pipeline(task: str, role: str, ref: str | None, device: str | 
     with _loading(source):
         tokenizer = AutoTokenizer.from_pretrained(source.ref, **kwargs)
         model = model_cls.from_pretrained(source.ref, **kwargs)
-    return pipeline(task, model=model, tokenizer=tokenizer, device=_torch_device_index(device))
+    from transformers.utils import logging as hf_logging
+
+    # pipeline() warns "Device set to use cpu" unconditionally; the user chose the device.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return pipeline(task, model=model, tokenizer=tokenizer, device=device or "cpu")
+    finally:
+        hf_logging.set_verbosity(verbosity)
 
 
 def load_qa(ref: str | None = None, device: str | None = None) -> Pipeline:
