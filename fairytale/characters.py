@@ -53,6 +53,8 @@ PRONOUN_WINDOW = 3
 ZERO_SHOT_MIN = 0.5
 #: Gender is set only when NLI and the pronouns agree at least this much (two options).
 GENDER_MIN = 0.65
+#: This many pronouns of one gender, and none of the other, settle it without NLI.
+SETTLED_BY_PRONOUNS = 2
 
 _WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][A-Za-zÀ-ÖØ-öø-ÿ’'-]*")
 _QUOTES = "\"'“”‘’«»"
@@ -392,14 +394,19 @@ def _pronoun_evidence(member: CastMember, members: Sequence[CastMember], sentenc
 
 
 def _assign_genders(members: Sequence[CastMember], sentences: Sequence[Sentence], models: PlannerModels) -> None:
+    """Gender from gendered nouns; else from the pronouns when they agree at least twice; else NLI
+    (with the pronouns as evidence)."""
     options = ("female", "male")
     asked = []
     for member in members:
         nouns = member.heads | ({member.kind} if member.kind else set())
+        evidence = _pronoun_evidence(member, members, sentences)
         if nouns & FEMALE_NOUNS:
             member.gender = "female"
         elif nouns & MALE_NOUNS:
             member.gender = "male"
+        elif len(evidence) == 1 and sum(evidence.values()) >= SETTLED_BY_PRONOUNS:
+            member.gender = next(iter(evidence))
         else:
             asked.append(member)
     choices = [

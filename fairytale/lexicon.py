@@ -90,9 +90,8 @@ def singular(word: str) -> str:
 
 #: Words that say when something happens. A page without one keeps the previous time of day.
 TIME_CUES = frozenset(
-    """morning dawn sunrise breakfast noon midday afternoon lunch lunchtime daytime day sunny sun
-    sunshine evening sunset dusk twilight dinner supper night nights midnight tonight dark darkness
-    moon moonlight stars starry bedtime asleep""".split()
+    """morning dawn sunrise breakfast noon midday afternoon lunch lunchtime daytime evening sunset
+    dusk twilight dinner supper night nights midnight tonight moonlight bedtime""".split()
 )
 
 #: Words that carry feeling. A page without one keeps the previous mood.

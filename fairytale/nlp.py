@@ -3,9 +3,10 @@
 * :class:`NameFinder` — FLAIR NER: person names in sentences.
 * :class:`Reader` — extractive QA (SQuAD2): an answer span, or ``None`` when the model says the
   text holds no answer. Invented answers are never filled in.
-* :class:`Judge` — NLI (MNLI): how strongly a premise entails a hypothesis, and zero-shot
-  choices between options (the zero-shot-classification recipe: softmax over the entailment
-  logits of one hypothesis per option).
+* :class:`Judge` — NLI (MNLI): how strongly a premise entails a hypothesis, how far it leans
+  from contradiction to entailment (one hypothesis answers a yes/no/unsure question), and
+  zero-shot choices between options (the zero-shot-classification recipe: softmax over the
+  entailment logits of one hypothesis per option).
 
 Every call takes a whole batch of queries. Identical queries are answered once per run (a
 cache keyed by the exact text), and unique ones go through the 🤗 pipeline in length-sorted
@@ -141,15 +142,16 @@ class Judge:
     pipe: Any
     batch_size: int = 16
     counters: Counters = field(default_factory=Counters)
-    _cache: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    _cache: dict[tuple[str, str], tuple[float, float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         labels = {name.lower(): name for name in self.pipe.model.config.id2label.values()}
         self._entail = next(name for low, name in labels.items() if low.startswith("entail"))
+        self._neutral = next(name for low, name in labels.items() if low.startswith("neutral"))
         self._contra = next(name for low, name in labels.items() if low.startswith("contra"))
 
-    def _logits(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, float]]:
-        """(entailment, contradiction) logits of each (premise, hypothesis) pair."""
+    def _logits(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[float, float, float]]:
+        """(entailment, neutral, contradiction) logits of each (premise, hypothesis) pair."""
         self.counters.asked += len(pairs)
         todo = sorted({p for p in pairs if p not in self._cache}, key=lambda p: len(p[0]) + len(p[1]))
         if todo:
@@ -161,12 +163,21 @@ class Judge:
             self.counters.batches += math.ceil(len(todo) / self.batch_size)
             for pair, scores in zip(todo, outputs, strict=True):
                 by_label = {row["label"]: row["score"] for row in scores}
-                self._cache[pair] = (float(by_label[self._entail]), float(by_label[self._contra]))
+                self._cache[pair] = tuple(float(by_label[k]) for k in (self._entail, self._neutral, self._contra))
         return [self._cache[p] for p in pairs]
 
     def entailment(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
         """P(entailment) against contradiction for each (premise, hypothesis) pair."""
-        return [1.0 / (1.0 + math.exp(contra - entail)) for entail, contra in self._logits(pairs)]
+        return [1.0 / (1.0 + math.exp(contra - entail)) for entail, _, contra in self._logits(pairs)]
+
+    def lean(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """P(entailment) − P(contradiction) over all three labels: +1 yes, −1 no, 0 unsure."""
+        leans = []
+        for logits in self._logits(pairs):
+            top = max(logits)
+            entail, neutral, contra = (math.exp(v - top) for v in logits)
+            leans.append((entail - contra) / (entail + neutral + contra))
+        return leans
 
     def choose(self, choices: Sequence[Choice]) -> list[dict[str, float]]:
         """For each choice, a probability per option (they sum to 1)."""

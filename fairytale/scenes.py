@@ -8,9 +8,12 @@
   they are still in the scene.
 * **Setting and action** — QA on the page text; with no answer the setting carries over from
   the previous page (a walk along the river stays at the river).
-* **Time of day and mood** — zero-shot NLI, asked only of the sentences that carry a cue
-  ("That night…", "…cried Pip"); a page with no cue keeps the previous page's value, as with the
-  setting.
+* **Time of day and mood** — zero-shot NLI, asked only of the words around a cue ("That
+  night…", "…cried Pip"); a page with no cue keeps the previous page's value, as with the
+  setting. Time of day is a choice between four options. Mood is read on two axes, as in the
+  circumplex model of affect: one hypothesis for valence ("This moment is happy.") and one for
+  arousal ("This moment is exciting."), each answered yes/no/unsure by the three NLI labels;
+  together they give happy, calm, sad, exciting or scary.
 
 Each step asks all its questions, for every character or page, in one batch. Premises are kept
 short on purpose: the NLI model is RoBERTa-large, which reads only a few hundred tokens a second
@@ -30,9 +33,12 @@ from fairytale.pages import PageSpan, Sentence
 
 TIMES_OF_DAY = ("morning", "daytime", "evening", "night")
 MOODS = ("happy", "calm", "sad", "exciting", "scary")
+VALENCE = "This moment is happy."
+AROUSAL = "This moment is exciting."
 #: Zero-shot answers below this probability leave the field unknown (or carried over).
 TIME_MIN = 0.45
-MOOD_MIN = 0.35
+#: A mood axis counts when NLI leans this far towards yes or no (−1…+1).
+MOOD_LEAN = 0.3
 #: NLI confidence that keeps a main character on a page that does not mention them.
 PRESENCE_MIN = 0.7
 
@@ -54,7 +60,11 @@ class PageScene:
     mood: str | None
 
 
-def _about(member: CastMember, sentences: Sequence[Sentence], limit: int = 600) -> str:
+#: Looks are read for characters mentioned at least this often (others are drawn by their kind).
+LOOKS_MIN_MENTIONS = 2
+
+
+def _about(member: CastMember, sentences: Sequence[Sentence], limit: int = 400) -> str:
     text = ""
     for index in member.sentence_ids():
         if len(text) + len(sentences[index].text) > limit and text:
@@ -70,19 +80,23 @@ def _plain(answer: str) -> str:
 
 
 def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], models: PlannerModels) -> list[dict[str, str]]:
-    """For each character, the looks the text states, by aspect (missing when unanswered)."""
+    """For each character, the looks the text states, by aspect (missing when unanswered).
+
+    Characters mentioned only once are not asked about: the text rarely describes them, and
+    their kind is enough to draw them.
+    """
+    asked = [member for member in members if len(member.mentions) >= LOOKS_MIN_MENTIONS]
     questions = [
         Question(template.format(ref=member.reference), _about(member, sentences))
-        for member in members
+        for member in asked
         for template in LOOK_QUESTIONS.values()
     ]
-    answers = models.reader.answer_all(questions)
+    answers = iter(models.reader.answer_all(questions))
     looks: list[dict[str, str]] = []
-    aspects = list(LOOK_QUESTIONS)
-    for number, _member in enumerate(members):
+    for member in members:
         found: dict[str, str] = {}
-        for offset, aspect in enumerate(aspects):
-            answer = answers[number * len(aspects) + offset]
+        for aspect in LOOK_QUESTIONS if member in asked else ():
+            answer = next(answers)
             if answer is not None:
                 text = _plain(answer.text)
                 if text and text.lower() not in (v.lower() for v in found.values()):
@@ -112,7 +126,7 @@ def describe(member: CastMember, looks: dict[str, str]) -> str:
 
 
 #: Words of context kept around a cue word for the NLI premise.
-CUE_WINDOW = 16
+CUE_WINDOW = 10
 
 
 def _cue_sentence(sentences: Sequence[Sentence], cues: frozenset[str], window: int = CUE_WINDOW) -> str:
@@ -126,7 +140,7 @@ def _cue_sentence(sentences: Sequence[Sentence], cues: frozenset[str], window: i
     return ""
 
 
-def _opening(sentences: Sequence[Sentence], words: int = 25) -> str:
+def _opening(sentences: Sequence[Sentence], words: int = 15) -> str:
     """The first sentences of a page, up to about ``words`` words."""
     text = ""
     for sentence in sentences:
@@ -175,16 +189,22 @@ def find_scenes(
     for number, page_text in enumerate(page_texts):
         questions.append(Question("Where does this happen?", page_text))
         first = by_key[present[number][0]] if present[number] else None
-        ask = f"What does {first.reference} do?" if first else "What happens?"
-        questions.append(Question(ask, page_text))
+        if first:
+            # Only the sentences that mention them: what they do is said there, and it is cheaper.
+            said = {m.sentence for m in first.mentions}
+            span = range(pages[number].first_sentence, pages[number].last_sentence)
+            about = " ".join(sentences[i].text for i in span if i in said) or page_text
+            questions.append(Question(f"What does {first.reference} do?", about))
+        else:
+            questions.append(Question("What happens?", page_text))
     answers = models.reader.answer_all(questions)
     time_cues = [_cue_sentence(group, TIME_CUES) for group in page_sentences]
     mood_cues = [_cue_sentence(group, MOOD_CUES) for group in page_sentences]
-    choices = [Choice(cue, "It is {}.", TIMES_OF_DAY) for cue in time_cues if cue]
-    choices += [Choice(cue, "The mood is {}.", MOODS) for cue in mood_cues if cue]
-    verdict_iter = iter(models.judge.choose(choices))
-    times = [next(verdict_iter) if cue else None for cue in time_cues]
-    moods = [next(verdict_iter) if cue else None for cue in mood_cues]
+    time_iter = iter(models.judge.choose([Choice(cue, "It is {}.", TIMES_OF_DAY) for cue in time_cues if cue]))
+    times = [next(time_iter) if cue else None for cue in time_cues]
+    asked = [cue for cue in mood_cues if cue]
+    leans = iter(models.judge.lean([(cue, hypothesis) for cue in asked for hypothesis in (VALENCE, AROUSAL)]))
+    moods = [mood_from(next(leans), next(leans)) if cue else None for cue in mood_cues]
 
     scenes: list[PageScene] = []
     setting = time_of_day = mood = None
@@ -192,7 +212,7 @@ def find_scenes(
         where, what = answers[2 * number], answers[2 * number + 1]
         setting = _plain(where.text) if where else setting  # nothing new said: still the old place
         time_of_day = _confident(times[number], TIME_MIN) or time_of_day
-        mood = _confident(moods[number], MOOD_MIN) or mood
+        mood = moods[number] or mood
         scenes.append(
             PageScene(
                 characters=present[number],
@@ -203,6 +223,25 @@ def find_scenes(
             )
         )
     return scenes
+
+
+def mood_from(valence: float, arousal: float) -> str | None:
+    """A mood from the two axes (each −1…+1); ``None`` when NLI leans neither way.
+
+    >>> mood_from(0.8, 0.1), mood_from(-0.7, 0.0), mood_from(0.5, 0.6), mood_from(-0.5, 0.6), mood_from(0.0, -0.5)
+    ('happy', 'sad', 'exciting', 'scary', 'calm')
+    >>> mood_from(0.1, 0.2) is None
+    True
+    """
+    if max(abs(valence), abs(arousal)) < MOOD_LEAN:
+        return None
+    if arousal >= MOOD_LEAN:
+        return "exciting" if valence >= 0 else "scary"
+    if valence >= MOOD_LEAN:
+        return "happy"
+    if valence <= -MOOD_LEAN:
+        return "sad"
+    return "calm"
 
 
 def _confident(scores: dict[str, float] | None, minimum: float) -> str | None:

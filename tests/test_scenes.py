@@ -22,7 +22,7 @@ QA = {
 NLI = [
     (r"That night", r"It is night", 4.0),
     (r"every|Every morning", r"It is morning", 4.0),
-    (r"", r"mood is happy", 2.0),  # only pages with a feeling word are asked
+    (r"", r"moment is happy", 3.0),  # only pages with a feeling word are asked
 ]
 
 
@@ -77,8 +77,23 @@ def test_time_and_mood_are_asked_only_where_the_text_has_a_cue():
     scenes_of(STORY, models)
     asked = models.judge.pipe.pairs_seen
     time_premises = {p for p, h in asked if h.startswith("It is ")}
-    mood_premises = {p for p, h in asked if h.startswith("The mood is ")}
+    mood_premises = {p for p, h in asked if h.startswith("This moment is ")}
     # pages 1 ("Every morning") and 4 ("That night") name a time; only page 2 ("happily") a feeling
     assert len(time_premises) == 2 and all(("morning" in p) or ("night" in p) for p in time_premises)
     assert len(mood_premises) == 1 and "happily" in next(iter(mood_premises))
     assert all(len(p.split()) <= 16 for p in time_premises | mood_premises)  # short premises: NLI is costly
+
+
+def test_mood_from_valence_and_arousal():
+    story = "Ginger smiled at the sun.\n\nThen the storm came and Ginger was afraid."
+    nli = [
+        (r"smiled", r"moment is happy", 3.0),
+        (r"smiled", r"moment is exciting", -3.0),
+        (r"afraid", r"moment is happy", -3.0),
+        (r"afraid", r"moment is exciting", 3.0),
+    ]
+    _, scenes, _ = scenes_of(story, fake_models(names=("Ginger",), nli_rules=nli), words_per_page=5)
+    assert [s.mood for s in scenes] == ["happy", "scary"]
+    judge = fake_models(nli_rules=[("", "yes", 5.0), ("", "no", -5.0)]).judge
+    yes, no, unsure = judge.lean([("p", "yes"), ("p", "no"), ("p", "maybe")])
+    assert yes > 0.95 and no < -0.95 and unsure == 0.0
