@@ -340,6 +340,17 @@ def load_component(role: str, component_cls: type, subfolder: str | None, ref: s
         return component_cls.from_pretrained(source.ref, **kwargs)
 
 
+def load_config(role: str, config_cls: type, subfolder: str | None = None, ref: str | None = None) -> dict[str, Any]:
+    """The config of one component of a model of ``role``, read without loading any weights
+    (e.g. ``load_config("sd14", UNet2DConditionModel, "unet")`` for the picture size)."""
+    source = resolve(role, ref)
+    kwargs: dict[str, Any] = {"revision": source.revision} if source.revision else {}
+    if subfolder:
+        kwargs["subfolder"] = subfolder
+    with _loading(source):
+        return dict(config_cls.load_config(source.ref, **kwargs))
+
+
 def load_prompt_tokenizer(role: str = "sd14", ref: str | None = None) -> Any:
     """The CLIP tokenizer of an illustration model: prompts are measured in its tokens."""
     from transformers import CLIPTokenizer

@@ -1,9 +1,215 @@
-"""`fairytale` commands: render (filled in by its issue)."""
+"""`fairytale render` (plan → pictures → PDF) and `fairytale book` (story → plan → PDF).
+
+Both leave a book folder beside the PDF (``-o out/ginger.pdf`` → ``out/ginger/``) with the page
+pictures, a cache that makes re-runs and resumed runs paint only what is missing, and a
+``manifest.json``; ``book`` also writes ``plan.json`` there, to edit and render again.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from fairytale.cli.app import stderr, user_errors
+from fairytale.errors import FairytaleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render import RenderResult, RenderSettings
+
+# Options shared by both commands, typed once.
+Output = Annotated[Path, typer.Option("--output", "-o", help="The PDF to write; the book folder goes beside it.")]
+Model = Annotated[str | None, typer.Option("--model", help="Illustration model: hub id or local folder (default: the backend's).")]
+Backend = Annotated[str, typer.Option("--backend", help="Illustration backend (sd14: Stable Diffusion v1.4).")]
+Steps = Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")]
+Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's, 7.5 for sd14).")]
+Scheduler = Annotated[str, typer.Option("--scheduler", help="Sampler: dpm++ (default), unipc, euler, euler-a, ddim, pndm, lms, model.")]
+Width = Annotated[int | None, typer.Option("--width", help="Picture width in pixels (default: the model's native size).")]
+Height = Annotated[int | None, typer.Option("--height", help="Picture height in pixels (default: the model's native size).")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Pages painted at once (default: by device memory).")]
+Device = Annotated[str | None, typer.Option("--device", help="cuda, cuda:N, mps or cpu (default: the best available).")]
+LowVram = Annotated[bool, typer.Option("--low-vram", help="For 8-12 GiB cards: model CPU offload, attention slicing, one page at a time.")]
+PrintQuality = Annotated[bool, typer.Option("--print", help="Upscale pictures x4 with the SD x4 upscaler for 300 DPI print.")]
+UpscalerModel = Annotated[str | None, typer.Option("--upscaler-model", help="x4 upscaler: hub id or local folder.")]
+SafetyModel = Annotated[str | None, typer.Option("--safety-model", help="Safety checker for models that ship none: hub id or local folder.")]
+MaxRepaints = Annotated[int, typer.Option("--max-repaints", help="Repaints of a picture the safety checker flags before a placeholder is used.")]
+Trim = Annotated[str, typer.Option("--trim", help="Page size: 8.5x8.5 (default), 8x10, a4, letter.")]
+Bleed = Annotated[bool, typer.Option("--bleed", help="Add 0.125 in bleed around every page (sets TrimBox/BleedBox) for a print shop.")]
+Layout = Annotated[str, typer.Option("--layout", help="auto, picture_above_text or full_bleed (pages may set their own in the plan).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
+
+
+def _settings(**options) -> RenderSettings:
+    from fairytale.render import RenderSettings
+
+    return RenderSettings(**options)
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e5 else f"{count / 1e3:.0f} kB"
+
+
+def print_summary(result: RenderResult) -> None:
+    """The end-of-run summary: the book, the pictures, the time, the print quality, warnings."""
+    from rich.table import Table
+
+    console = stderr()
+    report = result.pdf_report
+    story_pages = len(result.pages)
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("Book", f"{result.pdf} · {report.page_count} pages (cover, title page, {story_pages} story pages) · {_size(report.bytes)}")
+    pictures = f"{len(result.painted)} painted, {len(result.reused)} reused from the cache"
+    if result.repainted:
+        pictures += f" · repainted after a safety flag: {', '.join(map(str, result.repainted))}"
+    if result.placeholders:
+        pictures += f" · [yellow]placeholders: {', '.join(map(str, result.placeholders))}[/]"
+    table.add_row("Pictures", pictures)
+    timing = f"{result.seconds:.1f} s in all"
+    if result.painted:
+        per_page = result.paint_seconds / len(result.painted)
+        timing += f" · painting {result.paint_seconds:.1f} s, {per_page:.1f} s/page on {result.device}"
+    table.add_row("Time", timing)
+    dpis = [p.effective_dpi for p in result.pages]
+    table.add_row("Print", f"{min(dpis):.0f}-{max(dpis):.0f} DPI of real detail, placed at {result.settings.dpi} DPI · font {report.font} (embedded)")
+    table.add_row("Folder", f"{result.book_dir}{'/'} (pages/, manifest.json)")
+    if result.new_seeds:
+        seeds = ", ".join(f"page {n}: {s}" for n, s in sorted(result.new_seeds.items()))
+        table.add_row("New seeds", f"{seeds} (saved in {result.plan})")
+    console.print(table, highlight=False)
+    for warning in result.warnings:
+        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+
+
+@user_errors
+def render(
+    plan: Annotated[Path, typer.Argument(help="The book plan (JSON) to paint.")],
+    output: Output,
+    model: Model = None,
+    backend: Backend = "sd14",
+    pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with (default: a new one each).")] = None,
+    steps: Steps = 25,
+    guidance: Guidance = None,
+    scheduler: Scheduler = "dpm++",
+    width: Width = None,
+    height: Height = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    low_vram: LowVram = False,
+    print_quality: PrintQuality = False,
+    upscaler_model: UpscalerModel = None,
+    safety_model: SafetyModel = None,
+    max_repaints: MaxRepaints = 3,
+    trim: Trim = "8.5x8.5",
+    bleed: Bleed = False,
+    layout: Layout = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Paint a book plan's pictures and lay out the print-ready PDF.
+
+    Pictures already painted with the same settings are reused, so an interrupted run resumes
+    and an edited plan repaints only the pages that changed.
+
+    [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
+    """
+    from fairytale.render import render_book
+
+    settings = _settings(
+        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
+        height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
+        upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
+        bleed=bleed, layout=layout,
+    )
+    result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+    if not quiet:
+        print_summary(result)
+
+
+@user_errors
+def book(
+    story: Annotated[Path, typer.Argument(help="The story, a text file.")],
+    output: Output,
+    model: Model = None,
+    ner_model: Annotated[str | None, typer.Option("--ner-model", help="NER model (characters): hub id or local folder.")] = None,
+    qa_model: Annotated[str | None, typer.Option("--qa-model", help="Question-answering model (looks, scenes): hub id or local folder.")] = None,
+    nli_model: Annotated[str | None, typer.Option("--nli-model", help="NLI model (kind, mood, presence): hub id or local folder.")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="Book title (default: the story's first line if it is short).")] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Author shown on the cover.")] = None,
+    words_per_page: Annotated[int | None, typer.Option("--words-per-page", help="About how many words go on a page.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Master seed the page seeds are drawn from.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Plan again even if the book folder has a plan.json (your edits to it are lost).")] = False,
+    backend: Backend = "sd14",
+    steps: Steps = 25,
+    guidance: Guidance = None,
+    scheduler: Scheduler = "dpm++",
+    width: Width = None,
+    height: Height = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    low_vram: LowVram = False,
+    print_quality: PrintQuality = False,
+    upscaler_model: UpscalerModel = None,
+    safety_model: SafetyModel = None,
+    max_repaints: MaxRepaints = 3,
+    trim: Trim = "8.5x8.5",
+    bleed: Bleed = False,
+    layout: Layout = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Turn a story into a picture book in one go: plan, paint, lay out.
+
+    Leaves [bold]plan.json[/] and the pictures in the book folder beside the PDF: edit the plan
+    and run [bold]fairytale render[/] on it to change a page.
+
+    [bold]fairytale book story.txt -o out/ginger.pdf[/]
+    """
+    from fairytale.files import ensure_dir, sha256_file
+    from fairytale.plan import load_plan, save_plan
+    from fairytale.render import check_outputs, get_backend, render_book
+
+    settings = _settings(
+        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
+        height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
+        upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
+        bleed=bleed, layout=layout,
+    )
+    get_backend(backend)  # an unknown backend fails before minutes of planning
+    if not story.is_file():
+        raise FairytaleError(f"Story file not found: {story}")
+    pdf, book_dir = check_outputs(output)
+    plan_file = book_dir / "plan.json"
+    console = stderr()
+    if plan_file.exists() and not force:
+        existing = load_plan(plan_file)
+        if existing.source.sha256 != sha256_file(story):
+            raise FairytaleError(
+                f"{plan_file} exists from an earlier run (perhaps edited): render it with "
+                f"`fairytale render {plan_file} -o {pdf}`, or pass --force to plan the story again"
+            )
+        if not quiet:
+            console.print(f"[dim]Using the plan of this story already in {plan_file} (pass --force to plan again).[/]")
+    else:
+        try:
+            from fairytale.planner import plan_story
+        except ImportError as exc:  # the planner ships in the same package; this is a broken install
+            raise FairytaleError(f"The story planner is not available in this installation ({exc})") from None
+        if not quiet:
+            console.print("[dim]Planning the book: pages, characters, scenes, prompts…[/]")
+        plan = plan_story(
+            story, title=title, author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model,
+            qa_model=qa_model, nli_model=nli_model, model=model, backend=backend, device=device,
+        )
+        ensure_dir(book_dir)
+        save_plan(plan, plan_file)
+    result = render_book(plan_file, pdf, settings, progress=not quiet)
+    if not quiet:
+        print_summary(result)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add `fairytale render` and `fairytale book` to ``app``."""
+    app.command("render")(render)
+    app.command("book")(book)

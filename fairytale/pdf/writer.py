@@ -1,0 +1,334 @@
+"""Drawing the book with reportlab: cover, title page, story pages, in that order.
+
+The layout is decided first (:mod:`fairytale.pdf.layout`), pictures are prepared at print
+resolution in parallel (:mod:`fairytale.pdf.images`; Pillow releases the GIL while it resizes
+and encodes), and only then is the PDF drawn, into a temporary file renamed into place when
+complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fairytale import __version__
+from fairytale.errors import FairytaleError, PlanError
+from fairytale.files import atomic_path, ensure_dir
+from fairytale.pdf.fonts import FontFamily, book_fonts, describe_missing, printable
+from fairytale.pdf.images import PictureJob, PreparedPicture, prepare_picture
+from fairytale.pdf.layout import (
+    INCH,
+    LAYOUT_CHOICES,
+    NUMBER_SIZE,
+    LayoutChoice,
+    PageGeometry,
+    PictureBox,
+    Rect,
+    StoryPageLayout,
+    layout_story_page,
+)
+from fairytale.pdf.text import ASCENT, TextBlock, fit_text
+
+INK = (0.13, 0.13, 0.15)
+BAND_ALPHA = 0.85
+
+
+@dataclass(frozen=True)
+class BookPage:
+    """One story page as the PDF needs it."""
+
+    number: int
+    text: str
+    picture: Path
+    layout: LayoutChoice | None = None  # None: the book's default
+
+
+@dataclass(frozen=True)
+class BookContents:
+    """What goes into the PDF."""
+
+    title: str
+    author: str | None
+    pages: Sequence[BookPage]
+    cover_picture: Path
+    credit: str | None = None  # a small line at the foot of the title page
+
+
+@dataclass(frozen=True)
+class PdfSettings:
+    """Print options: trim size, bleed, resolution, JPEG quality and the default layout."""
+
+    trim: str = "8.5x8.5"
+    bleed: bool = False
+    dpi: int = 300
+    jpeg_quality: int = 90
+    layout: LayoutChoice = "auto"
+
+    def geometry(self) -> PageGeometry:
+        return PageGeometry.for_trim(self.trim, self.bleed)
+
+
+@dataclass
+class PdfReport:
+    """What was written: page count, size, layouts and the effective DPI of each picture."""
+
+    path: Path
+    page_count: int
+    bytes: int
+    seconds: float
+    font: str
+    layouts: dict[int, str] = field(default_factory=dict)
+    effective_dpi: dict[int, float] = field(default_factory=dict)  # by story page; 0 is the cover
+    warnings: list[str] = field(default_factory=list)
+
+
+def _printable(text: str, fonts: FontFamily, where: str, warnings: list[str]) -> str:
+    result, missing = printable(text, fonts)
+    if missing:
+        warnings.append(f"{where}: the font has no glyph for {describe_missing(missing)}; shown as {fonts.replacement}")
+    return result
+
+
+def plan_story_layouts(
+    pages: Sequence[tuple[int, str, LayoutChoice | None]],
+    settings: PdfSettings,
+    picture_aspect: float = 1.0,
+) -> tuple[dict[int, StoryPageLayout], list[str]]:
+    """Lay out every story page (number, text, layout choice) without drawing anything.
+
+    Raises :class:`PlanError` naming the first page whose text cannot fit. Returns the layouts
+    by page number and warnings (replaced characters, changed layouts).
+    """
+    fonts = book_fonts()
+    geometry = settings.geometry()
+    layouts, warnings = {}, []
+    for number, text, choice in pages:
+        if (choice or settings.layout) not in LAYOUT_CHOICES:
+            raise PlanError(f"Unknown layout '{choice}' on page {number}. Choose one of: {', '.join(LAYOUT_CHOICES)}")
+        drawable = _printable(text, fonts, f"page {number}", warnings)
+        layout, warning = layout_story_page(
+            number, drawable, fonts.regular, geometry, choice or settings.layout, picture_aspect
+        )
+        if warning:
+            warnings.append(warning)
+        layouts[number] = layout
+    return layouts, warnings
+
+
+def _picture_aspect(path: Path) -> float:
+    from PIL import Image
+
+    with Image.open(path) as image:  # reads the header only
+        return image.width / image.height
+
+
+@contextlib.contextmanager
+def _binary_streams() -> Iterator[None]:
+    # reportlab ASCII85-encodes every stream by default (25 % larger files, for 7-bit mail
+    # transports nobody uses for PDFs any more). It is a module setting, so set it for this build
+    # only and put it back.
+    from reportlab import rl_config
+
+    saved = rl_config.useA85
+    rl_config.useA85 = 0
+    try:
+        yield
+    finally:
+        rl_config.useA85 = saved
+
+
+def _draw_picture(canvas, picture: PreparedPicture, box: PictureBox) -> None:
+    # A file name, not an ImageReader: reportlab then embeds the JPEG bytes as they are, where
+    # an ImageReader would be decoded and hashed pixel by pixel (a second per ten pictures).
+    rect = box.rect
+    canvas.drawImage(str(picture.path), rect.x, rect.y, rect.width, rect.height)
+
+
+def _draw_block(canvas, block: TextBlock, box: Rect, centre_vertically: bool = True) -> None:
+    """Draw ``block`` centred in ``box`` (lines centred horizontally)."""
+    canvas.setFont(block.font, block.size)
+    canvas.setFillColorRGB(*INK)
+    spare = box.height - block.height if centre_vertically else 0.0
+    first_baseline = box.top - spare / 2 - ASCENT * block.size
+    centre = box.x + box.width / 2
+    for line, offset in block.baselines():
+        canvas.drawCentredString(centre, first_baseline + offset, line)
+
+
+def _band(canvas, rect: Rect) -> None:
+    canvas.saveState()
+    canvas.setFillColorRGB(1, 1, 1)
+    canvas.setFillAlpha(BAND_ALPHA)
+    canvas.rect(rect.x, rect.y, rect.width, rect.height, stroke=0, fill=1)
+    canvas.restoreState()
+
+
+def _cover_layout(title: str, author: str | None, fonts: FontFamily, geometry: PageGeometry):
+    safe, trim, media = geometry.safe, geometry.trim, geometry.media
+    max_height = trim.height * 0.30
+    title_block = fit_text(title, fonts.bold, safe.width, max_height, 44.0, 18.0)
+    if title_block is None:
+        raise PlanError(f"The title is too long to fit the cover of a {geometry.trim_name} book; shorten it.")
+    author_block = None
+    if author:
+        size = max(12.0, min(20.0, title_block.size * 0.5))
+        author_block = fit_text(author, fonts.regular, safe.width, trim.height * 0.1, size, 10.0)
+        if author_block is None:
+            raise PlanError("The author line is too long to fit the cover; shorten it.")
+    gap = 0.15 * INCH
+    content = title_block.height + (gap + author_block.height if author_block else 0.0)
+    top = safe.top
+    band_bottom = top - content - 0.25 * INCH
+    band = Rect(media.x, band_bottom, media.width, media.top - band_bottom)
+    title_box = Rect(safe.x, top - title_block.height, safe.width, title_block.height)
+    author_box = (
+        Rect(safe.x, title_box.y - gap - author_block.height, safe.width, author_block.height) if author_block else None
+    )
+    return band, (title_block, title_box), (author_block, author_box)
+
+
+def _prepare_all(jobs: dict[int, PictureJob], cache: Path, settings: PdfSettings) -> dict[int, PreparedPicture]:
+    # Identical jobs (the cover and a full-bleed page of the same picture) are prepared once.
+    unique = {job: None for job in jobs.values()}
+    workers = max(1, min(8, os.cpu_count() or 1, len(unique)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            job: pool.submit(prepare_picture, job, cache, dpi=settings.dpi, quality=settings.jpeg_quality)
+            for job in unique
+        }
+        done = {job: future.result() for job, future in futures.items()}
+    return {key: done[job] for key, job in jobs.items()}
+
+
+def _prune(cache: Path, keep: set[Path]) -> None:
+    for stale in cache.glob("*.jpg"):
+        if stale not in keep:
+            stale.unlink(missing_ok=True)
+
+
+def write_book_pdf(
+    contents: BookContents,
+    path: Path,
+    settings: PdfSettings | None = None,
+    *,
+    picture_cache: Path | None = None,
+) -> PdfReport:
+    """Write the picture book to ``path`` (atomically) and report what went into it.
+
+    Pages: a cover (picture, title, author), a title page, then one page per story page with
+    its number. Every font is embedded; every picture is placed at ``settings.dpi``.
+
+    ``picture_cache`` keeps the print-resolution JPEGs between builds (a book folder's
+    ``print/``; pictures this build does not use are removed from it); without it they go to a
+    temporary folder.
+    """
+    if picture_cache is None:
+        with tempfile.TemporaryDirectory(prefix="fairytale-pdf-") as tmp:
+            return write_book_pdf(contents, path, settings, picture_cache=Path(tmp))
+    from reportlab.pdfgen.canvas import Canvas
+
+    start = time.perf_counter()
+    settings = settings or PdfSettings()
+    path = Path(path)
+    picture_cache = ensure_dir(Path(picture_cache))
+    fonts = book_fonts()
+    geometry = settings.geometry()
+    warnings: list[str] = []
+    if not contents.pages:
+        raise PlanError("A book needs at least one page")
+
+    # 1. lay out every page (text fitting needs no pictures, but uses their real shapes)
+    story_pages = [(p.number, p.text, p.layout) for p in contents.pages]
+    aspects = {p.number: _picture_aspect(p.picture) for p in contents.pages}
+    layouts: dict[int, StoryPageLayout] = {}
+    for number, text, choice in story_pages:
+        found, page_warnings = plan_story_layouts([(number, text, choice)], settings, aspects[number])
+        layouts.update(found)
+        warnings.extend(page_warnings)
+    title = _printable(contents.title, fonts, "title", warnings)
+    author = _printable(contents.author, fonts, "author", warnings) if contents.author else None
+    band, (title_block, title_box), (author_block, author_box) = _cover_layout(title, author, fonts, geometry)
+
+    # 2. prepare the pictures at print resolution, in parallel (0 is the cover)
+    boxes = {0: PictureBox(geometry.media, crop=True)}
+    boxes.update({n: layout.picture for n, layout in layouts.items()})
+    sources = {0: Path(contents.cover_picture)} | {p.number: Path(p.picture) for p in contents.pages}
+    jobs = {key: PictureJob(sources[key], boxes[key].rect, boxes[key].crop) for key in boxes}
+    pictures = _prepare_all(jobs, picture_cache, settings)
+
+    # 3. draw, into a temporary file renamed into place when complete
+    media, trim = geometry.media, geometry.trim
+    with _binary_streams(), atomic_path(path) as tmp:
+        canvas = Canvas(
+            str(tmp),
+            pagesize=(media.width, media.height),
+            pageCompression=1,
+            initialFontName=fonts.regular,  # never the unembedded base-14 Helvetica
+        )
+        canvas.setTitle(contents.title)
+        canvas.setAuthor(contents.author or "")
+        canvas.setCreator(f"fAIrytale {__version__}")
+        canvas.setSubject("A picture book made with fAIrytale")
+        if geometry.bleed_in:
+            canvas.setTrimBox(trim.as_box())
+            canvas.setBleedBox(media.as_box())
+
+        # cover
+        _draw_picture(canvas, pictures[0], boxes[0])
+        _band(canvas, band)
+        _draw_block(canvas, title_block, title_box, centre_vertically=False)
+        if author_block and author_box:
+            _draw_block(canvas, author_block, author_box, centre_vertically=False)
+        canvas.showPage()
+
+        # title page
+        safe = geometry.safe
+        title_page_block = fit_text(title, fonts.bold, safe.width, safe.height * 0.45, 36.0, 16.0) or title_block
+        _draw_block(canvas, title_page_block, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45))
+        if author:
+            by = fit_text(f"by {author}", fonts.regular, safe.width, safe.height * 0.2, 18.0, 10.0)
+            if by:
+                _draw_block(canvas, by, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18))
+        if contents.credit:
+            credit = _printable(contents.credit, fonts, "credit line", warnings)
+            credit_block = fit_text(credit, fonts.regular, safe.width, safe.height * 0.12, 9.0, 6.0)
+            if credit_block:
+                _draw_block(canvas, credit_block, Rect(safe.x, safe.y, safe.width, safe.height * 0.12))
+        canvas.showPage()
+
+        # story pages
+        for page in contents.pages:
+            layout = layouts[page.number]
+            _draw_picture(canvas, pictures[page.number], layout.picture)
+            if layout.band:
+                _band(canvas, layout.band)
+            _draw_block(canvas, layout.text, layout.text_box)
+            canvas.setFont(fonts.regular, NUMBER_SIZE)
+            canvas.setFillColorRGB(*INK)
+            canvas.drawCentredString(trim.x + trim.width / 2, layout.number_y, str(page.number))
+            canvas.showPage()
+        try:
+            canvas.save()
+        except OSError as exc:
+            raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+
+    _prune(picture_cache, {picture.path for picture in pictures.values()})
+    size = path.stat().st_size
+    report = PdfReport(
+        path=path,
+        page_count=2 + len(contents.pages),
+        bytes=size,
+        seconds=time.perf_counter() - start,
+        font=fonts.name,
+        layouts={n: layout.layout for n, layout in layouts.items()},
+        effective_dpi={key: picture.effective_dpi for key, picture in pictures.items()},
+        warnings=warnings,
+    )
+    return report
+

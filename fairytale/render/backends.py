@@ -1,0 +1,206 @@
+"""Illustration backends: what ``--backend`` names, and how each paints a page.
+
+A :class:`Backend` is cheap: it knows its model role, its defaults and how to key a picture,
+without loading anything, so a re-render whose pictures are all cached never loads a model.
+:meth:`Backend.load` gives an :class:`~fairytale.render.illustrator.Illustrator`, which holds the
+pipeline and paints.
+
+Backends register themselves by name (``@register_backend``), like the real ones and test fakes
+alike. This module ships ``sd14``; image-conditioned backends override
+:meth:`Backend.request_for` to add the reference pictures a page is painted from, and
+:meth:`Backend.key_fields` to put whatever else decides their pictures into the cache key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from fairytale import registry
+from fairytale.errors import FairytaleError
+from fairytale.files import sha256_file
+from fairytale.render.schedulers import check_scheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.plan import BookPlan, Page
+    from fairytale.render.devices import DevicePlan
+    from fairytale.render.illustrator import Illustrator
+    from fairytale.render.settings import RenderSettings
+
+KEY_FORMAT = 1  # bump when what a key covers changes, so old cache entries are not reused
+
+
+@dataclass(frozen=True)
+class PaintRequest:
+    """One picture to paint: everything that only its page decides."""
+
+    page: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    references: tuple[Path, ...] = ()  # pictures that condition the painting (image backends)
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def with_seed(self, seed: int) -> PaintRequest:
+        return PaintRequest(self.page, self.prompt, self.negative_prompt, seed, self.references, self.options)
+
+
+class Backend:
+    """The kind of painter behind ``--backend NAME``; loads nothing until :meth:`load`."""
+
+    name: ClassVar[str]
+    role: ClassVar[str]  # registry role of its model
+    family: ClassVar[str | None]  # text encoder family its learned tokens must fit (None: no text)
+    default_guidance: ClassVar[float] = 7.5
+    description: ClassVar[str] = ""
+
+    def __init__(self, settings: RenderSettings) -> None:
+        self.settings = settings
+        self.source = registry.resolve(self.role, settings.model)
+        check_scheduler(settings.scheduler)
+
+    # -- what a picture depends on -------------------------------------------------------
+
+    @property
+    def guidance(self) -> float:
+        return self.default_guidance if self.settings.guidance is None else self.settings.guidance
+
+    def native_size(self) -> tuple[int, int]:
+        """The model's own picture size, from its configs (no weights are read)."""
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        unet = registry.load_config(self.role, UNet2DConditionModel, "unet", self.settings.model)
+        vae = registry.load_config(self.role, AutoencoderKL, "vae", self.settings.model)
+        scale = 2 ** (len(vae.get("block_out_channels", [0] * 4)) - 1)
+        size = unet.get("sample_size", 64)
+        height, width = (size, size) if isinstance(size, int) else size
+        return int(width) * scale, int(height) * scale
+
+    def picture_size(self) -> tuple[int, int]:
+        """(width, height) of the pictures: the settings', else the model's native size."""
+        if self.settings.width and self.settings.height:
+            return self.settings.width, self.settings.height
+        native_w, native_h = self.native_size()
+        return self.settings.width or native_w, self.settings.height or native_h
+
+    def model_fingerprint(self) -> str:
+        """Names the model's weights for cache keys: the hub id and revision, or for a local
+        folder a digest of its file names, sizes and modification times (cheap, and it
+        changes when a model is retrained in place)."""
+        if not self.source.local:
+            return f"{self.source.ref}@{self.source.revision or 'main'}"
+        root = Path(self.source.ref)
+        digest = hashlib.sha256()
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            if any(part.startswith(".") for part in path.relative_to(root).parts):
+                continue
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        return f"local:{digest.hexdigest()[:20]}"
+
+    def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
+        """What to paint for ``page``: its prompt, negative prompt and seed."""
+        return PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
+
+    def key_fields(self, request: PaintRequest, embeddings: dict[str, str]) -> dict[str, Any]:
+        """Everything that decides ``request``'s picture. ``embeddings`` maps each learned
+        token used by the request to its file's SHA-256. Device and precision are left out on
+        purpose: they change pixels only at rounding level, and a book painted on a GPU should
+        not be repainted because its text is edited on a laptop."""
+        width, height = self.picture_size()
+        return {
+            "format": KEY_FORMAT,
+            "backend": self.name,
+            "model": self._fingerprint,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "seed": request.seed,
+            "steps": self.settings.steps,
+            "guidance": self.guidance,
+            "scheduler": self.settings.scheduler,
+            "width": width,
+            "height": height,
+            "embeddings": dict(sorted(embeddings.items())),
+            "references": [sha256_file(p) for p in request.references],
+        }
+
+    def picture_key(self, request: PaintRequest, embeddings: dict[str, str]) -> str:
+        """A hash of :meth:`key_fields`: the name of the picture in the cache."""
+        text = json.dumps(self.key_fields(request, embeddings), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+    @property
+    def _fingerprint(self) -> str:
+        if not hasattr(self, "_fingerprint_cache"):
+            self._fingerprint_cache = self.model_fingerprint()
+        return self._fingerprint_cache
+
+    # -- painting -------------------------------------------------------------------------
+
+    def load(self, device_plan: DevicePlan) -> Illustrator:
+        """Load the model and return the illustrator that paints with it."""
+        raise NotImplementedError
+
+    def describe_model(self) -> str:
+        return self.source.label
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Hide diffusers' own 'Loading pipeline components' bar: ours says what is loading."""
+    from diffusers.utils import logging
+
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.enable_progress_bar()
+
+
+BACKENDS: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    """Class decorator: make ``cls`` available as ``--backend cls.name``."""
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str) -> type[Backend]:
+    """The backend class called ``name``; an unknown name is a one-line error."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise FairytaleError(f"Unknown backend '{name}'. Available: {', '.join(sorted(BACKENDS))}") from None
+
+
+@register_backend
+class StableDiffusion14(Backend):
+    """Stable Diffusion v1.4 (``CompVis/stable-diffusion-v1-4``): text to picture, 512 px."""
+
+    name = "sd14"
+    role = "sd14"
+    family = "sd1"
+    default_guidance = 7.5
+    description = "Stable Diffusion v1.4, 512 px, text to picture"
+
+    def load(self, device_plan: DevicePlan) -> Illustrator:
+        from diffusers import StableDiffusionPipeline
+
+        from fairytale.render.illustrator import TextToImageIllustrator
+
+        with quiet_loading():
+            pipe = registry.load_pipeline(
+                self.role,
+                StableDiffusionPipeline,
+                ref=self.settings.model,
+                torch_dtype=device_plan.torch_dtype,
+                use_safetensors=True,
+            )
+        return TextToImageIllustrator(self, pipe, device_plan)

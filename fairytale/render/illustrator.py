@@ -1,0 +1,190 @@
+"""The illustrator: a loaded diffusers pipeline that paints pages in batches.
+
+Painting a batch reads like a diffusers pipeline, in numbered steps (see
+:meth:`TextToImageIllustrator.paint`). What it adds to the plain "one pipeline call per page":
+
+* **prompt embeddings are encoded once** per distinct text (the negative prompt is shared by
+  every page) and handed to the pipeline as ``prompt_embeds``;
+* **pages are denoised together**, one UNet call per step for the whole batch;
+* **each page's picture depends only on its own prompt, seed and settings**: every page has its
+  own generator, so its starting noise is the same whatever batch it is in, and the two places
+  where the *batch size* leaks into floating-point results are closed (see
+  :func:`_batch_invariant`). Same plan → same pictures, bit for bit on CPU, with any batch size.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
+from fairytale.render.safety import SafetyChecker
+from fairytale.render.schedulers import make_scheduler
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from fairytale.render.backends import Backend, PaintRequest
+    from fairytale.render.devices import DevicePlan
+
+StepCallback = Callable[[int, int], None]
+
+
+def _batch_invariant(unet: Any) -> None:
+    """Make the UNet's per-page results independent of the batch they are computed in.
+
+    On CPU, BLAS picks a different matrix kernel for a 2-row product than for an 8-row one, so
+    the timestep embedding (the same row for every page in a batch) comes out a few ulps apart
+    with different batch sizes, and the difference reaches the picture. Here those small
+    ``Linear`` layers of the timestep path compute one row and broadcast it when all rows are
+    equal, which is also less work. (The VAE, the other such place, decodes one picture at a
+    time: see ``enable_slicing`` below.)
+    """
+    import torch
+
+    def shares_rows(x: torch.Tensor) -> bool:
+        return x.ndim == 2 and x.shape[0] > 1 and torch.equal(x, x[:1].expand_as(x))
+
+    for name, module in unet.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if not (name.startswith("time_embedding") or name.endswith("time_emb_proj")):
+            continue
+        rows: dict[str, int | None] = {"n": None}
+
+        def before(mod, args, rows=rows):
+            rows["n"] = args[0].shape[0] if shares_rows(args[0]) else None
+            return (args[0][:1], *args[1:]) if rows["n"] else None
+
+        def after(mod, args, output, rows=rows):
+            return output.expand(rows["n"], -1) if rows["n"] else None
+
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
+
+
+class Illustrator:
+    """A loaded backend: paints pictures (unchecked; the caller runs :attr:`safety`)."""
+
+    def __init__(self, backend: Backend, pipe: Any, device_plan: DevicePlan) -> None:
+        self.backend = backend
+        self.pipe = pipe
+        self.device_plan = device_plan
+        self.safety = SafetyChecker.for_pipeline(pipe, device_plan, backend.settings.safety_model)
+        self.width, self.height = backend.picture_size()
+        self.unet_calls = 0
+
+    def configure(self, backend: Backend) -> None:
+        """Paint with ``backend``'s settings from now on (the same model, but steps, guidance,
+        scheduler or size may have changed): for reusing a loaded illustrator."""
+        self.backend = backend
+        self.width, self.height = backend.picture_size()
+
+    def use_embeddings(self, embeddings: list[LearnedEmbedding]) -> list[str]:
+        """Teach the pipeline the learned tokens (diffusers' own loader); returns those added."""
+        added = load_into_pipeline(self.pipe, embeddings)
+        if added:
+            self._forget_prompts()
+        return added
+
+    def prompt_too_long(self, text: str) -> bool:
+        """Whether ``text`` has more tokens than the text encoder reads (the rest is cut)."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return False
+        return len(tokenizer(text).input_ids) > tokenizer.model_max_length
+
+    def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
+        raise NotImplementedError
+
+    def _forget_prompts(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Free the pipeline (and GPU memory) now rather than at garbage collection."""
+        import torch
+
+        self.pipe = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class TextToImageIllustrator(Illustrator):
+    """Stable Diffusion text-to-picture (SD 1.x and, with its own scheduler config, SD 2.x)."""
+
+    def __init__(self, backend: Backend, pipe: Any, device_plan: DevicePlan) -> None:
+        super().__init__(backend, pipe, device_plan)
+        self._model_scheduler = pipe.scheduler
+        pipe.scheduler = make_scheduler(backend.settings.scheduler, self._model_scheduler)
+        pipe.set_progress_bar_config(disable=True)  # ours shows pages; see fairytale.render.progress
+        pipe.vae.enable_slicing()  # one picture at a time through the VAE: less memory, batch-invariant
+        if device_plan.offload:
+            pipe.enable_model_cpu_offload(device=device_plan.device)
+        else:
+            pipe.to(device_plan.device)
+        if device_plan.low_vram:
+            pipe.enable_attention_slicing()
+        # Attention otherwise runs through torch's scaled_dot_product_attention (diffusers'
+        # default processor on torch >= 2): flash / memory-efficient kernels on CUDA.
+        _batch_invariant(pipe.unet)
+        pipe.unet.register_forward_pre_hook(self._count_unet_call)
+        self._prompt_embeds: dict[str, Any] = {}
+
+    def configure(self, backend: Backend) -> None:
+        super().configure(backend)
+        self.pipe.scheduler = make_scheduler(backend.settings.scheduler, self._model_scheduler)
+
+    def _count_unet_call(self, module: Any, args: Any) -> None:
+        self.unet_calls += 1
+
+    def _forget_prompts(self) -> None:
+        self._prompt_embeds.clear()
+
+    def _embed(self, text: str) -> Any:
+        # Each distinct text is encoded once, alone (batch 1), so its embedding never depends on
+        # what else is being painted. Negative prompts are encoded exactly like prompts: that is
+        # what the pipeline does with them too (same tokenizer padding, same text encoder).
+        if text not in self._prompt_embeds:
+            embeds, _ = self.pipe.encode_prompt(text, self.pipe._execution_device, 1, False)
+            self._prompt_embeds[text] = embeds
+        return self._prompt_embeds[text]
+
+    def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
+        """Paint one picture per request, all in one batch; returns them in order."""
+        import torch
+
+        if not requests:
+            return []
+        settings = self.backend.settings
+
+        # 1. encode prompts (cached across batches and repaints)
+        prompt_embeds = torch.cat([self._embed(r.prompt) for r in requests])
+        negative_embeds = torch.cat([self._embed(r.negative_prompt) for r in requests])
+
+        # 2. one generator per page, on the CPU: a page's noise depends on its seed alone, and is
+        #    the same on every device
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+
+        # 3. denoise the batch
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if on_step:
+                on_step(step + 1, settings.steps)
+            return {}
+
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                num_inference_steps=settings.steps,
+                guidance_scale=self.backend.guidance,
+                width=self.width,
+                height=self.height,
+                generator=generators,
+                output_type="np",
+                callback_on_step_end=step_end,
+            )
+
+        # 4. to pictures (8-bit, as they will be stored and checked)
+        return self.pipe.numpy_to_pil(result.images)

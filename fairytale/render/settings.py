@@ -1,0 +1,103 @@
+"""Everything a render can be told, in one validated object, and the ``--pages`` parser."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from fairytale.errors import FairytaleError
+from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """How to paint and print a book. Defaults are the fast, safe choices.
+
+    Picture settings (``steps``, ``guidance``, ``scheduler``, ``width``/``height``) decide the
+    pictures and are part of each picture's cache key; device settings (``device``,
+    ``low_vram``, ``batch_size``) only decide how fast they come; print settings (``trim``,
+    ``bleed``, ``layout``, ``dpi``, ``jpeg_quality``) only affect the PDF.
+    """
+
+    backend: str = "sd14"
+    model: str | None = None
+    steps: int = 25
+    guidance: float | None = None  # None: the backend's default (7.5 for SD 1.x)
+    scheduler: str = "dpm++"
+    width: int | None = None  # None: the model's native size (512 for SD v1.4)
+    height: int | None = None
+    batch_size: int | None = None  # None: chosen from the device and its memory
+    device: str | None = None  # None: cuda, then mps, then cpu
+    low_vram: bool = False
+    max_repaints: int = 3
+    safety_model: str | None = None  # for backends whose repo ships no checker
+    upscale: bool = False  # --print: SD x4 upscaler before the PDF
+    upscaler_model: str | None = None
+    upscale_steps: int = 25
+    trim: str = "8.5x8.5"
+    bleed: bool = False
+    layout: str = "auto"
+    dpi: int = 300
+    jpeg_quality: int = 90
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (issue 4: noise_level…)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.steps <= 500, f"--steps must be between 1 and 500, not {self.steps}"),
+            (self.guidance is None or 0 <= self.guidance <= 50, f"--guidance must be between 0 and 50, not {self.guidance}"),
+            (self.batch_size is None or self.batch_size >= 1, f"--batch-size must be at least 1, not {self.batch_size}"),
+            (0 <= self.max_repaints <= 20, f"--max-repaints must be between 0 and 20, not {self.max_repaints}"),
+            (1 <= self.upscale_steps <= 500, f"upscale steps must be between 1 and 500, not {self.upscale_steps}"),
+            (self.trim.lower() in TRIMS, f"Unknown trim size '{self.trim}'. Choose one of: {', '.join(TRIMS)}"),
+            (self.layout in LAYOUT_CHOICES, f"Unknown layout '{self.layout}'. Choose one of: {', '.join(LAYOUT_CHOICES)}"),
+            (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
+            (30 <= self.jpeg_quality <= 100, f"JPEG quality must be between 30 and 100, not {self.jpeg_quality}"),
+        ]
+        for size in (self.width, self.height):
+            checks.append(
+                (size is None or (64 <= size <= 4096 and size % 8 == 0), f"--width/--height must be a multiple of 8 between 64 and 4096, not {size}")
+            )
+        for ok, message in checks:
+            if not ok:
+                raise FairytaleError(message)
+
+    def with_(self, **changes: Any) -> RenderSettings:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_pages(spec: str | None, page_count: int) -> list[int] | None:
+    """Parse ``--pages``: ``"3,7"``, ``"2-5"``, ``"1,4-6"``. ``None`` means every page.
+
+    Numbers must lie in ``1..page_count``; anything else is a one-line error.
+
+    >>> parse_pages("1,4-6,4", 8)
+    [1, 4, 5, 6]
+    """
+    if spec is None:
+        return None
+    numbers: set[int] = set()
+    for part in spec.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "-" in part:
+                first, last = (int(x) for x in part.split("-", 1))
+                if first > last:
+                    raise FairytaleError(f"Page range '{part}' runs backwards; write {last}-{first}")
+                numbers.update(range(first, last + 1))
+            else:
+                numbers.add(int(part))
+        except ValueError:
+            raise FairytaleError(f"Cannot read page list '{spec}': use numbers like 3,7 or ranges like 2-5") from None
+    if not numbers:
+        raise FairytaleError(f"Page list '{spec}' names no pages")
+    outside = sorted(n for n in numbers if not 1 <= n <= page_count)
+    if outside:
+        listed = ", ".join(map(str, outside[:5]))
+        noun = "Pages" if len(outside) > 1 else "Page"
+        raise FairytaleError(f"{noun} {listed} out of range: the plan has pages 1 to {page_count}")
+    return sorted(numbers)

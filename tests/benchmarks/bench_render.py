@@ -1,0 +1,217 @@
+"""Render benchmarks: our painting loop vs. the plain per-page pipeline loop, and the PDF build.
+
+    python tests/benchmarks/bench_render.py [--model DIR] [--pages 12] [--steps 25] [--rounds 2]
+
+1. **Painting, ours vs plain.** A 12-page plan painted with the tiny SD pipeline on the CPU
+   (built here from ``tests/tiny_models`` unless ``--model`` names one): first the loop a user
+   would write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler,
+   steps, guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then
+   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, the safety
+   check, the page cache). Models are loaded before the clock starts, for both. The runs
+   alternate for ``--rounds`` rounds; the best of each is compared. Bar: ours / plain ≤ 0.67.
+2. **PDF.** A 32-page book of 1024 × 1024 pictures (drawn here: sky, sun, hills, watercolour
+   texture) laid out at 300 DPI with bleed, with an empty picture cache (cold) and again with a
+   full one (warm). Bar: cold build ≤ 3 s, file ≤ 40 MB. ``--noisy`` also times pictures of pure
+   noise, the worst case for JPEG size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def tiny_model(folder: Path) -> Path:
+    from tests.tiny_models import build
+
+    return build(folder, ["sd"])["sd"]
+
+
+def make_plan(pages: int):
+    from fairytale.plan import BookPlan, Page
+    from tests.render_support import STORY_TEXTS
+
+    return BookPlan(
+        title="The Lighthouse",
+        seed=1,
+        pages=[
+            Page(number=i + 1, text=STORY_TEXTS[i % len(STORY_TEXTS)], prompt=f"a lighthouse by the sea, scene {i + 1}", seed=100 + i)
+            for i in range(pages)
+        ],
+    )
+
+
+def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
+    """What a user writes: one pipeline call per page."""
+    import torch
+
+    start = time.perf_counter()
+    for page in plan.pages:
+        image = pipe(
+            page.prompt,
+            negative_prompt=plan.negative_prompt(page),
+            num_inference_steps=steps,
+            guidance_scale=7.5,
+            height=size,
+            width=size,
+            generator=torch.Generator("cpu").manual_seed(page.seed),
+        ).images[0]
+        image.save(folder / f"page-{page.number:02d}.png")
+    return time.perf_counter() - start
+
+
+def bench_painting(args) -> None:
+    import numpy as np
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+    from PIL import Image
+
+    from fairytale.plan import save_plan
+    from fairytale.render import RenderSettings, load_illustrator, render_book
+    from fairytale.render.schedulers import SCHEDULERS
+
+    work = Path(tempfile.mkdtemp(prefix="bench-render-"))
+    try:
+        model = Path(args.model) if args.model else tiny_model(work / "models")
+        plan = make_plan(args.pages)
+        settings = RenderSettings(model=str(model), steps=args.steps, device="cpu", batch_size=args.batch_size)
+
+        pipe = StableDiffusionPipeline.from_pretrained(model)
+        _, overrides, _ = SCHEDULERS["dpm++"]
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **overrides)
+        pipe.set_progress_bar_config(disable=True)
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        illustrator = load_illustrator(settings)
+
+        # warm-up (first calls pay for kernel selection), not timed
+        warm = make_plan(1)
+        (work / "warm").mkdir()
+        plain_loop(pipe, warm, work / "warm", 2, size)
+        save_plan(warm, work / "warm" / "plan.json")
+        render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=2), illustrator=illustrator, progress=False)
+
+        plain_times, ours_times, ours_total = [], [], []
+        for round_ in range(args.rounds):
+            folder = work / f"round{round_}"
+            (folder / "plain").mkdir(parents=True)
+            plain_times.append(plain_loop(pipe, plan, folder / "plain", args.steps, size))
+            save_plan(plan, folder / "plan.json")
+            start = time.perf_counter()
+            result = render_book(folder / "plan.json", folder / "ours.pdf", settings, illustrator=illustrator, progress=False)
+            ours_total.append(time.perf_counter() - start)
+            ours_times.append(result.paint_seconds)
+            assert result.painted == list(range(1, args.pages + 1))
+        diffs = [
+            np.abs(
+                np.asarray(Image.open(folder / "plain" / f"page-{p.number:02d}.png"), dtype=np.int16)
+                - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
+            ).max()
+            for p in result.pages
+        ]
+        plain, ours = min(plain_times), min(ours_times)
+        print(f"painting {args.pages} pages, {args.steps} steps, {size}x{size}, DPM-Solver++, CPU, torch threads {torch.get_num_threads()}")
+        print(f"  plain loop (1 pipeline call per page):  {plain:7.2f} s   rounds: {', '.join(f'{t:.2f}' for t in plain_times)}")
+        print(f"  fairytale (batch {illustrator.device_plan.batch_size if args.batch_size is None else args.batch_size}, cached embeddings): "
+              f"{ours:7.2f} s   rounds: {', '.join(f'{t:.2f}' for t in ours_times)}")
+        print(f"  ratio ours/plain: {ours / plain:.2f}   (bar: <= 0.67)   per round: "
+              f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}")
+        print(f"  whole render_book incl. PDF + manifest: {min(ours_total):.2f} s")
+        print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def illustration(seed: int, size: int, noisy: bool = False):
+    """A picture-book-like picture: sky, sun, rolling hills, soft watercolour texture."""
+    import numpy as np
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(seed)
+    if noisy:
+        return Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8"))
+    y, x = np.mgrid[0:size, 0:size] / size
+    sky = np.stack([0.55 + 0.3 * y, 0.75 + 0.15 * y, 0.95 - 0.1 * y], -1)
+    picture = sky.copy()
+    cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.1, 0.3), rng.uniform(0.06, 0.12)
+    sun = ((x - cx) ** 2 + (y - cy) ** 2) < r**2
+    picture[sun] = [1.0, 0.85, 0.35]
+    for layer in range(3):
+        base = 0.55 + 0.12 * layer
+        hill = base + 0.06 * np.sin(2 * np.pi * (x * rng.uniform(0.8, 2.5) + rng.uniform(0, 1)))
+        colour = np.array([0.35 + 0.1 * layer, 0.6 - 0.08 * layer, 0.3]) * rng.uniform(0.8, 1.1)
+        picture[y > hill] = colour
+    for _ in range(6):  # a few creatures / trees as soft blobs
+        bx, by, br = rng.uniform(0.1, 0.9), rng.uniform(0.55, 0.9), rng.uniform(0.03, 0.08)
+        blob = ((x - bx) ** 2 + ((y - by) * 1.3) ** 2) < br**2
+        picture[blob] = rng.uniform(0.1, 0.9, 3)
+    texture = Image.fromarray((rng.random((size // 4, size // 4)) * 255).astype("uint8"))
+    texture = np.asarray(texture.resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
+    picture = np.clip(picture * 255 + (texture[..., None] - 128) * 0.12, 0, 255).astype("uint8")
+    return Image.fromarray(picture).filter(ImageFilter.GaussianBlur(0.8))
+
+
+def bench_pdf(args, noisy: bool = False) -> None:
+    from fairytale.pdf import BookContents, BookPage, PdfSettings, write_book_pdf
+    from tests.render_support import STORY_TEXTS
+
+    work = Path(tempfile.mkdtemp(prefix="bench-pdf-"))
+    try:
+        pages = []
+        for i in range(32):
+            path = work / f"picture-{i:02d}.png"
+            illustration(i, 1024, noisy).save(path)
+            pages.append(BookPage(i + 1, STORY_TEXTS[i % len(STORY_TEXTS)], path))
+        contents = BookContents("The Lighthouse", "A. Benchmark", pages, pages[0].picture)
+        settings = PdfSettings(bleed=True)
+        cache = work / "print"
+        start = time.perf_counter()
+        report = write_book_pdf(contents, work / "book.pdf", settings, picture_cache=cache)
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        write_book_pdf(contents, work / "again.pdf", settings, picture_cache=cache)
+        warm = time.perf_counter() - start
+        kind = "pure-noise pictures (worst case)" if noisy else "illustration-like pictures"
+        print(f"PDF: 32 story pages + cover + title page, 1024x1024 {kind}, 8.5x8.5 in + bleed, 300 DPI, JPEG q{settings.jpeg_quality}")
+        print(f"  cold build (no cached JPEGs): {cold:.2f} s   (bar: <= 3 s)")
+        print(f"  warm build (JPEGs cached):    {warm:.2f} s")
+        print(f"  size: {report.bytes / 1e6:.1f} MB   (bar: <= 40 MB)   pages: {report.page_count}   layouts: "
+              f"{sorted(set(report.layouts.values()))}   CPU cores: {os.cpu_count()}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="SD 1.x model folder (default: build the tiny test model)")
+    parser.add_argument("--pages", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the CPU default (4)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating plain/ours rounds; the best of each counts")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--skip-painting", action="store_true")
+    parser.add_argument("--skip-pdf", action="store_true")
+    parser.add_argument("--noisy", action="store_true", help="also time the PDF with pure-noise pictures")
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if not args.skip_painting:
+        bench_painting(args)
+    if not args.skip_pdf:
+        bench_pdf(args)
+        if args.noisy:
+            bench_pdf(args, noisy=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""render_book with the tiny SD pipeline: the book folder, the cache, resuming, batching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairytale.embeddings import save_embedding
+from fairytale.plan import Embedding, load_plan, save_plan
+from fairytale.render import load_illustrator, load_manifest, render_book
+from fairytale.render.book import next_seed
+from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    make_plan,
+    pdf_fonts,
+    pdf_page_texts,
+    pdf_pictures,
+    single_torch_thread,
+    squash,
+    tiny_settings,
+    write_plan,
+)
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def rendered(tiny_sd, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("book")
+    plan_path = write_plan(folder, make_plan(3))
+    settings = tiny_settings(tiny_sd)
+    result = render_book(plan_path, folder / "zoe.pdf", settings, progress=False)
+    return result, plan_path, settings
+
+
+def test_book_folder_and_manifest(rendered):
+    result, plan_path, settings = rendered
+    book = result.book_dir
+    assert book == plan_path.parent / "zoe" and result.pdf.is_file()
+    assert result.painted == [1, 2, 3] and result.reused == []
+    manifest = load_manifest(book)
+    plan = load_plan(plan_path)
+    assert manifest.backend == "sd14" and manifest.settings["steps"] == settings.steps
+    assert manifest.settings["width"] == manifest.settings["height"] == 64  # the tiny model's native size
+    assert manifest.pdf_pages == 5 and (book / manifest.pdf).resolve() == result.pdf.resolve()
+    for page, planned in zip(manifest.pages, plan.pages, strict=True):
+        assert (book / page.image).is_file() and page.image == f"pages/page-{page.number:02d}.png"
+        assert page.prompt == planned.prompt and page.seed == page.requested_seed == planned.seed
+        assert page.characters == planned.characters
+        assert page.safety == "passed" and page.attempts == 1 and page.painted
+        assert page.effective_dpi == pytest.approx(64 / (page.layout == "full_bleed" and 8.5 or 1), rel=10)
+        assert 0 < page.effective_dpi < settings.dpi
+        assert (book / "cache" / f"{page.key}.png").is_file() and (book / "cache" / f"{page.key}.json").is_file()
+    # the stored page picture is the cached one, and it is not blank
+    first = manifest.pages[0]
+    assert np.array_equal(pixels(book / first.image), pixels(book / "cache" / f"{first.key}.png"))
+    assert pixels(book / first.image).std() > 5
+    assert any("DPI" in w for w in manifest.warnings)  # 64 px pictures: told to use --print
+
+
+def test_the_pdf_of_a_rendered_book(rendered):
+    result, plan_path, settings = rendered
+    plan = load_plan(plan_path)
+    texts = pdf_page_texts(result.pdf)
+    assert len(texts) == len(plan.pages) + 2
+    everything = squash(" ".join(texts))
+    for page in plan.pages:
+        for word in page.text.split():
+            assert word in everything, word
+    assert all(embedded for _, _, embedded in pdf_fonts(result.pdf))
+    pictures = pdf_pictures(result.pdf)
+    for page in [pictures[0], *pictures[2:]]:
+        assert len(page) == 1
+        assert page[0]["dpi"][0] == pytest.approx(settings.dpi, abs=0.5)
+        assert page[0]["std"] > 5
+
+
+def test_a_second_render_reuses_every_picture_without_loading_a_model(rendered, monkeypatch):
+    from fairytale.render.backends import StableDiffusion14
+
+    result, plan_path, settings = rendered
+    before = {p.name: p.stat().st_mtime_ns for p in (result.book_dir / "cache").iterdir()}
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded although every picture is cached")
+
+    monkeypatch.setattr(StableDiffusion14, "load", no_loading)
+    again = render_book(plan_path, result.pdf, settings, progress=False)
+    assert again.painted == [] and again.reused == [1, 2, 3] and again.unet_calls == 0
+    assert {p.name: p.stat().st_mtime_ns for p in (result.book_dir / "cache").iterdir()} == before
+    # print settings do not touch the pictures either
+    letter = render_book(plan_path, result.pdf, settings.with_(trim="letter", bleed=True), progress=False)
+    assert letter.painted == []
+
+
+def test_pages_option_repaints_only_those_pages_and_records_their_seeds(tiny_sd, tmp_path):
+    plan_path = write_plan(tmp_path, make_plan(3))
+    settings = tiny_settings(tiny_sd)
+    first = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    old = {p.number: pixels(first.book_dir / p.image) for p in first.pages}
+    old_seeds = [p.seed for p in load_plan(plan_path).pages]
+
+    result = render_book(plan_path, tmp_path / "b.pdf", settings, pages="2", progress=False)
+    assert result.painted == [2] and result.reused == [1, 3]
+    assert result.unet_calls == settings.steps  # one page, one UNet call per step
+    seeds = [p.seed for p in load_plan(plan_path).pages]
+    assert seeds == [old_seeds[0], next_seed(old_seeds[1]), old_seeds[2]]
+    new = {p.number: pixels(result.book_dir / p.image) for p in result.pages}
+    assert np.array_equal(new[1], old[1]) and np.array_equal(new[3], old[3])
+    assert not np.array_equal(new[2], old[2])
+
+    chosen = render_book(plan_path, tmp_path / "b.pdf", settings, pages=[1, 3], seed=12345, progress=False)
+    assert chosen.painted == [1, 3] and chosen.new_seeds == {1: 12345, 3: 12345}
+    assert [p.seed for p in load_plan(plan_path).pages] == [12345, seeds[1], 12345]
+    # going back to an earlier seed finds its picture in the cache
+    plan = load_plan(plan_path)
+    plan.pages[1].seed = old_seeds[1]
+    save_plan(plan, plan_path)
+    back = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    assert back.painted == [] and np.array_equal(pixels(back.book_dir / back.pages[1].image), old[2])
+
+
+def test_batch_size_does_not_change_any_picture(tiny_sd, tmp_path):
+    plan = make_plan(5)
+    results = {}
+    for batch in (1, 4):
+        folder = tmp_path / f"batch{batch}"
+        folder.mkdir()
+        settings = tiny_settings(tiny_sd, batch_size=batch)
+        results[batch] = render_book(write_plan(folder, plan), folder / "b.pdf", settings, progress=False)
+    one, four = results[1], results[4]
+    assert one.unet_calls == 5 * 3 and four.unet_calls == 2 * 3  # batches of 1 vs 4+1
+    for a, b in zip(one.pages, four.pages, strict=True):
+        assert a.key == b.key
+        assert np.array_equal(pixels(one.book_dir / a.image), pixels(four.book_dir / b.image)), a.number
+
+
+def test_a_run_that_dies_at_page_9_paints_only_pages_9_to_12_when_started_again(tiny_sd, tmp_path):
+    steps = 2
+    settings = tiny_settings(tiny_sd, steps=steps, batch_size=1)
+    plan_path = write_plan(tmp_path, make_plan(12))
+    pdf = tmp_path / "long.pdf"
+
+    class Crash(RuntimeError):
+        pass
+
+    calls = {"n": 0}
+
+    def count(module, args):
+        calls["n"] += 1
+
+    def die_at_page_9(module, args):
+        if calls["n"] > 8 * steps:  # the first UNet call of page 9
+            raise Crash("power cut")
+
+    illustrator = load_illustrator(settings)
+    illustrator.pipe.unet.register_forward_pre_hook(count)
+    illustrator.pipe.unet.register_forward_pre_hook(die_at_page_9)
+    with pytest.raises(Crash):
+        render_book(plan_path, pdf, settings, illustrator=illustrator, progress=False)
+    cache = tmp_path / "long" / "cache"
+    assert len(list(cache.glob("*.json"))) == 8 and len(list(cache.glob("*.png"))) == 8
+    assert not pdf.exists() and not (tmp_path / "long" / "manifest.json").exists()
+    assert not list(tmp_path.rglob("*.tmp-*"))  # no half-written file anywhere
+
+    calls["n"] = 0
+    fresh = load_illustrator(settings)
+    fresh.pipe.unet.register_forward_pre_hook(count)
+    result = render_book(plan_path, pdf, settings, illustrator=fresh, progress=False)
+    assert calls["n"] == 4 * steps  # pages 9-12 only
+    assert result.painted == [9, 10, 11, 12] and result.reused == list(range(1, 9))
+    assert pdf.is_file()
+
+
+def test_each_distinct_prompt_is_encoded_once(tiny_sd, tmp_path):
+    plan = make_plan(6)
+    for page in plan.pages:  # three distinct prompts over six pages, one negative prompt
+        page.prompt = f"a lighthouse, variant {page.number % 3}"
+    settings = tiny_settings(tiny_sd, steps=1)
+    illustrator = load_illustrator(settings)
+    encoded = []
+    illustrator.pipe.text_encoder.register_forward_pre_hook(lambda module, args: encoded.append(args[0].shape[0]))
+    render_book(write_plan(tmp_path, plan), tmp_path / "b.pdf", settings, illustrator=illustrator, progress=False)
+    assert len(encoded) == 4 and set(encoded) == {1}  # 3 prompts + 1 negative, each alone
+
+
+def test_learned_tokens_from_the_plan_in_both_file_formats(tiny_sd, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    written = save_embedding(tmp_path / "style.safetensors", "<zoe-style>", torch.randn(2, 32), family="sd1")
+    plan = make_plan(2)
+    plan.style.token = "<zoe-style>"
+    for page in plan.pages:
+        page.prompt = f"{page.prompt}, in <zoe-style> style"
+    plan.embeddings = [Embedding(token="<zoe-style>", path="style.safetensors", family="sd1")]
+    plan_path = write_plan(tmp_path, plan)
+    settings = tiny_settings(tiny_sd, steps=2)
+    result = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    assert result.painted == [1, 2]
+
+    # the A1111 copy of the same vectors: another file, so other keys, but the same pictures
+    plan.embeddings = [Embedding(token="<zoe-style>", path=written[1].name, family="sd1")]
+    save_plan(plan, plan_path)
+    a1111 = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    assert a1111.painted == [1, 2]
+    for a, b in zip(result.pages, a1111.pages, strict=True):
+        assert a.key != b.key
+        assert np.array_equal(pixels(tmp_path / "b" / "cache" / f"{a.key}.png"), pixels(tmp_path / "b" / "cache" / f"{b.key}.png"))
+
+    # a page that does not use the token keeps its key when the token's file changes
+    plan.pages[1].prompt = "a lighthouse at night"
+    save_plan(plan, plan_path)
+    before = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    save_embedding(written[1].with_name("other.safetensors"), "<zoe-style>", torch.randn(2, 32), family="sd1")
+    plan.embeddings = [Embedding(token="<zoe-style>", path="other.safetensors", family="sd1")]
+    save_plan(plan, plan_path)
+    after = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    assert after.painted == [1]
+    assert after.pages[1].key == before.pages[1].key
+
+
+def test_records_are_what_a_resumed_run_trusts(rendered):
+    result, _, _ = rendered
+    record = json.loads((result.book_dir / "cache" / f"{result.pages[0].key}.json").read_text())
+    assert record["safety"] == "passed" and record["seed"] == result.pages[0].seed

@@ -1,0 +1,176 @@
+"""The render package's parts: settings, page lists, devices, schedulers, keys, upscaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairytale.errors import FairytaleError
+from fairytale.render import RenderSettings, get_backend, load_manifest, parse_pages, plan_device, render_book
+from fairytale.render.backends import BACKENDS, Backend, PaintRequest, register_backend
+from fairytale.render.book import book_dir_for, next_seed
+from fairytale.render.safety import placeholder_picture
+from fairytale.render.schedulers import SCHEDULERS, make_scheduler
+from fairytale.render.upscale import UpscaleJob, Upscaler, _tiles, plain_prompt, upscale_pictures
+from tests.render_support import make_plan, single_torch_thread, tiny_settings, write_plan  # noqa: F401
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [(None, None), ("3,7", [3, 7]), ("2-4", [2, 3, 4]), ("1, 4-5,4", [1, 4, 5]), ("8", [8])],
+)
+def test_page_lists(spec, expected):
+    assert parse_pages(spec, 8) == expected
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [("0", "Page 0 out of range"), ("9,10", "Pages 9, 10 out of range"), ("5-3", "runs backwards"), ("a", "Cannot read"), (",", "names no pages")],
+)
+def test_bad_page_lists(spec, message):
+    with pytest.raises(FairytaleError, match=message):
+        parse_pages(spec, 8)
+
+
+def test_settings_are_validated():
+    assert RenderSettings().steps == 25 and RenderSettings().scheduler == "dpm++"
+    for bad in (dict(steps=0), dict(width=500), dict(guidance=-1), dict(layout="collage"), dict(jpeg_quality=5), dict(dpi=10)):
+        with pytest.raises(FairytaleError):
+            RenderSettings(**bad)
+    assert RenderSettings().with_(trim="a4").trim == "a4"
+
+
+def test_device_plans_on_this_machine():
+    cpu = plan_device("cpu")
+    assert (cpu.device, cpu.dtype, cpu.batch_size, cpu.offload) == ("cpu", "float32", 4, False)
+    assert plan_device("cpu", low_vram=True).batch_size == 1
+    assert plan_device("cpu", batch_size=3).batch_size == 3
+    assert "float32" in cpu.describe()
+    with pytest.raises(FairytaleError, match="Unknown device"):
+        plan_device("gpu")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(FairytaleError, match="CUDA is not available"):
+            plan_device("cuda")
+
+
+def test_device_plan_on_a_cuda_card(monkeypatch):
+    # What a Colab T4 gets: float16, two pages at a time; --low-vram: offload, one page.
+    import torch
+
+    class Props:
+        total_memory = 15 * 1024**3
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    t4 = plan_device()
+    assert (t4.device, t4.dtype, t4.batch_size, t4.offload) == ("cuda", "float16", 2, False)
+    small = plan_device(low_vram=True)
+    assert (small.batch_size, small.offload, small.low_vram) == (1, True, True)
+    with pytest.raises(FairytaleError, match="1 CUDA device"):
+        plan_device("cuda:3")
+
+
+def test_schedulers_keep_the_models_noise_schedule_and_prediction_type():
+    from tests.tiny_models.diffusion import sd1_scheduler, sd2_scheduler
+
+    dpm = make_scheduler("dpm++", sd2_scheduler())
+    assert type(dpm).__name__ == "DPMSolverMultistepScheduler"
+    assert dpm.config.prediction_type == "v_prediction" and dpm.config.algorithm_type == "dpmsolver++"
+    assert dpm.config.beta_schedule == "scaled_linear" and dpm.config.use_karras_sigmas
+    for name in SCHEDULERS:
+        scheduler = make_scheduler(name, sd1_scheduler())
+        assert scheduler.config.prediction_type == "epsilon"
+    with pytest.raises(FairytaleError, match="Unknown scheduler"):
+        make_scheduler("fancy", sd1_scheduler())
+
+
+def test_picture_keys_cover_what_decides_a_picture(tiny_sd):
+    backend = get_backend("sd14")(tiny_settings(tiny_sd))
+    request = PaintRequest(1, "a lighthouse", "ugly", 5)
+    key = backend.picture_key(request, {})
+    assert backend.picture_key(PaintRequest(2, "a lighthouse", "ugly", 5), {}) == key  # the page number does not
+    changed = [
+        backend.picture_key(PaintRequest(1, "a lighthouse!", "ugly", 5), {}),
+        backend.picture_key(PaintRequest(1, "a lighthouse", "ugly!", 5), {}),
+        backend.picture_key(request.with_seed(6), {}),
+        backend.picture_key(request, {"<zoe>": "abc"}),
+        get_backend("sd14")(tiny_settings(tiny_sd, steps=4)).picture_key(request, {}),
+        get_backend("sd14")(tiny_settings(tiny_sd, guidance=5.0)).picture_key(request, {}),
+        get_backend("sd14")(tiny_settings(tiny_sd, scheduler="ddim")).picture_key(request, {}),
+        get_backend("sd14")(tiny_settings(tiny_sd, width=128)).picture_key(request, {}),
+    ]
+    assert key not in changed and len(set(changed)) == len(changed)
+    # device, batch size and print settings do not
+    for same in (dict(batch_size=1), dict(device=None), dict(trim="a4", bleed=True), dict(low_vram=True)):
+        assert get_backend("sd14")(tiny_settings(tiny_sd, **same)).picture_key(request, {}) == key
+    assert backend.picture_size() == (64, 64)  # the tiny model's native size, read from its configs
+
+
+def test_backends_register_by_name():
+    assert "sd14" in BACKENDS
+
+    @register_backend
+    class Fake(Backend):
+        name = "fake-test"
+        role = "sd14"
+        family = "sd1"
+
+    try:
+        assert get_backend("fake-test") is Fake
+    finally:
+        del BACKENDS["fake-test"]
+    with pytest.raises(FairytaleError, match="Unknown backend 'nope'"):
+        get_backend("nope")
+
+
+def test_small_helpers():
+    assert book_dir_for("out/ginger.pdf").as_posix() == "out/ginger"
+    assert next_seed(5) == next_seed(5) != 5 and 0 <= next_seed(5) < 2**63
+    picture = placeholder_picture(96, 64)
+    assert picture.size == (96, 64)
+    assert plain_prompt("<ginger> the giraffe, in <monkeypen-style> style") == "the giraffe, in style"
+    assert _tiles(64, 32, 8) == [0, 24, 32] and _tiles(30, 32, 8) == [0]
+
+
+def test_print_upscales_every_picture_x4_and_reports_the_gain(tiny_sd, tiny_upscaler, tmp_path):
+    settings = tiny_settings(tiny_sd, steps=2, upscale=True, upscaler_model=str(tiny_upscaler), upscale_steps=2)
+    plain = render_book(write_plan(tmp_path, make_plan(2)), tmp_path / "b.pdf", settings.with_(upscale=False), progress=False)
+    result = render_book(tmp_path / "plan.json", tmp_path / "b.pdf", settings, progress=False)
+    assert result.painted == []  # upscaling does not repaint
+    manifest = load_manifest(result.book_dir)
+    for page, before in zip(manifest.pages, plain.pages, strict=True):
+        upscaled = Image.open(result.book_dir / page.print_image)
+        assert upscaled.size == (256, 256)
+        assert page.effective_dpi == pytest.approx(4 * before.effective_dpi, rel=0.01)
+    assert not any("--print upscales" in w for w in result.warnings)
+    # cached: a second run upscales nothing (and so loads no upscaler)
+    files = sorted((result.book_dir / "upscaled").iterdir())
+    again = render_book(tmp_path / "plan.json", tmp_path / "b.pdf", settings, progress=False)
+    assert sorted((again.book_dir / "upscaled").iterdir()) == files
+
+
+def test_large_pictures_are_upscaled_in_blended_tiles(tiny_sd, tiny_upscaler, tmp_path):
+    from fairytale.render.safety import SafetyChecker
+
+    picture = tmp_path / "p.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((8, 8, 3)) * 255).astype("uint8")).resize((64, 64)).save(picture)
+    device = plan_device("cpu")
+    job = UpscaleJob(1, picture, "a lighthouse", "ugly", 3)
+    checker = lambda: SafetyChecker.for_model("sd14", str(tiny_sd), device)  # noqa: E731
+    files, warnings = upscale_pictures(
+        [job], tmp_path, ref=str(tiny_upscaler), steps=2, device_plan=device, safety=checker, progress=None, tile=32
+    )
+    tiled = Image.open(files[1])
+    assert tiled.size == (256, 256) and warnings == []
+    whole = Upscaler.load(str(tiny_upscaler), device, 2).upscale(Image.open(picture), job)
+    assert whole.size == (256, 256)
+    # tiles blend: no hard seam where the tiles meet (rows 95/96 differ no more than rows nearby)
+    array = np.asarray(tiled, dtype=np.float32)
+    seam = np.abs(array[96] - array[95]).mean()
+    nearby = np.mean([np.abs(array[r + 1] - array[r]).mean() for r in range(60, 90)])
+    assert seam < 3 * nearby + 1
