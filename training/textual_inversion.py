@@ -17,7 +17,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -375,35 +374,45 @@ def train(
     try:
         with TrainingProgress(console, total=config.steps, start=start_step) as progress:
             for step in range(start_step + 1, config.steps + 1):
+                # data: this step's micro-batches (cached latent distributions, crops, prompts)
+                batches = [
+                    data.get_batch(config.batch_size, data_generator) for _ in range(config.grad_accum)
+                ]
+
+                # forward, text: every micro-batch's prompts through the text encoder at once (float32,
+                # trainable rows). The UNet works on a detached copy whose gradients are collected
+                # and sent back through the text encoder in one pass at the end of the step.
+                conditioning = text_encoder(torch.cat([ids for _, _, ids in batches]).to(device))[0]
+                unet_conditioning = conditioning.detach().to(weight_dtype).requires_grad_()
+
                 step_loss = torch.zeros((), device=device)
-                for micro_step in range(config.grad_accum):
-                    # gradients are averaged across processes on the last micro-batch only
-                    last = micro_step == config.grad_accum - 1
-                    with nullcontext() if last else accelerator.no_sync(text_encoder):
-                        # data: a cached latent distribution → a sample; noise; a timestep; a prompt
-                        mean, std, input_ids = data.get_batch(config.batch_size, data_generator)
-                        mean, std = mean.to(device), std.to(device)
-                        latents = mean + std * torch.randn(
-                            mean.shape, generator=noise_generator, device=device
-                        )
-                        noise = torch.randn(latents.shape, generator=noise_generator, device=device)
-                        batch = (latents.shape[0],)
-                        timesteps = torch.randint(
-                            0, num_train_timesteps, batch, generator=noise_generator, device=device
-                        )
-                        noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+                for micro_step, (mean, std, _) in enumerate(batches):
+                    # a sample of the cached latent distribution; noise; a timestep
+                    mean, std = mean.to(device), std.to(device)
+                    latents = mean + std * torch.randn(mean.shape, generator=noise_generator, device=device)
+                    noise = torch.randn(latents.shape, generator=noise_generator, device=device)
+                    batch = (latents.shape[0],)
+                    timesteps = torch.randint(
+                        0, num_train_timesteps, batch, generator=noise_generator, device=device
+                    )
+                    noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
 
-                        # forward: prompt → text encoder (float32, trainable rows) → frozen UNet
-                        conditioning = text_encoder(input_ids.to(device))[0].to(weight_dtype)
-                        prediction = unet(noisy_latents.to(weight_dtype), timesteps, conditioning).sample
+                    # forward, UNet (frozen, half precision under mixed precision)
+                    rows = slice(micro_step * config.batch_size, (micro_step + 1) * config.batch_size)
+                    prediction = unet(
+                        noisy_latents.to(weight_dtype), timesteps, unet_conditioning[rows]
+                    ).sample
 
-                        # loss: noise for epsilon models, velocity for v-prediction (SD 2.x)
-                        target = denoising_target(noise_scheduler, latents, noise, timesteps)
-                        loss = F.mse_loss(prediction.float(), target.float())
+                    # loss: noise for epsilon models, velocity for v-prediction (SD 2.x)
+                    target = denoising_target(noise_scheduler, latents, noise, timesteps)
+                    loss = F.mse_loss(prediction.float(), target.float())
 
-                        # backward
-                        accelerator.backward(loss / config.grad_accum)
-                        step_loss += loss.detach()
+                    # backward, UNet: the activations of this micro-batch are freed here
+                    accelerator.backward(loss / config.grad_accum)
+                    step_loss += loss.detach()
+
+                # backward, text: one pass; across processes the new rows' gradients are averaged here
+                conditioning.backward(unet_conditioning.grad.to(conditioning.dtype))
 
                 # a non-finite loss stops the run before it can spoil the vectors
                 loss_value = accelerator.reduce(step_loss / config.grad_accum, reduction="mean").item()
