@@ -1,0 +1,1 @@
+"""Benchmarks (bench_*.py): run by hand, never collected by pytest."""
