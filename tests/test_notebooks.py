@@ -1,0 +1,127 @@
+"""The Colab notebooks, executed top to bottom with nbclient on the CPU against the tiny models.
+
+Parameters are overridden the way papermill does it: a cell with the new values is injected
+right after the cell tagged ``parameters``. The install cells are skipped by the documented
+switch ``FAIRYTALE_SKIP_INSTALL=1`` (fAIrytale is already installed here); the notebooks
+themselves are never edited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fairytale.embeddings import read_embedding
+from fairytale.notebook import SKIP_INSTALL_ENV
+from fairytale.plan import load_plan
+from tests.render_support import make_plan, pdf_page_texts, write_plan
+from tests.scraping_site import Site, serve
+from tests.training_fixtures import character_folder
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NAMES = ["generate_book.ipynb", "train_character.ipynb", "style_dataset.ipynb"]
+
+
+def with_parameters(notebook: nbformat.NotebookNode, values: dict) -> nbformat.NotebookNode:
+    """The notebook with a cell setting ``values`` injected after its parameters cell."""
+    cells = notebook.cells
+    index = next(i for i, cell in enumerate(cells) if "parameters" in cell.metadata.get("tags", []))
+    source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    injected = nbformat.v4.new_code_cell(source)
+    injected.metadata["tags"] = ["injected-parameters"]
+    notebook.cells = [*cells[: index + 1], injected, *cells[index + 1 :]]
+    return notebook
+
+
+def execute(name: str, values: dict, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv(SKIP_INSTALL_ENV, "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # the kernel is this interpreter, so it imports the fAIrytale under test
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
+    notebook = with_parameters(nbformat.read(NOTEBOOKS / name, as_version=4), values)
+    client = NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}},
+    )
+    client.execute()
+    return notebook
+
+
+def outputs_text(notebook: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            parts.append(output.get("text", ""))
+            parts.append(json.dumps(output.get("data", {})))
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebooks_are_valid_committed_clean_and_parameterised(name):
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nbformat.validate(notebook)
+    assert notebook.nbformat == 4
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and cell.execution_count is None for cell in code), "clear the outputs"
+    tagged = [cell for cell in code if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert "FAIRYTALE_SKIP_INSTALL" in code[0].source and "pip" in code[0].source  # install first
+    assert "colab.research.google.com" in notebook.cells[0].source  # the badge
+
+
+def test_generate_book_notebook_makes_the_pdf(tiny_ner, tiny_qa, tiny_nli, tiny_sd, story_path, tmp_path, monkeypatch):
+    values = {
+        "STORY_FILE": str(story_path), "MODEL": str(tiny_sd), "NER_MODEL": str(tiny_ner),
+        "QA_MODEL": str(tiny_qa), "NLI_MODEL": str(tiny_nli), "STEPS": 2, "PAGES_TO_SHOW": 2, "SEED": 3,
+    }
+    done = execute("generate_book.ipynb", values, tmp_path, monkeypatch)
+
+    plan = load_plan(tmp_path / "book" / "plan.json")
+    pdf = tmp_path / "book.pdf"
+    assert len(pdf_page_texts(pdf)) == len(plan.pages) + 2  # cover, title page, story pages
+    assert plan.seed == 3
+    shown = [o for c in done.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(shown) == 2  # the first pages, inline
+    assert "No GPU found" in outputs_text(done)
+
+
+def test_train_character_notebook_learns_previews_and_uses_the_token(tiny_sd, tmp_path, monkeypatch):
+    pictures = character_folder(tmp_path / "pics")
+    plan_file = write_plan(tmp_path, make_plan(2))
+    output = tmp_path / "ginger.safetensors"
+    values = {
+        "PICTURES_DIR": str(pictures), "UPLOAD": False, "MODEL": str(tiny_sd), "STEPS": 2,
+        "OUTPUT": str(output), "PREVIEW_PROMPTS": ["a picture of <ginger>"], "PREVIEW_STEPS": 2,
+        "PLAN_FILE": str(plan_file), "CHARACTER": "zoe",
+    }
+    execute("train_character.ipynb", values, tmp_path, monkeypatch)
+
+    learned = read_embedding(output)
+    assert learned.token == "<ginger>" and learned.family == "sd1"
+    assert len(list((tmp_path / "preview" / "preview" / "pages").glob("*.png"))) == 1
+    assert (tmp_path / "preview" / "preview.pdf").is_file()
+    plan = load_plan(plan_file)
+    assert plan.character("zoe").token == "<ginger>"
+    assert [e.token for e in plan.embeddings] == ["<ginger>"]
+    assert all("<ginger>" in page.prompt for page in plan.pages if "zoe" in page.characters)
+
+
+def test_style_dataset_notebook_scrapes_builds_and_trains(tiny_sd, tmp_path, monkeypatch):
+    from datasets import load_dataset
+
+    with serve(Site()) as site:
+        values = {
+            "SITE": site.url, "DELAY": 0.0, "DPI": 40, "MODEL": str(tiny_sd), "STEPS": 2,
+            "OUTPUT": str(tmp_path / "style.safetensors"),
+        }
+        execute("style_dataset.ipynb", values, tmp_path, monkeypatch)
+
+    assert sorted(p.name for p in (tmp_path / "books").glob("*.pdf"))
+    dataset = load_dataset("imagefolder", data_dir=str(tmp_path / "dataset"))
+    assert dataset["train"].num_rows >= 1 and "caption" in dataset["train"].column_names
+    assert read_embedding(tmp_path / "style.safetensors").token == "<monkeypen-style>"
