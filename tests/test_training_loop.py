@@ -439,6 +439,25 @@ def test_validation_pictures_go_through_the_safety_checker(tmp_path, tiny_sd, pi
     assert Image.open(picture).size == (64, 64)
 
 
+def test_a_flagged_validation_picture_is_blanked_before_it_is_saved(tmp_path, tiny_sd, pictures, monkeypatch):
+    from PIL import Image
+
+    import training.validation as validation
+    from tests.tiny_models.diffusion import make_checker_flag_everything
+
+    load_checker = validation.load_checker
+
+    def flagging_checker(*args, **kwargs):
+        checker, processor = load_checker(*args, **kwargs)
+        make_checker_flag_everything(checker)
+        return checker, processor
+
+    monkeypatch.setattr(validation, "load_checker", flagging_checker)
+    result = train(quick(tmp_path, tiny_sd, pictures, validation_prompt="a picture of <creature>", validation_every=1, steps=1))
+    (picture,) = result.validation_pictures
+    assert Image.open(picture).convert("L").getextrema() == (0, 0)  # all black: nothing of it kept
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

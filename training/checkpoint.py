@@ -84,8 +84,8 @@ def rng_state(generators: dict[str, Any]) -> dict[str, Any]:
 
     state = {name: generator.get_state() for name, generator in generators.items()}
     state["torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # this process's GPU only: a resume may see fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -97,7 +97,7 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, Any]) -> None
         generator.set_state(state[name])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def save_checkpoint(

@@ -143,14 +143,25 @@ def denoising_target(
 def _resolve_mixed_precision(requested: str) -> str | None:
     """The precision to hand accelerate (``None``: whatever ``accelerate launch`` was told)."""
     if requested == "auto":
-        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        # `accelerate launch` always exports this, "no" when its user did not choose: only a
+        # real choice wins over ours, or multi-GPU runs would silently train in float32.
+        if os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower() not in ("", "no"):
             return None
         if not torch.cuda.is_available():
             return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if _native_bf16() else "fp16"
     if requested == "fp16" and not torch.cuda.is_available():
         raise FairytaleError("fp16 mixed precision needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")
+    if requested == "bf16" and torch.cuda.is_available() and not _native_bf16():
+        name = torch.cuda.get_device_name()
+        raise FairytaleError(f"{name} has no native bfloat16 (it needs an Ampere or newer GPU): use --mixed-precision fp16")
     return requested
+
+
+def _native_bf16() -> bool:
+    """Whether the GPU computes in bfloat16 natively (compute capability 8.0+: A100, RTX 30xx…).
+    ``torch.cuda.is_bf16_supported()`` also says yes for emulated bf16 (a T4), which is slow."""
+    return torch.cuda.get_device_capability()[0] >= 8
 
 
 def _check_config(config: TrainingConfig) -> None:
@@ -419,9 +430,16 @@ def train(
                 if not math.isfinite(loss_value):
                     raise _diverged(loss_value, step, checkpoint_dir)
 
-                # step
+                # without a loss scaler (bf16, fp32) nothing else stops a non-finite gradient
+                if accelerator.scaler is None:
+                    finite = torch.isfinite(new_rows.grad).all().float()
+                    if accelerator.reduce(finite, reduction="mean").item() < 1:
+                        raise _diverged(float("nan"), step, checkpoint_dir, what="The gradient")
+
+                # step (a step the fp16 loss scaler skips does not advance the warm-up either)
                 optimizer.step()
-                lr_schedule.step()
+                if not accelerator.optimizer_step_was_skipped:
+                    lr_schedule.step()
                 optimizer.zero_grad(set_to_none=True)
 
                 # log
@@ -569,7 +587,7 @@ def _claim_outputs(
     return output, checkpoint_dir, resume_from
 
 
-def _diverged(loss: float, step: int, checkpoint_dir: Path) -> TrainingDiverged:
+def _diverged(loss: float, step: int, checkpoint_dir: Path, what: str = "Loss") -> TrainingDiverged:
     last = ckpt.completed_checkpoints(checkpoint_dir)
     kept = (
         f"the last good checkpoint (step {last[-1][0]}) is kept in {last[-1][1]}; continue from it with --resume"
@@ -577,7 +595,7 @@ def _diverged(loss: float, step: int, checkpoint_dir: Path) -> TrainingDiverged:
         else "no checkpoint had been written yet"
     )
     return TrainingDiverged(
-        f"Loss became {loss} at step {step}, so training stopped before that step changed the token; {kept}. "
+        f"{what} became {loss} at step {step}, so training stopped before that step changed the token; {kept}. "
         "Try a lower --lr, or --mixed-precision bf16/no if fp16 overflowed."
     )
 
