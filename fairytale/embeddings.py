@@ -200,9 +200,12 @@ def check_fits(embedding: LearnedEmbedding, width: int) -> None:
 def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[str]:
     """Add learned tokens to a diffusers pipeline through its own ``load_textual_inversion``.
 
-    Tokens the pipeline already knows (a second render with the same pipeline) are skipped.
-    Returns the tokens added.
+    A token the pipeline already knows (a second render with the same pipeline) keeps its rows
+    when the vectors are the same and gets the new ones when they differ (a retrained token).
+    Returns the tokens added or changed.
     """
+    import torch
+
     if not embeddings:
         return []
     if getattr(pipe, "text_encoder", None) is None or not hasattr(pipe, "load_textual_inversion"):
@@ -214,8 +217,28 @@ def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[st
     for embedding in embeddings:
         check_fits(embedding, width)
         if embedding.token in vocab:
+            if _replace_known_token(pipe, embedding, vocab, torch):
+                added.append(embedding.token)
             continue
         dtype = pipe.text_encoder.get_input_embeddings().weight.dtype
         pipe.load_textual_inversion({embedding.token: embedding.vectors.to(dtype)}, token=embedding.token)
         added.append(embedding.token)
     return added
+
+
+def _replace_known_token(pipe: Any, embedding: LearnedEmbedding, vocab: dict[str, int], torch: Any) -> bool:
+    """Overwrite the rows of a token the pipeline already has; whether anything changed."""
+    # diffusers names the rows of a multi-vector token "<t>", "<t>_1", "<t>_2", …
+    names = [embedding.token] + [f"{embedding.token}_{i}" for i in range(1, embedding.num_vectors)]
+    if any(name not in vocab for name in names) or f"{embedding.token}_{embedding.num_vectors}" in vocab:
+        raise FairytaleError(
+            f"The model already has a token {embedding.token} with another number of vectors; load the model again to use the new file"
+        )
+    table = pipe.text_encoder.get_input_embeddings().weight
+    ids = [vocab[name] for name in names]
+    vectors = embedding.vectors.to(device=table.device, dtype=table.dtype)
+    if torch.equal(table.data[ids], vectors):
+        return False
+    with torch.no_grad():
+        table.data[ids] = vectors
+    return True

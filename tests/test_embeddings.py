@@ -87,3 +87,23 @@ def test_loaded_into_pipeline_through_diffusers(tmp_path, tiny_sd, tiny_sd2, vec
     wide = StableDiffusionPipeline.from_pretrained(tiny_sd2)
     with pytest.raises(FairytaleError, match="trained for"):
         load_into_pipeline(wide, [embedding])
+
+
+def test_a_retrained_token_replaces_the_rows_a_loaded_pipeline_has(tiny_sd):
+    import torch
+
+    from fairytale import registry
+    from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
+
+    pipe = registry.load_pipeline("sd14", ref=str(tiny_sd))
+    first = LearnedEmbedding("<t>", torch.randn(2, 32), family="sd1")
+    retrained = LearnedEmbedding("<t>", torch.randn(2, 32), family="sd1")
+    rows = lambda: pipe.text_encoder.get_input_embeddings().weight[pipe.tokenizer.convert_tokens_to_ids(["<t>", "<t>_1"])]  # noqa: E731
+
+    assert load_into_pipeline(pipe, [first]) == ["<t>"]
+    assert torch.equal(rows(), first.vectors)
+    assert load_into_pipeline(pipe, [first]) == []  # the same file again: nothing to do
+    assert load_into_pipeline(pipe, [retrained]) == ["<t>"]
+    assert torch.equal(rows(), retrained.vectors)
+    with pytest.raises(FairytaleError, match="another number of vectors"):
+        load_into_pipeline(pipe, [LearnedEmbedding("<t>", torch.randn(3, 32), family="sd1")])

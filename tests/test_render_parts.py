@@ -174,3 +174,31 @@ def test_large_pictures_are_upscaled_in_blended_tiles(tiny_sd, tiny_upscaler, tm
     seam = np.abs(array[96] - array[95]).mean()
     nearby = np.mean([np.abs(array[r + 1] - array[r]).mean() for r in range(60, 90)])
     assert seam < 3 * nearby + 1
+
+
+def test_our_painting_matches_a_plain_pipeline_call(tiny_sd):
+    """Cached prompt embeddings, classifier-free guidance with a negative prompt, a batch of
+    pages: each picture is what one plain pipeline call with its prompt and seed paints."""
+    import numpy as np
+    import torch
+
+    from fairytale.render import load_illustrator
+    from tests.render_support import tiny_settings
+
+    illustrator = load_illustrator(tiny_settings(tiny_sd, steps=3))
+    requests = [
+        PaintRequest(1, "a lighthouse by the sea", "blurry, dark", 11),
+        PaintRequest(2, "a girl with a red kite", "blurry, dark", 12),
+        PaintRequest(3, "a lighthouse by the sea", "ugly", 13),
+    ]
+    ours = illustrator.paint(requests)
+    for request, picture in zip(requests, ours, strict=True):
+        with torch.inference_mode():
+            plain = illustrator.pipe(
+                request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=3,
+                guidance_scale=7.5, width=picture.width, height=picture.height,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+            ).images[0]
+        difference = np.abs(np.asarray(picture, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max()
+        assert difference <= 1, (request.page, difference)  # float rounding of the batched UNet, at most
+    assert not np.array_equal(np.asarray(ours[0]), np.asarray(ours[2]))  # the negative prompt counts

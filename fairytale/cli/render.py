@@ -90,7 +90,7 @@ def render(
     model: Model = None,
     backend: Backend = "sd14",
     pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with (default: a new one each).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with, the same for each page listed (default: a new one for each).")] = None,
     steps: Steps = 25,
     guidance: Guidance = None,
     scheduler: Scheduler = "dpm++",

@@ -289,10 +289,15 @@ def write_book_pdf(
 
         # title page
         safe = geometry.safe
-        title_page_block = fit_text(title, fonts.bold, safe.width, safe.height * 0.45, 36.0, 16.0) or title_block
+        # each block is fitted to exactly the box it is drawn in, so nothing can spill out of it
+        title_page_block = fit_text(title, fonts.bold, safe.width, safe.height * 0.45, 36.0, 16.0) or fit_text(
+            title, fonts.bold, safe.width, safe.height * 0.45, 16.0, 6.0
+        )
+        if title_page_block is None:
+            raise PlanError("The title is too long to fit on the title page; shorten it in the plan")
         _draw_block(canvas, title_page_block, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45))
         if author:
-            by = fit_text(f"by {author}", fonts.regular, safe.width, safe.height * 0.2, 18.0, 10.0)
+            by = fit_text(f"by {author}", fonts.regular, safe.width, safe.height * 0.18, 18.0, 10.0)
             if by:
                 _draw_block(canvas, by, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18))
         if contents.credit:

@@ -85,6 +85,10 @@ class Illustrator:
         """Teach the pipeline the learned tokens (diffusers' own loader); returns those added."""
         added = load_into_pipeline(self.pipe, embeddings)
         if added:
+            if self.device_plan.offload:
+                # diffusers' loader puts the offload hooks back for the text encoder's device,
+                # which under offload is the CPU: put them back for the GPU instead.
+                self.pipe.enable_model_cpu_offload(device=self.device_plan.device)
             self._forget_prompts()
         return added
 

@@ -105,6 +105,7 @@ def bench_painting(args) -> None:
             (folder / "plain").mkdir(parents=True)
             plain_times.append(plain_loop(pipe, plan, folder / "plain", args.steps, size))
             save_plan(plan, folder / "plan.json")
+            illustrator._forget_prompts()  # every round encodes its prompts, as the plain loop does
             start = time.perf_counter()
             result = render_book(folder / "plan.json", folder / "ours.pdf", settings, illustrator=illustrator, progress=False)
             ours_total.append(time.perf_counter() - start)
