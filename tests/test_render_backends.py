@@ -141,3 +141,54 @@ def test_an_sd1_token_on_an_sd2_backend_is_a_clear_error(tiny_sd2, tmp_path):
     plan_path = write_plan(tmp_path, plan)
     with pytest.raises(PlanError, match="Render with the backend it was trained for"):
         render_book(plan_path, tmp_path / "b.pdf", tiny_settings(tiny_sd2, backend="sd21"), progress=False)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sd14", "sd21", "unclip"])
+def test_every_backend_through_the_cli_then_evaluate(backend, tiny_sd, tiny_sd2, tiny_unclip, tiny_safety_checker, tiny_clip, tmp_path):
+    """The whole path a user takes, per backend: render a 3-page book with --low-vram, render it
+    again (all cached), evaluate it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+
+    model = {"sd14": tiny_sd, "sd21": tiny_sd2, "unclip": tiny_unclip}[backend]
+    plan_path = write_plan(tmp_path, make_plan(3))
+    args = [
+        "render", str(plan_path), "-o", str(tmp_path / "book.pdf"), "--backend", backend, "--model", str(model),
+        "--steps", "2", "--device", "cpu", "--low-vram", "--safety-model", str(tiny_safety_checker), "--quiet",
+    ]
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "--noise-level", "100"] if backend == "unclip" else args)
+    assert first.exit_code == 0, first.output
+    manifest = load_manifest(tmp_path / "book")
+    assert manifest.backend == backend and [p.safety for p in manifest.pages] == ["passed"] * 3
+    expected = {"sd14": "seed", "sd21": "seed", "unclip": "reference"}[backend]
+    assert manifest.settings["consistency"] == expected and manifest.settings["low_vram"]
+    assert (load_plan(plan_path).character("zoe").reference is not None) == (backend == "unclip")
+    again = runner.invoke(app, [*args, "--noise-level", "100"] if backend == "unclip" else args)
+    assert again.exit_code == 0 and not any(p.painted for p in load_manifest(tmp_path / "book").pages)
+    scored = runner.invoke(app, ["evaluate", str(tmp_path / "book"), "--clip-model", str(tiny_clip)])
+    assert scored.exit_code == 0, scored.output
+    assert len(json.loads((tmp_path / "book" / "evaluation.json").read_text())["pages"]) == 3
+
+
+def test_cli_consistency_errors_are_one_line(tiny_sd, tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+
+    plan_path = write_plan(tmp_path, make_plan(2))
+    base = ["render", str(plan_path), "-o", str(tmp_path / "b.pdf"), "--model", str(tiny_sd), "--device", "cpu"]
+    for extra, message in [
+        (["--consistency", "reference"], "Backend 'sd14' cannot keep characters alike by 'reference'"),
+        (["--consistency", "magic"], "Unknown consistency 'magic'"),
+        (["--consistency", "tokens"], "has no learned token"),
+        (["--backend", "unclip", "--noise-level", "2000"], "--noise-level must be between 0 and 1000"),
+    ]:
+        result = CliRunner().invoke(app, base + extra)
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "b").exists()

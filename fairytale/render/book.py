@@ -181,6 +181,7 @@ def render_book(
         if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
             raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
         embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
+        consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
         width, height = backend.picture_size()
         pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
         _, layout_warnings = plan_story_layouts(
@@ -351,7 +352,7 @@ def render_book(
             model=backend.describe_model(),
             model_fingerprint=backend.model_fingerprint(),
             settings=settings.as_dict()
-            | {"width": width, "height": height, "guidance": backend.guidance, "consistency": backend.consistency(plan)},
+            | {"width": width, "height": height, "guidance": backend.guidance, "consistency": consistency},
             device=device_plan.describe() if device_plan else "none (every picture was cached)",
             fairytale_version=__version__,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
