@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fairytale.errors import FairytaleError, PlanError
-from fairytale.plan import Reference, load_plan, save_plan
+from fairytale.plan import Embedding, Reference, load_plan, save_plan
 from fairytale.render import get_backend, load_manifest, render_book
 from fairytale.render.unclip import blend_embeddings
 from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
@@ -125,6 +125,13 @@ def test_consistency_modes(tiny_sd, tiny_unclip):
         sd14(RenderSettings(model=str(tiny_sd), consistency="tokens")).consistency(plan)
     plan.character("zoe").token = "<zoe>"
     assert sd14(RenderSettings(model=str(tiny_sd))).consistency(plan) == "tokens"
+    with pytest.raises(PlanError, match="not in the plan's embeddings"):
+        sd14(RenderSettings(model=str(tiny_sd), consistency="tokens")).consistency(plan)
+    plan.embeddings = [Embedding(token="<zoe>", path="zoe.safetensors", family="sd1")]
+    assert sd14(RenderSettings(model=str(tiny_sd), consistency="tokens")).consistency(plan) == "tokens"
+    unclip = get_backend("unclip")(RenderSettings(backend="unclip", model=str(tiny_unclip), consistency="tokens"))
+    with pytest.raises(PlanError, match="trained for sd1, but backend 'unclip' needs sd2"):
+        unclip.consistency(plan)
     with pytest.raises(FairytaleError, match="Unknown consistency"):
         RenderSettings(consistency="magic")
 
@@ -133,7 +140,6 @@ def test_an_sd1_token_on_an_sd2_backend_is_a_clear_error(tiny_sd2, tmp_path):
     import torch
 
     from fairytale.embeddings import save_embedding
-    from fairytale.plan import Embedding
 
     save_embedding(tmp_path / "zoe.safetensors", "<zoe>", torch.zeros(1, 32), family="sd1")
     plan = make_plan(2, embeddings=[Embedding(token="<zoe>", path="zoe.safetensors", family="sd1")])

@@ -136,6 +136,19 @@ class Backend:
                     f"--consistency tokens: {', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no learned token; "
                     "train one with `fairytale train character` and add it to the plan, or use --consistency seed"
                 )
+            listed = {e.token: e for e in plan.embeddings}
+            for character in (c for c in plan.characters if c.main):
+                entry = listed.get(character.token or "")
+                if entry is None:
+                    raise PlanError(
+                        f"--consistency tokens: {character.name}'s token {character.token} is not in the plan's "
+                        "embeddings (add its file there)"
+                    )
+                if entry.family and self.family and entry.family != self.family:
+                    raise PlanError(
+                        f"--consistency tokens: {character.name}'s token {entry.token} was trained for {entry.family}, "
+                        f"but backend '{self.name}' needs {self.family} tokens; train it again for this backend"
+                    )
         return wanted
 
     def missing_references(self, plan: BookPlan) -> list[str]:
