@@ -95,6 +95,18 @@ def test_unclip_pages_are_painted_from_their_characters_reference(unclip_book, t
     assert np.array_equal(after[2], pages[2])
 
 
+def test_unclip_pictures_do_not_depend_on_the_batch(unclip_book, tmp_path):
+    result, plan_path, settings = unclip_book
+    plan = load_plan(plan_path)
+    plan.character("zoe").reference = Reference(image=str((plan_path.parent / plan.character("zoe").reference.image).resolve()))
+    path = write_plan(tmp_path, plan)
+    one_by_one = render_book(path, tmp_path / "zoe.pdf", settings.with_(batch_size=1), progress=False)
+    assert one_by_one.painted == [1, 2, 3]
+    for mine, theirs in zip(load_manifest(one_by_one.book_dir).pages, load_manifest(result.book_dir).pages, strict=True):
+        assert mine.key == theirs.key
+        assert np.array_equal(pixels(one_by_one.book_dir / mine.image), pixels(result.book_dir / theirs.image))
+
+
 def test_noise_level_is_part_of_the_key(unclip_book):
     result, plan_path, settings = unclip_book
     again = render_book(plan_path, result.pdf, settings.with_(noise_level=500), progress=False)

@@ -106,12 +106,35 @@ def blend_embeddings(embeddings: Sequence[Any]) -> Any:
     return mean / mean.norm() * lengths.mean()
 
 
+def _row_by_row(unet: Any) -> None:
+    """Make the small ``Linear`` layers of the UNet's timestep/class-embedding path compute one
+    row at a time. In unCLIP each page's row differs (its image embedding is added to the
+    timestep embedding), so the base illustrator's "equal rows" shortcut does not apply, and a
+    many-row matrix product rounds differently from a one-row one on CPU: without this a page's
+    picture would depend on the batch it was painted in."""
+    import types
+
+    import torch
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[0] == 1:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        return torch.cat([torch.nn.functional.linear(row, self.weight, self.bias) for row in x.split(1)])
+
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and (
+            name.startswith(("time_embedding", "class_embedding")) or name.endswith("time_emb_proj")
+        ):
+            module.forward = types.MethodType(forward, module)
+
+
 class UnCLIPIllustrator(TextToImageIllustrator):
     """Paints with a :class:`~diffusers.StableUnCLIPImg2ImgPipeline` from precomputed image
     embeddings (one per reference file, computed alone and cached by its content)."""
 
     def __init__(self, backend: Backend, pipe: Any, device_plan: DevicePlan) -> None:
         super().__init__(backend, pipe, device_plan)
+        _row_by_row(pipe.unet)
         self._image_embeds: dict[str, Any] = {}
 
     def image_embedding(self, path: Path) -> Any:
