@@ -91,6 +91,8 @@ def evaluate_book(
         names = {c.id: c.name for c in load_plan(book_dir / "plan.json").characters}
 
     # 2. CLIP embeddings, in batches
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     model, processor = registry.load_clip(clip_model, device)
     device = next(model.parameters()).device
     image_features, text_features = [], []

@@ -66,7 +66,7 @@ def vary(
 def evaluate(
     book_dir: Annotated[Path, typer.Argument(help="The book folder a render wrote (beside the PDF).")],
     clip_model: Annotated[str | None, typer.Option("--clip-model", help="CLIP model: hub id or local folder.")] = None,
-    device: Annotated[str | None, typer.Option("--device", help="cuda, mps or cpu (default: cpu).")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:N, mps or cpu (default: cuda if available, else cpu).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Pictures per CLIP batch.")] = 16,
 ) -> None:
     """Score a rendered book with CLIP: prompt alignment per page (CLIP-T) and how alike each
