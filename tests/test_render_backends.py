@@ -210,3 +210,12 @@ def test_cli_consistency_errors_are_one_line(tiny_sd, tmp_path):
         assert result.exit_code != 0 and message in result.output, result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "b").exists()
+
+
+def test_a_missing_reference_picture_is_a_clear_error(tiny_unclip, tiny_safety_checker, tmp_path):
+    plan = make_plan(2)
+    plan.character("zoe").reference = Reference(image="gone.png")
+    plan_path = write_plan(tmp_path, plan)
+    with pytest.raises(PlanError, match="Reference picture of Zoë not found"):
+        render_book(plan_path, tmp_path / "b.pdf", unclip_settings(tiny_unclip, tiny_safety_checker), progress=False)
+    assert not (tmp_path / "b").exists()
