@@ -21,9 +21,17 @@ if TYPE_CHECKING:  # pragma: no cover
 # Options shared by both commands, typed once.
 Output = Annotated[Path, typer.Option("--output", "-o", help="The PDF to write; the book folder goes beside it.")]
 Model = Annotated[str | None, typer.Option("--model", help="Illustration model: hub id or local folder (default: the backend's).")]
-Backend = Annotated[str, typer.Option("--backend", help="Illustration backend (sd14: Stable Diffusion v1.4).")]
+Backend = Annotated[
+    str,
+    typer.Option("--backend", help="Illustration backend: sd14 (SD v1.4, 512 px), sd21 (SD 2.1, 768 px), unclip (SD 2.1 unCLIP: pages painted from reference portraits)."),
+]
+Consistency = Annotated[
+    str | None,
+    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens) or reference (unclip: reference portraits). Default: the strongest the backend offers."),
+]
+NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
 Steps = Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")]
-Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's, 7.5 for sd14).")]
+Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's: 7.5 for sd14/sd21, 10 for unclip).")]
 Scheduler = Annotated[str, typer.Option("--scheduler", help="Sampler: dpm++ (default), unipc, euler, euler-a, ddim, pndm, lms, model.")]
 Width = Annotated[int | None, typer.Option("--width", help="Picture width in pixels (default: the model's native size).")]
 Height = Annotated[int | None, typer.Option("--height", help="Picture height in pixels (default: the model's native size).")]
@@ -89,6 +97,8 @@ def render(
     output: Output,
     model: Model = None,
     backend: Backend = "sd14",
+    consistency: Consistency = None,
+    noise_level: NoiseLevel = 0,
     pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with, the same for each page listed (default: a new one for each).")] = None,
     steps: Steps = 25,
@@ -121,7 +131,7 @@ def render(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout,
+        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
     result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     if not quiet:
@@ -142,6 +152,8 @@ def book(
     seed: Annotated[int | None, typer.Option("--seed", help="Master seed the page seeds are drawn from.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Plan again even if the book folder has a plan.json (your edits to it are lost).")] = False,
     backend: Backend = "sd14",
+    consistency: Consistency = None,
+    noise_level: NoiseLevel = 0,
     steps: Steps = 25,
     guidance: Guidance = None,
     scheduler: Scheduler = "dpm++",
@@ -174,7 +186,7 @@ def book(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout,
+        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
     if not story.is_file():

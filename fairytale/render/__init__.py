@@ -6,7 +6,10 @@ The API the CLI (``fairytale render``/``book``) and the notebooks call:
   :class:`RenderResult`;
 * :func:`load_illustrator` to keep a model loaded across several renders;
 * :func:`load_manifest` to read what a render made (``fairytale evaluate``);
-* :func:`register_backend` / :class:`Backend` / :class:`PaintRequest` to add backends.
+* :func:`register_backend` / :class:`Backend` / :class:`PaintRequest` to add backends. Shipped:
+  ``sd14`` and ``sd21`` (text to picture) and ``unclip`` (pages painted from the characters'
+  reference portraits, :mod:`fairytale.render.unclip`; portraits by
+  :mod:`fairytale.render.references`).
 """
 
 from __future__ import annotations

@@ -58,6 +58,8 @@ class Backend:
     family: ClassVar[str | None]  # text encoder family its learned tokens must fit (None: no text)
     default_guidance: ClassVar[float] = 7.5
     description: ClassVar[str] = ""
+    #: the ``--consistency`` modes it offers, weakest first (the strongest is the default)
+    consistency_modes: ClassVar[tuple[str, ...]] = ("seed", "tokens")
 
     def __init__(self, settings: RenderSettings) -> None:
         self.settings = settings
@@ -104,6 +106,56 @@ class Backend:
             digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
         return f"local:{digest.hexdigest()[:20]}"
 
+    def consistency(self, plan: BookPlan) -> str:
+        """The ``--consistency`` mode in force for ``plan``: the one asked for, else the
+        strongest this backend offers (``tokens`` only when some main character has a learned
+        token; ``seed`` otherwise). Asking for one it lacks is a one-line error.
+
+        * ``seed``: each page is painted from its prompt (which describes its characters) and its
+          recorded seed; nothing else ties pages together.
+        * ``tokens``: every main character must have a learned token (``fairytale train
+          character``) fitting this backend's text encoder; the prompts draw them with it.
+        * ``reference``: pages are painted from the characters' reference portraits (``unclip``).
+        """
+        from fairytale.errors import PlanError
+
+        wanted = self.settings.consistency
+        if wanted is None:
+            strongest = self.consistency_modes[-1]
+            if strongest == "tokens" and not any(c.token for c in plan.characters if c.main):
+                return "seed"
+            return strongest
+        if wanted not in self.consistency_modes:
+            raise FairytaleError(
+                f"Backend '{self.name}' cannot keep characters alike by '{wanted}'; it offers: {', '.join(self.consistency_modes)}"
+            )
+        if wanted == "tokens":
+            missing = [c.name for c in plan.characters if c.main and not c.token]
+            if missing:
+                raise PlanError(
+                    f"--consistency tokens: {', '.join(missing)} ha{'ve' if len(missing) > 1 else 's'} no learned token; "
+                    "train one with `fairytale train character` and add it to the plan, or use --consistency seed"
+                )
+            listed = {e.token: e for e in plan.embeddings}
+            for character in (c for c in plan.characters if c.main):
+                entry = listed.get(character.token or "")
+                if entry is None:
+                    raise PlanError(
+                        f"--consistency tokens: {character.name}'s token {character.token} is not in the plan's "
+                        "embeddings (add its file there)"
+                    )
+                if entry.family and self.family and entry.family != self.family:
+                    raise PlanError(
+                        f"--consistency tokens: {character.name}'s token {entry.token} was trained for {entry.family}, "
+                        f"but backend '{self.name}' needs {self.family} tokens; train it again for this backend"
+                    )
+        return wanted
+
+    def missing_references(self, plan: BookPlan) -> list[str]:
+        """Ids of the characters whose reference portrait must be painted before the pages
+        (none unless the backend paints from references)."""
+        return []
+
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
         """What to paint for ``page``: its prompt, negative prompt and seed."""
         return PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
@@ -128,6 +180,7 @@ class Backend:
             "height": height,
             "embeddings": dict(sorted(embeddings.items())),
             "references": [sha256_file(p) for p in request.references],
+            **({"options": dict(sorted(request.options.items()))} if request.options else {}),
         }
 
     def picture_key(self, request: PaintRequest, embeddings: dict[str, str]) -> str:
@@ -204,3 +257,46 @@ class StableDiffusion14(Backend):
                 use_safetensors=True,
             )
         return TextToImageIllustrator(self, pipe, device_plan)
+
+
+@register_backend
+class StableDiffusion21(Backend):
+    """Stable Diffusion 2.1 (``stabilityai/stable-diffusion-2-1``): text to picture, 768 px,
+    v-prediction. Every ``--scheduler`` is built from the model's own scheduler config, so it
+    inherits ``prediction_type="v_prediction"`` (see :mod:`fairytale.render.schedulers`). The
+    repo ships no safety checker: the standalone one is used (``--safety-model``)."""
+
+    name = "sd21"
+    role = "sd21"
+    family = "sd2"
+    default_guidance = 7.5
+    description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
+
+    def load(self, device_plan: DevicePlan) -> Illustrator:
+        from diffusers import StableDiffusionPipeline
+
+        from fairytale.render.illustrator import TextToImageIllustrator
+
+        with quiet_loading():
+            pipe = registry.load_pipeline(
+                self.role,
+                StableDiffusionPipeline,
+                ref=self.settings.model,
+                torch_dtype=device_plan.torch_dtype,
+                use_safetensors=True,
+            )
+        check_v_prediction(pipe.scheduler, self.source.label)
+        return TextToImageIllustrator(self, pipe, device_plan)
+
+
+def check_v_prediction(scheduler: Any, label: str) -> None:
+    """SD 2.x 768 px models predict velocity; an epsilon scheduler paints noise. Say so."""
+    if scheduler.config.get("prediction_type") != "v_prediction":
+        raise FairytaleError(
+            f"{label} has an epsilon-prediction scheduler config; SD 2.1 (768) and its unCLIP need "
+            "v_prediction. Use the model's own repo, or fix scheduler/scheduler_config.json"
+        )
+
+
+# The image-conditioned backend registers itself on import, like any other.
+from fairytale.render import unclip as _unclip  # noqa: E402,F401

@@ -14,6 +14,7 @@ The book folder sits beside the PDF, named after it (``out/ginger.pdf`` → ``ou
       manifest.json                 settings, model, and per page: picture, seed, prompt,
                                     characters, safety outcome, effective DPI
       plan.json                     (fairytale book) the plan, to edit and render again
+      references/<character>.png    (unclip) reference portraits, recorded in the plan
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from fairytale.render.manifest import Manifest, ManifestPage, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
+from fairytale.render.references import paint_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
 from fairytale.render.settings import RenderSettings, parse_pages
 from fairytale.render.upscale import UpscaleJob, upscale_pictures
@@ -179,6 +181,7 @@ def render_book(
         if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
             raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
         embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
+        consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
         width, height = backend.picture_size()
         pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
         _, layout_warnings = plan_story_layouts(
@@ -195,6 +198,28 @@ def render_book(
             new_seeds[number] = seed if seed is not None else next_seed(page.seed)
             page.seed = new_seeds[number]
 
+        # 2b. reference portraits the backend paints from: painted once, recorded in the plan
+        owned = None
+        reference_warnings: list[str] = []
+        missing = backend.missing_references(plan)
+        if missing:
+            if not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
+                raise FairytaleError(f"Cannot record the reference portraits: the plan file {plan_path} is not writable")
+            if illustrator is None:
+                device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
+                reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
+                illustrator = owned = backend.load(device_plan)
+            illustrator.use_embeddings(embeddings)
+            reporter.stage(f"Painting reference portraits of {', '.join(plan.character(i).name for i in missing)}…")
+            reference_warnings = paint_references(
+                illustrator, plan, plan_path, book_dir, missing, max_repaints=settings.max_repaints
+            )
+            # Only the references go into the file now; new page seeds wait until painted (step 5).
+            recorded = load_plan(plan_path)
+            for character_id in missing:
+                recorded.character(character_id).reference = plan.character(character_id).reference
+            save_plan(recorded, plan_path)
+
         # 3. what is cached and what must be painted
         store = PageStore(book_dir)
         jobs: list[PageJob] = []
@@ -208,10 +233,9 @@ def render_book(
                 stored[page.number] = found
             else:
                 jobs.append(PageJob(request, key))
-        warnings = list(layout_warnings)
+        warnings = list(layout_warnings) + reference_warnings
 
         # 4. paint what is missing (the model is loaded only now, and only if needed)
-        owned = None
         paint_seconds, pictures_painted, unet_before = 0.0, 0, 0
         if jobs:
             if illustrator is None:
@@ -327,7 +351,8 @@ def render_book(
             backend=backend.name,
             model=backend.describe_model(),
             model_fingerprint=backend.model_fingerprint(),
-            settings=settings.as_dict() | {"width": width, "height": height, "guidance": backend.guidance},
+            settings=settings.as_dict()
+            | {"width": width, "height": height, "guidance": backend.guidance, "consistency": consistency},
             device=device_plan.describe() if device_plan else "none (every picture was cached)",
             fairytale_version=__version__,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

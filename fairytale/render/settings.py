@@ -8,6 +8,9 @@ from typing import Any
 from fairytale.errors import FairytaleError
 from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
 
+#: How a character is kept alike from page to page, weakest first (see fairytale.render.backends).
+CONSISTENCY_MODES = ("seed", "tokens", "reference")
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -39,7 +42,9 @@ class RenderSettings:
     layout: str = "auto"
     dpi: int = 300
     jpeg_quality: int = 90
-    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options (issue 4: noise_level…)
+    consistency: str | None = None  # seed | tokens | reference; None: the strongest the backend has
+    noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
+    extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options
 
     def __post_init__(self) -> None:
         checks = [
@@ -51,6 +56,8 @@ class RenderSettings:
             (self.trim.lower() in TRIMS, f"Unknown trim size '{self.trim}'. Choose one of: {', '.join(TRIMS)}"),
             (self.layout in LAYOUT_CHOICES, f"Unknown layout '{self.layout}'. Choose one of: {', '.join(LAYOUT_CHOICES)}"),
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
+            (self.consistency in (None, *CONSISTENCY_MODES), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}"),
+            (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
             (30 <= self.jpeg_quality <= 100, f"JPEG quality must be between 30 and 100, not {self.jpeg_quality}"),
         ]
         for size in (self.width, self.height):

@@ -1,0 +1,150 @@
+"""``fairytale evaluate``: how well a rendered book's pictures follow their prompts, and how
+alike each character looks from page to page, measured with CLIP.
+
+* **CLIP-T** (per page): ``100 · max(cos(image, prompt), 0)`` between the CLIP embeddings of the
+  page's picture and its prompt, the usual CLIPScore scale (higher: the picture shows more of
+  what the prompt says).
+* **CLIP-I** (per character on two or more pages): the mean over all pairs of those pages'
+  pictures of ``100 · cos(image_a, image_b)`` (higher: more alike). It measures the whole
+  picture, so shared backgrounds count too; compare books of the same story, not across stories.
+
+Pictures and prompts go through CLIP in batches; pages whose picture is a safety placeholder
+are left out. The CLIP model comes from the registry (role ``clip``,
+``openai/clip-vit-large-patch14`` by default).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fairytale import registry
+from fairytale.errors import FairytaleError
+from fairytale.files import atomic_write_text
+
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass
+class PageScore:
+    number: int
+    prompt: str
+    characters: list[str]
+    clip_t: float
+
+
+@dataclass
+class CharacterScore:
+    id: str
+    name: str
+    pages: list[int]
+    clip_i: float  # mean over page pairs
+    lowest_pair: tuple[int, int, float]  # the two pages least alike
+
+
+@dataclass
+class Evaluation:
+    book_dir: str
+    clip_model: str
+    backend: str
+    model: str
+    pages: list[PageScore]
+    characters: list[CharacterScore]
+    mean_clip_t: float | None
+    skipped_pages: list[int] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def evaluate_book(
+    book_dir: Path | str, *, clip_model: str | None = None, device: str | None = None, batch_size: int = 16
+) -> Evaluation:
+    """Score the book a render wrote into ``book_dir`` and save ``book_dir/evaluation.json``."""
+    import torch
+    from PIL import Image
+
+    from fairytale.plan import load_plan
+    from fairytale.render.manifest import load_manifest
+
+    # 1. what the render made
+    book_dir = Path(book_dir)
+    if not book_dir.is_dir():
+        raise FairytaleError(f"Book folder not found: {book_dir} (the folder a render wrote beside its PDF)")
+    if batch_size < 1:
+        raise FairytaleError(f"--batch-size must be at least 1, not {batch_size}")
+    manifest = load_manifest(book_dir)
+    pages = [p for p in manifest.pages if p.safety != "placeholder"]
+    skipped = [p.number for p in manifest.pages if p.safety == "placeholder"]
+    for page in pages:
+        if not (book_dir / page.image).is_file():
+            raise FairytaleError(f"Picture of page {page.number} is missing: {book_dir / page.image}; render the book again")
+    names: dict[str, str] = {}
+    if (book_dir / "plan.json").is_file():
+        names = {c.id: c.name for c in load_plan(book_dir / "plan.json").characters}
+
+    # 2. CLIP embeddings, in batches
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, processor = registry.load_clip(clip_model, device)
+    device = next(model.parameters()).device
+    image_features, text_features = [], []
+    with torch.inference_mode():
+        for chunk in _batches(pages, batch_size):
+            pictures = []
+            for page in chunk:
+                with Image.open(book_dir / page.image) as opened:
+                    pictures.append(opened.convert("RGB"))
+            inputs = processor(images=pictures, return_tensors="pt").to(device)
+            image_features.append(model.get_image_features(**inputs))
+            tokens = processor(text=[p.prompt for p in chunk], return_tensors="pt", padding=True, truncation=True).to(device)
+            text_features.append(model.get_text_features(**tokens))
+    if pages:
+        images = torch.nn.functional.normalize(torch.cat(image_features).float(), dim=-1)
+        texts = torch.nn.functional.normalize(torch.cat(text_features).float(), dim=-1)
+    row = {p.number: i for i, p in enumerate(pages)}
+
+    # 3. CLIP-T per page
+    page_scores = [
+        PageScore(p.number, p.prompt, list(p.characters), round(100 * max(float(images[i] @ texts[i]), 0.0), 3))
+        for i, p in enumerate(pages)
+    ]
+
+    # 4. CLIP-I per character shown on two or more pages
+    shown: dict[str, list[int]] = {}
+    for page in pages:
+        for character in page.characters:
+            shown.setdefault(character, []).append(page.number)
+    character_scores = []
+    for character, numbers in shown.items():
+        if len(numbers) < 2:
+            continue
+        pairs = [(a, b, 100 * float(images[row[a]] @ images[row[b]])) for a, b in itertools.combinations(numbers, 2)]
+        low = min(pairs, key=lambda pair: pair[2])
+        character_scores.append(
+            CharacterScore(
+                character, names.get(character, character), numbers,
+                round(sum(s for _, _, s in pairs) / len(pairs), 3), (low[0], low[1], round(low[2], 3)),
+            )
+        )
+
+    # 5. save
+    evaluation = Evaluation(
+        book_dir=str(book_dir),
+        clip_model=registry.resolve("clip", clip_model).label,
+        backend=manifest.backend,
+        model=manifest.model,
+        pages=page_scores,
+        characters=character_scores,
+        mean_clip_t=round(sum(p.clip_t for p in page_scores) / len(page_scores), 3) if page_scores else None,
+        skipped_pages=skipped,
+    )
+    atomic_write_text(book_dir / EVALUATION_FILE, evaluation.to_json())
+    return evaluation

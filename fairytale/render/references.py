@@ -1,0 +1,61 @@
+"""Reference portraits: one picture per main character, painted once, kept in the book folder.
+
+A portrait is painted from the character's description (and learned token, if it has one) with
+a seed derived from the plan's seed and the character's id, safety-checked like every page, and
+stored as ``BOOK_DIR/references/<id>.png``. The plan then records it (``characters[].reference``:
+image path relative to the plan, seed, prompt, model), so later renders reuse it, and a user
+may point ``reference.image`` at their own picture instead (``seed`` null).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fairytale.files import atomic_path, ensure_dir
+from fairytale.plan import Character, Reference
+from fairytale.render.backends import PaintRequest
+from fairytale.render.safety import repaint_seed
+from fairytale.render.unclip import reference_seed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.plan import BookPlan
+    from fairytale.render.illustrator import Illustrator
+
+
+def portrait_prompt(plan: BookPlan, character: Character) -> str:
+    """What a reference portrait shows: the character alone, whole, on a plain background."""
+    who = " ".join(part for part in (character.token, character.description or character.kind or character.name) if part)
+    style = " ".join(part for part in (plan.style.token, plan.style.description) if part)
+    return f"portrait of {who}, full figure, facing the viewer, plain light background, {style}".strip(", ")
+
+
+def paint_references(
+    illustrator: Illustrator, plan: BookPlan, plan_file: Path, book_dir: Path, ids: list[str], *, max_repaints: int = 3
+) -> list[str]:
+    """Paint the portraits of characters ``ids`` into ``book_dir/references`` and record them in
+    ``plan`` (the caller saves it). Returns warnings (a portrait flagged every time is left out:
+    its character's pages are then painted from their prompt alone)."""
+    warnings = []
+    folder = ensure_dir(Path(book_dir) / "references")
+    for character_id in ids:
+        character = plan.character(character_id)
+        prompt = portrait_prompt(plan, character)
+        seed = first_seed = reference_seed(plan.seed, character.id)
+        for attempt in range(max_repaints + 1):
+            if attempt:
+                seed = repaint_seed(first_seed, attempt)
+            request = PaintRequest(0, prompt, plan.style.negative_prompt, seed)
+            [picture] = illustrator.paint([request])
+            if not illustrator.safety.flagged([picture])[0]:
+                break
+        else:
+            warnings.append(f"the reference portrait of {character.name} was flagged every time; its pages use the prompt alone")
+            continue
+        path = folder / f"{character.id}.png"
+        with atomic_path(path) as tmp:
+            picture.save(tmp, "PNG")
+        relative = os.path.relpath(path.resolve(), Path(plan_file).resolve().parent)
+        character.reference = Reference(image=relative, seed=seed, prompt=prompt, model=illustrator.backend.describe_model())
+    return warnings

@@ -1,0 +1,215 @@
+"""The ``unclip`` backend: pages painted from the characters' reference portraits.
+
+Stable Diffusion 2.1 unCLIP (``stabilityai/stable-diffusion-2-1-unclip``) is SD 2.1 whose UNet
+also reads a CLIP *image* embedding. With ``--consistency reference`` (its default) every page
+that shows a character is painted from that character's reference portrait's embedding plus
+the page prompt, so the character keeps its look; ``--noise-level`` (0–1000) noises that
+embedding first, trading likeness for freedom (0: closest to the portrait).
+
+**Several characters on a page** (the rule): the embeddings of all the page's characters that
+have a reference portrait are *averaged* (each one L2-normalised first, so every character
+weighs the same, then the mean is rescaled to the average length), in the plan's character
+order. A page showing none of them gets a zero image embedding: the same "no picture" input the
+pipeline uses for the unconditional half of classifier-free guidance, so it is painted from its
+prompt alone. A character's reference is never used on a page that does not list it.
+
+**Reference portraits** are painted by the same pipeline, from the character's description with
+a zero image embedding (text only), so no second model is loaded: one big pipeline on the GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fairytale import registry
+from fairytale.errors import PlanError
+from fairytale.files import sha256_file
+from fairytale.plan import resolve_plan_path
+from fairytale.render.backends import (
+    Backend,
+    PaintRequest,
+    check_v_prediction,
+    quiet_loading,
+    register_backend,
+)
+from fairytale.render.illustrator import StepCallback, TextToImageIllustrator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from fairytale.plan import BookPlan, Page
+    from fairytale.render.devices import DevicePlan
+    from fairytale.render.illustrator import Illustrator
+
+
+@register_backend
+class StableUnCLIP21(Backend):
+    """SD 2.1 unCLIP: image embedding + text, 768 px, v-prediction."""
+
+    name = "unclip"
+    role = "unclip"
+    family = "sd2"  # its text encoder is SD 2.1's (1024-d OpenCLIP ViT-H)
+    default_guidance = 10.0  # the pipeline's (and model card's) default
+    description = "Stable Diffusion 2.1 unCLIP, 768 px: reference portrait embedding + page prompt"
+    consistency_modes = ("seed", "tokens", "reference")
+
+    def missing_references(self, plan: BookPlan) -> list[str]:
+        if self.consistency(plan) != "reference":
+            return []
+        return [c.id for c in plan.characters if c.main and c.reference is None]
+
+    def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
+        request = super().request_for(plan, page, plan_file)
+        if self.consistency(plan) != "reference":
+            return request
+        references = []
+        for character in plan.characters:  # plan order: the rule in the module docstring
+            if character.id not in page.characters or character.reference is None:
+                continue
+            path = resolve_plan_path(plan_file, character.reference.image)
+            if not path.is_file():
+                raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
+            references.append(path)
+        return PaintRequest(
+            request.page, request.prompt, request.negative_prompt, request.seed, tuple(references),
+            {"noise_level": self.settings.noise_level},
+        )
+
+    def load(self, device_plan: DevicePlan) -> Illustrator:
+        from diffusers import StableUnCLIPImg2ImgPipeline
+
+        with quiet_loading():
+            pipe = registry.load_pipeline(
+                self.role,
+                StableUnCLIPImg2ImgPipeline,
+                ref=self.settings.model,
+                torch_dtype=device_plan.torch_dtype,
+                use_safetensors=True,
+            )
+        check_v_prediction(pipe.scheduler, self.source.label)
+        return UnCLIPIllustrator(self, pipe, device_plan)
+
+
+def blend_embeddings(embeddings: Sequence[Any]) -> Any:
+    """The rule for several characters: the mean of the L2-normalised embeddings, rescaled to
+    their mean length. One embedding comes back unchanged."""
+    import torch
+
+    if len(embeddings) == 1:
+        return embeddings[0]
+    stacked = torch.stack(list(embeddings))
+    lengths = stacked.norm(dim=-1, keepdim=True)
+    mean = (stacked / lengths).mean(dim=0)
+    return mean / mean.norm() * lengths.mean()
+
+
+def _row_by_row(unet: Any) -> None:
+    """Make the small ``Linear`` layers of the UNet's timestep/class-embedding path compute one
+    row at a time. In unCLIP each page's row differs (its image embedding is added to the
+    timestep embedding), so the base illustrator's "equal rows" shortcut does not apply, and a
+    many-row matrix product rounds differently from a one-row one on CPU: without this a page's
+    picture would depend on the batch it was painted in."""
+    import types
+
+    import torch
+
+    def forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 2 or x.shape[0] == 1:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
+        return torch.cat([torch.nn.functional.linear(row, self.weight, self.bias) for row in x.split(1)])
+
+    for name, module in unet.named_modules():
+        if isinstance(module, torch.nn.Linear) and (
+            name.startswith(("time_embedding", "class_embedding")) or name.endswith("time_emb_proj")
+        ):
+            module.forward = types.MethodType(forward, module)
+
+
+class UnCLIPIllustrator(TextToImageIllustrator):
+    """Paints with a :class:`~diffusers.StableUnCLIPImg2ImgPipeline` from precomputed image
+    embeddings (one per reference file, computed alone and cached by its content)."""
+
+    def __init__(self, backend: Backend, pipe: Any, device_plan: DevicePlan) -> None:
+        super().__init__(backend, pipe, device_plan)
+        _row_by_row(pipe.unet)
+        self._image_embeds: dict[str, Any] = {}
+
+    def image_embedding(self, path: Path) -> Any:
+        """The CLIP image embedding (1-d) of the picture at ``path``, via the pipeline's own
+        feature extractor and image encoder."""
+        import torch
+        from PIL import Image
+
+        digest = sha256_file(path)
+        if digest not in self._image_embeds:
+            with Image.open(path) as opened:
+                picture = opened.convert("RGB")
+            pixels = self.pipe.feature_extractor(images=picture, return_tensors="pt").pixel_values
+            encoder = self.pipe.image_encoder
+            param = next(encoder.parameters())
+            with torch.inference_mode():
+                embeds = encoder(pixels.to(param.device, param.dtype)).image_embeds[0]
+            self._image_embeds[digest] = embeds
+        return self._image_embeds[digest]
+
+    def _conditioning(self, request: PaintRequest) -> Any:
+        import torch
+
+        if request.references:
+            return blend_embeddings([self.image_embedding(p) for p in request.references])
+        width = self.pipe.image_encoder.config.projection_dim
+        param = next(self.pipe.image_encoder.parameters())
+        return torch.zeros(width, device=param.device, dtype=param.dtype)
+
+    def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
+        """Paint one picture per request in one batch, each from its prompt and its
+        references' (blended) image embedding."""
+        import torch
+
+        if not requests:
+            return []
+        settings = self.backend.settings
+        noise_levels = {r.options.get("noise_level", settings.noise_level) for r in requests}
+        if len(noise_levels) > 1:  # one batch, one noise level (the pipeline takes a single one)
+            half = len(requests) // 2
+            return self.paint(requests[:half], on_step) + self.paint(requests[half:], on_step)
+
+        # 1. encode prompts (cached) and the reference pictures (cached by content)
+        prompt_embeds = torch.cat([self._embed(r.prompt) for r in requests])
+        negative_embeds = torch.cat([self._embed(r.negative_prompt) for r in requests])
+        image_embeds = torch.stack([self._conditioning(r) for r in requests]).to(self.pipe._execution_device)
+
+        # 2. one generator per page, on the CPU (it also draws the embedding's noise)
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+
+        # 3. denoise the batch (this pipeline still reports steps through the old callback)
+        def step(index: int, timestep: Any, latents: Any) -> None:
+            if on_step:
+                on_step(index + 1, settings.steps)
+
+        with torch.inference_mode():
+            result = self.pipe(
+                prompt_embeds=prompt_embeds,
+                negative_prompt_embeds=negative_embeds,
+                image_embeds=image_embeds,
+                noise_level=noise_levels.pop(),
+                num_inference_steps=settings.steps,
+                guidance_scale=self.backend.guidance,
+                width=self.width,
+                height=self.height,
+                generator=generators,
+                output_type="np",
+                callback=step,
+            )
+
+        # 4. to pictures
+        return self.pipe.numpy_to_pil(result.images)
+
+
+def reference_seed(plan_seed: int, character_id: str) -> int:
+    """The seed a character's reference portrait is painted with (recorded in the plan)."""
+    digest = hashlib.sha256(f"fairytale-reference:{plan_seed}:{character_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**63
