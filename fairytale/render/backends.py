@@ -244,23 +244,25 @@ class StableDiffusion14(Backend):
     description = "Stable Diffusion v1.4, 512 px, text to picture"
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
-        from diffusers import StableDiffusionPipeline
-
         from fairytale.render.illustrator import TextToImageIllustrator
 
+        return TextToImageIllustrator(self, self._pipeline(device_plan), device_plan)
+
+    def _pipeline(self, device_plan: DevicePlan) -> Any:
+        from diffusers import StableDiffusionPipeline
+
         with quiet_loading():
-            pipe = registry.load_pipeline(
+            return registry.load_pipeline(
                 self.role,
                 StableDiffusionPipeline,
                 ref=self.settings.model,
                 torch_dtype=device_plan.torch_dtype,
                 use_safetensors=True,
             )
-        return TextToImageIllustrator(self, pipe, device_plan)
 
 
 @register_backend
-class StableDiffusion21(Backend):
+class StableDiffusion21(StableDiffusion14):
     """Stable Diffusion 2.1 (``stabilityai/stable-diffusion-2-1``): text to picture, 768 px,
     v-prediction. Every ``--scheduler`` is built from the model's own scheduler config, so it
     inherits ``prediction_type="v_prediction"`` (see :mod:`fairytale.render.schedulers`). The
@@ -273,18 +275,9 @@ class StableDiffusion21(Backend):
     description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
-        from diffusers import StableDiffusionPipeline
-
         from fairytale.render.illustrator import TextToImageIllustrator
 
-        with quiet_loading():
-            pipe = registry.load_pipeline(
-                self.role,
-                StableDiffusionPipeline,
-                ref=self.settings.model,
-                torch_dtype=device_plan.torch_dtype,
-                use_safetensors=True,
-            )
+        pipe = self._pipeline(device_plan)
         check_v_prediction(pipe.scheduler, self.source.label)
         return TextToImageIllustrator(self, pipe, device_plan)
 
