@@ -128,12 +128,8 @@ def make_variations(
         )
     safety = SafetyChecker.for_pipeline(pipe, device_plan, safety_model)
     pipe.set_progress_bar_config(disable=not progress)
-    if device_plan.offload:
-        pipe.enable_model_cpu_offload(device=device_plan.device)
-    else:
-        pipe.to(device_plan.device)
-    if low_vram:
-        pipe.enable_attention_slicing()
+    device_plan.place(pipe)
+    if device_plan.low_vram:
         pipe.vae.enable_slicing()
 
     # 3. the card's preprocessing, once

@@ -202,3 +202,31 @@ def test_our_painting_matches_a_plain_pipeline_call(tiny_sd):
         difference = np.abs(np.asarray(picture, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max()
         assert difference <= 1, (request.page, difference)  # float rounding of the batched UNet, at most
     assert not np.array_equal(np.asarray(ours[0]), np.asarray(ours[2]))  # the negative prompt counts
+
+
+def test_a_device_plan_places_pipelines_and_side_models():
+    import torch
+
+    from fairytale.render.devices import DevicePlan
+
+    class Pipe:
+        def __init__(self):
+            self.calls = []
+
+        def to(self, device):
+            self.calls.append(("to", device))
+
+        def enable_model_cpu_offload(self, device):
+            self.calls.append(("offload", device))
+
+        def enable_attention_slicing(self):
+            self.calls.append(("slicing",))
+
+    plain = DevicePlan("cuda", "float16", 4, low_vram=False, offload=False)
+    small_card = DevicePlan("cuda", "float16", 1, low_vram=True, offload=True)
+    for plan, expected in [(plain, [("to", "cuda")]), (small_card, [("offload", "cuda"), ("slicing",)])]:
+        pipe = Pipe()
+        plan.place(pipe)
+        assert pipe.calls == expected
+    assert plain.side_model_placement() == ("cuda", torch.float16)
+    assert small_card.side_model_placement() == ("cpu", torch.float32)  # the GPU holds one model at a time

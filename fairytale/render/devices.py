@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fairytale.errors import FairytaleError
 
@@ -33,6 +34,24 @@ class DevicePlan:
         import torch
 
         return getattr(torch, self.dtype)
+
+    def place(self, pipe: Any) -> None:
+        """Put a diffusers pipeline where this plan says: on the device, or under model CPU
+        offload (only the working model on the GPU); attention in slices for --low-vram."""
+        if self.offload:
+            pipe.enable_model_cpu_offload(device=self.device)
+        else:
+            pipe.to(self.device)
+        if self.low_vram:
+            pipe.enable_attention_slicing()
+
+    def side_model_placement(self) -> tuple[str, Any]:
+        """Device and dtype for a small model beside the pipeline (the safety checker): with
+        offload the GPU holds one model at a time, so it works on the CPU, in float32."""
+        import torch
+
+        device = "cpu" if self.offload else self.device
+        return device, torch.float32 if device == "cpu" else self.torch_dtype
 
     def describe(self) -> str:
         memory = f", {self.memory_gib:.0f} GiB" if self.memory_gib else ""

@@ -88,7 +88,7 @@ class Illustrator:
             if self.device_plan.offload:
                 # diffusers' loader puts the offload hooks back for the text encoder's device,
                 # which under offload is the CPU: put them back for the GPU instead.
-                self.pipe.enable_model_cpu_offload(device=self.device_plan.device)
+                self.device_plan.place(self.pipe)
             self._forget_prompts()
         return added
 
@@ -124,12 +124,7 @@ class TextToImageIllustrator(Illustrator):
         pipe.scheduler = make_scheduler(backend.settings.scheduler, self._model_scheduler)
         pipe.set_progress_bar_config(disable=True)  # ours shows pages; see fairytale.render.progress
         pipe.vae.enable_slicing()  # one picture at a time through the VAE: less memory, batch-invariant
-        if device_plan.offload:
-            pipe.enable_model_cpu_offload(device=device_plan.device)
-        else:
-            pipe.to(device_plan.device)
-        if device_plan.low_vram:
-            pipe.enable_attention_slicing()
+        device_plan.place(pipe)
         # Attention otherwise runs through torch's scaled_dot_product_attention (diffusers'
         # default processor on torch >= 2): flash / memory-efficient kernels on CUDA.
         _batch_invariant(pipe.unet)

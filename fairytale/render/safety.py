@@ -58,7 +58,6 @@ class SafetyChecker:
     @classmethod
     def for_pipeline(cls, pipe: Any, device_plan: DevicePlan, standalone_ref: str | None = None) -> SafetyChecker:
         """Take the checker out of ``pipe`` (we run it ourselves), or load the standalone one."""
-        import torch
 
         checker = getattr(pipe, "safety_checker", None)
         processor = getattr(pipe, "feature_extractor", None)
@@ -70,9 +69,7 @@ class SafetyChecker:
 
             checker, processor = registry.load_safety_checker(standalone_ref, use_safetensors=True)
             source = f"safety checker {registry.resolve('safety_checker', standalone_ref).ref}"
-        # With offload the GPU holds one model at a time; the checker then works on the CPU.
-        device = "cpu" if device_plan.offload else device_plan.device
-        dtype = torch.float32 if device == "cpu" else device_plan.torch_dtype
+        device, dtype = device_plan.side_model_placement()
         return cls(checker, processor, device=device, dtype=dtype, source=source)
 
     @classmethod
@@ -80,7 +77,6 @@ class SafetyChecker:
         """The checker a model of ``role`` ships, loaded on its own (no UNet, no VAE), or the
         standalone one when its repo has none. Used when pictures must be checked without
         painting (upscaling cached pictures)."""
-        import torch
         from diffusers import DiffusionPipeline
         from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
         from transformers import CLIPImageProcessor
@@ -95,8 +91,7 @@ class SafetyChecker:
         else:
             checker, processor = registry.load_safety_checker(standalone_ref, use_safetensors=True)
             source = f"safety checker {registry.resolve('safety_checker', standalone_ref).ref}"
-        device = "cpu" if device_plan.offload else device_plan.device
-        dtype = torch.float32 if device == "cpu" else device_plan.torch_dtype
+        device, dtype = device_plan.side_model_placement()
         return cls(checker, processor, device=device, dtype=dtype, source=source)
 
     def flagged(self, images: list[Image.Image]) -> list[bool]:

@@ -99,12 +99,7 @@ class Upscaler:
 
     def __init__(self, pipe: Any, device_plan: DevicePlan, steps: int, tile: int = TILE) -> None:
         pipe.set_progress_bar_config(disable=True)
-        if device_plan.offload:
-            pipe.enable_model_cpu_offload(device=device_plan.device)
-        else:
-            pipe.to(device_plan.device)
-        if device_plan.low_vram:
-            pipe.enable_attention_slicing()
+        device_plan.place(pipe)
         self.pipe = pipe
         self.steps = steps
         self.tile = tile
