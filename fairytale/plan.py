@@ -10,15 +10,16 @@ Paths inside a plan (embeddings, reference pictures) are relative to the plan fi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fairytale.errors import PlanError
 from fairytale.files import atomic_write_text
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 
 DEFAULT_STYLE = "children's picture book illustration, soft watercolor, warm gentle colors"
 DEFAULT_NEGATIVE = (
@@ -59,6 +60,9 @@ class Character(_Strict):
     main: bool = False
     token: str | None = Field(default=None, description="Learned token (see embeddings) that draws them.")
     reference: Reference | None = None
+    members: list[str] = Field(
+        default_factory=list, description="For a group ('the three bears', 'Pip and Tom'): ids of its members."
+    )
 
 
 class Embedding(_Strict):
@@ -91,6 +95,9 @@ class Page(_Strict):
     negative_prompt: str | None = Field(default=None, description="Overrides the style's negative prompt.")
     seed: int = Field(ge=0, lt=2**63)
     layout: Layout | None = None
+    alt_text: str | None = Field(
+        default=None, description="The picture described for people who cannot see it; written from the plan when null."
+    )
 
 
 class Source(_Strict):
@@ -105,9 +112,11 @@ class Source(_Strict):
 class BookPlan(_Strict):
     """A whole book, ready to render. See the module docstring."""
 
-    version: Literal[1] = PLAN_VERSION
+    version: Literal[2] = PLAN_VERSION
     title: str = Field(min_length=1)
     author: str | None = None
+    language: str = Field(default="en", description="Language of the story text (BCP 47, e.g. 'en', 'de').")
+    back_cover_text: str | None = Field(default=None, description="Text for the back cover of a printed book.")
     seed: int = Field(ge=0, lt=2**63, description="Master seed the page seeds were drawn from.")
     style: Style = Field(default_factory=Style)
     characters: list[Character] = Field(default_factory=list)
@@ -162,6 +171,32 @@ def _format_validation_error(error: ValidationError) -> str:
     return f"{where}: {first['msg']}{suffix}"
 
 
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 only adds optional fields (groups' members, alt text, language, back-cover
+    text), so a version-1 plan means exactly the same book: same prompts, seeds, pictures."""
+    return {**data, "version": 2}
+
+
+#: Each entry upgrades a plan of that version by one version. A later format adds its step
+#: here; plans are read through the whole chain, so every old plan keeps working.
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def migrate_plan_data(data: dict[str, Any], origin: str = "plan") -> dict[str, Any]:
+    """Bring plan JSON of any known version up to :data:`PLAN_VERSION`."""
+    version = data.get("version")
+    # bool is an int in Python: `"version": true` must not pass for version 1.
+    if type(version) is not int or not (min(MIGRATIONS) <= version <= PLAN_VERSION):
+        raise PlanError(
+            f"{origin} has plan version {version!r}; this fAIrytale reads versions "
+            f"{min(MIGRATIONS)} to {PLAN_VERSION}. Re-create it with `fairytale plan`."
+        )
+    while version < PLAN_VERSION:
+        data = MIGRATIONS[version](data)
+        version = data["version"]
+    return data
+
+
 def parse_plan(text: str, origin: str = "plan") -> BookPlan:
     """Validate plan JSON text; any problem is a :class:`PlanError` of one line."""
     try:
@@ -170,12 +205,7 @@ def parse_plan(text: str, origin: str = "plan") -> BookPlan:
         raise PlanError(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
     if not isinstance(data, dict):
         raise PlanError(f"{origin} is not a book plan: expected a JSON object")
-    version = data.get("version")
-    if version != PLAN_VERSION:
-        raise PlanError(
-            f"{origin} has plan version {version!r}; this fAIrytale reads version {PLAN_VERSION}. "
-            "Re-create it with `fairytale plan`."
-        )
+    data = migrate_plan_data(data, origin)
     try:
         return BookPlan.model_validate(data)
     except ValidationError as exc:

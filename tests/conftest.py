@@ -15,9 +15,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tests.netguard import sitecustomize as netguard
+
 _HOME = Path(tempfile.mkdtemp(prefix="fairytale-tests-"))
+_NETGUARD_LOG = _HOME / "netguard.log"
 os.environ.update(
     {
+        # The no-outside-network guard, here and in every Python subprocess (see tests/netguard).
+        "FAIRYTALE_NETGUARD_LOG": str(_NETGUARD_LOG),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).parent / "netguard"), os.environ.get("PYTHONPATH")])
+        ),
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(_HOME / "hf"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
@@ -33,12 +41,26 @@ os.environ.update(
 
 import pytest  # noqa: E402
 
+netguard.install()
+
 DATA = Path(__file__).parent / "data"
 STORIES = DATA / "stories"
 
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_network():
+    """Fail any test that tried to connect outside this machine, in-process or in a subprocess,
+    even when the code under test swallowed the guard's exception."""
+    before = _NETGUARD_LOG.read_text(encoding="utf-8") if _NETGUARD_LOG.exists() else ""
+    yield
+    after = _NETGUARD_LOG.read_text(encoding="utf-8") if _NETGUARD_LOG.exists() else ""
+    if after != before:
+        attempts = after[len(before) :].strip().replace("\n", "; ")
+        pytest.fail(f"connection attempts outside loopback: {attempts}", pytrace=False)
 
 
 class TinyModels:

@@ -32,13 +32,16 @@ def test_round_trip_is_lossless_and_human_readable(tmp_path):
     assert "Zoë’s “café”" in text  # not \u-escaped: a person edits this file
     assert load_plan(path) == plan
     data = json.loads(text)
-    assert data["version"] == 1 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
+    assert data["version"] == 2 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(version=2), "plan version 2"),
+        (lambda d: d.update(version=3), "plan version 3"),
+        (lambda d: d.update(version=0), "plan version 0"),
+        (lambda d: d.update(version=True), "plan version True"),
+        (lambda d: d.update(version="2"), "plan version '2'"),
         (lambda d: d.pop("version"), "plan version None"),
         (lambda d: d["pages"][0].update(seed="abc"), "pages.0.seed"),
         (lambda d: d["pages"][0].update(characters=["nobody"]), "unknown characters"),
@@ -80,3 +83,19 @@ def test_tokens_need_embeddings():
     plan.characters[0].token = "<ginger>"
     assert plan.character("ginger").token == "<ginger>"
     assert plan.negative_prompt(plan.pages[0]) == plan.style.negative_prompt
+
+
+def test_version_1_plans_are_migrated_to_version_2(tmp_path):
+    data = json.loads(dump_plan(make_plan()))
+    for page in data["pages"]:
+        page.pop("alt_text")
+    for character in data["characters"]:
+        character.pop("members")
+    for key in ("language", "back_cover_text"):
+        data.pop(key)
+    data["version"] = 1
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data))
+    migrated = load_plan(path)
+    assert migrated.version == 2
+    assert migrated == make_plan()  # the same book: prompts, seeds, characters unchanged
