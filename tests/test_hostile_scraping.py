@@ -195,18 +195,27 @@ def test_a_failing_book_with_markup_in_its_title_is_reported_as_written(quick_cl
     assert len(_error_lines(result.output)) == 1
 
 
-def test_dataset_build_shows_titles_with_markup(tmp_path):
+def test_dataset_build_shows_titles_and_file_names_with_markup(tmp_path):
+    import io
+
+    from rich.console import Console
+
     books = tmp_path / "books"
     books.mkdir()
     (books / "evil.pdf").write_bytes(book_pdf("Evil"))
-    Manifest(books / "manifest.jsonl").put(
-        Record(title="[bold red]Evil[/] [/] Book", file="evil.pdf", status=Status.COMPLETE)
-    )
+    (books / "broken [red] book.pdf").write_bytes(b"%PDF-1.4 not really")
+    title = "[bold red]Evil[/] [/] Book"
+    Manifest(books / "manifest.jsonl").put(Record(title=title, file="evil.pdf", status=Status.COMPLETE))
     result = CliRunner().invoke(
         app, ["dataset", "build", str(books), "--out", str(tmp_path / "ds"), "--dpi", "72"]
     )
     assert result.exit_code == 0, result.output
-    assert "[bold red]Evil[/] [/] Book" in (tmp_path / "ds" / "README.md").read_text()
+    assert "Skipped broken [red] book.pdf" in result.output
+    assert title in (tmp_path / "ds" / "README.md").read_text()
+    screen = io.StringIO()  # the progress bar on a terminal shows the title as written
+    console = Console(file=screen, force_terminal=True, width=200)
+    build_dataset(books, tmp_path / "ds2", dpi=72, show_progress=True, console=console)
+    assert "Pages · [bold red]Evil[/] [/] Book" in screen.getvalue()
 
 
 # -- 3.3 the dataset's output never swallows its input ------------------------------------------
