@@ -300,7 +300,9 @@ def _prepare_out(out: Path) -> None:
     try:
         ensure_dir(out)
     except OSError as exc:  # ensure_dir reports the usual cases; a read-only mount or /proc land here
-        raise FairytaleError(f"Cannot create folder {out}: {exc.strerror or exc}") from None
+        raise FairytaleError(
+            f"Cannot create folder {out} ({exc.strerror or exc}); choose an --out folder you can write to"
+        ) from None
 
 
 def _check_base_url(base_url: str) -> str:

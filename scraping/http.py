@@ -451,11 +451,11 @@ class PoliteSession:
     def _read_capped(self, response: requests.Response, limit: int, deadline: float) -> tuple[bytes, bool]:
         """At most ``limit`` bytes of the body, and whether there was more."""
         data = bytearray()
-        try:
-            for chunk in iter_body(response, max_bytes=limit, deadline=deadline, clock=self.config.clock):
-                data += chunk
-        except BodyTooLarge:
-            return bytes(data[:limit]), True
+        # A chunk is at most BODY_CHUNK bytes, so this returns before iter_body's own limit.
+        for chunk in iter_body(response, max_bytes=limit + BODY_CHUNK, deadline=deadline, clock=self.config.clock):
+            data += chunk
+            if len(data) > limit:
+                return bytes(data[:limit]), True
         return bytes(data), False
 
     def get_text(self, url: str) -> tuple[str, str]:

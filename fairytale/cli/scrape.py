@@ -112,7 +112,7 @@ def build_command(
         float, typer.Option(help="Keep a page when solid ink outside its text covers at least this share of it.")
     ] = 0.10,
     keep_covers: Annotated[bool, typer.Option("--keep-covers", help="Keep the first and last pages too.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a dataset fAIrytale built in --out (nothing else).")] = False,
 ) -> None:
     """Render the books' pages, keep the illustrations, write a Hugging Face imagefolder.
 
