@@ -22,9 +22,10 @@ import scraping.manifest
 from fairytale.cli import app
 from fairytale.errors import FairytaleError
 from scraping import build_dataset, scrape
-from scraping.http import BodyTooLarge, OffSite, PoliteSession, SiteScope
+from scraping.http import BodyTooLarge, PoliteSession
 from scraping.manifest import Manifest, Record, Status
 from scraping.pages import iter_pages
+from scraping.scope import OffSite, SiteScope
 from tests.scraping_site import (
     CDN_DIR,
     LISTING,
