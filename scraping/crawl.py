@@ -226,8 +226,8 @@ def _fetch_book(
     try:
         # a. The book's own page names the title and links the PDF.
         if book.page_url is not None:
-            _, html = http.get_text(book.page_url)
-            page = parse_book_page(html, book.page_url)
+            final_url, html = http.get_text(book.page_url)
+            page = parse_book_page(html, final_url)  # relative links count from where we landed
             record.title = page.title or book.title
             if not page.pdf_urls:
                 record.status, record.error = Status.NO_PDF, "no link to a .pdf on the book's page"

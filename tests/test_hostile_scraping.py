@@ -196,6 +196,17 @@ def test_a_failing_book_with_markup_in_its_title_is_reported_as_written(quick_cl
     assert len(_error_lines(result.output)) == 1
 
 
+def test_an_error_quoting_markup_is_one_plain_line(site, quick_cli, tmp_path):
+    result = _scrape_cli("--base-url", f"{site.url}/pages/[/]books", "--out", str(tmp_path))
+    assert result.exit_code == 1
+    [line] = _error_lines(result.output)
+    assert f"{site.url}/pages/[/]books" in line and "HTTP 404" in line
+    result = CliRunner().invoke(app, ["dataset", "build", str(tmp_path / "[red]missing")])
+    assert result.exit_code == 1
+    [line] = _error_lines(result.output)
+    assert "[red]missing" in line
+
+
 def test_dataset_build_shows_titles_and_file_names_with_markup(tmp_path):
     import io
 
