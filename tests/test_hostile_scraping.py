@@ -125,6 +125,15 @@ def test_a_redirect_within_the_site_is_followed(site, clock, tmp_path):
     assert (tmp_path / read_manifest(tmp_path)[0]["file"]).read_bytes() == site.books[0].pdf
 
 
+def test_a_redirect_loop_is_given_up_after_five_hops(site, clock, tmp_path):
+    loop = f"{CDN_DIR}/loop.pdf"
+    site.faults[site.books[0].pdf_path()] = [Fault.redirect(loop)]
+    site.faults[loop] = [Fault.redirect(loop)] * 50
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert report.books[0].action == "failed" and "more than 5 redirects" in report.books[0].error
+    assert site.requests_for(loop) == 5
+
+
 @pytest.mark.parametrize(
     "target", ["http://169.254.169.254/latest/meta-data.pdf", "http://10.0.0.1/book.pdf"]
 )
