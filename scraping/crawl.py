@@ -51,6 +51,8 @@ from scraping.site import DEFAULT_BASE_URL
 log = logging.getLogger(__name__)
 
 MAX_LISTING_PAGES = 50
+MAX_BOOKS = 1000
+"""Books one crawl takes at most (Monkey Pen lists about 50); the rest are ignored with a warning."""
 
 ACTIONS = ("downloaded", "skipped", "duplicate", "failed", "no pdf", "disallowed", "would fetch")
 
@@ -125,13 +127,14 @@ def scrape(
     if dry_run:
         manifest = Manifest.load(out) if out.is_dir() else Manifest(out / MANIFEST_NAME)
     else:
-        ensure_dir(out)
+        _prepare_out(out)
         for stale in remove_stale_parts(out):
             log.info("Removed %s left by an interrupted run", stale.name)
         manifest = Manifest.load(out)
+        manifest.compact()
     report = ScrapeReport(listing, out, None if dry_run else manifest.path, dry_run)
 
-    http = PoliteSession(config)
+    http = PoliteSession(config, site=listing)
     try:
         with _progress(show_progress, console) as progress:
             # 2. Discover the books on the listing page(s).
@@ -146,7 +149,10 @@ def scrape(
             progress.update(task, description="Books")
     finally:
         report.requests = http.requests_made
+        report.warnings.extend(http.notes)
         http.close()
+        if not dry_run:
+            manifest.compact()
     return report
 
 
@@ -158,7 +164,12 @@ def discover(
     warnings: list[str] | None = None,
     progress: Progress | None = None,
 ) -> list[BookLink]:
-    """Every book linked from the listing page and the pages it paginates to, in order."""
+    """Every book linked from the listing page and the pages it paginates to, in order.
+
+    At most :data:`MAX_BOOKS` books and :data:`MAX_LISTING_PAGES` pages, each page giving at
+    most ``MAX_BOOKS_PER_PAGE``; what is cut is reported in ``warnings``.
+    """
+    warnings = warnings if warnings is not None else []
     queue, seen = [listing], {same_listing_page(listing)}
     books: dict[str, BookLink] = {}
     task = progress.add_task("Listing pages", total=None) if progress else None
@@ -169,11 +180,18 @@ def discover(
         except (requests.RequestException, FairytaleError) as exc:
             if url == listing:
                 raise FairytaleError(f"Cannot read the listing page {url}: {describe_error(exc, http)}") from None
-            if warnings is not None:
-                warnings.append(f"listing page {url} skipped: {describe_error(exc, http)}")
+            warnings.append(f"listing page {url} skipped: {describe_error(exc, http)}")
             continue
         page = parse_listing(html, final_url)
+        if page.more:
+            warnings.append(f"listing page {final_url} links more than {len(page.books)} books; only those were taken")
         for book in page.books:
+            if book.key not in books and len(books) >= MAX_BOOKS:
+                warnings.append(f"more than {MAX_BOOKS} books found; only the first {MAX_BOOKS} are taken")
+                queue.clear()
+                break
+            if book.pdf_url is not None and http.scope is not None:
+                http.scope.add_pdf_host(book.pdf_url)
             books.setdefault(book.key, book)
         for next_url in page.next_pages:
             if same_listing_page(next_url) not in seen:
@@ -208,13 +226,15 @@ def _fetch_book(
     try:
         # a. The book's own page names the title and links the PDF.
         if book.page_url is not None:
-            _, html = http.get_text(book.page_url)
-            page = parse_book_page(html, book.page_url)
+            final_url, html = http.get_text(book.page_url)
+            page = parse_book_page(html, final_url)  # relative links count from where we landed
             record.title = page.title or book.title
             if not page.pdf_urls:
                 record.status, record.error = Status.NO_PDF, "no link to a .pdf on the book's page"
                 return _finish(record, manifest, dry_run, "no pdf")
             record.pdf_url = page.pdf_urls[0]
+            if http.scope is not None:
+                http.scope.add_pdf_host(record.pdf_url)
         assert record.pdf_url is not None
         if dry_run:
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
@@ -275,6 +295,16 @@ def _download_with_progress(http: PoliteSession, url: str, part: Path, progress:
 # -- helpers --------------------------------------------------------------------------------
 
 
+def _prepare_out(out: Path) -> None:
+    """Create ``out`` and make sure files can be written there, before any request is sent."""
+    try:
+        ensure_dir(out)
+    except OSError as exc:  # ensure_dir reports the usual cases; a read-only mount or /proc land here
+        raise FairytaleError(
+            f"Cannot create folder {out} ({exc.strerror or exc}); choose an --out folder you can write to"
+        ) from None
+
+
 def _check_base_url(base_url: str) -> str:
     parts = urlsplit(base_url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -301,7 +331,8 @@ class _AmountColumn(ProgressColumn):
 def _progress(show: bool, console: Console | None) -> Iterator[Progress]:
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        # Book titles come from the site: shown as plain text, never read as rich markup.
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         _AmountColumn(),
         console=console or Console(stderr=True),

@@ -59,6 +59,10 @@ log = logging.getLogger(__name__)
 
 SIZES = (512, 768)
 SPLITS = ("train", "validation")
+CARD_HEADING = "# Picture-book style dataset (built by fAIrytale)"
+OUR_ENTRIES = ("README.md", *SPLITS)
+"""Everything a dataset folder holds; --force replaces a folder holding only these (with our card)."""
+STAGING_PREFIX = ".fairytale-dataset.tmp-"
 CAPTION_PREFIX = "a children's book illustration"
 CAPTION_WORDS = 20
 
@@ -76,6 +80,8 @@ class PageDecision:
     file_name: str | None = None
     upscaled: bool = False
     """The page rendered smaller than ``size`` at this dpi, so its picture was enlarged."""
+    scaled_down: bool = False
+    """The page was so large that it was rendered below the asked dpi (see ``MAX_PAGE_PIXELS``)."""
 
 
 @dataclass
@@ -99,6 +105,11 @@ class DatasetReport:
     def count(self, split: str) -> int:
         """How many pictures went to ``split`` (``train`` or ``validation``)."""
         return sum(1 for page in self.pages if page.split == split)
+
+    @property
+    def scaled_down(self) -> int:
+        """How many pages were too large to render at the asked dpi (a pixel cap protects memory)."""
+        return sum(1 for page in self.pages if page.scaled_down)
 
     @property
     def upscaled(self) -> int:
@@ -169,6 +180,7 @@ def build_dataset(
             progress.advance(task, len(covers))
             for page in iter_pages(path, dpi, skip=covers, rule=rule):
                 decision = PageDecision(title, page.number, classify(page, rule), page.ink, page.picture_ink)
+                decision.scaled_down = page.scaled_down
                 decisions.append(decision)
                 if decision.reason is None and page.image is not None:
                     name = f"{_slug(title)}-{sha[:8]}-p{page.number:03d}.jpg"
@@ -239,10 +251,22 @@ def _check_options(
         raise FairytaleError(f"PDF folder not found: {pdf_dir}")
     if out.exists() and not out.is_dir():
         raise FairytaleError(f"Output path is a file, not a folder: {out}")
-    if out.resolve() == pdf_dir.resolve():
+    books, target = pdf_dir.resolve(), out.resolve()
+    if target == books:
         raise FairytaleError("The dataset folder must not be the PDF folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FairytaleError(f"Output folder {out} is not empty (pass --force to replace it)")
+    if target in books.parents:
+        raise FairytaleError(
+            f"The dataset folder {out} contains the PDF folder {pdf_dir}; choose a folder outside it, such as {pdf_dir.parent / 'dataset'}"
+        )
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise FairytaleError(f"Output folder {out} is not empty (pass --force to replace it)")
+        strangers = _not_ours(out)
+        if strangers:
+            raise FairytaleError(
+                f"Output folder {out} holds files fAIrytale did not write ({', '.join(strangers[:3])}"
+                f"{', …' if len(strangers) > 3 else ''}); --force replaces only a dataset it built: choose another folder"
+            )
 
 
 def _list_books(pdf_dir: Path, report: DatasetReport) -> list[tuple[Path, str, str, int]]:
@@ -284,32 +308,57 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40].strip("-") or "book"
 
 
+def _not_ours(out: Path) -> list[str]:
+    """The entries of ``out`` that are not part of a dataset this module wrote (sorted names)."""
+    names = sorted(entry.name for entry in out.iterdir() if not entry.name.startswith(STAGING_PREFIX))
+    card = out / "README.md"
+    try:
+        ours = card.is_file() and card.read_text(encoding="utf-8", errors="replace").startswith(CARD_HEADING)
+    except OSError:
+        ours = False
+    return [name for name in names if not ours or name not in OUR_ENTRIES]
+
+
 @contextlib.contextmanager
 def _staging(out: Path, overwrite: bool) -> Iterator[Path]:
-    """A temporary folder beside ``out`` that becomes ``out`` on success and vanishes on failure."""
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent if str(out.parent) else "."))
+    """A temporary folder whose content becomes ``out``'s on success.
+
+    The temporary folder is removed on every way out (success, error, Ctrl-C). A new ``out``
+    is the temporary folder renamed. An existing ``out`` stays the same folder (it may be the
+    current directory): the temporary folder is made inside it (hidden), the old dataset's
+    entries (only ever ours: see :func:`_check_options`) are moved aside and deleted, and the
+    new entries are moved in.
+    """
+    out = out.resolve()
+    existed = out.is_dir()
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out if existed else out.parent))
+    trash: Path | None = None
     try:
         yield staging
-    except BaseException:
+        if not existed:
+            os.replace(staging, out)
+            return
+        old = [out / name for name in OUR_ENTRIES if (out / name).exists() or (out / name).is_symlink()]
+        old += [entry for entry in out.iterdir() if entry.name.startswith(STAGING_PREFIX) and entry != staging]
+        if _not_ours(out) or (old and not overwrite):  # checked up front; re-checked against a race
+            raise FairytaleError(f"Output folder {out} is not empty (pass --force to replace a dataset fAIrytale built)")
+        trash = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
+        for entry in old:
+            os.replace(entry, trash / entry.name)
+        for entry in staging.iterdir():
+            os.replace(entry, out / entry.name)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        if any(out.iterdir()) and not overwrite:  # checked up front; re-checked against a race
-            shutil.rmtree(staging, ignore_errors=True)
-            raise FairytaleError(f"Output folder {out} is not empty (pass --force to replace it)")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _progress(show: bool, console: Console | None) -> Iterator[Progress]:
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        # Titles come from the books: shown as plain text, never read as rich markup.
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
@@ -324,7 +373,7 @@ def _card(report: DatasetReport, rule: PageRule) -> str:
     dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(report.dropped.items())) or "none"
     books = "\n".join(f"- {title}" for title in report.books)
     covers = "dropped the covers (first and last page)" if rule.drop_covers else "kept the covers"
-    return f"""# Picture-book style dataset (built by fAIrytale)
+    return f"""{CARD_HEADING}
 
 {report.kept} pictures, {report.size}×{report.size}, from {len(report.books)} book(s):
 {report.count("train")} train, {report.count("validation")} validation.

@@ -9,6 +9,9 @@ theme's CSS classes, which change whenever the shop changes its theme:
 - a **PDF** is any link whose path ends in ``.pdf`` (any case; a query string such as
   ``?v=1589846892`` is fine), relative, protocol-relative or absolute on a CDN;
 - **pagination** is ``rel="next"`` or a link to the same page with a ``page`` query parameter.
+
+A listing page yields at most :data:`MAX_BOOKS_PER_PAGE` books (Monkey Pen lists about 50); a
+page that links more says so (``ListingPage.more``) instead of growing the crawl without bound.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit, urlunsplit
 from bs4 import BeautifulSoup, Tag
 
 from scraping.site import LISTING_PATH
+
+MAX_BOOKS_PER_PAGE = 200
+"""Book links taken from one listing page; the rest are ignored with a warning."""
 
 # Link texts and image alts that name an action or the site, not the book.
 _GENERIC = re.compile(
@@ -55,6 +61,8 @@ class ListingPage:
 
     books: list[BookLink] = field(default_factory=list)
     next_pages: list[str] = field(default_factory=list)
+    more: bool = False
+    """The page links more books than were taken (see :data:`MAX_BOOKS_PER_PAGE`)."""
 
 
 @dataclass
@@ -120,18 +128,18 @@ def title_from_url(url: str) -> str:
     return " ".join(w.capitalize() if w.isupper() or w.islower() else w for w in words) or "Untitled"
 
 
-def parse_listing(html: str, page_url: str) -> ListingPage:
-    """Find the book links and the further listing pages on one listing page."""
+def parse_listing(html: str, page_url: str, *, max_books: int = MAX_BOOKS_PER_PAGE) -> ListingPage:
+    """Find the book links (at most ``max_books``) and the further listing pages on one listing page."""
     soup = BeautifulSoup(html, "html.parser")
     next_pages = _next_pages(soup, page_url)
-    books = _books_in(_main_content(soup), page_url)
+    books, more = _books_in(_main_content(soup), page_url, max_books)
     if not books and soup.body is not None:
         # A theme that puts the grid outside <main>: look at the whole page, minus the parts
         # that link other articles on every page.
         for chrome in soup.body.select("header, footer, nav, aside, [role=banner], [role=navigation], [role=contentinfo]"):
             chrome.decompose()
-        books = _books_in(soup.body, page_url)
-    return ListingPage(books=books, next_pages=next_pages)
+        books, more = _books_in(soup.body, page_url, max_books)
+    return ListingPage(books=books, next_pages=next_pages, more=more)
 
 
 def parse_book_page(html: str, page_url: str) -> BookPage:
@@ -195,21 +203,25 @@ def _book_url(page_url: str, href: str) -> tuple[str, bool] | None:
     return None
 
 
-def _books_in(content: Tag | BeautifulSoup, page_url: str) -> list[BookLink]:
+def _books_in(content: Tag | BeautifulSoup, page_url: str, max_books: int) -> tuple[list[BookLink], bool]:
     titles: dict[str, list[str]] = {}
     kinds: dict[str, bool] = {}
+    more = False
     for anchor in content.find_all("a", href=True):
         found = _book_url(page_url, anchor["href"])
         if found is None:
             continue
         url, is_pdf = found
+        if url not in kinds and len(kinds) >= max_books:
+            more = True
+            break
         kinds.setdefault(url, is_pdf)
         titles.setdefault(url, []).extend(_title_candidates(anchor, url, page_url))
     books = []
     for url, is_pdf in kinds.items():
         title = next(iter(titles[url]), "") or title_from_url(url)
         books.append(BookLink(title=title, page_url=None if is_pdf else url, pdf_url=url if is_pdf else None))
-    return books
+    return books, more
 
 
 def _pdf_links(scope: Tag | BeautifulSoup, page_url: str) -> Iterable[str]:
@@ -231,8 +243,10 @@ def _title_candidates(anchor: Tag, url: str, page_url: str) -> list[str]:
     for _ in range(3):
         if not isinstance(card, Tag) or card.name in ("body", "main", "html"):
             break
-        links = {_book_url(page_url, a["href"]) for a in card.find_all("a", href=True)} - {None}
-        if any(other != url for other, _ in links):
+        # Stop at the first link to another book (a grid of thousands is not scanned per card).
+        anchors = (tag for tag in card.descendants if isinstance(tag, Tag) and tag.name == "a" and tag.get("href"))
+        links = (_book_url(page_url, str(a["href"])) for a in anchors)
+        if any(found is not None and found[0] != url for found in links):
             break
         heading = card.find(["h1", "h2", "h3", "h4", "h5", "h6", "strong"])
         if heading is not None:

@@ -9,7 +9,9 @@ A file only gets its real name once all of it has arrived and looks like a whole
 3. its SHA-256 is not already stored (the same book reached twice is kept once).
 
 Interrupted bodies (timeouts, resets, truncation) are fetched again a few times with backoff;
-a rejected body is not. Whatever happens, no ``.part`` file is left behind.
+a rejected body is not, nor one that outlived its overall deadline (``HttpConfig.download_deadline``:
+a server trickling a byte at a time never resets the read timeout, so the whole download has a
+deadline too). Whatever happens, no ``.part`` file is left behind.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import requests
 
 from fairytale.errors import FairytaleError
 from fairytale.files import sha256_file
-from scraping.http import PoliteSession
+from scraping.http import BodyTooLarge, PoliteSession, iter_body
 
 MAX_NAME_LENGTH = 100
 MAX_PDF_BYTES = 500 * 1024 * 1024
@@ -135,8 +137,11 @@ def _fetch_once(
             if on_start:
                 on_start(expected)
             with open(part, "wb") as handle:
+                body = iter_body(
+                    response, max_bytes=max_bytes, deadline=http.config.download_deadline, clock=http.config.clock
+                )
                 try:
-                    for chunk in response.iter_content(chunk_size=64 * 1024):
+                    for chunk in body:
                         if len(head) < 1024:
                             head = (head + chunk)[:1024]
                             _check_head(head, response, final=False)
@@ -144,10 +149,10 @@ def _fetch_once(
                         digest.update(chunk)
                         received += len(chunk)
                         tail = (tail + chunk)[-2048:]
-                        if received > max_bytes:
-                            raise DownloadRejected(f"file larger than {max_bytes / 1e6:.0f} MB")
                         if on_bytes:
                             on_bytes(len(chunk))
+                except BodyTooLarge:
+                    raise DownloadRejected(f"file larger than {max_bytes / 1e6:.0f} MB") from None
                 except (requests.ConnectionError, requests.Timeout) as exc:
                     raise _BodyError(str(exc)) from exc
                 handle.flush()

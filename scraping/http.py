@@ -9,7 +9,11 @@ owes a small publisher:
 - a pause of at least ``delay`` seconds between requests (default 1 s);
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
-- connect and read timeouts on every request.
+- connect and read timeouts on every request, and an overall deadline and size limit on
+  every body (a server that trickles or a gzip bomb cannot hold the crawl);
+- redirects followed hop by hop (at most :data:`MAX_REDIRECTS`), each hop checked like a link:
+  it must stay on the book site or a host the site serves its PDFs from, pass robots.txt, and
+  never lead to a loopback, link-local or private address unless the site itself is on one.
 
 Waiting goes through ``HttpConfig.sleep`` and ``HttpConfig.clock`` so tests assert the waits
 without spending them.
@@ -23,14 +27,17 @@ import time
 import urllib.robotparser
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3.exceptions
+from bs4 import UnicodeDammit
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
+from scraping.scope import OffSite, SiteScope
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +48,13 @@ USER_AGENT = (
 """Sent with every request. Its first word is the token robots.txt rules are matched against."""
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+MAX_REDIRECTS = 5
+"""Hops a request may take before it is given up (robots.txt: RFC 9309 asks for at least five)."""
+MAX_ROBOTS_BYTES = 500 * 1024
+"""robots.txt beyond this size is ignored, as Google does (its documented limit is 500 KiB)."""
+MAX_PAGE_BYTES = 5 * 1024 * 1024
+"""An HTML page larger than this (after decompression) is refused; Monkey Pen's pages are ~200 KB."""
+BODY_CHUNK = 64 * 1024
 
 
 class DisallowedByRobots(FairytaleError):
@@ -53,6 +67,18 @@ class RobotsUnavailable(FairytaleError):
 
 class RetryAfterTooLong(FairytaleError):
     """The server asked us to come back later than we are willing to wait."""
+
+
+class CrawlDelayTooLong(DisallowedByRobots):
+    """robots.txt asks for more time between requests than we are willing to wait."""
+
+
+class BodyTooLarge(FairytaleError):
+    """A body grew past its size limit (counted after decompression)."""
+
+
+class BodyTooSlow(FairytaleError):
+    """A body did not arrive within its overall deadline."""
 
 
 @dataclass
@@ -69,6 +95,14 @@ class HttpConfig:
     backoff_factor: float = 1.0
     backoff_max: float = 60.0
     max_retry_after: float = 300.0
+    max_crawl_delay: float = 60.0
+    """A robots.txt Crawl-delay above this is not waited out: the host is not crawled."""
+    page_deadline: float = 120.0
+    """Seconds a whole HTML page or robots.txt may take to arrive, however it trickles."""
+    download_deadline: float = 1800.0
+    """Seconds a whole PDF may take to arrive (500 MB at about 300 kB/s)."""
+    max_page_bytes: int = MAX_PAGE_BYTES
+    max_robots_bytes: int = MAX_ROBOTS_BYTES
     user_agent: str = USER_AGENT
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
@@ -80,6 +114,8 @@ class HttpConfig:
             raise FairytaleError("Timeouts must be positive numbers of seconds")
         if self.retries < 0:
             raise FairytaleError(f"Retries cannot be negative (got {self.retries})")
+        if min(self.max_crawl_delay, self.page_deadline, self.download_deadline) <= 0:
+            raise FairytaleError("Deadlines and the Crawl-delay cap must be positive numbers of seconds")
 
 
 class _PoliteRetry(Retry):
@@ -129,12 +165,15 @@ class _PoliteRetry(Retry):
 class PoliteSession:
     """A ``requests.Session`` that obeys robots.txt, paces itself, retries and times out.
 
-    >>> http = PoliteSession(HttpConfig(delay=1.0))            # doctest: +SKIP
-    >>> with http.request("https://monkeypen.com/robots.txt") as response:   # doctest: +SKIP
+    ``site`` is the book site's URL (the first URL requested when not given); it decides where
+    links and redirects may lead (:class:`SiteScope`).
+
+    >>> http = PoliteSession(HttpConfig(delay=1.0), site="https://monkeypen.com")   # doctest: +SKIP
+    >>> with http.request("https://monkeypen.com/robots.txt") as response:         # doctest: +SKIP
     ...     print(response.status_code)
     """
 
-    def __init__(self, config: HttpConfig | None = None) -> None:
+    def __init__(self, config: HttpConfig | None = None, *, site: str | None = None) -> None:
         self.config = config or HttpConfig()
         self.session = requests.Session()
         self.session.headers["User-Agent"] = self.config.user_agent
@@ -157,10 +196,13 @@ class PoliteSession:
         adapter = HTTPAdapter(max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
+        self.scope = SiteScope(site) if site else None
         self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
         self._robots_problems: dict[str, str] = {}
         self._last_done: float | None = None
         self.requests_made = 0
+        self.notes: list[str] = []
+        """Things the user should know (a robots.txt cut at its size limit…), once each."""
 
     # -- politeness -------------------------------------------------------------------------
 
@@ -180,9 +222,17 @@ class PoliteSession:
         # be read (5xx, network error) means "do not crawl".
         parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
         try:
-            with self._send(f"{origin}/robots.txt") as response:
-                status, text = response.status_code, response.text
-        except (requests.RequestException, RetryAfterTooLong) as exc:
+            with self._follow(f"{origin}/robots.txt", check_robots=False) as response:
+                status = response.status_code
+                body = b""
+                if status < 400:
+                    body, cut = self._read_capped(response, self.config.max_robots_bytes, self.config.page_deadline)
+                    if cut:
+                        self._note(
+                            f"{origin}/robots.txt is larger than {self.config.max_robots_bytes // 1024} KiB; "
+                            "only its beginning was read (as Google does)"
+                        )
+        except (requests.RequestException, RetryAfterTooLong, OffSite, BodyTooSlow) as exc:
             self._robots_problems[origin] = describe_error(exc, self)
             parser.disallow_all = True
             return parser
@@ -192,72 +242,180 @@ class PoliteSession:
         elif status >= 400:
             parser.allow_all = True
         else:
-            parser.parse(text.splitlines())
+            parser.parse(body.decode("utf-8", errors="replace").splitlines())
         return parser
 
-    def _wait_turn(self, url: str) -> None:
-        gap = self.config.delay
+    def _crawl_delay(self, url: str) -> float:
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))
-        if parser is not None:
-            crawl_delay = parser.crawl_delay(self.config.user_agent)
-            if crawl_delay:
-                gap = max(gap, float(crawl_delay))
+        delay = parser.crawl_delay(self.config.user_agent) if parser is not None else None
+        return float(delay) if delay else 0.0
+
+    def _wait_turn(self, url: str) -> None:
+        gap = max(self.config.delay, min(self._crawl_delay(url), self.config.max_crawl_delay))
         if self._last_done is not None and gap > 0:
             remaining = gap - (self.config.clock() - self._last_done)
             if remaining > 0:
                 self.config.sleep(remaining)
 
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            log.warning("%s", text)
+
     # -- requests ---------------------------------------------------------------------------
+
+    def _check(self, url: str, *, redirect: bool, check_robots: bool = True) -> None:
+        """Everything a URL must pass before a byte is sent to it."""
+        if self.scope is None:
+            self.scope = SiteScope(url)
+        if redirect:
+            self.scope.check_redirect(url)
+        else:
+            self.scope.check_link(url)
+        if not check_robots:
+            return
+        parts = urlsplit(url)
+        if not self.allowed(url):
+            problem = self._robots_problems.get(f"{parts.scheme}://{parts.netloc}")
+            if problem:
+                raise RobotsUnavailable(
+                    f"cannot read {parts.scheme}://{parts.netloc}/robots.txt ({problem}), so not crawling that host"
+                )
+            raise DisallowedByRobots(f"robots.txt of {parts.netloc} disallows {url}")
+        delay = self._crawl_delay(url)
+        if delay > self.config.max_crawl_delay:
+            raise CrawlDelayTooLong(
+                f"robots.txt of {parts.netloc} asks for {delay:g} s between requests (Crawl-delay), more than "
+                f"the {self.config.max_crawl_delay:g} s fAIrytale waits, so not crawling that host"
+            )
 
     @contextlib.contextmanager
     def request(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:
-        """GET ``url`` politely; yields the response and closes it afterwards.
+        """GET ``url`` politely; yields the final response (after redirects) and closes it afterwards.
 
-        Raises :class:`DisallowedByRobots` when robots.txt forbids the URL,
-        :class:`RobotsUnavailable` when the host's robots.txt cannot be read, and the usual
-        ``requests`` exceptions when the server cannot be reached after the retries. The pause
-        before the next request counts from when this one is closed, so a long download is
-        followed by the full delay too.
+        Raises :class:`DisallowedByRobots` when robots.txt forbids the URL or a redirect's
+        target, :class:`RobotsUnavailable` when a host's robots.txt cannot be read,
+        :class:`OffSite` when the URL or a redirect leads where the crawl may not go, and the
+        usual ``requests`` exceptions when the server cannot be reached after the retries. The
+        body is not read: use :func:`iter_body` (bounded) on the response. The pause before the
+        next request counts from when this one is closed, so a long download is followed by the
+        full delay too. ``stream`` is accepted for compatibility; bodies are always streamed.
         """
-        if not self.allowed(url):
-            parts = urlsplit(url)
-            problem = self._robots_problems.get(f"{parts.scheme}://{parts.netloc}")
-            if problem:
-                raise RobotsUnavailable(f"cannot read {parts.scheme}://{parts.netloc}/robots.txt ({problem}), so not crawling that host")
-            raise DisallowedByRobots(f"robots.txt of {parts.netloc} disallows {url}")
-        with self._send(url, stream=stream) as response:
+        with self._follow(url, check_robots=True) as response:
             yield response
 
     @contextlib.contextmanager
-    def _send(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:
-        self._wait_turn(url)
+    def _follow(self, url: str, *, check_robots: bool) -> Iterator[requests.Response]:
+        current = url
+        for hop in range(MAX_REDIRECTS + 1):
+            self._check(current, redirect=hop > 0, check_robots=check_robots)
+            response = self._open(current)
+            if not response.is_redirect:
+                break
+            location = response.headers["Location"]
+            self._close(response)
+            current = urljoin(current, location)
+        else:
+            raise OffSite(f"more than {MAX_REDIRECTS} redirects starting at {url}")
         try:
-            self.requests_made += 1
-            response = self.session.get(
-                url, stream=stream, timeout=(self.config.connect_timeout, self.config.read_timeout)
-            )
-            try:
-                yield response
-            finally:
-                response.close()
+            yield response
         finally:
+            self._close(response)
+
+    def _open(self, url: str) -> requests.Response:
+        self._wait_turn(url)
+        self.requests_made += 1
+        try:
+            return self.session.get(
+                url,
+                stream=True,
+                allow_redirects=False,
+                timeout=(self.config.connect_timeout, self.config.read_timeout),
+            )
+        except BaseException:
             self._last_done = self.config.clock()
+            raise
+
+    def _close(self, response: requests.Response) -> None:
+        response.close()
+        self._last_done = self.config.clock()
+
+    def _read_capped(self, response: requests.Response, limit: int, deadline: float) -> tuple[bytes, bool]:
+        """At most ``limit`` bytes of the body, and whether there was more."""
+        data = bytearray()
+        # A chunk is at most BODY_CHUNK bytes, so this returns before iter_body's own limit.
+        for chunk in iter_body(response, max_bytes=limit + BODY_CHUNK, deadline=deadline, clock=self.config.clock):
+            data += chunk
+            if len(data) > limit:
+                return bytes(data[:limit]), True
+        return bytes(data), False
 
     def get_text(self, url: str) -> tuple[str, str]:
         """GET an HTML page; returns ``(final_url, text)`` after redirects.
 
-        Raises ``requests.HTTPError`` for an error status (after the retries).
+        Raises ``requests.HTTPError`` for an error status (after the retries),
+        :class:`BodyTooLarge` past ``max_page_bytes`` (after decompression) and
+        :class:`BodyTooSlow` past ``page_deadline``.
         """
         with self.request(url) as response:
             response.raise_for_status()
-            if "charset" not in response.headers.get("Content-Type", "").lower():
-                # requests would assume ISO-8859-1 for text/html; guess from the bytes instead.
-                response.encoding = response.apparent_encoding
-            return response.url, response.text
+            body = b"".join(
+                iter_body(
+                    response, max_bytes=self.config.max_page_bytes, deadline=self.config.page_deadline, clock=self.config.clock
+                )
+            )
+            # requests would assume ISO-8859-1 for text/html without a charset; bs4's detector
+            # reads <meta charset> and the bytes instead.
+            declared = requests.utils.get_encoding_from_headers(response.headers)
+            known = [declared] if declared and "charset" in response.headers.get("Content-Type", "").lower() else []
+            text = UnicodeDammit(body, known_definite_encodings=known).unicode_markup
+            return response.url, text if text is not None else body.decode("utf-8", errors="replace")
 
     def close(self) -> None:
         """Close the underlying connections."""
         self.session.close()
+
+
+def iter_body(
+    response: requests.Response,
+    *,
+    max_bytes: int,
+    deadline: float,
+    clock: Callable[[], float] = time.monotonic,
+    chunk_size: int = BODY_CHUNK,
+) -> Iterator[bytes]:
+    """The body of a streamed response, decompressed, in chunks as they arrive.
+
+    Raises :class:`BodyTooLarge` once more than ``max_bytes`` have arrived (counted after
+    decompression, so a gzip bomb stops at the limit) and :class:`BodyTooSlow` once the whole
+    body has taken more than ``deadline`` seconds: each read returns what the network has (one
+    ``read1``), so a server that trickles a byte at a time cannot stretch a read past the read
+    timeout. Network errors come out as ``requests`` exceptions, as from ``iter_content``.
+    """
+    raw = response.raw
+    start = clock()
+    received = 0
+    while True:
+        if clock() - start > deadline:
+            raise BodyTooSlow(f"the body took longer than {deadline:g} s (got {received} bytes); the server is too slow")
+        try:
+            chunk = raw.read1(chunk_size, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise requests.exceptions.ConnectionError(exc) from exc
+        except urllib3.exceptions.DecodeError as exc:
+            raise requests.exceptions.ContentDecodingError(exc) from exc
+        except (urllib3.exceptions.ProtocolError, urllib3.exceptions.SSLError, OSError) as exc:
+            raise requests.exceptions.ChunkedEncodingError(exc) from exc
+        if not chunk:
+            return
+        received += len(chunk)
+        if received > max_bytes:
+            raise BodyTooLarge(f"the body is larger than {_size(max_bytes)} (after decompression); refused")
+        yield chunk
+
+
+def _size(count: int) -> str:
+    return f"{count / 1024 / 1024:g} MiB" if count >= 1024 * 1024 else f"{count / 1024:g} KiB"
 
 
 def describe_error(exc: BaseException, http: PoliteSession | None = None) -> str:

@@ -1,8 +1,9 @@
 """The crawl's record: one JSON line per book in ``OUT/manifest.jsonl``.
 
 Each line holds the title, the book's page URL, its PDF URL, the file name, byte count,
-SHA-256 and a status (see :class:`Status`). The file is rewritten atomically after every book,
-so a crash leaves the previous complete version. A later run skips every book whose status is
+SHA-256 and a status (see :class:`Status`). A book's record is appended when the book is done, so writing N books costs N lines, not N rewrites of the whole file; the
+last line of a book wins. A run starts and ends by rewriting the file atomically with one line per
+book when it holds older or torn lines (:meth:`Manifest.compact`). A later run skips every book whose status is
 ``complete`` (with its file present at the recorded size) or ``duplicate``: nothing complete is
 fetched again. Other statuses are tried again.
 """
@@ -70,24 +71,38 @@ class Manifest:
     def __init__(self, path: Path, records: dict[str, Record] | None = None) -> None:
         self.path = Path(path)
         self.records: dict[str, Record] = records or {}
+        self._stale = False
+        self._torn = False
+        # Indexes, so that a crawl of N books does N lookups, not N scans.
+        self._by_file: dict[str, Record] = {}
+        self._by_sha: dict[str, Record] = {}
+        for record in self.records.values():
+            self._index(record)
 
     @classmethod
     def load(cls, folder: Path) -> Manifest:
         """Read ``folder/manifest.jsonl`` if it exists; unreadable lines are skipped with a warning
-        (their books are simply fetched again)."""
+        (their books are simply fetched again). For a book with several lines, the last wins."""
         path = Path(folder) / MANIFEST_NAME
         records: dict[str, Record] = {}
+        stale = torn = False
         if path.is_file():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            text = path.read_text(encoding="utf-8")
+            torn = stale = bool(text) and not text.endswith("\n")
+            for number, line in enumerate(text.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
                     record = Record.model_validate(json.loads(line))
                 except (json.JSONDecodeError, ValidationError):
                     log.warning("Ignoring unreadable line %d of %s", number, path)
+                    stale = True
                     continue
-                records[record.key] = record
-        return cls(path, records)
+                stale = stale or record.key in records
+                records[record.key] = record  # the latest line wins; the order stays first-seen
+        manifest = cls(path, records)
+        manifest._stale, manifest._torn = stale, torn
+        return manifest
 
     def get(self, key: str) -> Record | None:
         """The record of the book identified by ``key``, if any."""
@@ -107,33 +122,40 @@ class Manifest:
 
     def owner_of(self, file_name: str) -> Record | None:
         """The complete record that stored ``file_name``."""
-        for record in self.records.values():
-            if record.status is Status.COMPLETE and record.file == file_name:
-                return record
-        return None
+        return self._by_file.get(file_name)
 
     def with_sha256(self, sha256: str) -> Record | None:
         """A complete record whose file has this SHA-256, if its file is still there."""
-        for record in self.records.values():
-            if (
-                record.status is Status.COMPLETE
-                and record.sha256 == sha256
-                and record.file
-                and (self.path.parent / record.file).is_file()
-            ):
-                return record
+        record = self._by_sha.get(sha256)
+        if record is not None and record.file and (self.path.parent / record.file).is_file():
+            return record
         return None
 
     def put(self, record: Record) -> None:
-        """Add or replace a record and write the manifest (atomically)."""
+        """Add or replace a record and append it to the manifest file (one line, closed at once)."""
         record.updated_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        old = self.records.get(record.key)
+        if old is not None:
+            self._unindex(old)
         self.records[record.key] = record
-        self.save()
+        self._index(record)
+        if self._torn or not self.path.is_file():
+            self.save()  # never append to a line cut short by a crash
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(record.model_dump_json() + "\n")
+        self._stale = self._stale or old is not None  # the file now holds an older line for this book
+
+    def compact(self) -> None:
+        """Rewrite the file with one line per book if it holds older or torn lines."""
+        if self._stale:
+            self.save()
 
     def save(self) -> None:
         """Write every record, one JSON object per line, through a temporary file."""
         lines = [record.model_dump_json() for record in self.records.values()]
         atomic_write_text(self.path, "".join(line + "\n" for line in lines))
+        self._stale = self._torn = False
 
     def complete_files(self) -> dict[str, str]:
         """File name → book title, for every stored PDF."""
@@ -142,3 +164,15 @@ class Manifest:
             for record in self.records.values()
             if record.status is Status.COMPLETE and record.file
         }
+
+    def _index(self, record: Record) -> None:
+        if record.status is Status.COMPLETE:
+            if record.file:
+                self._by_file.setdefault(record.file, record)
+            if record.sha256:
+                self._by_sha.setdefault(record.sha256, record)
+
+    def _unindex(self, record: Record) -> None:
+        for index, value in ((self._by_file, record.file), (self._by_sha, record.sha256)):
+            if value is not None and index.get(value) is record:
+                del index[value]

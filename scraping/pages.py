@@ -30,6 +30,10 @@ import pypdfium2 as pdfium
 from PIL import Image
 
 MEASURE_SIZE = 384
+MAX_PAGE_PIXELS = 25_000_000
+"""A page is rendered at a lower scale when its render would exceed this many pixels (about
+100 MB as RGBA): an 8.5 × 11 in page stays under it up to 500 dpi, a 200-inch page no longer takes
+gigabytes. :attr:`Page.scaled_down` says when it happened."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,23 @@ class Page:
     text: str
     ink: float
     picture_ink: float
+    scaled_down: bool = False
+    """The page was too large to render at the asked dpi within :data:`MAX_PAGE_PIXELS`."""
+
+
+def render_scale(width_pt: float, height_pt: float, dpi: int, max_pixels: int = MAX_PAGE_PIXELS) -> float:
+    """The render scale (pixels per point) for ``dpi``, lowered so the page stays within ``max_pixels``.
+
+    >>> render_scale(612, 792, 144)
+    2.0
+    >>> round(render_scale(14400, 14400, 150) * 14400)   # a 200-inch page: 5000 px, not 30000
+    5000
+    """
+    scale = dpi / 72
+    pixels = width_pt * scale * height_pt * scale
+    if pixels > max_pixels:
+        scale *= (max_pixels / pixels) ** 0.5
+    return scale
 
 
 def page_count(pdf_path: Path) -> int:
@@ -68,9 +89,17 @@ def is_cover(number: int, count: int, rule: PageRule) -> bool:
     return rule.drop_covers and (number == 1 or (number == count and count > 1))
 
 
-def iter_pages(pdf_path: Path, dpi: int, *, skip: set[int] | None = None, rule: PageRule | None = None) -> Iterator[Page]:
+def iter_pages(
+    pdf_path: Path,
+    dpi: int,
+    *,
+    skip: set[int] | None = None,
+    rule: PageRule | None = None,
+    max_pixels: int = MAX_PAGE_PIXELS,
+) -> Iterator[Page]:
     """Render every page of ``pdf_path`` at ``dpi`` (pages in ``skip`` are not rendered) and
-    measure its ink; yields :class:`Page` objects in order.
+    measure its ink; yields :class:`Page` objects in order. A page whose render would exceed
+    ``max_pixels`` is rendered at a lower scale (``Page.scaled_down``).
     """
     rule = rule or PageRule()
     skip = skip or set()
@@ -82,13 +111,14 @@ def iter_pages(pdf_path: Path, dpi: int, *, skip: set[int] | None = None, rule: 
                 continue
             page = document[index]
             try:
-                scale = dpi / 72
+                scale = render_scale(*page.get_size(), dpi, max_pixels)
                 image = page.render(scale=scale).to_pil().convert("RGB")
                 text, boxes = _text_layer(page, scale)
             finally:
                 page.close()
             ink, picture_ink = measure_ink(image, boxes, rule.ink_threshold)
-            yield Page(number=number, image=image, text=text, ink=ink, picture_ink=picture_ink)
+            yield Page(number=number, image=image, text=text, ink=ink, picture_ink=picture_ink,
+                       scaled_down=scale < dpi / 72)
     finally:
         document.close()
 

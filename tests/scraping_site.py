@@ -200,6 +200,27 @@ class Fault:
         """A 200 HTML page where the PDF should be (a login or error page)."""
         return cls("html")
 
+    @classmethod
+    def redirect(cls, location: str, status: int = 302) -> Fault:
+        """A redirect to ``location`` (absolute or relative)."""
+        return cls("status", status=status, headers={"Location": location})
+
+    @classmethod
+    def gzip_bomb(cls, megabytes: int, content_type: str = "text/html") -> Fault:
+        """A small gzip body that inflates to ``megabytes`` MB of zeros."""
+        return cls("body", body=_gzip_zeros(megabytes), headers={"Content-Type": content_type, "Content-Encoding": "gzip"}, keep=1)
+
+    @classmethod
+    def huge(cls, prefix: bytes, filler: bytes, total: int, content_type: str = "text/plain") -> Fault:
+        """``prefix`` then ``filler`` repeated up to ``total`` bytes, streamed (Content-Length set);
+        what was really sent is counted in ``Site.sent``."""
+        return cls("huge", body=prefix, headers={"Content-Type": content_type, "X-Filler": filler.decode()}, keep=total)
+
+    @classmethod
+    def trickle(cls, total: int, interval: float = 0.02) -> Fault:
+        """A PDF that announces ``total`` bytes and sends one every ``interval`` seconds (a slow loris)."""
+        return cls("trickle", keep=total, headers={"interval": str(interval)})
+
 
 @dataclass
 class Book:
@@ -209,7 +230,7 @@ class Book:
     title: str
     file: str
     pdf: bytes
-    link: str = "cdn"  # cdn | relative | protocol-relative | listing (PDF linked on the listing)
+    link: str = "cdn"  # cdn | relative | protocol-relative | listing (PDF linked on the listing) | an absolute URL
 
     def pdf_path(self) -> str:
         return f"{CDN_DIR}/{self.file}" if self.link != "relative" else f"/cdn/shop/files/{self.file}"
@@ -237,6 +258,8 @@ class Site:
         self.log: list[tuple[str, str]] = []
         self.robots = ROBOTS
         self.release = threading.Event()
+        self.sent: dict[str, int] = {}
+        """Bytes really sent for streamed (``huge``) answers, by path."""
         self.port = 0
         self._lock = threading.Lock()
 
@@ -287,7 +310,7 @@ class Site:
             "cdn": f"{self.cdn}{book.pdf_path()}?v=1589846892",
             "relative": f"{book.pdf_path()}?v=1589846897",
             "protocol-relative": f"//localhost:{self.port}{book.pdf_path()}",
-        }.get(book.link, f"{self.cdn}{book.pdf_path()}")
+        }.get(book.link, book.link if book.link.startswith("http") else f"{self.cdn}{book.pdf_path()}")
         others = "".join(f'<li><a href="/blogs/news/{b.handle}">{html.escape(b.title)}</a></li>' for b in self.books if b is not book)
         return _layout(
             f"{book.title} | Free Children's Book | Monkey Pen",
@@ -318,8 +341,26 @@ website Teachers and Educational Institutions, please read our <a href="/pages/t
             return
         if fault is not None and fault.kind == "status":
             return _send(request, fault.status, b"<html><body>Something went wrong</body></html>", "text/html", fault.headers)
+        if fault is not None and fault.kind == "huge":
+            return self._stream(request, parts.path, fault)
+        if fault is not None and fault.kind == "trickle":
+            request.send_response(200)
+            request.send_header("Content-Type", "application/pdf")
+            request.send_header("Content-Length", str(fault.keep))
+            request.end_headers()
+            request.wfile.write(b"%PDF-1.4\n")
+            for _ in range(fault.keep):
+                if self.release.wait(timeout=float(fault.headers["interval"])):
+                    break
+                request.wfile.write(b" ")
+                request.wfile.flush()
+            request.close_connection = True
+            return
         if fault is not None and fault.kind == "body":
             request.send_response(200)
+            for name, value in fault.headers.items():
+                if name != "Content-Type":
+                    request.send_header(name, value)
             request.send_header("Content-Type", fault.headers["Content-Type"])
             if fault.keep:
                 request.send_header("Content-Length", str(len(fault.body)))
@@ -351,6 +392,36 @@ website Teachers and Educational Institutions, please read our <a href="/pages/t
                     return
                 return _send(request, 200, body, "application/pdf")
         return _send(request, 404, b"<html><body>404 Not Found</body></html>", "text/html")
+
+
+    def _stream(self, request: BaseHTTPRequestHandler, path: str, fault: Fault) -> None:
+        request.send_response(200)
+        request.send_header("Content-Type", fault.headers["Content-Type"])
+        request.send_header("Content-Length", str(fault.keep))
+        request.end_headers()
+        filler = fault.headers["X-Filler"].encode()
+        block = filler * max(1, (64 * 1024) // len(filler))
+        sent = 0
+        try:
+            request.wfile.write(fault.body)
+            sent = len(fault.body)
+            while sent < fault.keep:
+                piece = block[: fault.keep - sent]
+                request.wfile.write(piece)
+                sent += len(piece)
+        finally:
+            with self._lock:
+                self.sent[path] = self.sent.get(path, 0) + sent
+            request.close_connection = True
+
+
+@functools.cache
+def _gzip_zeros(megabytes: int) -> bytes:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing
+    zeros = bytes(1024 * 1024)
+    return b"".join(packer.compress(zeros) for _ in range(megabytes)) + packer.flush()
 
 
 def _send(request: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:

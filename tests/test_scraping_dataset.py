@@ -215,8 +215,17 @@ def test_an_existing_dataset_is_replaced_only_with_overwrite(pdf_dir, tmp_path):
     with pytest.raises(FairytaleError, match="not empty"):
         build_dataset(pdf_dir, out, dpi=72)
     assert os.listdir(out) == ["keep.txt"]
-    build_dataset(pdf_dir, out, dpi=72, overwrite=True)
+    # --force never deletes what we did not write: a folder holding the user's files is refused.
+    with pytest.raises(FairytaleError, match="did not write .*keep.txt"):
+        build_dataset(pdf_dir, out, dpi=72, overwrite=True)
+    assert os.listdir(out) == ["keep.txt"]
+    (out / "keep.txt").unlink()
+    build_dataset(pdf_dir, out, dpi=72, seed=1)
+    with pytest.raises(FairytaleError, match="not empty"):
+        build_dataset(pdf_dir, out, dpi=72, seed=2)
+    build_dataset(pdf_dir, out, dpi=72, seed=2, overwrite=True)  # our own dataset is replaced
     assert sorted(os.listdir(out)) == ["README.md", "train", "validation"]
+    assert "seed 2" in (out / "README.md").read_text()
     assert sorted(os.listdir(tmp_path)) == ["ds"]  # no staging or backup folder left
 
 

@@ -1,16 +1,22 @@
 """`fairytale scrape` and `fairytale dataset build`: collect the free books, build the style dataset.
 
-Both are thin layers over :func:`scraping.scrape` and :func:`scraping.build_dataset`.
+Both are thin layers over :func:`scraping.scrape` and :func:`scraping.build_dataset`. Everything
+they print that comes from outside (titles, URLs, file names, server messages, paths) goes through
+``rich.markup.escape``: a book called ``Evil [/] Book`` is shown as it is, never read as markup.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fairytale.cli.app import stderr, user_errors
 from fairytale.errors import FairytaleError
@@ -19,7 +25,26 @@ from scraping.site import DEFAULT_BASE_URL, LISTING_PATH, TERMS
 dataset_app = typer.Typer(help="Build the picture-book style dataset the trainer reads.", no_args_is_help=True)
 
 
+def _errors_as_text(func: Callable[..., None]) -> Callable[..., None]:
+    """Print a :class:`FairytaleError` as plain text: its message quotes URLs, titles and paths.
+
+    (``user_errors`` reads messages as rich markup, so ``--base-url 'http://x/[/]'`` would crash
+    it; this local wrapper prints the line itself, the same way, without markup.)
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        try:
+            return func(*args, **kwargs)
+        except FairytaleError as exc:
+            stderr().print(Text.assemble(("Error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code) from None
+
+    return wrapper
+
+
 @user_errors
+@_errors_as_text
 def scrape_command(
     base_url: Annotated[
         str,
@@ -60,30 +85,45 @@ def scrape_command(
         console=console,
     )
     for warning in report.warnings:
-        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
-        table = Table(title=f"Would fetch ({report.listing_url})")
+        table = Table(title=f"Would fetch ({escape(report.listing_url)})")
         for column in ("book", "PDF", "file"):
             table.add_column(column, overflow="fold")
         for book in report.books:
-            table.add_row(book.title, book.pdf_url or f"[red]{book.error or book.action}[/]", book.file or book.action)
+            table.add_row(
+                escape(book.title),
+                escape(book.pdf_url) if book.pdf_url else f"[red]{escape(book.error or book.action)}[/]",
+                escape(book.file or book.action),
+            )
         Console().print(table)
         return
     for book in report.books:
         if book.action in ("failed", "no pdf", "disallowed"):
-            console.print(f"[red]✗[/] {book.title}: {book.action} ({book.error})", highlight=False)
+            console.print(f"[red]✗[/] {escape(book.title)}: {book.action} ({escape(book.error or '')})", highlight=False)
     counts = ", ".join(f"{report.count(a)} {a}" for a in ("downloaded", "skipped", "duplicate") if report.count(a))
-    console.print(f"[green]✓[/] {counts or 'nothing new'} → {out} (manifest: {report.manifest_path})", highlight=False)
-    unfinished = [b for b in report.books if b.action in ("failed", "no pdf")]
-    if unfinished:
+    console.print(
+        f"[green]✓[/] {counts or 'nothing new'} → {escape(str(out))} (manifest: {escape(str(report.manifest_path))})",
+        highlight=False,
+    )
+    retry = [b for b in report.books if b.action in ("failed", "no pdf")]
+    disallowed = report.count("disallowed")
+    if retry or disallowed:
+        # The README promises a non-zero exit while any book is missing, whatever the reason.
+        reasons = []
+        if retry:
+            reasons.append(f"{len(retry)} failed or without a PDF (run the same command again to retry them)")
+        if disallowed:
+            reasons.append(f"{disallowed} disallowed by the site's robots.txt (not fetched; a new run will not change that)")
         raise FairytaleError(
-            f"{len(unfinished)} of {len(report.books)} books were not downloaded (see {report.manifest_path}); "
-            "run the same command again to retry them"
+            f"{len(retry) + disallowed} of {len(report.books)} books were not downloaded: {'; '.join(reasons)}; "
+            f"see {report.manifest_path}"
         )
 
 
 @dataset_app.command("build")
 @user_errors
+@_errors_as_text
 def build_command(
     pdf_dir: Annotated[Path, typer.Argument(help="Folder of PDFs, e.g. the --out of `fairytale scrape`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the imagefolder dataset.")] = Path("dataset"),
@@ -95,7 +135,7 @@ def build_command(
         float, typer.Option(help="Keep a page when solid ink outside its text covers at least this share of it.")
     ] = 0.10,
     keep_covers: Annotated[bool, typer.Option("--keep-covers", help="Keep the first and last pages too.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a dataset fAIrytale built in --out (nothing else).")] = False,
 ) -> None:
     """Render the books' pages, keep the illustrations, write a Hugging Face imagefolder.
 
@@ -120,17 +160,25 @@ def build_command(
         console=console,
     )
     for name, why in report.skipped_files.items():
-        console.print(f"[yellow]Skipped[/] {name}: {why}", highlight=False)
+        console.print(f"[yellow]Skipped[/] {escape(name)}: {escape(why)}", highlight=False)
     if report.upscaled:
         console.print(
             f"[yellow]Warning:[/] {report.upscaled} pages rendered smaller than {size} px at {dpi} dpi and were "
             "enlarged; a higher --dpi gives sharper pictures",
             highlight=False,
         )
+    if report.scaled_down:
+        from scraping.pages import MAX_PAGE_PIXELS
+
+        console.print(
+            f"[yellow]Warning:[/] {report.scaled_down} pages were too large to render at {dpi} dpi and were rendered "
+            f"smaller (at most {MAX_PAGE_PIXELS / 1e6:g} million pixels a page)",
+            highlight=False,
+        )
     dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(report.dropped.items())) or "none"
     console.print(
         f"[green]✓[/] {report.kept} pictures ({report.count('train')} train, {report.count('validation')} validation) "
-        f"from {len(report.books)} books at {size} px → {out}; pages dropped: {dropped}",
+        f"from {len(report.books)} books at {size} px → {escape(str(out))}; pages dropped: {dropped}",
         highlight=False,
     )
 
