@@ -19,6 +19,7 @@ The book folder sits beside the PDF, named after it (``out/ginger.pdf`` → ``ou
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairytale import __version__
+from fairytale.book_lock import book_lock
 from fairytale.embeddings import LearnedEmbedding, describe_family, read_embedding
 from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import can_create_files_in, check_output_path, ensure_dir, sha256_file
@@ -168,7 +170,7 @@ def render_book(
     settings = settings or RenderSettings()
     plan_path, pdf_path = Path(plan_path), Path(pdf_path)
     reporter = _progress(progress)
-    with reporter:
+    with reporter, contextlib.ExitStack() as held:
         # 1. check everything that can be checked before painting; nothing is written yet
         plan = load_plan(plan_path)
         backend = get_backend(settings.backend)(settings)
@@ -190,6 +192,7 @@ def render_book(
         if illustrator is not None:
             _check_illustrator(illustrator, backend)
         device_plan = illustrator.device_plan if illustrator else None
+        held.enter_context(book_lock(book_dir))  # one painting job per book, across processes
 
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
         new_seeds: dict[int, int] = {}
