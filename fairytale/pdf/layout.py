@@ -74,12 +74,23 @@ class Rect:
 
 @dataclass(frozen=True)
 class PageGeometry:
-    """The sheet: trim size plus optional bleed on every side."""
+    """The sheet: trim size plus optional bleed, and the margins of the safe area.
+
+    ``bleed_edges="all"`` adds the bleed on every side (a print shop's usual request);
+    ``"outside"`` only on the top, bottom and outside edge, as print-on-demand interiors want
+    (KDP, IngramSpark): the bound edge is never cut, so it gets none. Which edge is the outside
+    depends on ``side``: a right-hand page (recto) is bound on its left. ``inside_margin_in``
+    widens the margin on the bound edge (the gutter), which binding services require to grow
+    with the page count.
+    """
 
     trim_name: str
     trim_width_in: float
     trim_height_in: float
     bleed_in: float = 0.0
+    bleed_edges: Literal["all", "outside"] = "all"
+    side: Literal["right", "left"] = "right"
+    inside_margin_in: float = MARGIN_IN
 
     @classmethod
     def for_trim(cls, trim: str, bleed: bool = False) -> PageGeometry:
@@ -93,19 +104,26 @@ class PageGeometry:
     @property
     def media(self) -> Rect:
         """The whole sheet, bleed included (the PDF MediaBox and BleedBox)."""
-        bleed = 2 * self.bleed_in * INCH
-        return Rect(0, 0, self.trim_width_in * INCH + bleed, self.trim_height_in * INCH + bleed)
+        bleed = self.bleed_in * INCH
+        across = bleed if self.bleed_edges == "outside" else 2 * bleed
+        return Rect(0, 0, self.trim_width_in * INCH + across, self.trim_height_in * INCH + 2 * bleed)
 
     @property
     def trim(self) -> Rect:
         """The finished page after cutting (the PDF TrimBox)."""
         b = self.bleed_in * INCH
-        return Rect(b, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
+        # outside-only bleed: a right-hand page's bleed is on its right, so its trim starts at 0
+        x = 0.0 if self.bleed_edges == "outside" and self.side == "right" else b
+        return Rect(x, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
 
     @property
     def safe(self) -> Rect:
-        """Where text and page numbers may go."""
-        return self.trim.inset(MARGIN_IN * INCH)
+        """Where text and page numbers may go: the margin inside the trim, the gutter on the
+        bound edge."""
+        trim, margin = self.trim, MARGIN_IN * INCH
+        inside = max(margin, self.inside_margin_in * INCH)
+        left, right = (inside, margin) if self.side == "right" else (margin, inside)
+        return Rect(trim.x + left, trim.y + margin, trim.width - left - right, trim.height - 2 * margin)
 
 
 @dataclass(frozen=True)
