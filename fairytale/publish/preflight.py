@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from fairytale.files import atomic_write_text
-from fairytale.pdf.layout import INCH
+from fairytale.pdf.layout import INCH, MARGIN_IN
 from fairytale.pdf.writer import PdfReport, PlacedText
 from fairytale.publish.cover import CoverReport
 from fairytale.publish.presets import PrintPreset
@@ -129,7 +129,14 @@ def run_preflight(
             f"{spec.trim_name} trim; sheet {width:.3f} x {height:.3f} in (bleed on top, bottom and outside)",
         )
     )
-    add(PreflightItem("ok", "gutter", f"{preset.gutter_in(pages):.3f} in inside margin for {pages} pages"))
+    inside = max(MARGIN_IN, preset.gutter_in(pages))
+    add(
+        PreflightItem(
+            "ok",
+            "gutter",
+            f"{inside:.3f} in inside margin ({preset.label} needs {preset.gutter_in(pages):.3f} in for {pages} pages)",
+        )
+    )
 
     fonts = embedded_fonts(interior.path) | embedded_fonts(cover.path)
     missing = sorted(name for name, embedded in fonts.items() if not embedded)

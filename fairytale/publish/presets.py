@@ -185,6 +185,8 @@ def cover_spec(
     else:
         spine = pages * per_page
     over = preset.spine_text_over_pages
-    spine_text = (over is None or pages > over) and spine - 2 * preset.spine_fold_margin_in >= 0.125
+    spine_text = (
+        over is None or pages > over
+    ) and spine - 2 * preset.spine_fold_margin_in >= 0.1  # room for a 6 pt line
     width, height = TRIMS[key]
     return CoverSpec(preset.name, key, width, height, pages, paper, round(spine, 6), spine_text)
