@@ -153,3 +153,27 @@ def test_an_unknown_trim_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(FairytaleError, match="KDP does not print the trim size 6x9"):
         publish_book(book, PublishOptions(formats=(), preset="kdp"), trim="6x9")
     assert not (tmp_path / "zoe-kdp-interior.pdf").exists()
+
+
+def test_facing_pages_put_the_text_left_and_the_picture_right(tmp_path):
+    from tests.render_support import pdf_pictures
+
+    plan = make_plan(3)
+    book = fake_book(tmp_path, plan)
+    result = publish_book(
+        book, PublishOptions(formats=(), preset="ingramspark", spine_width=0.06, facing=True)
+    )
+    interior = result.files["interior"]
+    reader = PdfReader(str(interior))
+    assert len(reader.pages) == 18  # title + 3 spreads + "The End" + credits = 10, padded to IngramSpark's 18
+    texts = [squash(t) for t in pdf_page_texts(interior)]
+    pictures = pdf_pictures(interior)
+    for page in plan.pages:
+        text_index, picture_index = 2 * page.number - 1, 2 * page.number  # odd indexes are left-hand pages
+        assert squash(page.text) in texts[text_index] and not pictures[text_index]
+        assert len(pictures[picture_index]) == 1 and texts[picture_index] == ""
+        # the picture fills the right-hand page, bleed on its outside (right) edge included
+        assert pictures[picture_index][0]["inches"] == pytest.approx((8.625, 8.75), abs=0.01)
+    assert set(result.interior.layouts.values()) == {"facing_pages"}
+    assert result.preflight.errors == []
+    assert result.cover.spec.spine_in == 0.06

@@ -45,9 +45,23 @@ SpineWidth = Annotated[
     ),
 ]
 
+Facing = Annotated[
+    bool,
+    typer.Option(
+        "--facing",
+        help="With --preset: lay the interior out as spreads, text on the left page and the picture on the right.",
+    ),
+]
+
 
 def publish_options(
-    formats: str, preset: str | None, paper: str | None, spine_width: float | None, *, rendering: bool
+    formats: str,
+    preset: str | None,
+    paper: str | None,
+    spine_width: float | None,
+    *,
+    rendering: bool,
+    facing: bool = False,
 ) -> PublishOptions:
     """The checked options; ``rendering``: the render writes the PDF itself, so it is left out."""
     from fairytale.publish import PublishOptions, parse_formats
@@ -55,7 +69,7 @@ def publish_options(
     chosen = parse_formats(formats) if formats else ()
     if rendering:
         chosen = tuple(f for f in chosen if f != "pdf")
-    return PublishOptions(formats=chosen, preset=preset, paper=paper, spine_width=spine_width)
+    return PublishOptions(formats=chosen, preset=preset, paper=paper, spine_width=spine_width, facing=facing)
 
 
 def check_trim(options: PublishOptions, trim: str) -> None:
@@ -102,6 +116,7 @@ def export(
     preset: Preset = None,
     paper: Paper = None,
     spine_width: SpineWidth = None,
+    facing: Facing = False,
     trim: Annotated[
         str | None, typer.Option("--trim", help="Page size (default: the one the book was rendered with).")
     ] = None,
@@ -118,7 +133,7 @@ def export(
 
     if formats is None and preset is None:
         formats = "epub"
-    options = publish_options(formats or "", preset, paper, spine_width, rendering=False)
+    options = publish_options(formats or "", preset, paper, spine_width, rendering=False, facing=facing)
     result = publish_book(book_dir, options, trim=trim)
     if not quiet:
         print_publish_summary(result)

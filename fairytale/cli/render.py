@@ -14,6 +14,7 @@ import typer
 
 from fairytale.cli.app import stderr, user_errors
 from fairytale.cli.export import (
+    Facing,
     Format,
     Paper,
     Preset,
@@ -129,6 +130,7 @@ def render(
     preset: Preset = None,
     paper: Paper = None,
     spine_width: SpineWidth = None,
+    facing: Facing = False,
     quiet: Quiet = False,
 ) -> None:
     """Paint a book plan's pictures and lay out the print-ready PDF.
@@ -146,7 +148,7 @@ def render(
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
-    publishing = publish_options(formats, preset, paper, spine_width, rendering=True)
+    publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     if not quiet:
@@ -189,6 +191,7 @@ def book(
     preset: Preset = None,
     paper: Paper = None,
     spine_width: SpineWidth = None,
+    facing: Facing = False,
     quiet: Quiet = False,
 ) -> None:
     """Turn a story into a picture book in one go: plan, paint, lay out.
@@ -209,7 +212,7 @@ def book(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
-    publishing = publish_options(formats, preset, paper, spine_width, rendering=True)
+    publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     if not story.is_file():
         raise FairytaleError(f"Story file not found: {story}")

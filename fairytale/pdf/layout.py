@@ -14,6 +14,10 @@ Layouts of a story page:
     on a light band across the bottom.
 
 ``auto`` (the default) sets short texts full-bleed and longer ones picture-above-text.
+
+``facing_pages`` (a whole-book choice of the print presets, :func:`layout_facing_pages`)
+    Each story page becomes a spread: the text alone on the left-hand page, the picture over the
+    whole right-hand page.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ TRIMS: dict[str, tuple[float, float]] = {
     "letter": (8.5, 11.0),
 }
 
-LayoutName = Literal["picture_above_text", "full_bleed"]
+LayoutName = Literal["picture_above_text", "full_bleed", "facing_pages"]
 LayoutChoice = Literal["auto", "picture_above_text", "full_bleed"]
 LAYOUT_CHOICES = ("auto", "picture_above_text", "full_bleed")
 
@@ -231,3 +235,29 @@ def layout_story_page(
             f"{BODY_MIN:g} pt; split it into two pages in the plan."
         )
     return found, warning
+
+
+FACING_MAX = 28.0  # text alone on a page may be set larger
+
+
+def layout_facing_pages(number: int, text: str, font: str, text_page: PageGeometry, picture_page: PageGeometry) -> StoryPageLayout:
+    """A story page as a spread: the text centred in the left page's safe area (above the page
+    number), the picture filling the right page, bleed included.
+
+    Raises :class:`PlanError` when the text cannot fit a page of its own.
+    """
+    safe = text_page.safe
+    number_space = NUMBER_SPACE_IN * INCH
+    area = Rect(safe.x, safe.y + number_space, safe.width, safe.height - number_space)
+    block = fit_text(text, font, area.width, area.height, FACING_MAX, BODY_COMFORT) or fit_text(
+        text, font, area.width, area.height, BODY_COMFORT, BODY_MIN
+    )
+    if block is None:
+        raise PlanError(
+            f"The text of page {number} ({len(text.split())} words) does not fit a {text_page.trim_name} page even at "
+            f"{BODY_MIN:g} pt; split it into two pages in the plan."
+        )
+    return StoryPageLayout(
+        "facing_pages", PictureBox(picture_page.media, crop=True), block, area, None,
+        number_y=text_page.trim.y + MARGIN_IN * INCH,
+    )

@@ -33,6 +33,7 @@ from fairytale.pdf.layout import (
     PictureBox,
     Rect,
     StoryPageLayout,
+    layout_facing_pages,
     layout_story_page,
 )
 from fairytale.pdf.text import ASCENT, TextBlock, fit_text
@@ -82,6 +83,7 @@ class PdfSettings:
     closing_pages: bool = False
     min_pages: int = 0
     even_pages: bool = False
+    facing: bool = False  # each story page as a spread: text on the left page, picture on the right
 
     def geometry(self, page_index: int = 0) -> PageGeometry:
         """The geometry of the PDF page at ``page_index`` (0-based; even indexes are right-hand
@@ -91,8 +93,10 @@ class PdfSettings:
         return replace(base, bleed_edges=self.bleed_edges, side=side, inside_margin_in=self.inside_margin_in)
 
     def story_page_index(self, number: int) -> int:
-        """The 0-based PDF page index of story page ``number`` (after the cover and title page)."""
-        return number + 1 if self.cover_page else number
+        """The 0-based PDF page index of story page ``number`` (after the cover and title page);
+        with ``facing``, of its text page (the picture page follows)."""
+        first = 2 if self.cover_page else 1
+        return first + (2 * (number - 1) if self.facing else number - 1)
 
 
 @dataclass(frozen=True)
@@ -318,9 +322,15 @@ def write_book_pdf(
     aspects = {p.number: _picture_aspect(p.picture) for p in contents.pages}
     layouts: dict[int, StoryPageLayout] = {}
     for number, text, choice in story_pages:
+        index = settings.story_page_index(number)
+        if settings.facing:
+            drawable = _printable(text, fonts, f"page {number}", warnings)
+            layouts[number] = layout_facing_pages(
+                number, drawable, fonts.regular, settings.geometry(index), settings.geometry(index + 1)
+            )
+            continue
         found, page_warnings = plan_story_layouts(
-            [(number, text, choice)], settings, aspects[number],
-            geometry=settings.geometry(settings.story_page_index(number)),
+            [(number, text, choice)], settings, aspects[number], geometry=settings.geometry(index)
         )
         layouts.update(found)
         warnings.extend(page_warnings)
@@ -399,6 +409,19 @@ def write_book_pdf(
         for page in contents.pages:
             page_geometry = begin(index)
             layout = layouts[page.number]
+            if settings.facing:  # the text page, then the picture page
+                block(page_geometry, f"page {page.number}", layout.text, layout.text_box)
+                canvas.setFont(fonts.regular, NUMBER_SIZE)
+                canvas.setFillColorRGB(*INK)
+                trim = page_geometry.trim
+                canvas.drawCentredString(trim.x + trim.width / 2, layout.number_y, str(page.number))
+                canvas.showPage()
+                index += 1
+                begin(index)
+                _draw_picture(canvas, pictures[page.number], layout.picture)
+                canvas.showPage()
+                index += 1
+                continue
             _draw_picture(canvas, pictures[page.number], layout.picture)
             if layout.band:
                 _band(canvas, layout.band)

@@ -53,6 +53,7 @@ class PublishOptions:
     preset: str | None = None
     paper: str | None = None
     spine_width: float | None = None  # inches; overrides the paper arithmetic
+    facing: bool = False  # the interior as spreads: text on the left page, picture on the right
 
     def __post_init__(self) -> None:
         if self.formats:
@@ -60,8 +61,8 @@ class PublishOptions:
         if self.preset is not None:
             preset = get_preset(self.preset)
             preset.paper_per_page(self.paper)  # an unknown paper fails before any work
-        elif self.paper or self.spine_width is not None:
-            raise FairytaleError("--paper and --spine-width go with --preset kdp|ingramspark")
+        elif self.paper or self.spine_width is not None or self.facing:
+            raise FairytaleError("--paper, --spine-width and --facing go with --preset kdp|ingramspark")
 
 
 @dataclass
@@ -170,8 +171,8 @@ def publish_book(
 
     if preset:
         # the page count (and with it the gutter) is known before drawing: title page, story
-        # pages, "The End" and credits, padded to the minimum and to an even count
-        pages = max(preset.min_pages, 1 + len(plan.pages) + 2)
+        # pages (two each when facing), "The End" and credits, padded to the minimum and even
+        pages = max(preset.min_pages, 1 + len(plan.pages) * (2 if options.facing else 1) + 2)
         pages += pages % 2
         interior_settings = PdfSettings(
             trim=trim,
@@ -185,6 +186,7 @@ def publish_book(
             closing_pages=True,
             min_pages=preset.min_pages,
             even_pages=True,
+            facing=options.facing,
         )
         interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
         cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")
