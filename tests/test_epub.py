@@ -45,7 +45,8 @@ def exported(tmp_path_factory):
     plan.pages[0].time_of_day = "night"
     book = fake_book(folder, plan)
     first = publish_book(book, PublishOptions(formats=("epub",)))
-    before, _ = read_epub(first.files["epub"])
+    first.files["epub"].rename(folder / "before-the-edit.epub")
+    before, _ = read_epub(folder / "before-the-edit.epub")
     edited = load_plan(book / "plan.json")
     edited.pages[1].alt_text = EDITED_ALT
     save_plan(edited, book / "plan.json")
@@ -54,10 +55,10 @@ def exported(tmp_path_factory):
     return book, second, before, after, entries, edited
 
 
-def test_the_epub_passes_epubcheck_without_errors_or_warnings(exported):
-    _, result, *_ = exported
-    output = epubcheck(result.files["epub"])
-    assert "No errors or warnings detected" in output
+def test_the_epubs_pass_epubcheck_without_errors_or_warnings(exported):
+    book, result, *_ = exported
+    for path in (book.parent / "before-the-edit.epub", result.files["epub"]):
+        assert "No errors or warnings detected" in epubcheck(path)
 
 
 def test_fixed_layout_package(exported):
@@ -179,3 +180,26 @@ def test_a_plan_that_no_longer_matches_the_pictures_is_refused(tmp_path):
     with pytest.raises(FairytaleError, match="render the plan again"):
         publish_book(book, PublishOptions(formats=("epub",)))
     assert not (tmp_path / "zoe.epub").exists()
+
+
+@pytest.mark.slow  # a JVM start for epubcheck
+def test_a_right_to_left_book_turns_the_other_way(tmp_path):
+    from fairytale.publish.epub import EpubBook, EpubPage, write_epub
+    from tests.publish_support import fake_picture
+
+    pictures = [fake_picture(tmp_path / f"{n}.png", n) for n in (1, 2)]
+    book = EpubBook(
+        title="الفانوس",
+        author=None,
+        language="ar",
+        pages=[EpubPage(n, "نص الصفحة", pictures[n - 1], f"صورة {n}") for n in (1, 2)],
+        cover_picture=pictures[0],
+        cover_alt="صورة 1",
+    )
+    files, _ = read_epub(write_epub(book, tmp_path / "rtl.epub").path)
+    opf = package(files)
+    assert opf.find(f"{OPF}spine").get("page-progression-direction") == "rtl"
+    spreads = [ref.get("properties") for ref in opf.iter(f"{OPF}itemref")]
+    assert spreads == ["page-spread-left", "page-spread-right", "page-spread-left", "page-spread-right"]
+    assert story_page(files, 1).get("lang") == "ar"
+    epubcheck(tmp_path / "rtl.epub")

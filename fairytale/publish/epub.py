@@ -224,7 +224,14 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         _paragraphs(_text_box(body, author_box, sheet, author_block.size, "heading"), book.author)
     files["cover.xhtml"] = _serialise(html)
     manifest.append(("cover", "cover.xhtml", "application/xhtml+xml", None))
-    spine.append(("cover", "page-spread-right"))
+    # The first page of a book is a recto: on the right in a left-to-right book, on the left
+    # in a right-to-left one.
+    recto, verso = (
+        ("page-spread-left", "page-spread-right")
+        if _rtl(language)
+        else ("page-spread-right", "page-spread-left")
+    )
+    spine.append(("cover", recto))
 
     # title page
     safe = geometry.safe
@@ -247,7 +254,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         )
     files["title.xhtml"] = _serialise(html)
     manifest.append(("title", "title.xhtml", "application/xhtml+xml", None))
-    spine.append(("title", "page-spread-left"))
+    spine.append(("title", verso))
 
     # story pages, laid out as the PDF lays them out
     alt_texts = {0: book.cover_alt}
@@ -287,7 +294,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         _paragraphs(_text_box(body, layout.text_box, sheet, layout.text.size), page.text)
         files[f"{name}.xhtml"] = _serialise(html)
         manifest.append((name, f"{name}.xhtml", "application/xhtml+xml", None))
-        spine.append((name, "page-spread-right" if page.number % 2 else "page-spread-left"))
+        spine.append((name, recto if page.number % 2 else verso))
         alt_texts[page.number] = page.alt
 
     files["nav.xhtml"] = _nav(book, language)
@@ -308,6 +315,10 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         except OSError as exc:
             raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
     return EpubReport(path, len(spine), path.stat().st_size, alt_texts, warnings)
+
+
+def _rtl(language: str) -> bool:
+    return language.split("-")[0].lower() in RTL_LANGUAGES
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -433,7 +444,7 @@ def _package(
         if properties:
             attrs["properties"] = properties
         ET.SubElement(items, f"{{{OPF}}}item", attrs)
-    direction = "rtl" if language.split("-")[0].lower() in RTL_LANGUAGES else "ltr"
+    direction = "rtl" if _rtl(language) else "ltr"
     order = ET.SubElement(package, f"{{{OPF}}}spine", {"page-progression-direction": direction})
     for idref, properties in spine:
         attrs = {"idref": idref}
