@@ -339,7 +339,8 @@ def write_book_pdf(
     band, (title_block, title_box), (author_block, author_box) = _cover_layout(title, author, fonts, geometry)
 
     # 2. prepare the pictures at print resolution, in parallel (0 is the cover)
-    boxes = {0: PictureBox(geometry.media, crop=True)}
+    # (a print-on-demand interior has no cover page: its cover is a separate file)
+    boxes = {0: PictureBox(geometry.media, crop=True)} if settings.cover_page else {}
     boxes.update({n: layout.picture for n, layout in layouts.items()})
     sources = {0: Path(contents.cover_picture)} | {p.number: Path(p.picture) for p in contents.pages}
     jobs = {key: PictureJob(sources[key], boxes[key].rect, boxes[key].crop) for key in boxes}

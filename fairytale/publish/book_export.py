@@ -11,6 +11,7 @@ Files written beside the book folder::
     out/ginger-kdp-interior.pdf       --preset kdp: the interior, no cover
     out/ginger-kdp-cover.pdf          --preset kdp: the wraparound cover
     out/ginger/preflight-kdp.txt      --preset kdp: the preflight report
+    out/ginger/print-kdp/             --preset kdp: the interior's pictures at print resolution
 """
 
 from __future__ import annotations
@@ -190,7 +191,13 @@ def publish_book(
         )
         interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
         cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")
-        interior = write_book_pdf(contents, interior_path, interior_settings, picture_cache=cache)
+        # its own picture cache: each build prunes the JPEGs it does not use from its cache
+        interior = write_book_pdf(
+            contents,
+            interior_path,
+            interior_settings,
+            picture_cache=ensure_dir(book_dir / f"print-{preset.name}"),
+        )
         spec = cover_spec(preset, trim, interior.page_count, options.paper, options.spine_width)
         cover = write_cover_pdf(
             cover_path,

@@ -32,7 +32,7 @@ from fairytale.files import atomic_path
 from fairytale.pdf.fonts import book_fonts, printable
 from fairytale.pdf.images import _crop_box
 from fairytale.pdf.layout import LayoutChoice, PageGeometry, Rect
-from fairytale.pdf.text import LEADING, PARAGRAPH_GAP
+from fairytale.pdf.text import LEADING, PARAGRAPH_GAP, fit_text
 from fairytale.pdf.writer import BAND_ALPHA, INK, PdfSettings, cover_layout, plan_story_layouts
 
 XHTML = "http://www.w3.org/1999/xhtml"
@@ -233,24 +233,25 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     )
     spine.append(("cover", recto))
 
-    # title page
+    # title page: the same boxes and font sizes as the PDF's
     safe = geometry.safe
+
+    def fitted(text: str, font: str, box: Rect, largest: float, smallest: float) -> float:
+        block = fit_text(drawable(text), font, box.width, box.height, largest, smallest)
+        return block.size if block else smallest
+
     html, body = _document(book.title, language, size, "titlepage")
-    title_size = min(36.0, title_block.size)
-    heading = _text_box(
-        body, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45), sheet, title_size
-    )
+    box = Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45)
+    heading = _text_box(body, box, sheet, fitted(book.title, fonts.bold, box, 36.0, 6.0))
     ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
     if book.author:
-        _paragraphs(
-            _text_box(
-                body, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18), sheet, 18.0
-            ),
-            f"by {book.author}",
-        )
+        box = Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18)
+        by = f"by {book.author}"
+        _paragraphs(_text_box(body, box, sheet, fitted(by, fonts.regular, box, 18.0, 10.0)), by)
     if book.credit:
+        box = Rect(safe.x, safe.y, safe.width, safe.height * 0.12)
         _paragraphs(
-            _text_box(body, Rect(safe.x, safe.y, safe.width, safe.height * 0.12), sheet, 9.0), book.credit
+            _text_box(body, box, sheet, fitted(book.credit, fonts.regular, box, 9.0, 6.0)), book.credit
         )
     files["title.xhtml"] = _serialise(html)
     manifest.append(("title", "title.xhtml", "application/xhtml+xml", None))
