@@ -193,7 +193,7 @@ def _full_bleed(text: str, font: str, geometry: PageGeometry, max_share: float =
                     band = Rect(media.x, media.y, media.width, band_top - media.y)
                     return StoryPageLayout(
                         "full_bleed", PictureBox(media, crop=True), block, text_box, band,
-                        number_y=trim.y + MARGIN_IN * INCH * 0.8,
+                        number_y=trim.y + MARGIN_IN * INCH,  # inside the safe area, as on every page
                     )
             share = round(share + 0.02, 4)
     return None

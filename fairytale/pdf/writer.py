@@ -373,6 +373,16 @@ def write_book_pdf(
             _draw_block(canvas, text_block, box, **how)
             texts.append(PlacedText(index, what, box, page_geometry.safe))
 
+        def number(page_geometry: PageGeometry, value: int, baseline: float) -> None:
+            canvas.setFont(fonts.regular, NUMBER_SIZE)
+            canvas.setFillColorRGB(*INK)
+            trim, label = page_geometry.trim, str(value)
+            centre = trim.x + trim.width / 2
+            canvas.drawCentredString(centre, baseline, label)
+            width = canvas.stringWidth(label, fonts.regular, NUMBER_SIZE)
+            box = Rect(centre - width / 2, baseline, width, ASCENT * NUMBER_SIZE)  # digits have no descent
+            texts.append(PlacedText(index, f"page number {value}", box, page_geometry.safe))
+
         # cover (not in a print-on-demand interior: its cover is a separate file)
         if settings.cover_page:
             page_geometry = begin(index)
@@ -412,10 +422,7 @@ def write_book_pdf(
             layout = layouts[page.number]
             if settings.facing:  # the text page, then the picture page
                 block(page_geometry, f"page {page.number}", layout.text, layout.text_box)
-                canvas.setFont(fonts.regular, NUMBER_SIZE)
-                canvas.setFillColorRGB(*INK)
-                trim = page_geometry.trim
-                canvas.drawCentredString(trim.x + trim.width / 2, layout.number_y, str(page.number))
+                number(page_geometry, page.number, layout.number_y)
                 canvas.showPage()
                 index += 1
                 begin(index)
@@ -427,10 +434,7 @@ def write_book_pdf(
             if layout.band:
                 _band(canvas, layout.band)
             block(page_geometry, f"page {page.number}", layout.text, layout.text_box)
-            canvas.setFont(fonts.regular, NUMBER_SIZE)
-            canvas.setFillColorRGB(*INK)
-            trim = page_geometry.trim
-            canvas.drawCentredString(trim.x + trim.width / 2, layout.number_y, str(page.number))
+            number(page_geometry, page.number, layout.number_y)
             canvas.showPage()
             index += 1
 
