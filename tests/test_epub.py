@@ -207,3 +207,10 @@ def test_a_right_to_left_book_turns_the_other_way(tmp_path):
     assert spreads == ["page-spread-left", "page-spread-right", "page-spread-left", "page-spread-right"]
     assert story_page(files, 1).get("lang") == "ar"
     epubcheck(tmp_path / "rtl.epub")
+
+
+def test_a_language_that_is_no_language_tag_is_refused(tmp_path):
+    book = fake_book(tmp_path, make_plan(2, language="English"))
+    with pytest.raises(FairytaleError, match="language 'English' is not a language tag"):
+        publish_book(book, PublishOptions(formats=("epub",)))
+    assert not (tmp_path / "zoe.epub").exists()

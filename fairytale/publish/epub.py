@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
+import re
 import uuid
 import xml.etree.ElementTree as ET
 import zipfile
@@ -43,6 +44,7 @@ XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 PX_PER_PT = 96 / 72  # CSS pixels are 1/96 in, PDF points 1/72 in
 MAX_PICTURE_PX = 2048  # longest side of a picture in the EPUB (readers gain nothing from more)
 RTL_LANGUAGES = ("ar", "he", "fa", "ur", "yi", "ps", "sd", "ug", "dv")
+LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 CONFORMS_TO = "EPUB Accessibility 1.1 - WCAG 2.1 Level AA"
 
 ET.register_namespace("", XHTML)
@@ -190,6 +192,10 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     sheet = geometry.media
     size = (round(sheet.width * PX_PER_PT), round(sheet.height * PX_PER_PT))
     language = book.language or "en"
+    if not LANGUAGE_TAG.match(language):
+        raise FairytaleError(
+            f"The plan's language '{language}' is not a language tag (BCP 47) such as 'en', 'de' or 'pt-BR'; fix it in the plan"
+        )
 
     def drawable(text: str) -> str:
         return printable(text, fonts)[0]
@@ -413,7 +419,6 @@ def _package(
     if book.author:
         dc("creator", book.author)
     dc("language", language)
-    dc("publisher", "self-published with fAIrytale")
     stamp = (modified or _dt.datetime.now(_dt.timezone.utc)).astimezone(_dt.timezone.utc)
     meta("dcterms:modified", stamp.strftime("%Y-%m-%dT%H:%M:%SZ"))
     for prop, value in (
