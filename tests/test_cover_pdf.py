@@ -79,3 +79,26 @@ def test_spine_text_on_a_thick_book_stays_inside_the_spine(tmp_path):
     for char, (left, _, right, _) in spine_chars:
         assert spine.x + fold - 0.5 <= left and right <= spine.right - fold + 0.5, char
     assert any("back-cover text" in w for w in report.warnings)
+
+
+@pytest.mark.parametrize("pages", [24, 32, 48])
+@pytest.mark.parametrize(("paper", "per_page"), [("standard-color", 0.002252), ("premium-color", 0.002347)])
+def test_cover_pdf_width_follows_the_page_count_and_paper(tmp_path, pages, paper, per_page):
+    preset = get_preset("kdp")
+    spec = cover_spec(preset, "8x10", pages, paper)
+    report = write_cover_pdf(
+        tmp_path / "cover.pdf",
+        spec,
+        preset,
+        title="Zoë",
+        author=None,
+        back_text="Back.",
+        cover_picture=fake_picture(tmp_path / "c.png", 2),
+    )
+    (page,) = PdfReader(str(report.path)).pages
+    width_in = 0.125 + 8 + pages * per_page + 8 + 0.125
+    assert float(page.mediabox.width) == pytest.approx(width_in * INCH, abs=1e-3)
+    assert float(page.mediabox.height) == pytest.approx(10.25 * INCH, abs=1e-3)
+    assert float(page.trimbox.width) == pytest.approx((width_in - 0.25) * INCH, abs=1e-3)
+    # the front panel starts after the back and the spine
+    assert spec.front.x == pytest.approx((0.125 + 8 + pages * per_page) * INCH)
