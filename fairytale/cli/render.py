@@ -26,6 +26,7 @@ from fairytale.cli.export import (
 from fairytale.errors import FairytaleError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.publish import PublishOptions
     from fairytale.render import RenderResult, RenderSettings
 
 # Options shared by both commands, typed once.
@@ -247,7 +248,7 @@ def book(
     _publish(result, publishing, quiet)
 
 
-def _publish(result: RenderResult, publishing, quiet: bool) -> None:
+def _publish(result: RenderResult, publishing: PublishOptions, quiet: bool) -> None:
     """--format epub / --preset: made from the book folder the render just filled."""
     if not (publishing.formats or publishing.preset):
         return
