@@ -57,14 +57,14 @@ def test_render_writes_the_epub_and_the_print_files(tiny_sd, tmp_path):
     epubcheck(out / "zoe.epub")
 
 
-def test_a_bad_format_or_preset_fails_before_painting(tiny_sd, tmp_path):
+def test_a_bad_format_or_preset_fails_before_painting(tmp_path):
     plan_file = write_plan(tmp_path, make_plan(2))
     for option, value, message in (
         ("--format", "pdf,docx", "Unknown format"),
         ("--preset", "lulu", "Unknown print preset 'lulu'"),
         ("--paper", "premium-color", "go with --preset"),
     ):
-        result = run("render", plan_file, "-o", tmp_path / "zoe.pdf", "--model", tiny_sd, option, value)
+        result = run("render", plan_file, "-o", tmp_path / "zoe.pdf", "--model", tmp_path / "no-model", option, value)
         assert result.exit_code != 0 and message in result.stderr, result.output
         assert "Traceback" not in result.output
         assert not (tmp_path / "zoe").exists()  # nothing painted
