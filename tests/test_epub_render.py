@@ -64,7 +64,9 @@ def test_a_bad_format_or_preset_fails_before_painting(tmp_path):
         ("--preset", "lulu", "Unknown print preset 'lulu'"),
         ("--paper", "premium-color", "go with --preset"),
     ):
-        result = run("render", plan_file, "-o", tmp_path / "zoe.pdf", "--model", tmp_path / "no-model", option, value)
+        result = run(
+            "render", plan_file, "-o", tmp_path / "zoe.pdf", "--model", tmp_path / "no-model", option, value
+        )
         assert result.exit_code != 0 and message in result.stderr, result.output
         assert "Traceback" not in result.output
         assert not (tmp_path / "zoe").exists()  # nothing painted
