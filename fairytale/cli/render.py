@@ -13,9 +13,20 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.export import (
+    Facing,
+    Format,
+    Paper,
+    Preset,
+    SpineWidth,
+    check_trim,
+    print_publish_summary,
+    publish_options,
+)
 from fairytale.errors import FairytaleError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.publish import PublishOptions
     from fairytale.render import RenderResult, RenderSettings
 
 # Options shared by both commands, typed once.
@@ -116,6 +127,11 @@ def render(
     trim: Trim = "8.5x8.5",
     bleed: Bleed = False,
     layout: Layout = "auto",
+    formats: Format = "pdf",
+    preset: Preset = None,
+    paper: Paper = None,
+    spine_width: SpineWidth = None,
+    facing: Facing = False,
     quiet: Quiet = False,
 ) -> None:
     """Paint a book plan's pictures and lay out the print-ready PDF.
@@ -133,9 +149,12 @@ def render(
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
+    publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
+    check_trim(publishing, trim)
     result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     if not quiet:
         print_summary(result)
+    _publish(result, publishing, quiet)
 
 
 @user_errors
@@ -169,6 +188,11 @@ def book(
     trim: Trim = "8.5x8.5",
     bleed: Bleed = False,
     layout: Layout = "auto",
+    formats: Format = "pdf",
+    preset: Preset = None,
+    paper: Paper = None,
+    spine_width: SpineWidth = None,
+    facing: Facing = False,
     quiet: Quiet = False,
 ) -> None:
     """Turn a story into a picture book in one go: plan, paint, lay out.
@@ -189,6 +213,8 @@ def book(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
+    publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
+    check_trim(publishing, trim)
     if not story.is_file():
         raise FairytaleError(f"Story file not found: {story}")
     pdf, book_dir = check_outputs(output)
@@ -219,6 +245,20 @@ def book(
     result = render_book(plan_file, pdf, settings, progress=not quiet)
     if not quiet:
         print_summary(result)
+    _publish(result, publishing, quiet)
+
+
+def _publish(result: RenderResult, publishing: PublishOptions, quiet: bool) -> None:
+    """--format epub / --preset: made from the book folder the render just filled."""
+    if not (publishing.formats or publishing.preset):
+        return
+    from fairytale.publish import publish_book
+
+    published = publish_book(result.book_dir, publishing, trim=result.settings.trim, layout=result.settings.layout)
+    if not quiet:
+        print_publish_summary(published)
+    if published.preflight and published.preflight.errors:
+        raise FairytaleError(f"preflight found {len(published.preflight.errors)} problems the service would reject (see {published.files['preflight']})")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,10 @@ Layouts of a story page:
     on a light band across the bottom.
 
 ``auto`` (the default) sets short texts full-bleed and longer ones picture-above-text.
+
+``facing_pages`` (a whole-book choice of the print presets, :func:`layout_facing_pages`)
+    Each story page becomes a spread: the text alone on the left-hand page, the picture over the
+    whole right-hand page.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ TRIMS: dict[str, tuple[float, float]] = {
     "letter": (8.5, 11.0),
 }
 
-LayoutName = Literal["picture_above_text", "full_bleed"]
+LayoutName = Literal["picture_above_text", "full_bleed", "facing_pages"]
 LayoutChoice = Literal["auto", "picture_above_text", "full_bleed"]
 LAYOUT_CHOICES = ("auto", "picture_above_text", "full_bleed")
 
@@ -74,12 +78,23 @@ class Rect:
 
 @dataclass(frozen=True)
 class PageGeometry:
-    """The sheet: trim size plus optional bleed on every side."""
+    """The sheet: trim size plus optional bleed, and the margins of the safe area.
+
+    ``bleed_edges="all"`` adds the bleed on every side (a print shop's usual request);
+    ``"outside"`` only on the top, bottom and outside edge, as print-on-demand interiors want
+    (KDP, IngramSpark): the bound edge is never cut, so it gets none. Which edge is the outside
+    depends on ``side``: a right-hand page (recto) is bound on its left. ``inside_margin_in``
+    widens the margin on the bound edge (the gutter), which binding services require to grow
+    with the page count.
+    """
 
     trim_name: str
     trim_width_in: float
     trim_height_in: float
     bleed_in: float = 0.0
+    bleed_edges: Literal["all", "outside"] = "all"
+    side: Literal["right", "left"] = "right"
+    inside_margin_in: float = MARGIN_IN
 
     @classmethod
     def for_trim(cls, trim: str, bleed: bool = False) -> PageGeometry:
@@ -93,19 +108,26 @@ class PageGeometry:
     @property
     def media(self) -> Rect:
         """The whole sheet, bleed included (the PDF MediaBox and BleedBox)."""
-        bleed = 2 * self.bleed_in * INCH
-        return Rect(0, 0, self.trim_width_in * INCH + bleed, self.trim_height_in * INCH + bleed)
+        bleed = self.bleed_in * INCH
+        across = bleed if self.bleed_edges == "outside" else 2 * bleed
+        return Rect(0, 0, self.trim_width_in * INCH + across, self.trim_height_in * INCH + 2 * bleed)
 
     @property
     def trim(self) -> Rect:
         """The finished page after cutting (the PDF TrimBox)."""
         b = self.bleed_in * INCH
-        return Rect(b, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
+        # outside-only bleed: a right-hand page's bleed is on its right, so its trim starts at 0
+        x = 0.0 if self.bleed_edges == "outside" and self.side == "right" else b
+        return Rect(x, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
 
     @property
     def safe(self) -> Rect:
-        """Where text and page numbers may go."""
-        return self.trim.inset(MARGIN_IN * INCH)
+        """Where text and page numbers may go: the margin inside the trim, the gutter on the
+        bound edge."""
+        trim, margin = self.trim, MARGIN_IN * INCH
+        inside = max(margin, self.inside_margin_in * INCH)
+        left, right = (inside, margin) if self.side == "right" else (margin, inside)
+        return Rect(trim.x + left, trim.y + margin, trim.width - left - right, trim.height - 2 * margin)
 
 
 @dataclass(frozen=True)
@@ -171,7 +193,7 @@ def _full_bleed(text: str, font: str, geometry: PageGeometry, max_share: float =
                     band = Rect(media.x, media.y, media.width, band_top - media.y)
                     return StoryPageLayout(
                         "full_bleed", PictureBox(media, crop=True), block, text_box, band,
-                        number_y=trim.y + MARGIN_IN * INCH * 0.8,
+                        number_y=trim.y + MARGIN_IN * INCH,  # inside the safe area, as on every page
                     )
             share = round(share + 0.02, 4)
     return None
@@ -213,3 +235,29 @@ def layout_story_page(
             f"{BODY_MIN:g} pt; split it into two pages in the plan."
         )
     return found, warning
+
+
+FACING_MAX = 28.0  # text alone on a page may be set larger
+
+
+def layout_facing_pages(number: int, text: str, font: str, text_page: PageGeometry, picture_page: PageGeometry) -> StoryPageLayout:
+    """A story page as a spread: the text centred in the left page's safe area (above the page
+    number), the picture filling the right page, bleed included.
+
+    Raises :class:`PlanError` when the text cannot fit a page of its own.
+    """
+    safe = text_page.safe
+    number_space = NUMBER_SPACE_IN * INCH
+    area = Rect(safe.x, safe.y + number_space, safe.width, safe.height - number_space)
+    block = fit_text(text, font, area.width, area.height, FACING_MAX, BODY_COMFORT) or fit_text(
+        text, font, area.width, area.height, BODY_COMFORT, BODY_MIN
+    )
+    if block is None:
+        raise PlanError(
+            f"The text of page {number} ({len(text.split())} words) does not fit a {text_page.trim_name} page even at "
+            f"{BODY_MIN:g} pt; split it into two pages in the plan."
+        )
+    return StoryPageLayout(
+        "facing_pages", PictureBox(picture_page.media, crop=True), block, area, None,
+        number_y=text_page.trim.y + MARGIN_IN * INCH,
+    )

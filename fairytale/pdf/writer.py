@@ -14,8 +14,9 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError, PlanError
@@ -25,12 +26,14 @@ from fairytale.pdf.images import PictureJob, PreparedPicture, prepare_picture
 from fairytale.pdf.layout import (
     INCH,
     LAYOUT_CHOICES,
+    MARGIN_IN,
     NUMBER_SIZE,
     LayoutChoice,
     PageGeometry,
     PictureBox,
     Rect,
     StoryPageLayout,
+    layout_facing_pages,
     layout_story_page,
 )
 from fairytale.pdf.text import ASCENT, TextBlock, fit_text
@@ -62,16 +65,49 @@ class BookContents:
 
 @dataclass(frozen=True)
 class PdfSettings:
-    """Print options: trim size, bleed, resolution, JPEG quality and the default layout."""
+    """Print options: trim size, bleed, resolution, JPEG quality and the default layout.
+
+    The print-on-demand presets (:mod:`fairytale.publish.presets`) also set: bleed on the
+    outside edges only, a gutter, no cover page (the cover is a separate file), closing pages
+    ("The End", credits) and a minimum, even page count.
+    """
 
     trim: str = "8.5x8.5"
     bleed: bool = False
     dpi: int = 300
     jpeg_quality: int = 90
     layout: LayoutChoice = "auto"
+    bleed_edges: Literal["all", "outside"] = "all"
+    inside_margin_in: float = MARGIN_IN
+    cover_page: bool = True
+    closing_pages: bool = False
+    min_pages: int = 0
+    even_pages: bool = False
+    facing: bool = False  # each story page as a spread: text on the left page, picture on the right
 
-    def geometry(self) -> PageGeometry:
-        return PageGeometry.for_trim(self.trim, self.bleed)
+    def geometry(self, page_index: int = 0) -> PageGeometry:
+        """The geometry of the PDF page at ``page_index`` (0-based; even indexes are right-hand
+        pages, as the first page of a bound book is)."""
+        base = PageGeometry.for_trim(self.trim, self.bleed)
+        side = "right" if page_index % 2 == 0 else "left"
+        return replace(base, bleed_edges=self.bleed_edges, side=side, inside_margin_in=self.inside_margin_in)
+
+    def story_page_index(self, number: int) -> int:
+        """The 0-based PDF page index of story page ``number`` (after the cover and title page);
+        with ``facing``, of its text page (the picture page follows)."""
+        first = 2 if self.cover_page else 1
+        return first + (2 * (number - 1) if self.facing else number - 1)
+
+
+@dataclass(frozen=True)
+class PlacedText:
+    """A text block as drawn: the PDF page (0-based), what it is, the box its ink stays inside,
+    and that page's safe area."""
+
+    page_index: int
+    what: str
+    box: Rect
+    safe: Rect
 
 
 @dataclass
@@ -86,6 +122,8 @@ class PdfReport:
     layouts: dict[int, str] = field(default_factory=dict)
     effective_dpi: dict[int, float] = field(default_factory=dict)  # by story page; 0 is the cover
     warnings: list[str] = field(default_factory=list)
+    texts: list[PlacedText] = field(default_factory=list)  # every text block drawn, for preflight
+    closing_pages: int = 0  # pages after the story ("The End", credits, padding)
 
 
 def _printable(text: str, fonts: FontFamily, where: str, warnings: list[str]) -> str:
@@ -99,14 +137,17 @@ def plan_story_layouts(
     pages: Sequence[tuple[int, str, LayoutChoice | None]],
     settings: PdfSettings,
     picture_aspect: float = 1.0,
+    *,
+    geometry: PageGeometry | None = None,
 ) -> tuple[dict[int, StoryPageLayout], list[str]]:
     """Lay out every story page (number, text, layout choice) without drawing anything.
 
     Raises :class:`PlanError` naming the first page whose text cannot fit. Returns the layouts
-    by page number and warnings (replaced characters, changed layouts).
+    by page number and warnings (replaced characters, changed layouts). ``geometry`` defaults
+    to the settings' right-hand page (a left-hand page's safe area has the same size).
     """
     fonts = book_fonts()
-    geometry = settings.geometry()
+    geometry = geometry or settings.geometry()
     layouts, warnings = {}, []
     for number, text, choice in pages:
         if (choice or settings.layout) not in LAYOUT_CHOICES:
@@ -212,6 +253,39 @@ def _prune(cache: Path, keep: set[Path]) -> None:
             stale.unlink(missing_ok=True)
 
 
+DRAWING_CAPTION = "Draw your favourite part of the story"
+
+
+def _closing_texts(settings: PdfSettings, credit: str | None, count: int, contents: BookContents) -> list[tuple[str, str]]:
+    """The pages after the story, as (what, text): "The End" and the credits when asked for,
+    then pages to draw on (or blank ones) until the minimum and an even count are met."""
+    pages: list[tuple[str, str]] = []
+    if settings.closing_pages:
+        pages.append(("the end", "The End"))
+        made_by = f"{contents.title}" + (f" by {contents.author}" if contents.author else "")
+        pages.append(("credits", f"{made_by}\n\n{credit}" if credit else made_by))
+    filler = "drawing page" if settings.closing_pages else "blank"
+    while count + len(pages) < settings.min_pages or (settings.even_pages and (count + len(pages)) % 2):
+        pages.append((filler, ""))
+    return pages
+
+
+def _drawing_page(canvas, fonts: FontFamily, geometry: PageGeometry, block) -> None:
+    """A framed space to draw in, with a caption: kinder padding than a blank page."""
+    safe = geometry.safe
+    caption = fit_text(DRAWING_CAPTION, fonts.regular, safe.width, 0.6 * INCH, 16.0, 9.0)
+    caption_box = Rect(safe.x, safe.top - 0.6 * INCH, safe.width, 0.6 * INCH)
+    if caption:
+        block(geometry, "drawing page", caption, caption_box)
+    frame = Rect(safe.x, safe.y, safe.width, caption_box.y - 0.2 * INCH - safe.y)
+    canvas.saveState()
+    canvas.setStrokeColorRGB(*INK)
+    canvas.setLineWidth(1.0)
+    canvas.setDash(4, 4)
+    canvas.rect(frame.x, frame.y, frame.width, frame.height, stroke=1, fill=0)
+    canvas.restoreState()
+
+
 def write_book_pdf(
     contents: BookContents,
     path: Path,
@@ -248,7 +322,16 @@ def write_book_pdf(
     aspects = {p.number: _picture_aspect(p.picture) for p in contents.pages}
     layouts: dict[int, StoryPageLayout] = {}
     for number, text, choice in story_pages:
-        found, page_warnings = plan_story_layouts([(number, text, choice)], settings, aspects[number])
+        index = settings.story_page_index(number)
+        if settings.facing:
+            drawable = _printable(text, fonts, f"page {number}", warnings)
+            layouts[number] = layout_facing_pages(
+                number, drawable, fonts.regular, settings.geometry(index), settings.geometry(index + 1)
+            )
+            continue
+        found, page_warnings = plan_story_layouts(
+            [(number, text, choice)], settings, aspects[number], geometry=settings.geometry(index)
+        )
         layouts.update(found)
         warnings.extend(page_warnings)
     title = _printable(contents.title, fonts, "title", warnings)
@@ -256,14 +339,15 @@ def write_book_pdf(
     band, (title_block, title_box), (author_block, author_box) = _cover_layout(title, author, fonts, geometry)
 
     # 2. prepare the pictures at print resolution, in parallel (0 is the cover)
-    boxes = {0: PictureBox(geometry.media, crop=True)}
+    # (a print-on-demand interior has no cover page: its cover is a separate file)
+    boxes = {0: PictureBox(geometry.media, crop=True)} if settings.cover_page else {}
     boxes.update({n: layout.picture for n, layout in layouts.items()})
     sources = {0: Path(contents.cover_picture)} | {p.number: Path(p.picture) for p in contents.pages}
     jobs = {key: PictureJob(sources[key], boxes[key].rect, boxes[key].crop) for key in boxes}
     pictures = _prepare_all(jobs, picture_cache, settings)
 
     # 3. draw, into a temporary file renamed into place when complete
-    media, trim = geometry.media, geometry.trim
+    media = geometry.media
     with _binary_streams(), atomic_path(path) as tmp:
         canvas = Canvas(
             str(tmp),
@@ -275,49 +359,101 @@ def write_book_pdf(
         canvas.setAuthor(contents.author or "")
         canvas.setCreator(f"fAIrytale {__version__}")
         canvas.setSubject("A picture book made with fAIrytale")
-        if geometry.bleed_in:
-            canvas.setTrimBox(trim.as_box())
-            canvas.setBleedBox(media.as_box())
+        texts: list[PlacedText] = []
+        index = 0
 
-        # cover
-        _draw_picture(canvas, pictures[0], boxes[0])
-        _band(canvas, band)
-        _draw_block(canvas, title_block, title_box, centre_vertically=False)
-        if author_block and author_box:
-            _draw_block(canvas, author_block, author_box, centre_vertically=False)
-        canvas.showPage()
+        def begin(page_index: int) -> PageGeometry:
+            page_geometry = settings.geometry(page_index)
+            if page_geometry.bleed_in:
+                canvas.setTrimBox(page_geometry.trim.as_box())
+                canvas.setBleedBox(page_geometry.media.as_box())
+            return page_geometry
+
+        def block(page_geometry: PageGeometry, what: str, text_block: TextBlock, box: Rect, **how) -> None:
+            _draw_block(canvas, text_block, box, **how)
+            texts.append(PlacedText(index, what, box, page_geometry.safe))
+
+        def number(page_geometry: PageGeometry, value: int, baseline: float) -> None:
+            canvas.setFont(fonts.regular, NUMBER_SIZE)
+            canvas.setFillColorRGB(*INK)
+            trim, label = page_geometry.trim, str(value)
+            centre = trim.x + trim.width / 2
+            canvas.drawCentredString(centre, baseline, label)
+            width = canvas.stringWidth(label, fonts.regular, NUMBER_SIZE)
+            box = Rect(centre - width / 2, baseline, width, ASCENT * NUMBER_SIZE)  # digits have no descent
+            texts.append(PlacedText(index, f"page number {value}", box, page_geometry.safe))
+
+        # cover (not in a print-on-demand interior: its cover is a separate file)
+        if settings.cover_page:
+            page_geometry = begin(index)
+            _draw_picture(canvas, pictures[0], boxes[0])
+            _band(canvas, band)
+            block(page_geometry, "cover title", title_block, title_box, centre_vertically=False)
+            if author_block and author_box:
+                block(page_geometry, "cover author", author_block, author_box, centre_vertically=False)
+            canvas.showPage()
+            index += 1
 
         # title page
-        safe = geometry.safe
+        safe = begin(index).safe
         # each block is fitted to exactly the box it is drawn in, so nothing can spill out of it
         title_page_block = fit_text(title, fonts.bold, safe.width, safe.height * 0.45, 36.0, 16.0) or fit_text(
             title, fonts.bold, safe.width, safe.height * 0.45, 16.0, 6.0
         )
         if title_page_block is None:
             raise PlanError("The title is too long to fit on the title page; shorten it in the plan")
-        _draw_block(canvas, title_page_block, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45))
+        page_geometry = settings.geometry(index)
+        block(page_geometry, "title", title_page_block, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45))
         if author:
             by = fit_text(f"by {author}", fonts.regular, safe.width, safe.height * 0.18, 18.0, 10.0)
             if by:
-                _draw_block(canvas, by, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18))
-        if contents.credit:
-            credit = _printable(contents.credit, fonts, "credit line", warnings)
+                block(page_geometry, "author", by, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18))
+        credit = _printable(contents.credit, fonts, "credit line", warnings) if contents.credit else None
+        if credit:
             credit_block = fit_text(credit, fonts.regular, safe.width, safe.height * 0.12, 9.0, 6.0)
             if credit_block:
-                _draw_block(canvas, credit_block, Rect(safe.x, safe.y, safe.width, safe.height * 0.12))
+                block(page_geometry, "credit", credit_block, Rect(safe.x, safe.y, safe.width, safe.height * 0.12))
         canvas.showPage()
+        index += 1
 
         # story pages
         for page in contents.pages:
+            page_geometry = begin(index)
             layout = layouts[page.number]
+            if settings.facing:  # the text page, then the picture page
+                block(page_geometry, f"page {page.number}", layout.text, layout.text_box)
+                number(page_geometry, page.number, layout.number_y)
+                canvas.showPage()
+                index += 1
+                begin(index)
+                _draw_picture(canvas, pictures[page.number], layout.picture)
+                canvas.showPage()
+                index += 1
+                continue
             _draw_picture(canvas, pictures[page.number], layout.picture)
             if layout.band:
                 _band(canvas, layout.band)
-            _draw_block(canvas, layout.text, layout.text_box)
-            canvas.setFont(fonts.regular, NUMBER_SIZE)
-            canvas.setFillColorRGB(*INK)
-            canvas.drawCentredString(trim.x + trim.width / 2, layout.number_y, str(page.number))
+            block(page_geometry, f"page {page.number}", layout.text, layout.text_box)
+            number(page_geometry, page.number, layout.number_y)
             canvas.showPage()
+            index += 1
+
+        # closing pages: "The End", the credits, then pages to draw on until the count is right
+        story_end = index
+        closing = _closing_texts(settings, credit, index, contents)
+        for what, text in closing:
+            page_geometry = begin(index)
+            safe = page_geometry.safe
+            if text:
+                size = 40.0 if what == "the end" else 12.0
+                fitted = fit_text(_printable(text, fonts, what, warnings), fonts.bold if what == "the end" else fonts.regular,
+                                  safe.width, safe.height * 0.5, size, 6.0)
+                if fitted:
+                    block(page_geometry, what, fitted, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.5))
+            elif what == "drawing page":
+                _drawing_page(canvas, fonts, page_geometry, block)
+            canvas.showPage()
+            index += 1
         try:
             canvas.save()
         except OSError as exc:
@@ -327,7 +463,9 @@ def write_book_pdf(
     size = path.stat().st_size
     report = PdfReport(
         path=path,
-        page_count=2 + len(contents.pages),
+        page_count=index,
+        texts=texts,
+        closing_pages=index - story_end,
         bytes=size,
         seconds=time.perf_counter() - start,
         font=fonts.name,
@@ -337,3 +475,10 @@ def write_book_pdf(
     )
     return report
 
+
+
+# For the wraparound cover (fairytale.publish.cover), which draws in the same style.
+draw_block = _draw_block
+draw_band = _band
+binary_streams = _binary_streams
+cover_layout = _cover_layout

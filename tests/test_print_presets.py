@@ -1,0 +1,184 @@
+"""Print-on-demand presets: spine arithmetic, the interior PDF (bleed on the outside edges
+only, gutter, closing pages, even page count, text in the safe area) and the preflight."""
+
+from __future__ import annotations
+
+import pytest
+from pypdf import PdfReader
+
+from fairytale.errors import FairytaleError
+from fairytale.pdf import PdfSettings
+from fairytale.publish import PublishOptions, cover_spec, get_preset, publish_book
+from tests.publish_support import fake_book
+from tests.render_support import make_plan, pdf_char_boxes, pdf_page_texts, squash
+
+INCH = 72.0
+
+
+@pytest.mark.parametrize(
+    ("pages", "paper", "spine"),
+    [
+        (24, "standard-color", 0.054048),
+        (24, "premium-color", 0.056328),
+        (32, "standard-color", 0.072064),
+        (32, "premium-color", 0.075104),
+        (48, "standard-color", 0.108096),
+        (48, "premium-color", 0.112656),
+    ],
+)
+def test_kdp_spine_width_from_page_count_and_paper(pages, paper, spine):
+    spec = cover_spec(get_preset("kdp"), "8.5x8.5", pages, paper)
+    assert spec.spine_in == pytest.approx(spine, abs=1e-9)
+    assert spec.width_in == pytest.approx(0.125 + 8.5 + spine + 8.5 + 0.125, abs=1e-9)
+    assert spec.height_in == pytest.approx(8.75)
+    assert spec.spine_text is False  # KDP: spine text only above 79 pages
+    assert spec.media.width == pytest.approx(spec.width_in * INCH)
+
+
+def test_spine_text_only_on_thick_enough_kdp_books():
+    kdp = get_preset("kdp")
+    assert not cover_spec(kdp, "8x10", 78, "premium-color").spine_text
+    assert cover_spec(kdp, "8x10", 100, "premium-color").spine_text
+
+
+def test_ingramspark_takes_its_spine_width_from_the_user():
+    preset = get_preset("ingramspark")
+    with pytest.raises(FairytaleError, match="--spine-width"):
+        cover_spec(preset, "8.5x8.5", 32)
+    spec = cover_spec(preset, "8.5x8.5", 32, spine_width=0.0937)
+    assert spec.spine_in == 0.0937 and spec.width_in == pytest.approx(17.3437)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: get_preset("lulu"), "Unknown print preset 'lulu'"),
+        (lambda: cover_spec(get_preset("kdp"), "8.5x8.5", 24, "cream"), "KDP has no paper 'cream'"),
+        (lambda: cover_spec(get_preset("kdp"), "8.5x8.5", 24, spine_width=-1), "--spine-width"),
+        (lambda: PublishOptions(formats=(), preset="kdp", paper="white-70"), "KDP has no paper 'white-70'"),
+    ],
+)
+def test_bad_preset_input_is_one_clear_error(call, message):
+    with pytest.raises(FairytaleError, match=message):
+        call()
+
+
+def test_the_gutter_grows_with_the_page_count():
+    kdp = get_preset("kdp")
+    assert [kdp.gutter_in(n) for n in (24, 150, 151, 300, 301, 600, 800)] == [
+        0.375,
+        0.375,
+        0.5,
+        0.5,
+        0.625,
+        0.75,
+        0.875,
+    ]
+    assert get_preset("ingramspark").gutter_in(24) == 0.5
+
+
+def test_outside_only_bleed_geometry():
+    settings = PdfSettings(bleed=True, bleed_edges="outside", inside_margin_in=0.75, cover_page=False)
+    right, left = settings.geometry(0), settings.geometry(1)
+    assert (right.media.width, right.media.height) == ((8.5 + 0.125) * INCH, (8.5 + 0.25) * INCH)
+    assert right.trim.x == 0 and left.trim.x == 0.125 * INCH  # the bleed is on the outside edge
+    assert right.safe.x == right.trim.x + 0.75 * INCH  # right-hand page: bound on its left
+    assert left.safe.right == left.trim.right - 0.75 * INCH
+    assert right.safe.width == left.safe.width
+    # the usual --bleed: all four sides, symmetric margins
+    classic = PdfSettings(bleed=True).geometry(1)
+    assert classic.media.width == (8.5 + 0.25) * INCH and classic.safe.x == classic.trim.x + 0.5 * INCH
+
+
+@pytest.fixture(scope="module")
+def kdp_book(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("kdp")
+    plan = make_plan(3, back_cover_text="Zoë saves the fishing boat. A story of courage by the sea.")
+    book = fake_book(folder, plan)
+    return book, publish_book(book, PublishOptions(formats=(), preset="kdp", paper="standard-color")), plan
+
+
+def test_kdp_interior_pdf(kdp_book):
+    book, result, plan = kdp_book
+    interior = result.files["interior"]
+    assert interior == book.parent / "zoe-kdp-interior.pdf"
+    reader = PdfReader(str(interior))
+    assert len(reader.pages) == 24  # title page + 3 story pages + "The End" + credits, padded to KDP's 24
+    for index, page in enumerate(reader.pages):
+        media = [float(v) for v in page.mediabox]
+        assert media == pytest.approx([0, 0, 8.625 * INCH, 8.75 * INCH])
+        assert [float(v) for v in page.bleedbox] == pytest.approx(media)
+        trim_x = 0.0 if index % 2 == 0 else 0.125 * INCH  # right-hand pages have their bleed on the right
+        assert [float(v) for v in page.trimbox] == pytest.approx(
+            [trim_x, 9, trim_x + 8.5 * INCH, 9 + 8.5 * INCH]
+        )
+    texts = [squash(t) for t in pdf_page_texts(interior)]
+    assert plan.title in texts[0]  # no cover page: the interior opens on the title page
+    for page in plan.pages:
+        assert squash(page.text) in texts[page.number]
+    assert texts[4] == "The End" and "Pictures painted with a test painter" in texts[5]
+    assert all("Draw your favourite part of the story" in t for t in texts[6:])
+
+
+def test_kdp_interior_text_stays_in_the_safe_area(kdp_book):
+    _, result, _ = kdp_book
+    interior = result.files["interior"]
+    reader = PdfReader(str(interior))
+    # page numbers included, every character keeps the 0.5 in safe margin (KDP asks for 0.375 in,
+    # IngramSpark recommends 0.5 in)
+    margin = 0.5 * INCH
+    assert get_preset("kdp").interior_margin_in * INCH <= margin
+    for index in range(len(reader.pages)):
+        x1, y1, x2, y2 = (float(v) for v in reader.pages[index].trimbox)
+        boxes = pdf_char_boxes(interior, index)
+        assert boxes or index > 5
+        for char, (left, bottom, right, top) in boxes:
+            # 0.5 pt: round glyphs (3, 8, o) dip a hair below their baseline
+            assert left >= x1 + margin - 0.5 and right <= x2 - margin + 0.5, (index, char)
+            assert bottom >= y1 + margin - 0.5 and top <= y2 - margin + 0.5, (index, char)
+    # and the layout's own record of every text block agrees
+    assert all(t.safe.x <= t.box.x and t.box.right <= t.safe.right for t in result.interior.texts)
+    assert {"page number 1", "page number 3", "the end", "credits"} <= {t.what for t in result.interior.texts}
+
+
+def test_preflight_report_is_saved_and_clean(kdp_book):
+    book, result, _ = kdp_book
+    saved = (book / "preflight-kdp.txt").read_text()
+    assert result.files["preflight"] == book / "preflight-kdp.txt"
+    assert saved.startswith("Preflight for KDP: 0 errors")
+    assert "24 pages (minimum 24), 20 closing pages" in saved
+    assert "spine 0.054048 in (24 pages, standard-color)" in saved
+    assert "fonts: all embedded: " in saved and "DejaVu" in saved
+    # 96 px pictures on an 8.5 in page: a warning that names --print
+    assert "WARNING page 1 picture" in saved and "--print" in saved
+
+
+def test_an_unknown_trim_is_refused_before_anything_is_written(tmp_path):
+    book = fake_book(tmp_path, make_plan(2))
+    with pytest.raises(FairytaleError, match="KDP does not print the trim size 6x9"):
+        publish_book(book, PublishOptions(formats=(), preset="kdp"), trim="6x9")
+    assert not (tmp_path / "zoe-kdp-interior.pdf").exists()
+
+
+def test_facing_pages_put_the_text_left_and_the_picture_right(tmp_path):
+    from tests.render_support import pdf_pictures
+
+    plan = make_plan(3)
+    book = fake_book(tmp_path, plan)
+    result = publish_book(
+        book, PublishOptions(formats=(), preset="ingramspark", spine_width=0.06, facing=True)
+    )
+    interior = result.files["interior"]
+    reader = PdfReader(str(interior))
+    assert len(reader.pages) == 18  # title + 3 spreads + "The End" + credits = 10, padded to IngramSpark's 18
+    texts = [squash(t) for t in pdf_page_texts(interior)]
+    pictures = pdf_pictures(interior)
+    for page in plan.pages:
+        text_index, picture_index = 2 * page.number - 1, 2 * page.number  # odd indexes are left-hand pages
+        assert squash(page.text) in texts[text_index] and not pictures[text_index]
+        assert len(pictures[picture_index]) == 1 and texts[picture_index] == ""
+        # the picture fills the right-hand page, bleed on its outside (right) edge included
+        assert pictures[picture_index][0]["inches"] == pytest.approx((8.625, 8.75), abs=0.01)
+    assert set(result.interior.layouts.values()) == {"facing_pages"}
+    assert result.preflight.errors == []
+    assert result.cover.spec.spine_in == 0.06
