@@ -141,12 +141,12 @@ class UnCLIPIllustrator(TextToImageIllustrator):
         """The CLIP image embedding (1-d) of the picture at ``path``, via the pipeline's own
         feature extractor and image encoder."""
         import torch
-        from PIL import Image
+
+        from fairytale.images import open_rgb
 
         digest = sha256_file(path)
         if digest not in self._image_embeds:
-            with Image.open(path) as opened:
-                picture = opened.convert("RGB")
+            picture = open_rgb(path, what="reference portrait")
             pixels = self.pipe.feature_extractor(images=picture, return_tensors="pt").pixel_values
             encoder = self.pipe.image_encoder
             param = next(encoder.parameters())

@@ -187,8 +187,7 @@ def upscale_pictures(
     """Upscale every job's picture, cached in ``book_dir/upscaled``; returns the upscaled file by
     page (pages whose upscaled picture was flagged are left out) and warnings. The upscaler and
     the checker (``safety()``) are loaded only if some picture is not cached yet."""
-    from PIL import Image
-
+    from fairytale.images import open_picture
     from fairytale.render.progress import RenderProgress
 
     folder = Path(book_dir) / "upscaled"
@@ -206,8 +205,7 @@ def upscale_pictures(
     ensure_dir(folder)
     try:
         for job in missing:
-            with Image.open(job.picture) as picture:
-                bigger = upscaler.upscale(picture, job)
+            bigger = upscaler.upscale(open_picture(job.picture, what=f"picture of page {job.page}"), job)
             if checker.flagged([bigger])[0]:
                 warnings.append(f"page {job.page}: the upscaled picture was flagged; printed from the original instead")
                 continue
