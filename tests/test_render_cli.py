@@ -204,6 +204,15 @@ def test_book_plans_then_renders_and_keeps_the_plan(fake_planner, tiny_sd, tmp_p
     assert run(*args, "--force").exit_code == 0 and len(fake_planner) == 2
 
 
+def test_book_makes_the_output_folder_as_the_readme_example_does(fake_planner, tiny_sd, tmp_path, monkeypatch):
+    # README: `fairytale book story.txt -o out/ginger.pdf`, on a machine without out/.
+    monkeypatch.chdir(tmp_path)
+    Path("story.txt").write_text("Ginger the Giraffe\n\nGinger was tall.\n", encoding="utf-8")
+    result = run("book", "story.txt", "-o", "out/ginger.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "ginger.pdf").is_file() and (tmp_path / "out" / "ginger" / "plan.json").is_file()
+
+
 def test_book_refuses_bad_input_before_planning(fake_planner, tiny_sd, tmp_path):
     story = tmp_path / "s.txt"
     story.write_text("A story.", encoding="utf-8")
