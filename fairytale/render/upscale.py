@@ -193,7 +193,8 @@ def upscale_pictures(
     folder = Path(book_dir) / "upscaled"
     fingerprint = upscaler_fingerprint(ref)
     targets = {job.page: folder / f"{upscale_key(job, fingerprint, steps, tile)}.png" for job in jobs}
-    results = {page: path for page, path in targets.items() if path.is_file()}
+    # A damaged upscaled picture (a copy cut short) is made again rather than failing the PDF.
+    results = {page: path for page, path in targets.items() if path.is_file() and _decodes(path)}
     missing = [job for job in jobs if job.page not in results]
     warnings: list[str] = []
     if not missing:
@@ -215,3 +216,14 @@ def upscale_pictures(
     finally:
         upscaler.close()
     return results, warnings
+
+
+def _decodes(path: Path) -> bool:
+    from fairytale.errors import FairytaleError
+    from fairytale.images import open_picture
+
+    try:
+        open_picture(path)
+    except FairytaleError:
+        return False
+    return True
