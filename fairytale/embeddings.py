@@ -15,6 +15,7 @@ text encoder it was not trained for (:func:`check_fits`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,9 +249,9 @@ def check_new_token(tokenizer: Any, token: str) -> None:
     """Refuse a learned token that is already a word of the tokenizer (see :func:`existing_word`)."""
     word = existing_word(tokenizer, token)
     if word is not None:
-        shown = token.strip("<>") or "token"
+        shown = re.sub(r"</w>|[^\w-]", "", token) or "name"
         raise FairytaleError(
-            f"The token {token} is already a word the model knows ({word}): as a learned token it would "
+            f"The model already knows the token {token} as a word ({word}): as a learned token it would "
             f"replace that word in every prompt. Pick a new word, e.g. <{shown}>"
         )
 

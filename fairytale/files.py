@@ -15,6 +15,7 @@ not the ``0600`` that temporary files are created with.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -25,6 +26,8 @@ from pathlib import Path
 from fairytale.errors import FairytaleError
 
 TEMP_MARK = ".~fairytale-"
+# Write failures that come from the machine (full disk, quota, read-only mount, permissions).
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def nearest_existing(path: Path) -> Path:
@@ -185,6 +188,11 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
         if tmp.exists():
             os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _ENVIRONMENT_ERRNOS:  # the disk, not the program: the user can act on it
+            raise FairytaleError(f"Cannot write {path}: {exc.strerror}") from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

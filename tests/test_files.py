@@ -127,3 +127,15 @@ def test_a_write_killed_midway_leaves_a_temporary_that_the_next_write_removes(tm
     assert target.read_text() == "new"
     assert not leftovers[0].exists()
     assert all(path.read_text() == "keep" for path in kept)
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_old_file(tmp_path):
+    import errno
+
+    target = tmp_path / "book.pdf"
+    target.write_text("old")
+    with pytest.raises(FairytaleError, match="No space left on device"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.pdf"]

@@ -249,7 +249,7 @@ def test_train_refuses_a_token_that_is_a_word(tmp_path, tiny_sd):
     before = snapshot(tmp_path)
     result = run("train", "character", "--data", data, "--token", "giraffe", "--model", tiny_sd,
                  *FAST_TRAIN, "-o", tmp_path / "g.safetensors")  # fmt: skip
-    assert_one_line(result, "giraffe", "already a word")
+    assert_one_line(result, "giraffe", "already knows the token")
     assert snapshot(tmp_path) == before
 
 
@@ -263,7 +263,7 @@ def test_render_refuses_a_plan_token_that_is_a_word(tmp_path, tiny_sd):
     plan_path = write_plan(tmp_path, plan)
     before = snapshot(tmp_path)
     result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
-    assert_one_line(result, "giraffe", "already a word")
+    assert_one_line(result, "giraffe", "already knows the token")
     assert snapshot(tmp_path) == before
 
 
