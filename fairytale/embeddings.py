@@ -15,6 +15,7 @@ text encoder it was not trained for (:func:`check_fits`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 FORMAT_VERSION = "1"
+#: The most vectors a token may have: a prompt holds 75 tokens between its start and end marks.
+MAX_VECTORS = 75
 FAMILY_BY_WIDTH = {768: "sd1", 1024: "sd2"}
 FAMILY_NAMES = {"sd1": "SD 1.x (768-d CLIP ViT-L text encoder)", "sd2": "SD 2.x / unCLIP (1024-d OpenCLIP-H text encoder)"}
 
@@ -66,6 +69,7 @@ class LearnedEmbedding:
 
 
 def _as_matrix(tensor: Any, where: Path) -> torch.Tensor:
+    """``tensor`` as an ``n × d`` float32 matrix of finite learned vectors, or a one-line error."""
     import torch
 
     if not isinstance(tensor, torch.Tensor):
@@ -74,7 +78,19 @@ def _as_matrix(tensor: Any, where: Path) -> torch.Tensor:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 2:
         raise FairytaleError(f"{where} is not an embedding file: tensor of shape {tuple(tensor.shape)}")
-    return tensor.detach().to(torch.float32).cpu()
+    if not tensor.is_floating_point():
+        raise FairytaleError(f"{where} is not an embedding file: it holds {tensor.dtype} values, not learned vectors")
+    if tensor.shape[0] == 0 or tensor.shape[1] == 0:
+        raise FairytaleError(f"{where} holds no vectors (shape {tuple(tensor.shape)})")
+    if tensor.shape[0] > MAX_VECTORS:
+        raise FairytaleError(
+            f"{where} holds {tensor.shape[0]} vectors; a token may have at most {MAX_VECTORS} (a prompt's length)"
+        )
+    matrix = tensor.detach().to(torch.float32).cpu()
+    if not torch.isfinite(matrix).all():
+        # NaN or inf rows paint a black (or noise) picture without any error: refuse them here.
+        raise FairytaleError(f"{where} is damaged: its vectors hold NaN or infinite values (a training run that diverged?)")
+    return matrix
 
 
 def _from_state(state: Any, metadata: dict[str, str], path: Path, token: str | None) -> LearnedEmbedding:
@@ -83,17 +99,27 @@ def _from_state(state: Any, metadata: dict[str, str], path: Path, token: str | N
     name = token or metadata.get("token") or metadata.get("name")
     if isinstance(state, torch.Tensor):  # bare tensor
         vectors = state
+    elif not isinstance(state, dict):
+        raise FairytaleError(
+            f"{path} is not a textual-inversion embedding: it holds a {type(state).__name__}, not tensors"
+        )
     elif "emb_params" in state:  # A1111/ComfyUI safetensors
         vectors = state["emb_params"]
     elif "string_to_param" in state:  # A1111 .pt
         params = state["string_to_param"]
-        vectors = params.get("*", next(iter(params.values()))) if isinstance(params, dict) else params
-        name = token or state.get("name") or name
+        if isinstance(params, dict):
+            if not params:
+                raise FairytaleError(f"{path} is not a textual-inversion embedding: its string_to_param is empty")
+            vectors = params.get("*", next(iter(params.values())))
+        else:
+            vectors = params
+        stored_name = state.get("name")
+        name = token or (stored_name if isinstance(stored_name, str) else None) or name
     elif len(state) == 1:  # diffusers layout {token: tensor}
         (stored, vectors), = state.items()
-        name = token or stored
+        name = token or str(stored)
     else:
-        keys = ", ".join(sorted(map(str, state))[:5])
+        keys = ", ".join(sorted(map(str, state))[:5]) or "none"
         raise FairytaleError(f"{path} is not a textual-inversion embedding (keys: {keys})")
     name = name or f"<{path.stem.split('.')[0]}>"
     matrix = _as_matrix(vectors, path)
@@ -127,9 +153,12 @@ def read_embedding(path: Path, token: str | None = None) -> LearnedEmbedding:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FairytaleError(
-            f"{path} could not be read as plain tensors (weights_only); convert it to safetensors: {exc}"
+            f"{path} could not be read as plain tensors (weights_only); convert it to safetensors: {reason}"
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - a text file or junk trips torch's legacy reader in many ways
+        raise FairytaleError(f"{path} is not an embedding file torch can read ({type(exc).__name__})") from exc
     return _from_state(state, {}, path, token)
 
 
@@ -197,6 +226,36 @@ def check_fits(embedding: LearnedEmbedding, width: int) -> None:
     )
 
 
+def existing_word(tokenizer: Any, token: str) -> str | None:
+    """The entry of ``tokenizer``'s own vocabulary that ``token`` already is, or None for a new word.
+
+    CLIP's vocabulary stores whole words with an end-of-word mark (``giraffe</w>``), so a token
+    ``giraffe`` is not *in* it, yet reads as that word: added as a learned token, it would take
+    over every "giraffe" in every later prompt. Tokens added earlier (learned ones) do not count.
+    """
+    added = set(tokenizer.get_added_vocab()) - set(getattr(tokenizer, "all_special_tokens", []))
+    if token in added:
+        return None
+    vocab = tokenizer.get_vocab()
+    if token in vocab:
+        return token
+    pieces = tokenizer.tokenize(token)
+    if len(pieces) == 1 and pieces[0] in vocab and pieces[0] not in added:
+        return pieces[0]
+    return None
+
+
+def check_new_token(tokenizer: Any, token: str) -> None:
+    """Refuse a learned token that is already a word of the tokenizer (see :func:`existing_word`)."""
+    word = existing_word(tokenizer, token)
+    if word is not None:
+        shown = re.sub(r"</w>|[^\w-]", "", token) or "name"
+        raise FairytaleError(
+            f"The model already knows the token {token} as a word ({word}): as a learned token it would "
+            f"replace that word in every prompt. Pick a new word, e.g. <{shown}>"
+        )
+
+
 def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[str]:
     """Add learned tokens to a diffusers pipeline through its own ``load_textual_inversion``.
 
@@ -216,6 +275,7 @@ def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[st
     added = []
     for embedding in embeddings:
         check_fits(embedding, width)
+        check_new_token(pipe.tokenizer, embedding.token)
         if embedding.token in vocab:
             if _replace_known_token(pipe, embedding, vocab, torch):
                 added.append(embedding.token)

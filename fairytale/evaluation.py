@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fairytale import registry
 from fairytale.errors import FairytaleError
-from fairytale.files import atomic_write_text
+from fairytale.files import atomic_write_text, check_output_path
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -69,8 +69,8 @@ def evaluate_book(
 ) -> Evaluation:
     """Score the book a render wrote into ``book_dir`` and save ``book_dir/evaluation.json``."""
     import torch
-    from PIL import Image
 
+    from fairytale.images import open_rgb
     from fairytale.plan import load_plan
     from fairytale.render.manifest import load_manifest
 
@@ -80,6 +80,7 @@ def evaluate_book(
         raise FairytaleError(f"Book folder not found: {book_dir} (the folder a render wrote beside its PDF)")
     if batch_size < 1:
         raise FairytaleError(f"--batch-size must be at least 1, not {batch_size}")
+    check_output_path(book_dir / EVALUATION_FILE)  # the scores are saved there: fail before CLIP runs
     manifest = load_manifest(book_dir)
     pages = [p for p in manifest.pages if p.safety != "placeholder"]
     skipped = [p.number for p in manifest.pages if p.safety == "placeholder"]
@@ -100,8 +101,7 @@ def evaluate_book(
         for chunk in _batches(pages, batch_size):
             pictures = []
             for page in chunk:
-                with Image.open(book_dir / page.image) as opened:
-                    pictures.append(opened.convert("RGB"))
+                pictures.append(open_rgb(book_dir / page.image, what=f"picture of page {page.number}"))
             inputs = processor(images=pictures, return_tensors="pt").to(device)
             image_features.append(model.get_image_features(**inputs))
             tokens = processor(text=[p.prompt for p in chunk], return_tensors="pt", padding=True, truncation=True).to(device)

@@ -3,35 +3,74 @@
 Everything the product writes goes through :func:`atomic_path`: the content is written to a
 temporary file in the destination folder and renamed over the target only when complete, so a
 crash or Ctrl-C leaves either the old file or the new one, never a torn one.
+
+The temporary file is named ``.<target name>.~fairytale-<pid>-<random><suffix>``: recognisably
+ours, and tied to the process that writes it. A process killed mid-write (``kill -9``, a power
+cut) cannot remove its own temporary file, so the next write of the same target removes the
+leftovers of writers that are no longer running; nothing else in the folder is touched.
+Finished files get the permissions any new file of the user gets (``0666`` less the umask),
+not the ``0600`` that temporary files are created with.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from fairytale.errors import FairytaleError
 
+TEMP_MARK = ".~fairytale-"
+# Write failures that come from the machine (full disk, quota, read-only mount, permissions).
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def nearest_existing(path: Path) -> Path:
+    """``path`` itself if it exists, else its closest existing ancestor."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_output_folder(folder: Path, what: str = "Output folder") -> Path:
+    """Check that ``folder`` exists and takes new files, or that it can be created.
+
+    A missing folder is not created here (a run that fails later leaves nothing behind); the
+    first write creates it (:func:`atomic_path`, :func:`ensure_dir`). Raises
+    :class:`FairytaleError` with one line naming the folder otherwise. Returns ``folder``.
+    """
+    folder = Path(folder)
+    if folder.exists():
+        if not folder.is_dir():
+            raise FairytaleError(f"{what} is not a folder: {folder}")
+        if not can_create_files_in(folder):
+            raise FairytaleError(f"{what} is not writable: {folder}")
+        return folder
+    existing = nearest_existing(folder)
+    if not existing.is_dir():
+        raise FairytaleError(f"Cannot create {what.lower()} {folder}: {existing} is a file")
+    if not can_create_files_in(existing):
+        raise FairytaleError(f"Cannot create {what.lower()} {folder}: {existing} is not writable")
+    return folder
+
 
 def check_output_path(path: Path, *, overwrite: bool = True) -> Path:
-    """Check that ``path`` can be written: its folder exists and is writable.
+    """Check that ``path`` can be written: its folder exists and is writable, or can be made.
 
+    A missing folder (``-o out/book.pdf`` on a fresh machine) is created by the write itself.
     Raises :class:`FairytaleError` with one clear line otherwise. Returns the path.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise FairytaleError(f"Output folder does not exist: {parent}")
-    if not parent.is_dir():
-        raise FairytaleError(f"Output folder is not a folder: {parent}")
+    check_output_folder(parent)
     if path.is_dir():
         raise FairytaleError(f"Output path is a folder, not a file: {path}")
-    if not can_create_files_in(parent):
-        raise FairytaleError(f"Output folder is not writable: {parent}")
     if path.exists() and not os.access(path, os.W_OK):
         raise FairytaleError(f"Output file is read-only: {path}")
     if path.exists() and not overwrite:
@@ -46,8 +85,8 @@ def ensure_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError as exc:
         raise FairytaleError(f"Cannot create folder {path}: a file of that name exists") from exc
-    except PermissionError as exc:
-        raise FairytaleError(f"Cannot create folder {path}: permission denied") from exc
+    except OSError as exc:
+        raise FairytaleError(f"Cannot create folder {path}: {exc.strerror or exc}") from exc
     if not can_create_files_in(path):
         raise FairytaleError(f"Folder is not writable: {path}")
     return path
@@ -66,25 +105,94 @@ def can_create_files_in(folder: Path) -> bool:
         return False
 
 
+def new_file_mode() -> int:
+    """The mode a new file of this process gets: ``0666`` less the umask."""
+    try:  # Linux ≥ 4.7 reports the umask without changing it
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: it is running
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files that writers of ``path`` left when they were killed.
+
+    Only files named by :func:`atomic_path` for this very target, whose writing process is no
+    longer running, are removed. Returns them.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    pattern = re.compile(re.escape(f".{path.name}{TEMP_MARK}") + r"(\d+)-[^/]*\Z")
+    removed = []
+    try:
+        candidates = list(folder.glob(f".{glob_escape(path.name)}{TEMP_MARK}*"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.match(candidate.name)
+        if match and candidate.is_file() and not _process_running(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob's special characters made literal."""
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
     The temporary file keeps ``path``'s suffix (or ``suffix``) so libraries that pick a
     format by extension still work. On error the temporary file is removed and ``path``
-    is untouched.
+    is untouched. A missing folder is created; leftovers of killed earlier writes of
+    ``path`` are removed first; the finished file gets the user's normal permissions.
 
     >>> with atomic_path(Path("book.pdf")) as tmp:   # doctest: +SKIP
     ...     write_pdf(tmp)
     """
     path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        ensure_dir(folder)
+    remove_stale_temporaries(path)
     suffix = path.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=suffix, dir=path.parent or ".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder)
+    except OSError as exc:
+        raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in _ENVIRONMENT_ERRNOS:  # the disk, not the program: the user can act on it
+            raise FairytaleError(f"Cannot write {path}: {exc.strerror}") from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

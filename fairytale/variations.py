@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
 from fairytale.errors import FairytaleError
-from fairytale.files import atomic_path, atomic_write_text, can_create_files_in, ensure_dir
+from fairytale.files import atomic_path, atomic_write_text, check_output_folder, ensure_dir
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -64,15 +64,9 @@ def clip_preprocess(image: Image.Image, size: int, mean: list[float], std: list[
 
 
 def _read_picture(path: Path) -> Image.Image:
-    from PIL import Image, UnidentifiedImageError
+    from fairytale.images import open_rgb
 
-    try:
-        with Image.open(path) as opened:
-            return opened.convert("RGB")
-    except FileNotFoundError:
-        raise FairytaleError(f"Picture not found: {path}") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FairytaleError(f"Cannot read {path} as a picture: {exc}") from None
+    return open_rgb(path)
 
 
 def make_variations(
@@ -110,8 +104,7 @@ def make_variations(
     picture = _read_picture(image_path)
     if output_dir.exists() and not output_dir.is_dir():
         raise FairytaleError(f"Output must be a folder, but {output_dir} is a file")
-    if output_dir.is_dir() and not can_create_files_in(output_dir):
-        raise FairytaleError(f"Output folder is not writable: {output_dir}")
+    check_output_folder(output_dir)  # a folder that cannot be made fails now, not after painting
     existing = sorted(output_dir.glob("variation-*.png")) if output_dir.is_dir() else []
     if existing:
         raise FairytaleError(f"{output_dir} already holds variations ({existing[0].name}…); choose an empty folder")

@@ -10,6 +10,7 @@ from fairytale.embeddings import (
     LearnedEmbedding,
     a1111_path,
     check_fits,
+    existing_word,
     family_of_text_encoder,
     load_into_pipeline,
     read_embedding,
@@ -107,3 +108,33 @@ def test_a_retrained_token_replaces_the_rows_a_loaded_pipeline_has(tiny_sd):
     assert torch.equal(rows(), retrained.vectors)
     with pytest.raises(FairytaleError, match="another number of vectors"):
         load_into_pipeline(pipe, [LearnedEmbedding("<t>", torch.randn(3, 32), family="sd1")])
+
+
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        (torch.tensor([[0.0, float("inf")]]), "NaN or infinite"),
+        (torch.ones(76, 4), "at most 75"),
+        (torch.ones(1, 4, dtype=torch.int64), "not learned vectors"),
+        (torch.ones(1, 0), "holds no vectors"),
+    ],
+)
+def test_vectors_that_cannot_be_a_token_are_refused(tmp_path, tensor, message):
+    path = tmp_path / "bad.safetensors"
+    save_file({"<bad>": tensor}, str(path))
+    with pytest.raises(FairytaleError, match=message):
+        read_embedding(path)
+
+
+def test_a_token_that_is_already_a_word_is_found(tiny_sd):
+    from transformers import CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer")
+    # CLIP stores whole words with an end-of-word mark: "giraffe" is not a key, yet it is a word.
+    assert "giraffe" not in tokenizer.get_vocab()
+    assert existing_word(tokenizer, "giraffe") == "giraffe</w>"
+    assert existing_word(tokenizer, "Giraffe") == "giraffe</w>"
+    assert existing_word(tokenizer, "<|endoftext|>") == "<|endoftext|>"
+    assert existing_word(tokenizer, "<giraffe>") is None
+    tokenizer.add_tokens(["<giraffe>"])
+    assert existing_word(tokenizer, "<giraffe>") is None  # a learned token loaded before is not a word

@@ -33,7 +33,7 @@ def clip_count(tiny_sd):
 
 @pytest.mark.parametrize("story", STORY_FILES, ids=lambda p: p.stem)
 def test_plan_command_end_to_end(tmp_path, tiny_args, clip_count, story):
-    out = tmp_path / "plan.json"
+    out = tmp_path / "plans" / "plan.json"  # a folder that does not exist yet is made
     result = CliRunner().invoke(app, ["plan", str(story), "-o", str(out), "--seed", "7", *tiny_args])
     assert result.exit_code == 0, result.output
     plan = load_plan(out)  # valid against the schema
@@ -113,10 +113,11 @@ def test_bad_stories_are_one_line_errors_and_write_nothing(tmp_path, tiny_args, 
 
 def test_unreadable_inputs_and_outputs(tmp_path, tiny_args, read_only_folder):
     runner = CliRunner()
+    (tmp_path / "f.txt").write_text("a file, not a folder")
     missing = runner.invoke(app, ["plan", str(tmp_path / "nope.txt"), "-o", str(tmp_path / "p.json"), *tiny_args])
     assert missing.exit_code == 1 and "not found" in missing.output
-    folder = runner.invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(tmp_path / "no" / "p.json"), *tiny_args])
-    assert folder.exit_code == 1 and "does not exist" in folder.output
+    folder = runner.invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(tmp_path / "f.txt" / "p.json"), *tiny_args])
+    assert folder.exit_code == 1 and "not a folder" in folder.output
     locked = runner.invoke(app, ["plan", str(STORY_FILES[0]), "-o", str(read_only_folder / "p.json"), *tiny_args])
     assert locked.exit_code == 1 and "not writable" in locked.output
     backend = runner.invoke(app, ["plan", str(STORY_FILES[0]), "--backend", "dalle", *tiny_args])

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from fairytale.embeddings import save_embedding
+from fairytale.files import TEMP_MARK
 from fairytale.plan import Embedding, load_plan, save_plan
 from fairytale.render import load_illustrator, load_manifest, render_book
 from fairytale.render.book import next_seed
@@ -165,7 +166,7 @@ def test_a_run_that_dies_at_page_9_paints_only_pages_9_to_12_when_started_again(
     cache = tmp_path / "long" / "cache"
     assert len(list(cache.glob("*.json"))) == 8 and len(list(cache.glob("*.png"))) == 8
     assert not pdf.exists() and not (tmp_path / "long" / "manifest.json").exists()
-    assert not list(tmp_path.rglob("*.tmp-*"))  # no half-written file anywhere
+    assert not [p for p in tmp_path.rglob("*") if TEMP_MARK in p.name]  # no half-written file anywhere
 
     calls["n"] = 0
     fresh = load_illustrator(settings)

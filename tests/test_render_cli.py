@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from pathlib import Path
@@ -101,10 +102,19 @@ def test_a_missing_embedding_file_is_refused(tiny_sd, tmp_path):
     assert_refused(result, "Embedding file for <zoe> not found", tmp_path, before)
 
 
-def test_an_output_in_a_missing_folder_is_refused(tiny_sd, plan_file, tmp_path):
+def test_an_output_in_a_missing_folder_is_made(tiny_sd, plan_file, tmp_path):
+    # The README's `-o out/ginger.pdf` on a fresh machine: the folder is created, as users expect.
+    pdf = tmp_path / "out" / "deeper" / "b.pdf"
+    result = run("render", plan_file, "-o", pdf, "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert pdf.is_file() and (pdf.parent / "b" / "manifest.json").is_file()
+
+
+def test_an_output_below_a_file_is_refused(tiny_sd, plan_file, tmp_path):
+    (tmp_path / "out").write_text("a file, not a folder")
     before = snapshot(tmp_path)
-    result = run("render", plan_file, "-o", tmp_path / "nowhere" / "b.pdf", "--model", tiny_sd)
-    assert_refused(result, "Output folder does not exist", tmp_path, before)
+    result = run("render", plan_file, "-o", tmp_path / "out" / "b.pdf", "--model", tiny_sd)
+    assert_refused(result, "is not a folder", tmp_path, before)
 
 
 def test_a_read_only_output_is_refused(tiny_sd, plan_file, tmp_path, read_only_folder):
@@ -130,16 +140,28 @@ def test_a_missing_model_is_refused(plan_file, tmp_path):
     assert_refused(result, "Model path for sd14 does not exist", tmp_path, before)
 
 
-def test_repainting_needs_a_writable_plan(tiny_sd, plan_file, tmp_path):
-    plan_file.chmod(0o444)
-    try:
-        before = snapshot(tmp_path)
-        result = run("render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--pages", "1")
-        if result.exit_code == 0:  # root ignores file modes; nothing to test then
-            pytest.skip("file modes do not apply to this user")
-        assert_refused(result, "is not writable", tmp_path, before)
-    finally:
-        plan_file.chmod(0o644)
+@pytest.fixture()
+def unwritable_plan(plan_file):
+    """The plan, reached through a folder nobody can create files in, so its new seeds cannot be
+    saved (the save writes a temporary file beside it): for root (who ignores file modes, as CI
+    runs) the plan is opened through /proc/self/fd, for anyone else its folder is made read-only."""
+    if os.geteuid() == 0:
+        handle = os.open(plan_file, os.O_RDONLY)
+        yield Path(f"/proc/self/fd/{handle}")
+        os.close(handle)
+        return
+    plan_file.parent.chmod(0o500)
+    yield plan_file
+    plan_file.parent.chmod(0o700)
+
+
+def test_repainting_needs_a_writable_plan(tiny_sd, plan_file, unwritable_plan, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o700)
+    before = snapshot(tmp_path)
+    result = run("render", unwritable_plan, "-o", out / "b.pdf", "--model", tiny_sd, "--pages", "1")
+    assert_refused(result, "is not writable", tmp_path, before)
 
 
 @pytest.fixture()
@@ -182,12 +204,21 @@ def test_book_plans_then_renders_and_keeps_the_plan(fake_planner, tiny_sd, tmp_p
     assert run(*args, "--force").exit_code == 0 and len(fake_planner) == 2
 
 
+def test_book_makes_the_output_folder_as_the_readme_example_does(fake_planner, tiny_sd, tmp_path, monkeypatch):
+    # README: `fairytale book story.txt -o out/ginger.pdf`, on a machine without out/.
+    monkeypatch.chdir(tmp_path)
+    Path("story.txt").write_text("Ginger the Giraffe\n\nGinger was tall.\n", encoding="utf-8")
+    result = run("book", "story.txt", "-o", "out/ginger.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "ginger.pdf").is_file() and (tmp_path / "out" / "ginger" / "plan.json").is_file()
+
+
 def test_book_refuses_bad_input_before_planning(fake_planner, tiny_sd, tmp_path):
     story = tmp_path / "s.txt"
     story.write_text("A story.", encoding="utf-8")
     before = snapshot(tmp_path)
     assert_refused(run("book", tmp_path / "none.txt", "-o", tmp_path / "b.pdf"), "Story file not found", tmp_path, before)
-    assert_refused(run("book", story, "-o", tmp_path / "x" / "b.pdf"), "Output folder does not exist", tmp_path, before)
+    assert_refused(run("book", story, "-o", story / "b.pdf"), "is not a folder", tmp_path, before)
     assert_refused(run("book", story, "-o", tmp_path / "b.pdf", "--backend", "nope"), "Unknown backend", tmp_path, before)
     assert fake_planner == []
 

@@ -151,6 +151,10 @@ def test_print_upscales_every_picture_x4_and_reports_the_gain(tiny_sd, tiny_upsc
     files = sorted((result.book_dir / "upscaled").iterdir())
     again = render_book(tmp_path / "plan.json", tmp_path / "b.pdf", settings, progress=False)
     assert sorted((again.book_dir / "upscaled").iterdir()) == files
+    # a damaged upscaled picture is made again, not a PDF-stage failure on every later run
+    files[0].write_bytes(files[0].read_bytes()[:100])
+    render_book(tmp_path / "plan.json", tmp_path / "b.pdf", settings, progress=False)
+    assert Image.open(files[0]).size == (256, 256) and Image.open(files[0]).load() is not None
 
 
 def test_large_pictures_are_upscaled_in_blended_tiles(tiny_sd, tiny_upscaler, tmp_path):

@@ -117,14 +117,11 @@ def data_fingerprint(images: list[TrainingImage]) -> str:
 
 def load_picture(path: Path) -> Image.Image:
     """Open a picture as RGB; transparency is laid on white (character cut-outs are often PNGs)."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except (UnidentifiedImageError, OSError) as exc:
-        raise FairytaleError(f"Cannot read picture {path}: {exc}") from None
+    from fairytale.images import open_picture
+
+    image = ImageOps.exif_transpose(open_picture(path, what="training picture"))
     if image.mode in {"RGBA", "LA", "P"}:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.console import Console
+from rich.markup import escape
 from torch import nn
 
-from fairytale.embeddings import a1111_path, family_of_text_encoder, save_embedding
+from fairytale.embeddings import a1111_path, check_new_token, family_of_text_encoder, save_embedding
 from fairytale.errors import FairytaleError
-from fairytale.files import check_output_path, ensure_dir
+from fairytale.files import check_output_folder, check_output_path, ensure_dir
 from training import checkpoint as ckpt
 from training.config import CHARACTER_IMAGES, MAX_VECTORS, RESUMABLE_CHANGES, TrainingConfig
 from training.data import (
@@ -207,6 +208,7 @@ def _add_token(config: TrainingConfig, tokenizer: Any, text_encoder: Any) -> lis
     """Add the token (and ``_1`` … for more vectors) and swap in a :class:`NewTokenEmbedding`
     whose rows start from the ``--init`` word(s). Returns the new token ids."""
     names = placeholder_tokens(config.token, config.vectors)
+    check_new_token(tokenizer, config.token)  # "giraffe" would take over the word in every prompt
     known = [name for name in names if name in tokenizer.get_vocab()]
     if known:
         raise FairytaleError(
@@ -275,7 +277,7 @@ def train(
     low, high = CHARACTER_IMAGES
     if config.kind == "character" and not low <= len(images) <= high:
         say(
-            f"[yellow]{len(images)} pictures in {config.data}; {low}–{high} pictures of the character work best.[/]"
+            f"[yellow]{len(images)} pictures in {escape(str(config.data))}; {low}–{high} pictures of the character work best.[/]"
         )
 
     # 4. the base model, through the registry (local path or hub id)
@@ -370,11 +372,11 @@ def train(
             accelerator.scaler.load_state_dict(state["scaler"])
         ckpt.restore_rng_state(rng, generators)
         start_step, losses = int(state["step"]), list(state["losses"])
-        say(f"Resuming from {resume_from} (step {start_step}).")
+        say(f"Resuming from {escape(str(resume_from))} (step {start_step}).")
 
     say(
-        f"Training {config.kind} token {config.token} ({config.vectors} vector(s), init {config.init_text!r}) on "
-        f"{len(images)} picture(s) at {resolution} px: {model['source'].label}, {family}, {prediction_type}, "
+        f"Training {config.kind} token {escape(config.token)} ({config.vectors} vector(s), init {escape(repr(config.init_text))}) on "
+        f"{len(images)} picture(s) at {resolution} px: {escape(model['source'].label)}, {family}, {prediction_type}, "
         f"{device.type}, mixed precision {accelerator.mixed_precision}, lr {lr:g}."
     )
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
@@ -565,6 +567,7 @@ def _claim_outputs(
     output = check_output_path(Path(config.output), overwrite=config.force)
     check_output_path(a1111_path(output), overwrite=config.force)
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else ckpt.checkpoint_dir_for(output)
+    check_output_folder(checkpoint_dir, "Checkpoint folder")  # before training, not at the first checkpoint
     earlier = ckpt.completed_checkpoints(checkpoint_dir)
     if earlier and not config.resume:
         if not config.force:
@@ -579,10 +582,10 @@ def _claim_outputs(
         accelerator.wait_for_everyone()
     resume_from = ckpt.latest_checkpoint(checkpoint_dir) if config.resume else None
     if config.resume and resume_from is None:
-        say(f"[yellow]No checkpoint in {checkpoint_dir}: starting from step 0.[/]")
+        say(f"[yellow]No checkpoint in {escape(str(checkpoint_dir))}: starting from step 0.[/]")
     if resume_from is not None and int(resume_from.name.split("-")[1]) >= config.steps:
         say(
-            f"[yellow]{resume_from} is already at --steps {config.steps} or past it: nothing left to train.[/]"
+            f"[yellow]{escape(str(resume_from))} is already at --steps {config.steps} or past it: nothing left to train.[/]"
         )
     return output, checkpoint_dir, resume_from
 
@@ -635,7 +638,7 @@ def _validate(
         path=path,
     )
     say(
-        f"Validation picture for step {step}: {path}"
+        f"Validation picture for step {step}: {escape(str(path))}"
         + (" [yellow](blanked by the safety checker)[/]" if flagged else "")
     )
     return path

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
@@ -30,6 +31,12 @@ def stderr() -> Console:
     return Console(stderr=True)
 
 
+def plain(value: object) -> str:
+    """``value`` as text that rich prints exactly as it is: for anything that is not ours (file
+    names, prompts, tokens, titles), which may hold ``[...]`` that rich would read as markup."""
+    return escape(str(value))
+
+
 def user_errors(func: F) -> F:
     """Report :class:`FairytaleError` as one red line and a non-zero exit, never a traceback."""
 
@@ -38,7 +45,8 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except FairytaleError as exc:
-            stderr().print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # The message quotes the user's own text (file names, tokens, titles): never markup.
+            stderr().print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
         except KeyboardInterrupt:
             stderr().print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")

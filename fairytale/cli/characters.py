@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.app import plain, stderr, user_errors
 
 
 @user_errors
@@ -52,12 +52,12 @@ def vary(
             low_vram=low_vram, safety_model=safety_model, training_set=training_set,
         )
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {plain(warning)}")
     if not quiet:
-        console.print(f"[green]✓[/] {len(result.pictures)} variation(s) in {result.folder}")
+        console.print(f"[green]✓[/] {len(result.pictures)} variation(s) in {plain(result.folder)}")
         if training_set:
             console.print(
-                f"Train a character token on them: [bold]fairytale train character --data {result.folder} "
+                f"Train a character token on them: [bold]fairytale train character --data {plain(result.folder)} "
                 '--token "<name>" -o name.safetensors[/]'
             )
 
@@ -78,13 +78,13 @@ def evaluate(
 
     result = evaluate_book(book_dir, clip_model=clip_model, device=device, batch_size=batch_size)
     console = Console()
-    pages = Table(title=f"Prompt alignment (CLIP-T) · {result.backend}")
+    pages = Table(title=f"Prompt alignment (CLIP-T) · {plain(result.backend)}")
     pages.add_column("page", justify="right")
     pages.add_column("CLIP-T", justify="right")
     pages.add_column("characters")
     pages.add_column("prompt", overflow="fold")
     for page in result.pages:
-        pages.add_row(str(page.number), f"{page.clip_t:.1f}", ", ".join(page.characters), page.prompt)
+        pages.add_row(str(page.number), f"{page.clip_t:.1f}", plain(", ".join(page.characters)), plain(page.prompt))
     console.print(pages)
     if result.characters:
         alike = Table(title="Character likeness across pages (CLIP-I)")
@@ -94,12 +94,12 @@ def evaluate(
         alike.add_column("least alike pair", justify="right")
         for character in result.characters:
             a, b, score = character.lowest_pair
-            alike.add_row(character.name, ",".join(map(str, character.pages)), f"{character.clip_i:.1f}", f"{a}–{b}: {score:.1f}")
+            alike.add_row(plain(character.name), ",".join(map(str, character.pages)), f"{character.clip_i:.1f}", f"{a}–{b}: {score:.1f}")
         console.print(alike)
     else:
         console.print("No character appears on two or more pages: no CLIP-I.")
     if result.mean_clip_t is not None:
-        console.print(f"Mean CLIP-T {result.mean_clip_t:.1f} · scores saved to {book_dir / EVALUATION_FILE}")
+        console.print(f"Mean CLIP-T {result.mean_clip_t:.1f} · scores saved to {plain(book_dir / EVALUATION_FILE)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.app import plain, stderr, user_errors
 from fairytale.cli.export import (
     Facing,
     Format,
@@ -79,7 +79,7 @@ def print_summary(result: RenderResult) -> None:
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("Book", f"{result.pdf} · {report.page_count} pages (cover, title page, {story_pages} story pages) · {_size(report.bytes)}")
+    table.add_row("Book", f"{plain(result.pdf)} · {report.page_count} pages (cover, title page, {story_pages} story pages) · {_size(report.bytes)}")
     pictures = f"{len(result.painted)} painted, {len(result.reused)} reused from the cache"
     if result.repainted:
         pictures += f" · repainted after a safety flag: {', '.join(map(str, result.repainted))}"
@@ -92,14 +92,14 @@ def print_summary(result: RenderResult) -> None:
         timing += f" · painting {result.paint_seconds:.1f} s, {per_page:.1f} s/page on {result.device}"
     table.add_row("Time", timing)
     dpis = [p.effective_dpi for p in result.pages]
-    table.add_row("Print", f"{min(dpis):.0f}-{max(dpis):.0f} DPI of real detail, placed at {result.settings.dpi} DPI · font {report.font} (embedded)")
-    table.add_row("Folder", f"{result.book_dir}{'/'} (pages/, manifest.json)")
+    table.add_row("Print", f"{min(dpis):.0f}-{max(dpis):.0f} DPI of real detail, placed at {result.settings.dpi} DPI · font {plain(report.font)} (embedded)")
+    table.add_row("Folder", f"{plain(result.book_dir)}{'/'} (pages/, manifest.json)")
     if result.new_seeds:
         seeds = ", ".join(f"page {n}: {s}" for n, s in sorted(result.new_seeds.items()))
-        table.add_row("New seeds", f"{seeds} (saved in {result.plan})")
+        table.add_row("New seeds", f"{seeds} (saved in {plain(result.plan)})")
     console.print(table, highlight=False)
     for warning in result.warnings:
-        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {plain(warning)}", highlight=False)
 
 
 @user_errors
@@ -228,7 +228,7 @@ def book(
                 f"`fairytale render {plan_file} -o {pdf}`, or pass --force to plan the story again"
             )
         if not quiet:
-            console.print(f"[dim]Using the plan of this story already in {plan_file} (pass --force to plan again).[/]")
+            console.print(f"[dim]Using the plan of this story already in {plain(plan_file)} (pass --force to plan again).[/]")
     else:
         try:
             from fairytale.planner import plan_story

@@ -16,7 +16,7 @@ from typing import Annotated
 
 import typer
 
-from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.app import plain, stderr, user_errors
 from training.config import TrainingConfig
 
 # One source of truth for defaults: the documented ones in training.config.
@@ -217,9 +217,9 @@ def _command(kind: str, summary: str):
         if result.written:  # the main process of a multi-GPU run
             from rich.table import Table
 
-            table = Table(title=f"Trained {result.token}", show_header=False)
+            table = Table(title=f"Trained {plain(result.token)}", show_header=False)
             for name, value in result.summary():
-                table.add_row(name, value)
+                table.add_row(name, plain(value))
             console.print(table)
 
     command.__doc__ = summary

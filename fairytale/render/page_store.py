@@ -6,6 +6,10 @@ record last: a picture counts as done only once its record exists, so a run kill
 moment leaves nothing that a later run would mistake for a finished page. A run that is started
 again paints exactly the pages whose keys are missing.
 
+The record holds the picture's SHA-256, and a picture that no longer matches it (a disk that
+filled up, a copy cut short, a hand edit) is painted again rather than failing the PDF. Records
+of older versions have no hash: their picture is accepted if it decodes completely.
+
 ``BOOK/pages/page-NN.png`` are plain copies of the current picture of each page, for people
 (and ``fairytale evaluate``) to look at; the cache is what runs rely on.
 """
@@ -39,6 +43,7 @@ class StoredPicture:
     width: int
     height: int
     image: Path | None = None
+    sha256: str | None = None  # of the picture file; None for a placeholder and in older records
 
     def record(self) -> dict:
         data = asdict(self)
@@ -73,18 +78,37 @@ class PageStore:
         if stored.safety == "placeholder":
             return stored
         image = self.image_path(key)
-        return StoredPicture(**{**data, "image": image}) if image.is_file() else None
+        return StoredPicture(**{**data, "image": image}) if self._intact(image, stored.sha256) else None
+
+    @staticmethod
+    def _intact(image: Path, sha256: str | None) -> bool:
+        """Whether the cached picture is the one its record describes (or, for a record
+        without a hash, a picture that decodes completely)."""
+        from fairytale.errors import FairytaleError
+        from fairytale.images import open_picture
+
+        if not image.is_file():
+            return False
+        if sha256 is not None:
+            return sha256_file(image) == sha256
+        try:
+            open_picture(image)
+        except FairytaleError:
+            return False
+        return True
 
     def put(self, stored: StoredPicture, picture: Image.Image | None) -> StoredPicture:
         """Store a finished picture (None for a placeholder) and its record, atomically."""
         ensure_dir(self.cache_dir)
-        image = None
+        image, digest = None, None
         if picture is not None:
             image = self.image_path(stored.key)
             with atomic_path(image) as tmp:
                 picture.save(tmp, "PNG")
-        atomic_write_text(self.record_path(stored.key), json.dumps(stored.record(), indent=2) + "\n")
-        return StoredPicture(**{**stored.record(), "image": image})
+                digest = sha256_file(tmp)
+        record = {**stored.record(), "sha256": digest}
+        atomic_write_text(self.record_path(stored.key), json.dumps(record, indent=2) + "\n")
+        return StoredPicture(**{**record, "image": image})
 
     def page_file(self, number: int, source: Path) -> Path:
         """Make ``pages/page-NN.png`` a copy of ``source`` (unchanged files are left alone)."""

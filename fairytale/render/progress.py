@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from rich.markup import escape
+
 
 class RenderProgress:
     """Receives progress events; every method may be called from the painting loop."""
@@ -89,7 +91,7 @@ class RichProgress(RenderProgress):
             self.started = True
 
     def stage(self, text: str) -> None:
-        self.console.print(f"[dim]{text}[/]", highlight=False)
+        self.console.print(f"[dim]{escape(text)}[/]", highlight=False)  # names and models are not markup
 
     def start_pages(self, total: int) -> None:
         self._ensure_started()
@@ -125,7 +127,7 @@ class RichProgress(RenderProgress):
             self.started = False
 
     def warn(self, message: str) -> None:
-        self.console.print(f"[yellow]Warning:[/] {message}", highlight=False)
+        self.console.print(f"[yellow]Warning:[/] {escape(message)}", highlight=False)
 
     def close(self) -> None:
         self.end_pages()

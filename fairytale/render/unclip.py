@@ -19,6 +19,7 @@ a zero image embedding (text only), so no second model is loaded: one big pipeli
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +73,7 @@ class StableUnCLIP21(Backend):
             path = resolve_plan_path(plan_file, character.reference.image)
             if not path.is_file():
                 raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
+            _check_reference(path, character.name)
             references.append(path)
         return PaintRequest(
             request.page, request.prompt, request.negative_prompt, request.seed, tuple(references),
@@ -141,12 +143,12 @@ class UnCLIPIllustrator(TextToImageIllustrator):
         """The CLIP image embedding (1-d) of the picture at ``path``, via the pipeline's own
         feature extractor and image encoder."""
         import torch
-        from PIL import Image
+
+        from fairytale.images import open_rgb
 
         digest = sha256_file(path)
         if digest not in self._image_embeds:
-            with Image.open(path) as opened:
-                picture = opened.convert("RGB")
+            picture = open_rgb(path, what="reference portrait")
             pixels = self.pipe.feature_extractor(images=picture, return_tensors="pt").pixel_values
             encoder = self.pipe.image_encoder
             param = next(encoder.parameters())
@@ -213,3 +215,17 @@ def reference_seed(plan_seed: int, character_id: str) -> int:
     """The seed a character's reference portrait is painted with (recorded in the plan)."""
     digest = hashlib.sha256(f"fairytale-reference:{plan_seed}:{character_id}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % 2**63
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_reference(path: Path, size: int, mtime_ns: int, name: str) -> None:
+    from fairytale.images import open_picture
+
+    open_picture(path, what=f"reference picture of {name}")
+
+
+def _check_reference(path: Path, name: str) -> None:
+    """Refuse a reference picture that is not a readable picture now, before any model loads
+    (checked once per file version, as every page of the character names it)."""
+    stat = path.stat()
+    _checked_reference(path, stat.st_size, stat.st_mtime_ns, name)

@@ -187,14 +187,14 @@ def upscale_pictures(
     """Upscale every job's picture, cached in ``book_dir/upscaled``; returns the upscaled file by
     page (pages whose upscaled picture was flagged are left out) and warnings. The upscaler and
     the checker (``safety()``) are loaded only if some picture is not cached yet."""
-    from PIL import Image
-
+    from fairytale.images import open_picture
     from fairytale.render.progress import RenderProgress
 
     folder = Path(book_dir) / "upscaled"
     fingerprint = upscaler_fingerprint(ref)
     targets = {job.page: folder / f"{upscale_key(job, fingerprint, steps, tile)}.png" for job in jobs}
-    results = {page: path for page, path in targets.items() if path.is_file()}
+    # A damaged upscaled picture (a copy cut short) is made again rather than failing the PDF.
+    results = {page: path for page, path in targets.items() if path.is_file() and _decodes(path)}
     missing = [job for job in jobs if job.page not in results]
     warnings: list[str] = []
     if not missing:
@@ -206,8 +206,7 @@ def upscale_pictures(
     ensure_dir(folder)
     try:
         for job in missing:
-            with Image.open(job.picture) as picture:
-                bigger = upscaler.upscale(picture, job)
+            bigger = upscaler.upscale(open_picture(job.picture, what=f"picture of page {job.page}"), job)
             if checker.flagged([bigger])[0]:
                 warnings.append(f"page {job.page}: the upscaled picture was flagged; printed from the original instead")
                 continue
@@ -217,3 +216,14 @@ def upscale_pictures(
     finally:
         upscaler.close()
     return results, warnings
+
+
+def _decodes(path: Path) -> bool:
+    from fairytale.errors import FairytaleError
+    from fairytale.images import open_picture
+
+    try:
+        open_picture(path)
+    except FairytaleError:
+        return False
+    return True
