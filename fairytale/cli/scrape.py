@@ -7,8 +7,6 @@ they print that comes from outside (titles, URLs, file names, server messages, p
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +14,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from rich.text import Text
 
 from fairytale.cli.app import stderr, user_errors
 from fairytale.errors import FairytaleError
@@ -25,26 +22,7 @@ from scraping.site import DEFAULT_BASE_URL, LISTING_PATH, TERMS
 dataset_app = typer.Typer(help="Build the picture-book style dataset the trainer reads.", no_args_is_help=True)
 
 
-def _errors_as_text(func: Callable[..., None]) -> Callable[..., None]:
-    """Print a :class:`FairytaleError` as plain text: its message quotes URLs, titles and paths.
-
-    (``user_errors`` reads messages as rich markup, so ``--base-url 'http://x/[/]'`` would crash
-    it; this local wrapper prints the line itself, the same way, without markup.)
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        try:
-            return func(*args, **kwargs)
-        except FairytaleError as exc:
-            stderr().print(Text.assemble(("Error:", "bold red"), " ", str(exc)), highlight=False, soft_wrap=True)
-            raise typer.Exit(code=exc.exit_code) from None
-
-    return wrapper
-
-
 @user_errors
-@_errors_as_text
 def scrape_command(
     base_url: Annotated[
         str,
@@ -123,7 +101,6 @@ def scrape_command(
 
 @dataset_app.command("build")
 @user_errors
-@_errors_as_text
 def build_command(
     pdf_dir: Annotated[Path, typer.Argument(help="Folder of PDFs, e.g. the --out of `fairytale scrape`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the imagefolder dataset.")] = Path("dataset"),
