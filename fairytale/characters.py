@@ -37,7 +37,7 @@ from fairytale.lexicon import (
     SPEECH_VERBS,
     singular,
 )
-from fairytale.nlp import Choice, PlannerModels, Question
+from fairytale.nlp import Choice, PlannerModels, Premise, Question
 from fairytale.pages import Sentence
 
 MentionKind = Literal["name", "phrase", "pronoun"]
@@ -245,6 +245,12 @@ def _context(sentences: Sequence[Sentence], ids: Sequence[int], limit: int = 600
     return text.strip()
 
 
+def _premise_at(sentences: Sequence[Sentence], phrase: _Phrase) -> Premise:
+    """The sentence of ``phrase``, focused on it (a long sentence is cut around the phrase)."""
+    sentence = sentences[phrase.sentence]
+    return Premise(sentence.text, phrase.start - sentence.start, phrase.end - sentence.start)
+
+
 def _kind_options(premise: str, accepted: set[str]) -> tuple[str, ...]:
     """Kinds worth asking NLI about: the character nouns near the name, else people words."""
     near = [word for word in _WORD.findall(premise.lower()) if singular(word) in accepted]
@@ -295,7 +301,10 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
         by_head[phrase.head].append(phrase)
     candidates = sorted(by_head)
     confirm = models.judge.entailment(
-        [(sentences[by_head[head][0].sentence].text, f"The {head} is a person or an animal.") for head in candidates]
+        [
+            (_premise_at(sentences, by_head[head][0]), f"The {head} is a person or an animal.")
+            for head in candidates
+        ]
     )
     accepted = set()
     for head, probability in zip(candidates, confirm, strict=True):
@@ -321,7 +330,7 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
             still_untyped.append(member)
     guesses = models.judge.choose(
         [
-            Choice(premise, f"{m.name} is a {{}}.", _kind_options(premise, accepted))
+            Choice(Premise.around(premise, m.name), f"{m.name} is a {{}}.", _kind_options(premise, accepted))
             for m in still_untyped
             for premise in [_context(sentences, m.sentence_ids()[:2], 240)]
         ]
@@ -410,7 +419,12 @@ def _assign_genders(members: Sequence[CastMember], sentences: Sequence[Sentence]
         else:
             asked.append(member)
     choices = [
-        Choice(_context(sentences, m.sentence_ids()[:1], 240), f"{m.reference.capitalize()} is {{}}.", options) for m in asked
+        Choice(
+            Premise.around(_context(sentences, m.sentence_ids()[:1], 240), m.reference.removeprefix("the ")),
+            f"{m.reference.capitalize()} is {{}}.",
+            options,
+        )
+        for m in asked
     ]
     for member, scores in zip(asked, models.judge.choose(choices), strict=True):
         # NLI's verdict, averaged with the pronouns the text uses right after the character.
