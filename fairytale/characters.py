@@ -11,11 +11,15 @@ The steps, each batched across the whole story:
    extractive QA ("What kind of animal or person is Ginger?") and, failing an answer, zero-shot
    NLI give each named character a kind. A named character's kind ties it to the unnamed
    phrases with that head noun when the text's own kind answer says so.
-5. **Gender and number** — gendered nouns, then zero-shot NLI, plus the pronouns that follow
+5. **Groups** — named characters together ("Pip and Tom") and plural phrases headed by a
+   character noun ("the three bears", "the robbers") are characters too, of gender "group";
+   a group of named characters lists them as its members (model-free).
+6. **Gender and number** — gendered nouns, then zero-shot NLI, plus the pronouns that follow
    a character's lone mentions; used to attribute pronouns.
-6. **Pronouns** — each he/she/it goes to the most recent compatible character within a few
-   sentences, so a page that only says "she" still knows who is on it.
-7. **Ranking** — by mentions (names, phrases and pronouns); the leading ones are main characters.
+7. **Pronouns** — each he/she/it goes to the most recent compatible character within a few
+   sentences, and each they/them/their to the most recent group, so a page that only says
+   "she" or "they" still knows who is on it.
+8. **Ranking** — by mentions (names, phrases and pronouns); the leading ones are main characters.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from fairytale.lexicon import (
     CHARACTER_NOUNS,
     DETERMINERS,
     FEMALE_NOUNS,
+    GROUP_OPENERS,
     MALE_NOUNS,
     PEOPLE,
     PHRASE_STOPWORDS,
@@ -84,11 +89,19 @@ class CastMember:
     kind: str | None = None
     gender: str | None = None
     mentions: list[Mention] = field(default_factory=list)
+    #: For a group of named characters ("Pip and Tom"): the keys of its members.
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def is_group(self) -> bool:
+        return self.gender == "group"
 
     @property
     def reference(self) -> str:
-        """How questions about the character name them: "Ginger", or "the owl"."""
-        return self.name if self.named else f"the {next(iter(sorted(self.heads)))}"
+        """How questions about the character name them: "Ginger", "the owl", "the three bears"."""
+        if self.named or self.is_group:
+            return self.name
+        return f"the {next(iter(sorted(self.heads)))}"
 
     def sentence_ids(self) -> list[int]:
         return sorted({m.sentence for m in self.mentions})
@@ -167,6 +180,99 @@ def find_phrases(sentences: Sequence[Sentence]) -> list[_Phrase]:
                     found.append(_Phrase(start, end, sentence.text[word.start() : words[ahead].end()], lowered, index, False))
                     break
     return found
+
+
+def _plural_head(token: str) -> str | None:
+    """``token`` lower-cased if it is the plural of a character noun ("bears", "mice"), else None."""
+    lowered = token.lower().removesuffix("’s").removesuffix("'s").rstrip("’'")
+    if lowered in CHARACTER_NOUNS or lowered in PHRASE_STOPWORDS:
+        return None
+    return lowered if singular(lowered) in CHARACTER_NOUNS else None
+
+
+def find_group_phrases(sentences: Sequence[Sentence]) -> list[_Phrase]:
+    """Plural noun phrases headed by a character noun: "the three bears", "two little mice"."""
+    found = []
+    for index, sentence in enumerate(sentences):
+        words = _words(sentence.text)
+        for position, word in enumerate(words):
+            if word.group().lower() not in GROUP_OPENERS:
+                continue
+            if position and words[position - 1].group().lower() in GROUP_OPENERS:
+                continue  # "three" in "the three bears": the phrase starts at "the"
+            for ahead in range(position + 1, min(position + 5, len(words))):
+                gap = sentence.text[words[ahead - 1].end() : words[ahead].start()]
+                token = words[ahead].group()
+                if gap.strip(" ,") or token.lower() in PHRASE_STOPWORDS or token.lower() in CHARACTER_NOUNS:
+                    break  # the phrase ended, or it is one character ("the bear")
+                head = _plural_head(token)
+                if head is not None:
+                    end = words[ahead].start() + len(head)
+                    text = sentence.text[word.start() : end]
+                    found.append(_Phrase(sentence.start + word.start(), sentence.start + end, text, head, index, True))
+                    break
+    return found
+
+
+#: What may stand between the names of a group: "Pip and Tom", "Pip, Tom and Sam", "Pip & Tom".
+_NAME_JOINER = re.compile(r",?\s+(?:and|&)\s+|,\s*")
+
+
+def find_named_groups(text: str, names: Sequence[Mention]) -> list[tuple[list[Mention], Mention]]:
+    """Named characters together in one phrase: each run of two or more names joined by commas
+    and a final "and" ("Pip and Tom", "Ann, Bo and Cy"), as (the names, the whole phrase)."""
+    ordered = sorted(names, key=lambda m: m.start)
+    groups, run = [], ordered[:1]
+
+    def close(run: list[Mention]) -> None:
+        if len(run) > 1:
+            last_gap = text[run[-2].end : run[-1].start]
+            if re.search(r"\b(?:and)\b|&", last_gap):
+                whole = Mention(run[0].start, run[-1].end, text[run[0].start : run[-1].end], run[0].sentence, "name")
+                groups.append((list(run), whole))
+
+    for mention in ordered[1:]:
+        previous = run[-1]
+        if mention.sentence == previous.sentence and _NAME_JOINER.fullmatch(text[previous.end : mention.start]):
+            run.append(mention)
+        else:
+            close(run)
+            run = [mention]
+    close(run)
+    return groups
+
+
+def _join_names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _add_groups(
+    cast: dict[str, CastMember], text: str, sentences: Sequence[Sentence], name_mentions: Sequence[Mention]
+) -> None:
+    """Add the story's groups to ``cast`` (see :func:`find_named_groups` and :func:`find_group_phrases`)."""
+    owner_of_name = {name: member for member in cast.values() for name in member.names}
+    for names, whole in find_named_groups(text, name_mentions):
+        owners = list(dict.fromkeys(owner_of_name[m.text].key for m in names if m.text in owner_of_name))
+        if len(owners) < 2:
+            continue  # "Pip and Pip": one character
+        key = "&" + "&".join(sorted(owners))
+        group = cast.setdefault(
+            key,
+            CastMember(key=key, name=_join_names([cast[o].name for o in owners]), named=True, gender="group", members=owners),
+        )
+        group.names.add(whole.text)
+        group.mentions.append(whole)
+    by_head: dict[str, list[_Phrase]] = defaultdict(list)
+    for phrase in find_group_phrases(sentences):
+        by_head[phrase.head].append(phrase)
+    for head, phrases in sorted(by_head.items()):
+        texts = [p.text[0].lower() + p.text[1:] for p in phrases]
+        name = max(texts, key=lambda t: (len(t.split()), -texts.index(t)))  # the fullest: "the three bears"
+        key = f"~{head}"
+        group = CastMember(key=key, name=name, named=False, kind=singular(head), gender="group", heads={head})
+        group.phrases.update(texts)
+        group.mentions += [Mention(p.start, p.end, p.text, p.sentence, "phrase") for p in phrases]
+        cast[key] = group
 
 
 # --------------------------------------------------------------------------- 3. ties from the text
@@ -360,12 +466,14 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
             if not right_after_name:
                 owner.mentions.append(Mention(phrase.start, phrase.end, phrase.text, phrase.sentence, "phrase"))
 
+    # 5. groups
+    _add_groups(cast, text, sentences, name_mentions)
     members = list(cast.values())
-    # 5. gender and number
+    # 6. gender and number
     _assign_genders(members, sentences, models)
-    # 6. pronouns
+    # 7. pronouns
     _attribute_pronouns(members, sentences)
-    # 7. rank
+    # 8. rank
     for member in members:
         member.mentions.sort(key=lambda m: m.start)
     members.sort(key=lambda m: (-len(m.mentions), m.mentions[0].start if m.mentions else 0))
@@ -408,6 +516,8 @@ def _assign_genders(members: Sequence[CastMember], sentences: Sequence[Sentence]
     options = ("female", "male")
     asked = []
     for member in members:
+        if member.is_group:
+            continue  # a group is "they", whatever its members are
         nouns = member.heads | ({member.kind} if member.kind else set())
         evidence = _pronoun_evidence(member, members, sentences)
         if nouns & FEMALE_NOUNS:

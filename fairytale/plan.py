@@ -65,7 +65,9 @@ class Character(_Strict):
     token: str | None = Field(default=None, description="Learned token (see embeddings) that draws them.")
     reference: Reference | None = None
     members: list[str] = Field(
-        default_factory=list, description="For a group ('the three bears', 'Pip and Tom'): ids of its members."
+        default_factory=list,
+        description="For a group of known characters ('Pip and Tom'): their ids. Gender 'group' means "
+        "they/them; a group without members ('the three bears') is drawn from its description.",
     )
 
 
@@ -138,6 +140,22 @@ class BookPlan(_Strict):
         if duplicates:
             raise ValueError(f"character ids must be unique, repeated: {duplicates}")
         known = set(ids)
+        groups = {c.id for c in self.characters if c.members}
+        for character in self.characters:
+            if not character.members:
+                continue
+            if character.gender != "group":
+                raise ValueError(f"character '{character.id}' has members, so its gender must be 'group'")
+            if character.id in character.members:
+                raise ValueError(f"character '{character.id}' lists itself among its members")
+            unknown = [m for m in character.members if m not in known]
+            if unknown:
+                raise ValueError(f"character '{character.id}' has unknown members {unknown}")
+            if len(set(character.members)) != len(character.members):
+                raise ValueError(f"character '{character.id}' lists a member twice: {character.members}")
+            nested = [m for m in character.members if m in groups]
+            if nested:
+                raise ValueError(f"character '{character.id}' has groups among its members {nested}; list their members")
         for page in self.pages:
             unknown = [c for c in page.characters if c not in known]
             if unknown:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fairytale.errors import PlanError
-from fairytale.plan import BookPlan, Character, Embedding, Page, dump_plan, load_plan, save_plan
+from fairytale.plan import BookPlan, Character, Embedding, Page, dump_plan, load_plan, parse_plan, save_plan
 
 
 def make_plan(**overrides) -> BookPlan:
@@ -99,3 +99,36 @@ def test_version_1_plans_are_migrated_to_version_2(tmp_path):
     migrated = load_plan(path)
     assert migrated.version == 2
     assert migrated == make_plan()  # the same book: prompts, seeds, characters unchanged
+
+
+def _with_group(**group) -> dict:
+    data = json.loads(dump_plan(make_plan()))
+    data["characters"].append({"id": "tom", "name": "Tom"})
+    data["characters"].append({"id": "pair", "name": "Ginger and Tom", "gender": "group", **group})
+    return data
+
+
+def test_groups_round_trip():
+    plan = parse_plan(json.dumps(_with_group(members=["ginger", "tom"])))
+    assert plan.character("pair").members == ["ginger", "tom"] and plan.character("pair").gender == "group"
+
+
+@pytest.mark.parametrize(
+    "group, message",
+    [
+        ({"members": ["ginger", "nobody"]}, r"unknown members \['nobody'\]"),
+        ({"members": ["ginger", "pair"]}, "lists itself"),
+        ({"members": ["ginger", "ginger"]}, "a member twice"),
+        ({"members": ["ginger", "tom"], "gender": "male"}, "gender must be 'group'"),
+    ],
+)
+def test_group_members_are_validated(group, message):
+    with pytest.raises(PlanError, match=message):
+        parse_plan(json.dumps(_with_group(**group)))
+
+
+def test_groups_of_groups_are_refused():
+    data = _with_group(members=["ginger", "tom"])
+    data["characters"].append({"id": "all", "name": "Everyone", "gender": "group", "members": ["pair", "tom"]})
+    with pytest.raises(PlanError, match="groups among its members"):
+        parse_plan(json.dumps(data))
