@@ -132,3 +132,50 @@ def test_groups_of_groups_are_refused():
     data["characters"].append({"id": "all", "name": "Everyone", "gender": "group", "members": ["pair", "tom"]})
     with pytest.raises(PlanError, match="groups among its members"):
         parse_plan(json.dumps(data))
+
+
+def _as_version_1(data: dict) -> dict:
+    """Plan JSON as version 1 wrote it: without the fields version 2 added."""
+    data = json.loads(json.dumps(data))
+    for page in data["pages"]:
+        page.pop("alt_text")
+    for character in data["characters"]:
+        character.pop("members")
+    for key in ("language", "back_cover_text"):
+        data.pop(key)
+    return {**data, "version": 1}
+
+
+def test_a_version_1_plan_renders_the_same_pictures(tmp_path, tiny_sd, monkeypatch):
+    # Pictures are named by their cache keys: same keys, same pictures, nothing repainted.
+    import torch
+    from transformers import CLIPTokenizer
+
+    from fairytale.planner import plan_story
+    from fairytale.prompts import clip_token_counter
+    from fairytale.render import render_book
+    from fairytale.render.backends import StableDiffusion14
+    from tests.conftest import STORIES
+    from tests.fakes import fake_models
+    from tests.render_support import tiny_settings
+
+    # The planner as `fairytale plan` runs it; rule-driven language models keep this fast.
+    count = clip_token_counter(CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer"))
+    models = fake_models(names=("Ginger", "Milo"), qa_rules={"Where does": "the river"})
+    plan = plan_story(STORIES / "ginger_giraffe.txt", models=models, count_tokens=count, seed=5, words_per_page=60)
+    v2 = tmp_path / "plan.json"
+    save_plan(plan, v2)
+    v1 = tmp_path / "plan-v1.json"
+    v1.write_text(json.dumps(_as_version_1(json.loads(v2.read_text(encoding="utf-8")))), encoding="utf-8")
+    settings = tiny_settings(tiny_sd, steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny UNet is slower on a busy second core (see render_support)
+    try:
+        new = render_book(v2, tmp_path / "book.pdf", settings, progress=False)
+        monkeypatch.setattr(StableDiffusion14, "load", lambda *a, **k: pytest.fail("a cached picture was repainted"))
+        old = render_book(v1, tmp_path / "book.pdf", settings, progress=False)  # the same book folder
+    finally:
+        torch.set_num_threads(threads)
+    assert len(new.pages) >= 2 and new.painted == [p.number for p in new.pages]
+    assert [p.key for p in old.pages] == [p.key for p in new.pages]
+    assert old.painted == [] and old.reused == [p.number for p in new.pages]
