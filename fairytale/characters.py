@@ -52,6 +52,12 @@ CONFIRM_UNKNOWN_NOUN = 0.6
 CONFIRM_MIN_MENTIONS = 2
 #: Lexicon nouns are refused only when NLI is this sure they are not a living being.
 REJECT_KNOWN_NOUN = 0.15
+#: A "name" longer than this (words or characters) is a tagging slip, not a name; questions
+#: built from it would also crowd the models' inputs.
+MAX_NAME_WORDS = 4
+MAX_NAME_CHARS = 40
+#: A run of more names than this is a list, not a group that acts together.
+MAX_GROUP_NAMES = 8
 #: How many sentences back a pronoun may look for its character.
 PRONOUN_WINDOW = 3
 #: A zero-shot answer is used only above this probability.
@@ -134,6 +140,8 @@ def find_names(sentences: Sequence[Sentence], models: PlannerModels) -> list[Men
         for span in spans:
             name = _clean_name(span.text)
             if not name or not name[0].isupper() or name.lower() in PRONOUNS:
+                continue
+            if len(name) > MAX_NAME_CHARS or len(name.split()) > MAX_NAME_WORDS:
                 continue
             offset = sentence.text.find(name, max(0, span.start - 1))
             start = sentence.start + (offset if offset >= 0 else span.start)
@@ -225,7 +233,7 @@ def find_named_groups(text: str, names: Sequence[Mention]) -> list[tuple[list[Me
     groups, run = [], ordered[:1]
 
     def close(run: list[Mention]) -> None:
-        if len(run) > 1:
+        if 1 < len(run) <= MAX_GROUP_NAMES:
             last_gap = text[run[-2].end : run[-1].start]
             if re.search(r"\b(?:and)\b|&", last_gap):
                 whole = Mention(run[0].start, run[-1].end, text[run[0].start : run[-1].end], run[0].sentence, "name")

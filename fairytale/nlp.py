@@ -104,10 +104,24 @@ class Reader:
         self.counters = Counters()
         self._cache: dict[Question, Answer | None] = {}
 
+    def _question_fits(self, question: str) -> bool:
+        """Whether the pipeline can window a context beside ``question``: the question (never cut)
+        must leave room for the stride the windows overlap by, as the pipeline computes it."""
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return True
+        window = min(tokenizer.model_max_length, 384)  # the pipeline's max_seq_len default
+        room = window - min(window // 2, 128) - tokenizer.num_special_tokens_to_add(pair=True) - 1
+        return len(tokenizer(question, add_special_tokens=False, verbose=False)["input_ids"]) <= room
+
     def answer_all(self, questions: Sequence[Question]) -> list[Answer | None]:
-        """Answer every question; ``None`` where the model finds no answer in the context."""
+        """Answer every question; ``None`` where the model finds no answer in the context, and
+        for a question too long to leave the model room for any context."""
         self.counters.asked += len(questions)
         todo = sorted({q for q in questions if q not in self._cache}, key=lambda q: len(q.context) + len(q.question))
+        for question in [q for q in todo if not self._question_fits(q.question)]:
+            self._cache[question] = None
+            todo.remove(question)
         if todo:
             outputs = self.pipe(
                 question=[q.question for q in todo],

@@ -131,3 +131,10 @@ def test_singular_pronouns_never_go_to_a_group():
     text = "The three bears came home. It was late. He sat down."
     cast, _ = cast_of(text, fake_models())
     assert [m.how for m in cast["the three bears"].mentions] == ["phrase"]
+
+
+def test_overlong_names_are_tagging_slips():
+    blob = "Zz" + "z" * 300
+    text = f"{blob} sat. Ginger Ann Lee May Roe ran. Pip laughed."
+    cast, _ = cast_of(text, fake_models(names=(blob, "Ginger Ann Lee May Roe", "Pip")))
+    assert list(cast) == ["Pip"]  # questions about a 300-letter "name" would crowd out the context

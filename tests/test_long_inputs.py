@@ -124,3 +124,14 @@ def test_reader_hands_the_whole_context_to_the_windowing_pipeline(planner_models
     [answer] = reader.answer_all([Question("What is Ginger wearing?", context)])
     assert seen == [context]
     assert answer is None or answer.text in context
+
+
+def test_a_question_too_long_for_the_qa_model_is_unanswered_not_a_crash(planner_models):
+    name = "Q" + "".join(chr(0x0100 + (i * 37) % 300) for i in range(600))  # 600 letters, many tokens each
+    reader: Reader = planner_models.reader
+    long_question, short_question = (
+        Question(f"What kind of animal or person is {name}?", "A cat sat on the mat."),
+        Question("What sat?", "A cat sat on the mat."),
+    )
+    answers = reader.answer_all([long_question, short_question])
+    assert answers[0] is None and (answers[1] is None or answers[1].text in short_question.context)
