@@ -151,7 +151,7 @@ def read_story(path: Path, title: str | None = None) -> Story:
     data = read_bounded(path, MAX_BYTES, "Story file")
     if len(data) > MAX_BYTES:
         raise FairytaleError(
-            f"{path} is over {MAX_BYTES // 1024} KB, too long for a picture book "
+            f"{path} is {path.stat().st_size // 1024:,} KB, too long for a picture book "
             f"(the limit is {MAX_BYTES // 1024} KB)"
         )
     if not data.strip():

@@ -108,7 +108,7 @@ def test_plan_refuses_to_overwrite_its_own_story(tmp_path, tiny_args):
     for output in (story, tmp_path / "." / "same.txt", tmp_path / "link.txt", tmp_path / "hard.txt"):
         result = runner.invoke(app, ["plan", str(story), "-o", str(output), "--force", *tiny_args])
         assert result.exit_code == 1, result.output
-        assert "overwrite the story" in result.output and "Traceback" not in result.output
+        assert "is the story file itself" in result.output and "Traceback" not in result.output
         assert story.read_bytes() == original
 
 
@@ -118,3 +118,10 @@ def test_plan_output_names_are_printed_as_written(tmp_path, tiny_args):
     assert result.exit_code == 0, result.output
     assert "plan [draft].json" in result.output.replace("\n", "")
     assert load_plan(out).seed == 1
+
+
+def test_the_same_file_is_refused_before_asking_for_force(tmp_path, tiny_args):
+    story = tmp_path / "same.txt"
+    story.write_bytes(STORY.read_bytes())
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(story), *tiny_args])
+    assert result.exit_code == 1 and "is the story file itself" in result.output and "--force" not in result.output

@@ -51,8 +51,8 @@ def plan_command(
 
     if backend not in registry.BACKENDS:
         raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
-    check_output_path(output, overwrite=force)
     _refuse_overwriting_the_story(story, output)
+    check_output_path(output, overwrite=force)
     console = stderr()
     started, stats = time.perf_counter(), PlanStats()
     plan = plan_story(
@@ -84,7 +84,7 @@ def plan_command(
 
 def _refuse_overwriting_the_story(story: Path, output: Path) -> None:
     """``-o`` naming the story itself (the same path, a symlink to it or a hard link) would
-    replace the story with its plan, even with --force: refuse before any work."""
+    replace the story with its plan, even with --force: refuse before anything else."""
     import os
 
     from fairytale.errors import FairytaleError
@@ -94,7 +94,7 @@ def _refuse_overwriting_the_story(story: Path, output: Path) -> None:
     except OSError:  # one of them does not exist: they cannot be the same file
         same = False
     if same:
-        raise FairytaleError(f"The plan would overwrite the story itself: {output} is {story}; choose another -o")
+        raise FairytaleError(f"-o {output} is the story file itself; the plan would overwrite it: choose another -o")
 
 
 def register(app: typer.Typer) -> None:
