@@ -56,8 +56,8 @@ def _plan(path, models, count, words_per_page=None):
         ("paragraph", 600),
         ("sentence", 3_000),
         ("paragraph", 3_000),
-        ("sentence", 10_000),
-        ("paragraph", 10_000),
+        pytest.param("sentence", 10_000, marks=pytest.mark.slow),  # QA reads ~50 windows: 2-15 s here
+        pytest.param("paragraph", 10_000, marks=pytest.mark.slow),
     ],
 )
 def test_long_inputs_are_planned(tmp_path, planner_models, clip_count, shape, words):
