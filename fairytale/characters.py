@@ -217,7 +217,8 @@ def find_group_phrases(sentences: Sequence[Sentence]) -> list[_Phrase]:
                 if head is not None:
                     end = words[ahead].start() + len(head)
                     text = sentence.text[word.start() : end]
-                    found.append(_Phrase(sentence.start + word.start(), sentence.start + end, text, head, index, True))
+                    start = sentence.start + word.start()
+                    found.append(_Phrase(start, sentence.start + end, text, head, index, True))
                     break
     return found
 
@@ -236,12 +237,14 @@ def find_named_groups(text: str, names: Sequence[Mention]) -> list[tuple[list[Me
         if 1 < len(run) <= MAX_GROUP_NAMES:
             last_gap = text[run[-2].end : run[-1].start]
             if re.search(r"\b(?:and)\b|&", last_gap):
-                whole = Mention(run[0].start, run[-1].end, text[run[0].start : run[-1].end], run[0].sentence, "name")
+                start, end = run[0].start, run[-1].end
+                whole = Mention(start, end, text[start:end], run[0].sentence, "name")
                 groups.append((list(run), whole))
 
     for mention in ordered[1:]:
         previous = run[-1]
-        if mention.sentence == previous.sentence and _NAME_JOINER.fullmatch(text[previous.end : mention.start]):
+        joined = _NAME_JOINER.fullmatch(text[previous.end : mention.start])
+        if mention.sentence == previous.sentence and joined:
             run.append(mention)
         else:
             close(run)
@@ -264,9 +267,9 @@ def _add_groups(
         if len(owners) < 2:
             continue  # "Pip and Pip": one character
         key = "&" + "&".join(sorted(owners))
+        name = _join_names([cast[owner].name for owner in owners])
         group = cast.setdefault(
-            key,
-            CastMember(key=key, name=_join_names([cast[o].name for o in owners]), named=True, gender="group", members=owners),
+            key, CastMember(key=key, name=name, named=True, gender="group", members=owners)
         )
         group.names.add(whole.text)
         group.mentions.append(whole)

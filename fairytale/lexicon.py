@@ -88,7 +88,10 @@ def singular(word: str) -> str:
     for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
         if word.endswith(suffix) and word[: -len(suffix)] + replacement in CHARACTER_NOUNS:
             return word[: -len(suffix)] + replacement
-    irregular = {"mice": "mouse", "geese": "goose", "children": "child", "men": "man", "women": "woman", "wolves": "wolf", "thieves": "thief", "elves": "elf", "dwarves": "dwarf", "sheep": "sheep", "fish": "fish", "calves": "calf"}
+    irregular = {
+        "mice": "mouse", "geese": "goose", "children": "child", "men": "man", "women": "woman", "wolves": "wolf",
+        "thieves": "thief", "elves": "elf", "dwarves": "dwarf", "sheep": "sheep", "fish": "fish", "calves": "calf",
+    }  # fmt: skip
     return irregular.get(word, word)
 
 #: Words that say when something happens. A page without one keeps the previous time of day.

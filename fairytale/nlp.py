@@ -212,7 +212,7 @@ def fit_premise(tokenizer: Any, limit: int, premise: Premise, hypothesis: str) -
     if room < 8:
         from fairytale.errors import FairytaleError
 
-        raise FairytaleError(f"NLI hypothesis too long for the model ({limit} tokens): {hypothesis[:80]!r}…")
+        raise FairytaleError(f"NLI hypothesis too long for the model ({limit} tokens): {hypothesis[:80]!r}")
     if premise.end > premise.start:
         focus = [i for i, (a, b) in enumerate(offsets) if b > premise.start and a < premise.end]
         first, last = (focus[0], focus[-1]) if focus else (0, 0)

@@ -45,7 +45,9 @@ class Reference(_Strict):
     """A character's reference portrait: painted once, or the user's own picture."""
 
     image: str = Field(description="Picture file, relative to the plan's folder.")
-    seed: StrictInt | None = Field(default=None, description="Seed it was painted with; null for a user's picture.")
+    seed: StrictInt | None = Field(
+        default=None, description="Seed it was painted with; null for a user's picture."
+    )
     prompt: str | None = None
     model: str | None = Field(default=None, description="Model it was painted with.")
 
@@ -155,7 +157,9 @@ class BookPlan(_Strict):
                 raise ValueError(f"character '{character.id}' lists a member twice: {character.members}")
             nested = [m for m in character.members if m in groups]
             if nested:
-                raise ValueError(f"character '{character.id}' has groups among its members {nested}; list their members")
+                raise ValueError(
+                    f"character '{character.id}' has groups among its members {nested}; list their members"
+                )
         for page in self.pages:
             unknown = [c for c in page.characters if c not in known]
             if unknown:

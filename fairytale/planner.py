@@ -74,7 +74,9 @@ def _to_characters(members: Sequence[CastMember], looks: Sequence[dict[str, str]
                 appearance=found,
                 description=description,
                 mentions=len(member.mentions),
-                main=not member.is_group and rank < MAX_MAIN and len(member.mentions) >= max(2, MAIN_SHARE * top),
+                main=not member.is_group
+                and rank < MAX_MAIN
+                and len(member.mentions) >= max(2, MAIN_SHARE * top),
             )
         )
     for member, character in zip(members, characters, strict=True):

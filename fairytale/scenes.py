@@ -4,8 +4,8 @@
   colour, what they wear, what kind of creature they are. A question the text cannot answer
   stays unanswered (SQuAD2's null answer): nothing is invented.
 * **Presence** — a page shows the characters the text mentions on it (by name, phrase or
-  pronoun; a group such as "Pip and Tom", or "they", brings its members); a main character from the previous page who is not mentioned stays if NLI agrees
-  they are still in the scene.
+  pronoun; a group such as "Pip and Tom", or "they", brings its members); a main character
+  from the previous page who is not mentioned stays if NLI agrees they are still in the scene.
 * **Setting and action** — QA on the page text; with no answer the setting carries over from
   the previous page (a walk along the river stays at the river).
 * **Time of day and mood** — zero-shot NLI, asked only of the words around a cue ("That
@@ -85,7 +85,7 @@ def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], mod
     Characters mentioned only once are not asked about: the text rarely describes them, and
     their kind is enough to draw them.
     """
-    asked = [member for member in members if len(member.mentions) >= LOOKS_MIN_MENTIONS and not member.is_group]
+    asked = [m for m in members if len(m.mentions) >= LOOKS_MIN_MENTIONS and not m.is_group]
     questions = [
         Question(template.format(ref=member.reference), _about(member, sentences))
         for member in asked

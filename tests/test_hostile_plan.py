@@ -25,7 +25,16 @@ STORY = STORIES / "ginger_giraffe.txt"
 
 @pytest.fixture(scope="module")
 def tiny_args(tiny_ner, tiny_qa, tiny_nli, tiny_sd):
-    return ["--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli), "--model", str(tiny_sd)]
+    return [
+        "--ner-model",
+        str(tiny_ner),
+        "--qa-model",
+        str(tiny_qa),
+        "--nli-model",
+        str(tiny_nli),
+        "--model",
+        str(tiny_sd),
+    ]
 
 
 def _one_line(message: str) -> bool:
@@ -124,4 +133,8 @@ def test_the_same_file_is_refused_before_asking_for_force(tmp_path, tiny_args):
     story = tmp_path / "same.txt"
     story.write_bytes(STORY.read_bytes())
     result = CliRunner().invoke(app, ["plan", str(story), "-o", str(story), *tiny_args])
-    assert result.exit_code == 1 and "is the story file itself" in result.output and "--force" not in result.output
+    assert (
+        result.exit_code == 1
+        and "is the story file itself" in result.output
+        and "--force" not in result.output
+    )

@@ -135,3 +135,20 @@ def test_a_question_too_long_for_the_qa_model_is_unanswered_not_a_crash(planner_
     )
     answers = reader.answer_all([long_question, short_question])
     assert answers[0] is None and (answers[1] is None or answers[1].text in short_question.context)
+
+
+def test_max_input_tokens_reads_the_model_and_the_tokenizer():
+    from types import SimpleNamespace
+
+    from fairytale.nlp import max_input_tokens
+
+    def pipe(model_type, positions, tokenizer_max):
+        config = SimpleNamespace(model_type=model_type, max_position_embeddings=positions, pad_token_id=1)
+        return SimpleNamespace(
+            model=SimpleNamespace(config=config), tokenizer=SimpleNamespace(model_max_length=tokenizer_max)
+        )
+
+    assert max_input_tokens(pipe("roberta", 514, int(1e30))) == 512  # positions start after the padding index
+    assert max_input_tokens(pipe("bert", 512, int(1e30))) == 512
+    assert max_input_tokens(pipe("deberta-v2", 512, 256)) == 256  # the tokenizer's own limit, when it has one
+    assert max_input_tokens(SimpleNamespace(model=SimpleNamespace(config=SimpleNamespace()))) is None

@@ -94,7 +94,7 @@ def _refuse_overwriting_the_story(story: Path, output: Path) -> None:
     except OSError:  # one of them does not exist: they cannot be the same file
         same = False
     if same:
-        raise FairytaleError(f"-o {output} is the story file itself; the plan would overwrite it: choose another -o")
+        raise FairytaleError(f"-o {output} is the story file itself: the plan would overwrite it")
 
 
 def register(app: typer.Typer) -> None:
