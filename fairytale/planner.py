@@ -50,9 +50,13 @@ def _slug(text: str) -> str:
 def _to_characters(members: Sequence[CastMember], looks: Sequence[dict[str, str]]) -> list[Character]:
     """Plan characters of the cast. Groups are never main: a named group's members are drawn
     (and may be main), and a group without members is drawn from its phrase."""
-    top = len(members[0].mentions) if members else 0
+    # Main characters are ranked among individuals only: a much-mentioned group ("the bears")
+    # must not push Goldilocks out of the main cast.
+    individuals = [member for member in members if not member.is_group]
+    top = len(individuals[0].mentions) if individuals else 0
+    rank_of = {member.key: rank for rank, member in enumerate(individuals)}
     characters, used, id_of = [], set(), {}
-    for rank, (member, found) in enumerate(zip(members, looks, strict=True)):
+    for member, found in zip(members, looks, strict=True):
         base = _slug(member.name.removeprefix("the "))
         key, n = base, 2
         while key in used:
@@ -74,9 +78,7 @@ def _to_characters(members: Sequence[CastMember], looks: Sequence[dict[str, str]
                 appearance=found,
                 description=description,
                 mentions=len(member.mentions),
-                main=not member.is_group
-                and rank < MAX_MAIN
-                and len(member.mentions) >= max(2, MAIN_SHARE * top),
+                main=rank_of.get(member.key, MAX_MAIN) < MAX_MAIN and len(member.mentions) >= max(2, MAIN_SHARE * top),
             )
         )
     for member, character in zip(members, characters, strict=True):
