@@ -138,3 +138,10 @@ def test_the_same_file_is_refused_before_asking_for_force(tmp_path, tiny_args):
         and "is the story file itself" in result.output
         and "--force" not in result.output
     )
+
+
+def test_plan_of_dev_zero_is_one_line(tmp_path, tiny_args):
+    out = tmp_path / "plan.json"
+    result = CliRunner().invoke(app, ["plan", "/dev/zero", "-o", str(out), *tiny_args])
+    assert result.exit_code == 1 and "not a regular file" in result.output
+    assert "Traceback" not in result.output and not out.exists()
