@@ -278,7 +278,7 @@ def _add_groups(
         by_head[phrase.head].append(phrase)
     for head, phrases in sorted(by_head.items()):
         texts = [p.text[0].lower() + p.text[1:] for p in phrases]
-        name = max(texts, key=lambda t: (len(t.split()), -texts.index(t)))  # the fullest: "the three bears"
+        name = max(dict.fromkeys(texts), key=lambda t: len(t.split()))  # the first fullest: "the three bears"
         key = f"~{head}"
         group = CastMember(key=key, name=name, named=False, kind=singular(head), gender="group", heads={head})
         group.phrases.update(texts)
