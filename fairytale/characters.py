@@ -11,11 +11,15 @@ The steps, each batched across the whole story:
    extractive QA ("What kind of animal or person is Ginger?") and, failing an answer, zero-shot
    NLI give each named character a kind. A named character's kind ties it to the unnamed
    phrases with that head noun when the text's own kind answer says so.
-5. **Gender and number** — gendered nouns, then zero-shot NLI, plus the pronouns that follow
+5. **Groups** — named characters together ("Pip and Tom") and plural phrases headed by a
+   character noun ("the three bears", "the robbers") are characters too, of gender "group";
+   a group of named characters lists them as its members (model-free).
+6. **Gender and number** — gendered nouns, then zero-shot NLI, plus the pronouns that follow
    a character's lone mentions; used to attribute pronouns.
-6. **Pronouns** — each he/she/it goes to the most recent compatible character within a few
-   sentences, so a page that only says "she" still knows who is on it.
-7. **Ranking** — by mentions (names, phrases and pronouns); the leading ones are main characters.
+7. **Pronouns** — each he/she/it goes to the most recent compatible character within a few
+   sentences, and each they/them/their to the most recent group, so a page that only says
+   "she" or "they" still knows who is on it.
+8. **Ranking** — by mentions (names, phrases and pronouns); the leading ones are main characters.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from fairytale.lexicon import (
     CHARACTER_NOUNS,
     DETERMINERS,
     FEMALE_NOUNS,
+    GROUP_OPENERS,
     MALE_NOUNS,
     PEOPLE,
     PHRASE_STOPWORDS,
@@ -37,7 +42,7 @@ from fairytale.lexicon import (
     SPEECH_VERBS,
     singular,
 )
-from fairytale.nlp import Choice, PlannerModels, Question
+from fairytale.nlp import Choice, PlannerModels, Premise, Question
 from fairytale.pages import Sentence
 
 MentionKind = Literal["name", "phrase", "pronoun"]
@@ -47,6 +52,12 @@ CONFIRM_UNKNOWN_NOUN = 0.6
 CONFIRM_MIN_MENTIONS = 2
 #: Lexicon nouns are refused only when NLI is this sure they are not a living being.
 REJECT_KNOWN_NOUN = 0.15
+#: A "name" longer than this (words or characters) is a tagging slip, not a name; questions
+#: built from it would also crowd the models' inputs.
+MAX_NAME_WORDS = 4
+MAX_NAME_CHARS = 40
+#: A run of more names than this is a list, not a group that acts together.
+MAX_GROUP_NAMES = 8
 #: How many sentences back a pronoun may look for its character.
 PRONOUN_WINDOW = 3
 #: A zero-shot answer is used only above this probability.
@@ -84,11 +95,19 @@ class CastMember:
     kind: str | None = None
     gender: str | None = None
     mentions: list[Mention] = field(default_factory=list)
+    #: For a group of named characters ("Pip and Tom"): the keys of its members.
+    members: list[str] = field(default_factory=list)
+
+    @property
+    def is_group(self) -> bool:
+        return self.gender == "group"
 
     @property
     def reference(self) -> str:
-        """How questions about the character name them: "Ginger", or "the owl"."""
-        return self.name if self.named else f"the {next(iter(sorted(self.heads)))}"
+        """How questions about the character name them: "Ginger", "the owl", "the three bears"."""
+        if self.named or self.is_group:
+            return self.name
+        return f"the {next(iter(sorted(self.heads)))}"
 
     def sentence_ids(self) -> list[int]:
         return sorted({m.sentence for m in self.mentions})
@@ -121,6 +140,8 @@ def find_names(sentences: Sequence[Sentence], models: PlannerModels) -> list[Men
         for span in spans:
             name = _clean_name(span.text)
             if not name or not name[0].isupper() or name.lower() in PRONOUNS:
+                continue
+            if len(name) > MAX_NAME_CHARS or len(name.split()) > MAX_NAME_WORDS:
                 continue
             offset = sentence.text.find(name, max(0, span.start - 1))
             start = sentence.start + (offset if offset >= 0 else span.start)
@@ -167,6 +188,102 @@ def find_phrases(sentences: Sequence[Sentence]) -> list[_Phrase]:
                     found.append(_Phrase(start, end, sentence.text[word.start() : words[ahead].end()], lowered, index, False))
                     break
     return found
+
+
+def _plural_head(token: str) -> str | None:
+    """``token`` lower-cased if it is the plural of a character noun ("bears", "mice"), else None."""
+    lowered = token.lower().removesuffix("’s").removesuffix("'s").rstrip("’'")
+    if lowered in CHARACTER_NOUNS or lowered in PHRASE_STOPWORDS:
+        return None
+    return lowered if singular(lowered) in CHARACTER_NOUNS else None
+
+
+def find_group_phrases(sentences: Sequence[Sentence]) -> list[_Phrase]:
+    """Plural noun phrases headed by a character noun: "the three bears", "two little mice"."""
+    found = []
+    for index, sentence in enumerate(sentences):
+        words = _words(sentence.text)
+        for position, word in enumerate(words):
+            if word.group().lower() not in GROUP_OPENERS:
+                continue
+            if position and words[position - 1].group().lower() in GROUP_OPENERS:
+                continue  # "three" in "the three bears": the phrase starts at "the"
+            for ahead in range(position + 1, min(position + 5, len(words))):
+                gap = sentence.text[words[ahead - 1].end() : words[ahead].start()]
+                token = words[ahead].group()
+                if gap.strip(" ,") or token.lower() in PHRASE_STOPWORDS or token.lower() in CHARACTER_NOUNS:
+                    break  # the phrase ended, or it is one character ("the bear")
+                head = _plural_head(token)
+                if head is not None:
+                    end = words[ahead].start() + len(head)
+                    text = sentence.text[word.start() : end]
+                    start = sentence.start + word.start()
+                    found.append(_Phrase(start, sentence.start + end, text, head, index, True))
+                    break
+    return found
+
+
+#: What may stand between the names of a group: "Pip and Tom", "Pip, Tom and Sam", "Pip & Tom".
+_NAME_JOINER = re.compile(r",?\s+(?:and|&)\s+|,\s*")
+
+
+def find_named_groups(text: str, names: Sequence[Mention]) -> list[tuple[list[Mention], Mention]]:
+    """Named characters together in one phrase: each run of two or more names joined by commas
+    and a final "and" ("Pip and Tom", "Ann, Bo and Cy"), as (the names, the whole phrase)."""
+    ordered = sorted(names, key=lambda m: m.start)
+    groups, run = [], ordered[:1]
+
+    def close(run: list[Mention]) -> None:
+        if 1 < len(run) <= MAX_GROUP_NAMES:
+            last_gap = text[run[-2].end : run[-1].start]
+            if re.search(r"\b(?:and)\b|&", last_gap):
+                start, end = run[0].start, run[-1].end
+                whole = Mention(start, end, text[start:end], run[0].sentence, "name")
+                groups.append((list(run), whole))
+
+    for mention in ordered[1:]:
+        previous = run[-1]
+        joined = _NAME_JOINER.fullmatch(text[previous.end : mention.start])
+        if mention.sentence == previous.sentence and joined:
+            run.append(mention)
+        else:
+            close(run)
+            run = [mention]
+    close(run)
+    return groups
+
+
+def _join_names(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _add_groups(
+    cast: dict[str, CastMember], text: str, sentences: Sequence[Sentence], name_mentions: Sequence[Mention]
+) -> None:
+    """Add the story's groups to ``cast`` (see :func:`find_named_groups` and :func:`find_group_phrases`)."""
+    owner_of_name = {name: member for member in cast.values() for name in member.names}
+    for names, whole in find_named_groups(text, name_mentions):
+        owners = list(dict.fromkeys(owner_of_name[m.text].key for m in names if m.text in owner_of_name))
+        if len(owners) < 2:
+            continue  # "Pip and Pip": one character
+        key = "&" + "&".join(sorted(owners))
+        name = _join_names([cast[owner].name for owner in owners])
+        group = cast.setdefault(
+            key, CastMember(key=key, name=name, named=True, gender="group", members=owners)
+        )
+        group.names.add(whole.text)
+        group.mentions.append(whole)
+    by_head: dict[str, list[_Phrase]] = defaultdict(list)
+    for phrase in find_group_phrases(sentences):
+        by_head[phrase.head].append(phrase)
+    for head, phrases in sorted(by_head.items()):
+        texts = [p.text[0].lower() + p.text[1:] for p in phrases]
+        name = max(dict.fromkeys(texts), key=lambda t: len(t.split()))  # the first fullest: "the three bears"
+        key = f"~{head}"
+        group = CastMember(key=key, name=name, named=False, kind=singular(head), gender="group", heads={head})
+        group.phrases.update(texts)
+        group.mentions += [Mention(p.start, p.end, p.text, p.sentence, "phrase") for p in phrases]
+        cast[key] = group
 
 
 # --------------------------------------------------------------------------- 3. ties from the text
@@ -245,6 +362,12 @@ def _context(sentences: Sequence[Sentence], ids: Sequence[int], limit: int = 600
     return text.strip()
 
 
+def _premise_at(sentences: Sequence[Sentence], phrase: _Phrase) -> Premise:
+    """The sentence of ``phrase``, focused on it (a long sentence is cut around the phrase)."""
+    sentence = sentences[phrase.sentence]
+    return Premise(sentence.text, phrase.start - sentence.start, phrase.end - sentence.start)
+
+
 def _kind_options(premise: str, accepted: set[str]) -> tuple[str, ...]:
     """Kinds worth asking NLI about: the character nouns near the name, else people words."""
     near = [word for word in _WORD.findall(premise.lower()) if singular(word) in accepted]
@@ -295,7 +418,10 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
         by_head[phrase.head].append(phrase)
     candidates = sorted(by_head)
     confirm = models.judge.entailment(
-        [(sentences[by_head[head][0].sentence].text, f"The {head} is a person or an animal.") for head in candidates]
+        [
+            (_premise_at(sentences, by_head[head][0]), f"The {head} is a person or an animal.")
+            for head in candidates
+        ]
     )
     accepted = set()
     for head, probability in zip(candidates, confirm, strict=True):
@@ -321,7 +447,7 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
             still_untyped.append(member)
     guesses = models.judge.choose(
         [
-            Choice(premise, f"{m.name} is a {{}}.", _kind_options(premise, accepted))
+            Choice(Premise.around(premise, m.name), f"{m.name} is a {{}}.", _kind_options(premise, accepted))
             for m in still_untyped
             for premise in [_context(sentences, m.sentence_ids()[:2], 240)]
         ]
@@ -351,12 +477,14 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
             if not right_after_name:
                 owner.mentions.append(Mention(phrase.start, phrase.end, phrase.text, phrase.sentence, "phrase"))
 
+    # 5. groups
+    _add_groups(cast, text, sentences, name_mentions)
     members = list(cast.values())
-    # 5. gender and number
+    # 6. gender and number
     _assign_genders(members, sentences, models)
-    # 6. pronouns
+    # 7. pronouns
     _attribute_pronouns(members, sentences)
-    # 7. rank
+    # 8. rank
     for member in members:
         member.mentions.sort(key=lambda m: m.start)
     members.sort(key=lambda m: (-len(m.mentions), m.mentions[0].start if m.mentions else 0))
@@ -399,6 +527,8 @@ def _assign_genders(members: Sequence[CastMember], sentences: Sequence[Sentence]
     options = ("female", "male")
     asked = []
     for member in members:
+        if member.is_group:
+            continue  # a group is "they", whatever its members are
         nouns = member.heads | ({member.kind} if member.kind else set())
         evidence = _pronoun_evidence(member, members, sentences)
         if nouns & FEMALE_NOUNS:
@@ -410,7 +540,12 @@ def _assign_genders(members: Sequence[CastMember], sentences: Sequence[Sentence]
         else:
             asked.append(member)
     choices = [
-        Choice(_context(sentences, m.sentence_ids()[:1], 240), f"{m.reference.capitalize()} is {{}}.", options) for m in asked
+        Choice(
+            Premise.around(_context(sentences, m.sentence_ids()[:1], 240), m.reference.removeprefix("the ")),
+            f"{m.reference.capitalize()} is {{}}.",
+            options,
+        )
+        for m in asked
     ]
     for member, scores in zip(asked, models.judge.choose(choices), strict=True):
         # NLI's verdict, averaged with the pronouns the text uses right after the character.

@@ -33,7 +33,7 @@ PEOPLE = frozenset(
     fisherman friend gardener girl grandad granddad grandfather grandma grandmother grandpa granny
     guard hunter keeper king knight lady lord man mayor miller mother mum mummy nanny neighbour
     neighbor nurse pirate police policeman prince princess queen sailor shepherd sister soldier son
-    teacher uncle woman
+    teacher uncle woman robber thief bandit
     """.split()
 )
 
@@ -61,6 +61,9 @@ SPEECH_VERBS = frozenset(
     squeaked growled roared croaked hooted barked chirped sighed grumbled rumbled""".split()
 )
 
+#: Words that open a plural character phrase: "the three bears", "two little mice", "both boys".
+GROUP_OPENERS = frozenset("the these those two three four five six seven eight nine ten twelve both".split())
+
 DETERMINERS = ("the", "a", "an", "this", "that", "his", "her", "their", "our", "my", "your", "its")
 
 #: Words that end a noun phrase: they are never a modifier of the head noun.
@@ -85,7 +88,10 @@ def singular(word: str) -> str:
     for suffix, replacement in (("ies", "y"), ("es", ""), ("s", "")):
         if word.endswith(suffix) and word[: -len(suffix)] + replacement in CHARACTER_NOUNS:
             return word[: -len(suffix)] + replacement
-    irregular = {"mice": "mouse", "geese": "goose", "children": "child", "men": "man", "women": "woman", "wolves": "wolf", "sheep": "sheep", "fish": "fish", "calves": "calf"}
+    irregular = {
+        "mice": "mouse", "geese": "goose", "children": "child", "men": "man", "women": "woman", "wolves": "wolf",
+        "thieves": "thief", "elves": "elf", "dwarves": "dwarf", "sheep": "sheep", "fish": "fish", "calves": "calf",
+    }  # fmt: skip
     return irregular.get(word, word)
 
 #: Words that say when something happens. A page without one keeps the previous time of day.

@@ -14,12 +14,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
-from fairytale.errors import PlanError
+from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import atomic_write_text
+from fairytale.story import read_bounded
 
 PLAN_VERSION = 2
+#: A plan is a few kilobytes per page; anything larger is not one.
+MAX_PLAN_BYTES = 32 * 2**20
 
 DEFAULT_STYLE = "children's picture book illustration, soft watercolor, warm gentle colors"
 DEFAULT_NEGATIVE = (
@@ -33,7 +36,8 @@ Family = Literal["sd1", "sd2"]
 
 
 class _Strict(BaseModel):
-    # Unknown keys are typos in a hand edit: report them instead of ignoring them.
+    # Unknown keys are typos in a hand edit: report them instead of ignoring them. Numbers and
+    # flags are strict too: `"seed": true` or `"main": "yes"` is a mistake, not 1 or True.
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -41,7 +45,9 @@ class Reference(_Strict):
     """A character's reference portrait: painted once, or the user's own picture."""
 
     image: str = Field(description="Picture file, relative to the plan's folder.")
-    seed: int | None = Field(default=None, description="Seed it was painted with; null for a user's picture.")
+    seed: StrictInt | None = Field(
+        default=None, description="Seed it was painted with; null for a user's picture."
+    )
     prompt: str | None = None
     model: str | None = Field(default=None, description="Model it was painted with.")
 
@@ -56,12 +62,14 @@ class Character(_Strict):
     gender: Gender | None = None
     appearance: dict[str, str] = Field(default_factory=dict, description="Looks found in the text, by aspect.")
     description: str = Field(default="", description="How prompts describe them; edit freely.")
-    mentions: int = Field(default=0, ge=0)
-    main: bool = False
+    mentions: StrictInt = Field(default=0, ge=0)
+    main: StrictBool = False
     token: str | None = Field(default=None, description="Learned token (see embeddings) that draws them.")
     reference: Reference | None = None
     members: list[str] = Field(
-        default_factory=list, description="For a group ('the three bears', 'Pip and Tom'): ids of its members."
+        default_factory=list,
+        description="For a group of known characters ('Pip and Tom'): their ids. Gender 'group' means "
+        "they/them; a group without members ('the three bears') is drawn from its description.",
     )
 
 
@@ -84,7 +92,7 @@ class Style(_Strict):
 class Page(_Strict):
     """One page of the book: its text and what its picture shows."""
 
-    number: int = Field(ge=1)
+    number: StrictInt = Field(ge=1)
     text: str = Field(min_length=1)
     characters: list[str] = Field(default_factory=list, description="Ids of the characters on the page.")
     setting: str | None = None
@@ -93,7 +101,7 @@ class Page(_Strict):
     mood: str | None = None
     prompt: str = Field(min_length=1)
     negative_prompt: str | None = Field(default=None, description="Overrides the style's negative prompt.")
-    seed: int = Field(ge=0, lt=2**63)
+    seed: StrictInt = Field(ge=0, lt=2**63)
     layout: Layout | None = None
     alt_text: str | None = Field(
         default=None, description="The picture described for people who cannot see it; written from the plan when null."
@@ -105,7 +113,7 @@ class Source(_Strict):
 
     story: str | None = None
     sha256: str | None = None
-    words_per_page: int | None = None
+    words_per_page: StrictInt | None = None
     models: dict[str, str] = Field(default_factory=dict)
 
 
@@ -117,7 +125,7 @@ class BookPlan(_Strict):
     author: str | None = None
     language: str = Field(default="en", description="Language of the story text (BCP 47, e.g. 'en', 'de').")
     back_cover_text: str | None = Field(default=None, description="Text for the back cover of a printed book.")
-    seed: int = Field(ge=0, lt=2**63, description="Master seed the page seeds were drawn from.")
+    seed: StrictInt = Field(ge=0, lt=2**63, description="Master seed the page seeds were drawn from.")
     style: Style = Field(default_factory=Style)
     characters: list[Character] = Field(default_factory=list)
     pages: list[Page] = Field(min_length=1)
@@ -134,6 +142,24 @@ class BookPlan(_Strict):
         if duplicates:
             raise ValueError(f"character ids must be unique, repeated: {duplicates}")
         known = set(ids)
+        groups = {c.id for c in self.characters if c.members}
+        for character in self.characters:
+            if not character.members:
+                continue
+            if character.gender != "group":
+                raise ValueError(f"character '{character.id}' has members, so its gender must be 'group'")
+            if character.id in character.members:
+                raise ValueError(f"character '{character.id}' lists itself among its members")
+            unknown = [m for m in character.members if m not in known]
+            if unknown:
+                raise ValueError(f"character '{character.id}' has unknown members {unknown}")
+            if len(set(character.members)) != len(character.members):
+                raise ValueError(f"character '{character.id}' lists a member twice: {character.members}")
+            nested = [m for m in character.members if m in groups]
+            if nested:
+                raise ValueError(
+                    f"character '{character.id}' has groups among its members {nested}; list their members"
+                )
         for page in self.pages:
             unknown = [c for c in page.characters if c not in known]
             if unknown:
@@ -203,6 +229,10 @@ def parse_plan(text: str, origin: str = "plan") -> BookPlan:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from exc
+    except RecursionError:
+        raise PlanError(f"{origin} is not a book plan: its JSON is nested too deeply") from None
+    except ValueError:  # an integer of more digits than Python converts (4,300)
+        raise PlanError(f"{origin} is not a book plan: it holds a number with too many digits") from None
     if not isinstance(data, dict):
         raise PlanError(f"{origin} is not a book plan: expected a JSON object")
     data = migrate_plan_data(data, origin)
@@ -213,16 +243,14 @@ def parse_plan(text: str, origin: str = "plan") -> BookPlan:
 
 
 def load_plan(path: Path) -> BookPlan:
-    """Read and validate a plan file."""
+    """Read and validate a plan file (at most :data:`MAX_PLAN_BYTES`)."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise PlanError(f"Plan file not found: {path}") from None
-    except IsADirectoryError:
-        raise PlanError(f"Plan path is a folder, not a file: {path}") from None
-    except PermissionError:
-        raise PlanError(f"Plan file is not readable: {path}") from None
+        raw = read_bounded(path, MAX_PLAN_BYTES, "Plan file")
+    except FairytaleError as exc:
+        raise PlanError(str(exc)) from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise PlanError(f"{path} is over {MAX_PLAN_BYTES // 2**20} MB, too large for a book plan")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:

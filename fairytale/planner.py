@@ -48,15 +48,26 @@ def _slug(text: str) -> str:
 
 
 def _to_characters(members: Sequence[CastMember], looks: Sequence[dict[str, str]]) -> list[Character]:
-    top = len(members[0].mentions) if members else 0
-    characters, used = [], set()
-    for rank, (member, found) in enumerate(zip(members, looks, strict=True)):
+    """Plan characters of the cast. Groups are never main: a named group's members are drawn
+    (and may be main), and a group without members is drawn from its phrase."""
+    # Main characters are ranked among individuals only: a much-mentioned group ("the bears")
+    # must not push Goldilocks out of the main cast.
+    individuals = [member for member in members if not member.is_group]
+    top = len(individuals[0].mentions) if individuals else 0
+    rank_of = {member.key: rank for rank, member in enumerate(individuals)}
+    characters, used, id_of = [], set(), {}
+    for member, found in zip(members, looks, strict=True):
         base = _slug(member.name.removeprefix("the "))
         key, n = base, 2
         while key in used:
             key, n = f"{base}-{n}", n + 1
         used.add(key)
+        id_of[member.key] = key
         aliases = sorted((member.names | member.phrases) - {member.name}, key=lambda a: (len(a), a))
+        if member.is_group:
+            description = "" if member.members else member.name.removeprefix("the ")
+        else:
+            description = describe(member, found)
         characters.append(
             Character(
                 id=key,
@@ -65,11 +76,13 @@ def _to_characters(members: Sequence[CastMember], looks: Sequence[dict[str, str]
                 kind=member.kind,
                 gender=member.gender,
                 appearance=found,
-                description=describe(member, found),
+                description=description,
                 mentions=len(member.mentions),
-                main=rank < MAX_MAIN and len(member.mentions) >= max(2, MAIN_SHARE * top),
+                main=rank_of.get(member.key, MAX_MAIN) < MAX_MAIN and len(member.mentions) >= max(2, MAIN_SHARE * top),
             )
         )
+    for member, character in zip(members, characters, strict=True):
+        character.members = [id_of[key] for key in member.members if key in id_of]
     return characters
 
 
@@ -88,6 +101,8 @@ def compose_prompt(plan: BookPlan, page: Page, count_tokens: Callable[[str], int
     """The prompt of ``page``: style, characters, action, setting, time, mood, fitted to 77 tokens."""
     style = ", ".join(part for part in (plan.style.token, plan.style.description) if part)
     on_page = [plan.character(key) for key in page.characters]
+    # A group whose members are on the page is drawn as those members, not a second time.
+    on_page = [c for c in on_page if not (c.members and set(c.members) <= set(page.characters))]
     return fit_prompt(
         page_parts(
             style=style,

@@ -4,8 +4,8 @@
   colour, what they wear, what kind of creature they are. A question the text cannot answer
   stays unanswered (SQuAD2's null answer): nothing is invented.
 * **Presence** — a page shows the characters the text mentions on it (by name, phrase or
-  pronoun); a main character from the previous page who is not mentioned stays if NLI agrees
-  they are still in the scene.
+  pronoun; a group such as "Pip and Tom", or "they", brings its members); a main character
+  from the previous page who is not mentioned stays if NLI agrees they are still in the scene.
 * **Setting and action** — QA on the page text; with no answer the setting carries over from
   the previous page (a walk along the river stays at the river).
 * **Time of day and mood** — zero-shot NLI, asked only of the words around a cue ("That
@@ -85,7 +85,7 @@ def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], mod
     Characters mentioned only once are not asked about: the text rarely describes them, and
     their kind is enough to draw them.
     """
-    asked = [member for member in members if len(member.mentions) >= LOOKS_MIN_MENTIONS]
+    asked = [m for m in members if len(m.mentions) >= LOOKS_MIN_MENTIONS and not m.is_group]
     questions = [
         Question(template.format(ref=member.reference), _about(member, sentences))
         for member in asked
@@ -168,7 +168,9 @@ def find_scenes(
         on_page = [
             member.key for member in members if any(page.start <= m.start < page.end for m in member.mentions)
         ]
-        present.append(on_page)
+        # "They jumped in the river": a group on the page brings its members.
+        brought = [key for member in members if member.key in on_page for key in member.members]
+        present.append(on_page + [key for key in dict.fromkeys(brought) if key not in on_page])
 
     # 2. presence of main characters carried from the previous page, if NLI agrees
     asks: list[tuple[int, CastMember]] = []
@@ -194,7 +196,8 @@ def find_scenes(
             said = {m.sentence for m in first.mentions}
             span = range(pages[number].first_sentence, pages[number].last_sentence)
             about = " ".join(sentences[i].text for i in span if i in said) or page_text
-            questions.append(Question(f"What does {first.reference} do?", about))
+            verb = "do" if first.is_group else "does"
+            questions.append(Question(f"What {verb} {first.reference} do?", about))
         else:
             questions.append(Question("What happens?", page_text))
     answers = models.reader.answer_all(questions)

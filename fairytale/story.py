@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,34 @@ class Story:
     @property
     def words(self) -> int:
         return len(self.text.split())
+
+
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
+    """At most ``limit + 1`` bytes of the regular file ``path`` (one more than allowed tells the
+    caller it is too long without reading a 4 GB file whole). Devices, FIFOs and sockets are
+    refused before anything is read: ``/dev/zero`` never ends and a FIFO may never answer."""
+    try:
+        # Non-blocking, so that opening a FIFO with no writer returns at once to be refused.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise FairytaleError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise FairytaleError(f"{what} path is a folder, not a file: {path}") from None
+    except PermissionError:
+        raise FairytaleError(f"{what} is not readable (permission denied): {path}") from None
+    except OSError as exc:
+        raise FairytaleError(f"{what} cannot be read: {path} ({exc.strerror})") from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        if stat.S_ISDIR(mode):
+            raise FairytaleError(f"{what} path is a folder, not a file: {path}")
+        raise FairytaleError(f"{what} is not a regular file (a device, pipe or socket): {path}")
+    with os.fdopen(descriptor, "rb") as handle:
+        try:
+            return handle.read(limit + 1)
+        except OSError as exc:
+            raise FairytaleError(f"{what} cannot be read: {path} ({exc.strerror})") from None
 
 
 def _decode(data: bytes, path: Path) -> tuple[str, str]:
@@ -118,19 +148,11 @@ def read_story(path: Path, title: str | None = None) -> Story:
     that repeats the given title is not printed twice.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FairytaleError(f"Story file not found: {path}") from None
-    except IsADirectoryError:
-        raise FairytaleError(f"Story path is a folder, not a file: {path}") from None
-    except PermissionError:
-        raise FairytaleError(f"Story file is not readable (permission denied): {path}") from None
-    except OSError as exc:
-        raise FairytaleError(f"Story file cannot be read: {path} ({exc.strerror})") from None
+    data = read_bounded(path, MAX_BYTES, "Story file")
     if len(data) > MAX_BYTES:
         raise FairytaleError(
-            f"{path} is {len(data) // 1024} KB, too long for a picture book (the limit is {MAX_BYTES // 1024} KB)"
+            f"{path} is {path.stat().st_size // 1024:,} KB, too long for a picture book "
+            f"(the limit is {MAX_BYTES // 1024} KB)"
         )
     if not data.strip():
         raise FairytaleError(f"{path} is empty")

@@ -93,3 +93,48 @@ def test_identical_nli_questions_are_computed_once():
     pipe = models.judge.pipe
     assert len(pipe.pairs_seen) == len(set(pipe.pairs_seen))  # the second run hit the cache only
     assert models.judge.counters.asked == 2 * models.judge.counters.computed
+
+
+def test_named_characters_together_are_a_group_that_they_refers_to():
+    from fairytale.characters import find_named_groups, find_names
+
+    text = "Pip and Tom went out. They jumped in the river. Ann, Bo & Cy sang. Pip, Tom saw Ann."
+    sentences = split_pages(text)[0]
+    names = find_names(sentences, fake_models(names=("Pip", "Tom", "Ann", "Bo", "Cy")))
+    groups = [(tuple(m.text for m in run), whole.text) for run, whole in find_named_groups(text, names)]
+    assert groups == [(("Pip", "Tom"), "Pip and Tom"), (("Ann", "Bo", "Cy"), "Ann, Bo & Cy")]  # a list needs "and"
+    cast, _ = cast_of("Pip and Tom went out. They jumped in the river.", fake_models(names=("Pip", "Tom")))
+    pair = cast["Pip and Tom"]
+    assert pair.gender == "group" and pair.members == ["pip", "tom"]
+    assert [(m.text, m.sentence, m.how) for m in pair.mentions] == [("Pip and Tom", 0, "name"), ("They", 1, "pronoun")]
+    assert all(m.how != "pronoun" for m in cast["Pip"].mentions + cast["Tom"].mentions)
+
+
+def test_plural_phrases_are_groups_and_take_plural_pronouns():
+    from fairytale.characters import find_group_phrases
+
+    text = "The three bears lived in a wood. Goldilocks came by. They were out. Two little mice and the robbers hid."
+    sentences = split_pages(text)[0]
+    assert [(p.text, p.head) for p in find_group_phrases(sentences)] == [
+        ("The three bears", "bears"),
+        ("Two little mice", "mice"),
+        ("the robbers", "robbers"),
+    ]
+    cast, _ = cast_of(text, fake_models(names=("Goldilocks",)))
+    bears = cast["the three bears"]
+    assert (bears.gender, bears.kind, bears.members) == ("group", "bear", [])
+    assert [m.text for m in bears.mentions if m.how == "pronoun"] == ["They"]  # past Goldilocks, who is "she"
+    assert cast["the robbers"].gender == "group" and cast["two little mice"].kind == "mouse"
+
+
+def test_singular_pronouns_never_go_to_a_group():
+    text = "The three bears came home. It was late. He sat down."
+    cast, _ = cast_of(text, fake_models())
+    assert [m.how for m in cast["the three bears"].mentions] == ["phrase"]
+
+
+def test_overlong_names_are_tagging_slips():
+    blob = "Zz" + "z" * 300
+    text = f"{blob} sat. Ginger Ann Lee May Roe ran. Pip laughed."
+    cast, _ = cast_of(text, fake_models(names=(blob, "Ginger Ann Lee May Roe", "Pip")))
+    assert list(cast) == ["Pip"]  # questions about a 300-letter "name" would crowd out the context

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fairytale.errors import PlanError
-from fairytale.plan import BookPlan, Character, Embedding, Page, dump_plan, load_plan, save_plan
+from fairytale.plan import BookPlan, Character, Embedding, Page, dump_plan, load_plan, parse_plan, save_plan
 
 
 def make_plan(**overrides) -> BookPlan:
@@ -99,3 +99,83 @@ def test_version_1_plans_are_migrated_to_version_2(tmp_path):
     migrated = load_plan(path)
     assert migrated.version == 2
     assert migrated == make_plan()  # the same book: prompts, seeds, characters unchanged
+
+
+def _with_group(**group) -> dict:
+    data = json.loads(dump_plan(make_plan()))
+    data["characters"].append({"id": "tom", "name": "Tom"})
+    data["characters"].append({"id": "pair", "name": "Ginger and Tom", "gender": "group", **group})
+    return data
+
+
+def test_groups_round_trip():
+    plan = parse_plan(json.dumps(_with_group(members=["ginger", "tom"])))
+    assert plan.character("pair").members == ["ginger", "tom"] and plan.character("pair").gender == "group"
+
+
+@pytest.mark.parametrize(
+    "group, message",
+    [
+        ({"members": ["ginger", "nobody"]}, r"unknown members \['nobody'\]"),
+        ({"members": ["ginger", "pair"]}, "lists itself"),
+        ({"members": ["ginger", "ginger"]}, "a member twice"),
+        ({"members": ["ginger", "tom"], "gender": "male"}, "gender must be 'group'"),
+    ],
+)
+def test_group_members_are_validated(group, message):
+    with pytest.raises(PlanError, match=message):
+        parse_plan(json.dumps(_with_group(**group)))
+
+
+def test_groups_of_groups_are_refused():
+    data = _with_group(members=["ginger", "tom"])
+    data["characters"].append({"id": "all", "name": "Everyone", "gender": "group", "members": ["pair", "tom"]})
+    with pytest.raises(PlanError, match="groups among its members"):
+        parse_plan(json.dumps(data))
+
+
+def _as_version_1(data: dict) -> dict:
+    """Plan JSON as version 1 wrote it: without the fields version 2 added."""
+    data = json.loads(json.dumps(data))
+    for page in data["pages"]:
+        page.pop("alt_text")
+    for character in data["characters"]:
+        character.pop("members")
+    for key in ("language", "back_cover_text"):
+        data.pop(key)
+    return {**data, "version": 1}
+
+
+def test_a_version_1_plan_renders_the_same_pictures(tmp_path, tiny_sd, monkeypatch):
+    # Pictures are named by their cache keys: same keys, same pictures, nothing repainted.
+    import torch
+    from transformers import CLIPTokenizer
+
+    from fairytale.planner import plan_story
+    from fairytale.prompts import clip_token_counter
+    from fairytale.render import render_book
+    from fairytale.render.backends import StableDiffusion14
+    from tests.conftest import STORIES
+    from tests.fakes import fake_models
+    from tests.render_support import tiny_settings
+
+    # The planner as `fairytale plan` runs it; rule-driven language models keep this fast.
+    count = clip_token_counter(CLIPTokenizer.from_pretrained(tiny_sd, subfolder="tokenizer"))
+    models = fake_models(names=("Ginger", "Milo"), qa_rules={"Where does": "the river"})
+    plan = plan_story(STORIES / "ginger_giraffe.txt", models=models, count_tokens=count, seed=5, words_per_page=60)
+    v2 = tmp_path / "plan.json"
+    save_plan(plan, v2)
+    v1 = tmp_path / "plan-v1.json"
+    v1.write_text(json.dumps(_as_version_1(json.loads(v2.read_text(encoding="utf-8")))), encoding="utf-8")
+    settings = tiny_settings(tiny_sd, steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny UNet is slower on a busy second core (see render_support)
+    try:
+        new = render_book(v2, tmp_path / "book.pdf", settings, progress=False)
+        monkeypatch.setattr(StableDiffusion14, "load", lambda *a, **k: pytest.fail("a cached picture was repainted"))
+        old = render_book(v1, tmp_path / "book.pdf", settings, progress=False)  # the same book folder
+    finally:
+        torch.set_num_threads(threads)
+    assert len(new.pages) >= 2 and new.painted == [p.number for p in new.pages]
+    assert [p.key for p in old.pages] == [p.key for p in new.pages]
+    assert old.painted == [] and old.reused == [p.number for p in new.pages]

@@ -134,3 +134,17 @@ def test_default_models_offline_fail_with_the_fix(tmp_path):
 def test_bad_words_per_page():
     with pytest.raises(FairytaleError, match="at least 5"):
         plan_story(STORY_FILES[0], words_per_page=2, models=fake_models(), count_tokens=word_count)
+
+
+def test_groups_with_the_tiny_models(tmp_path, tiny_args):
+    # Groups and "they" are found by rules; the tiny tagger knows Ginger and Milo (see above).
+    story, out = tmp_path / "story.txt", tmp_path / "plan.json"
+    story.write_text("Ginger and Milo went out to play. They jumped in the river.\n\nThe three bears came home. They ate.\n")
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(out), "--words-per-page", "5", *tiny_args])
+    assert result.exit_code == 0, result.output
+    plan = load_plan(out)
+    pair, bears = plan.character("ginger-and-milo"), plan.character("three-bears")
+    assert (pair.gender, pair.members, bears.gender, bears.members) == ("group", ["ginger", "milo"], "group", [])
+    by_text = {page.text: set(page.characters) for page in plan.pages}
+    assert by_text["They jumped in the river."] == {"ginger-and-milo", "ginger", "milo"}
+    assert by_text["The three bears came home. They ate."] == {"three-bears"}

@@ -97,3 +97,28 @@ def test_mood_from_valence_and_arousal():
     judge = fake_models(nli_rules=[("", "yes", 5.0), ("", "no", -5.0)]).judge
     yes, no, unsure = judge.lean([("p", "yes"), ("p", "no"), ("p", "maybe")])
     assert yes > 0.95 and no < -0.95 and unsure == 0.0
+
+
+def test_they_puts_the_group_and_its_members_on_the_page(tmp_path):
+    from fairytale.planner import plan_story
+    from tests.fakes import word_count
+
+    story = tmp_path / "story.txt"
+    story.write_text("Pip and Tom went out to play.\n\nThey jumped in the big river.")
+    plan = plan_story(story, models=fake_models(names=("Pip", "Tom")), count_tokens=word_count, seed=1, words_per_page=6)
+    pair = plan.character("pip-and-tom")
+    assert (pair.gender, pair.members, pair.main) == ("group", ["pip", "tom"], False)
+    assert set(plan.pages[1].characters) == {"pip-and-tom", "pip", "tom"}  # "They jumped": the pair is there
+    assert plan.pages[1].prompt.count("Pip and Tom") == 0  # drawn as its members, not a third figure
+
+
+def test_a_much_mentioned_group_leaves_the_main_cast_to_individuals(tmp_path):
+    from fairytale.planner import plan_story
+    from tests.fakes import word_count
+
+    bears = " ".join(["The three bears ate. The bears slept. They woke."] * 6)
+    story = tmp_path / "story.txt"
+    story.write_text(f"Goldilocks came in. Goldilocks sat down. {bears} Goldilocks ran home.")
+    plan = plan_story(story, models=fake_models(names=("Goldilocks",)), count_tokens=word_count, seed=1)
+    assert plan.characters[0].id == "three-bears" and not plan.characters[0].main  # most mentioned
+    assert plan.character("goldilocks").main  # 3 mentions against the bears' 36: still the heroine

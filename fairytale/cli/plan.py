@@ -51,6 +51,7 @@ def plan_command(
 
     if backend not in registry.BACKENDS:
         raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
+    _refuse_overwriting_the_story(story, output)
     check_output_path(output, overwrite=force)
     console = stderr()
     started, stats = time.perf_counter(), PlanStats()
@@ -70,13 +71,30 @@ def plan_command(
         stats=stats,
     )
     save_plan(plan, output)
-    main = ", ".join(c.name for c in plan.characters if c.main) or "none"
+    from rich.markup import escape
+
+    main = escape(", ".join(c.name for c in plan.characters if c.main) or "none")
     console.print(
-        f"[green]✓[/] {output}: {len(plan.pages)} pages, {len(plan.characters)} characters "
+        f"[green]✓[/] {escape(str(output))}: {len(plan.pages)} pages, {len(plan.characters)} characters "
         f"(main: {main}), seed {plan.seed} — {time.perf_counter() - started:.1f} s, "
         f"{stats.qa_computed} QA and {stats.nli_computed} NLI queries",
         highlight=False,
     )
+
+
+def _refuse_overwriting_the_story(story: Path, output: Path) -> None:
+    """``-o`` naming the story itself (the same path, a symlink to it or a hard link) would
+    replace the story with its plan, even with --force: refuse before anything else."""
+    import os
+
+    from fairytale.errors import FairytaleError
+
+    try:
+        same = os.path.samefile(story, output)
+    except OSError:  # one of them does not exist: they cannot be the same file
+        same = False
+    if same:
+        raise FairytaleError(f"-o {output} is the story file itself: the plan would overwrite it")
 
 
 def register(app: typer.Typer) -> None:
