@@ -225,3 +225,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._send(status, headers, payload, body)
+
+
+def add_to_cache(cache_dir: Path, repo_id: str, folder: Path, revision: str = "main") -> Path:
+    """Lay ``folder`` out in a Hugging Face cache as ``repo_id`` would be after a download
+    (blobs named by content hash, snapshot symlinks, ``refs/REVISION``); returns the snapshot."""
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    files = {}
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        lfs = path.name.endswith(LFS_SUFFIXES)
+        files[path.relative_to(folder).as_posix()] = (data, hashlib.sha256(data).hexdigest() if lfs else _git_blob_sha1(data))
+    commit = hashlib.sha1((repo_id + "".join(etag for _, etag in files.values())).encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    for name, (data, etag) in files.items():
+        blob = repo / "blobs" / etag
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * (name.count("/") + 2)) / "blobs" / etag)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / revision).write_text(commit, encoding="utf-8")
+    return snapshot
