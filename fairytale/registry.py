@@ -279,6 +279,7 @@ def legacy_fingerprints(source: ModelSource) -> list[str]:
 # --------------------------------------------------------------------------- the hub, reachable or not
 
 _cache_only = False
+_user_offline = False  # HF_HUB_OFFLINE as the user set it, before use_cache_only() set it too
 
 
 def _offline() -> bool:
@@ -290,12 +291,14 @@ def _offline() -> bool:
 def use_cache_only() -> None:
     """From now on every load reads the local cache only and never asks the hub (set once a
     command has checked that every model it needs is there, or found the hub unreachable)."""
-    global _cache_only
+    global _cache_only, _user_offline
+    from huggingface_hub import constants
+
+    if not _cache_only:
+        _user_offline = bool(constants.HF_HUB_OFFLINE)
     _cache_only = True
     # Libraries that ask the hub on their own (transformers looks for adapter configs, for
     # one) must not either: offline mode, for this process and the ones it starts.
-    from huggingface_hub import constants
-
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -335,7 +338,7 @@ def unavailable_message(source: ModelSource, reason: str | None = None) -> str:
     if source.local:
         detail = f": {reason}" if reason else ""
         return f"Model at {source.ref} is not a usable {model.library} model for {model.role}{detail}"
-    if _cache_only:
+    if _cache_only and not _user_offline:
         where = "this command reads only the local cache once its models are checked"
     elif _offline():
         where = "HF_HUB_OFFLINE is set"

@@ -47,7 +47,9 @@ def vary(
         raise FairytaleError(f"--steps must be between 1 and 500, not {steps}")
     console = stderr()
     from fairytale.model_check import ensure, vary_needs
+    from fairytale.variations import _read_picture
 
+    _read_picture(image)  # an unreadable picture is said before missing models
     ensure(vary_needs(model, safety_model), console)
     with console.status("Painting variations…", spinner="dots") if not quiet else contextlib.nullcontext():
         result = make_variations(

@@ -126,8 +126,11 @@ def render(
     [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
     """
     from fairytale.model_check import ensure, render_needs
-    from fairytale.render import render_book
+    from fairytale.plan import load_plan
+    from fairytale.render import check_outputs, render_book
 
+    load_plan(plan)  # a bad plan or output is said before missing models
+    check_outputs(output)
     ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model), stderr())
     settings = _settings(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
