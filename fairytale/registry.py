@@ -1,9 +1,13 @@
 """Every model fAIrytale uses, by role, and the one place that loads them.
 
 Nothing else in the code base knows a hub id. Each role takes either a hub id (downloaded
-through the normal Hugging Face cache on first use) or a local path in the same on-disk layout.
-When a model is neither local nor cached and the hub cannot be reached, loading fails with a
-:class:`~fairytale.errors.ModelUnavailableError` that names the model and the fix.
+through the normal Hugging Face cache) or a local path in the same on-disk layout. A role's
+default may have several sources (:attr:`ModelSpec.fallbacks`): a complete copy of any of them
+in the cache wins, else the first one the hub serves; a repo the hub reports gone makes
+:func:`pull` use the next one and say so. When a model is neither local nor cached and the hub
+cannot be reached, loading fails with a :class:`~fairytale.errors.ModelUnavailableError` that
+names the model and the fix; :mod:`fairytale.model_check` does that for every model a command
+needs before the command starts.
 
 >>> MODELS["qa"].default
 'deepset/roberta-base-squad2'
@@ -14,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -367,6 +372,21 @@ def _loading(source: ModelSource) -> Iterator[None]:
         raise ModelUnavailableError(unavailable_message(source, reason)) from exc
 
 
+def _available(
+    role: str, ref: str | os.PathLike[str] | None = None, device: str | None = None, only: str | None = None
+) -> ModelSource:
+    """Where to load ``role`` from, fetching it first (each source in order) when it is not
+    complete in the cache and the hub answers; offline it is :func:`resolve`'s answer and the
+    load itself says what is missing."""
+    source = resolve(role, ref, device, only)
+    if source.local or _offline() or not missing_in_cache(source, only):
+        return source
+    pulled = pull(role, None if ref is None else str(ref), device, only)
+    for note in pulled.notes:
+        logging.getLogger(__name__).warning(note)
+    return pulled.source
+
+
 # --------------------------------------------------------------------------- NLP models
 
 
@@ -376,7 +396,7 @@ def load_ner(ref: str | None = None, device: str | None = None) -> SequenceTagge
     A flair model is a single ``pytorch_model.bin`` (a pickle: flair has no other format), so
     it is only ever loaded from the repo the user names or from their own file.
     """
-    source = resolve("ner", ref, device)
+    source = _available("ner", ref, device)
     if source.local:
         path = Path(source.ref)
         model_file = path / "pytorch_model.bin" if path.is_dir() else path
@@ -389,8 +409,6 @@ def load_ner(ref: str | None = None, device: str | None = None) -> SequenceTagge
             model_file = Path(
                 hf_hub_download(source.ref, "pytorch_model.bin", revision=source.revision, **_cache_kwargs())
             )
-    import logging
-
     import flair
     from flair.models import SequenceTagger
 
@@ -409,7 +427,7 @@ def load_ner(ref: str | None = None, device: str | None = None) -> SequenceTagge
 def _transformers_pipeline(task: str, role: str, ref: str | None, device: str | None) -> Pipeline:
     from transformers import AutoTokenizer, pipeline
 
-    source = resolve(role, ref, device)
+    source = _available(role, ref, device)
     auto = {
         "question-answering": "AutoModelForQuestionAnswering",
         "text-classification": "AutoModelForSequenceClassification",
@@ -464,7 +482,7 @@ def load_pipeline(
     ``pipeline_cls`` defaults to :class:`diffusers.DiffusionPipeline` (the class named in
     the repo's ``model_index.json``). Extra ``kwargs`` go to ``from_pretrained``.
     """
-    source = resolve(role, ref)
+    source = _available(role, ref)
     if pipeline_cls is None:
         from diffusers import DiffusionPipeline
 
@@ -480,7 +498,7 @@ def load_pipeline(
 
 def load_component(role: str, component_cls: type, subfolder: str | None, ref: str | None = None, **kwargs: Any) -> Any:
     """Load one component (a tokenizer, a text encoder, …) of a model of ``role``."""
-    source = resolve(role, ref, only="tokenizer" if subfolder == "tokenizer" else None)
+    source = _available(role, ref, only="tokenizer" if subfolder == "tokenizer" else None)
     if source.revision and "revision" not in kwargs:
         kwargs["revision"] = source.revision
     kwargs.update(_cache_kwargs())
@@ -493,7 +511,7 @@ def load_component(role: str, component_cls: type, subfolder: str | None, ref: s
 def load_config(role: str, config_cls: type, subfolder: str | None = None, ref: str | None = None) -> dict[str, Any]:
     """The config of one component of a model of ``role``, read without loading any weights
     (e.g. ``load_config("sd14", UNet2DConditionModel, "unet")`` for the picture size)."""
-    source = resolve(role, ref)
+    source = _available(role, ref)
     kwargs: dict[str, Any] = {"revision": source.revision} if source.revision else {}
     kwargs.update(_cache_kwargs())
     if subfolder:
@@ -518,7 +536,7 @@ def load_safety_checker(ref: str | None = None, **kwargs: Any) -> tuple[Any, Any
     from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from transformers import CLIPImageProcessor
 
-    source = resolve("safety_checker", ref)
+    source = _available("safety_checker", ref)
     with _loading(source):
         checker = StableDiffusionSafetyChecker.from_pretrained(source.ref, **kwargs, **_cache_kwargs())
         processor = CLIPImageProcessor.from_pretrained(source.ref, **_cache_kwargs())
@@ -529,7 +547,7 @@ def load_clip(ref: str | None = None, device: str | None = None) -> tuple[Any, A
     """CLIP model and processor for evaluation."""
     from transformers import CLIPModel, CLIPProcessor
 
-    source = resolve("clip", ref)
+    source = _available("clip", ref)
     with _loading(source):
         model = CLIPModel.from_pretrained(source.ref, **_cache_kwargs())
         processor = CLIPProcessor.from_pretrained(source.ref, **_cache_kwargs())

@@ -82,8 +82,9 @@ def test_every_missing_model_is_named_together(hf_cache, story_path, tmp_path):
 
 def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_path):
     # The SD 2.1-style model ships no safety checker: the standalone one is needed, and missing.
-    plan = tmp_path / "plan.json"
-    plan.write_text("{}", encoding="utf-8")  # never read: the check comes first
+    from tests.render_support import make_plan, write_plan
+
+    plan = write_plan(tmp_path, make_plan(2))
     result = CliRunner().invoke(
         app, ["render", str(plan), "-o", str(tmp_path / "b.pdf"), "--backend", "sd21", "--model", str(tiny_sd2)]
     )
