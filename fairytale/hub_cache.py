@@ -25,9 +25,10 @@ Library = Literal["flair", "transformers", "diffusers"]
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
-#: Files each extra part of a transformers repo needs (beyond config and weights).
+#: Files each extra part of a transformers repo needs (beyond config and weights). Not
+#: tokenizer_config.json: some repos gained it only lately (FacebookAI/roberta-large-mnli in
+#: 2024), and copies cached before then load fine without it.
 _PARTS = {
-    "tokenizer": ("tokenizer_config.json",),
     "processor": ("preprocessor_config.json",),
 }
 

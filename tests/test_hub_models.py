@@ -130,3 +130,11 @@ def test_a_download_cut_in_the_middle_is_resumed_and_never_cached(hub, tiny_qa, 
     assert hub.cached("qa")
     ranges = [wanted for method, path, wanted in hub.hub.requests("GET") if path.endswith("/model.safetensors") and wanted]
     assert ranges and ranges[-1].startswith("bytes=") and ranges[-1] != "bytes=0-"
+
+
+def test_models_pull_takes_a_hub_id_of_the_users_choice(hub, tiny_qa):
+    # The up-front check names such a model as ROLE=HUB_ID in the command it prints.
+    hub.hub.add("someone/my-qa", tiny_qa)
+    pulled = hub.run("models", "pull", "qa=someone/my-qa")
+    assert pulled.returncode == 0, pulled.stderr
+    assert hub.cached("qa", ref="someone/my-qa") and not hub.cached("qa")
