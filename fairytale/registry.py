@@ -265,11 +265,16 @@ def weights_fingerprint(source: ModelSource) -> str | None:
     if source.local or missing_in_cache(source):
         return None
     snapshot = hub_cache.snapshot_dir(source.ref, source.revision)
-    digests = hub_cache.weight_digests(snapshot) if snapshot else {}
-    if not digests:
+    if snapshot is None:
         return None
-    text = json.dumps(digests, sort_keys=True)
-    return f"weights:{hashlib.sha256(text.encode()).hexdigest()[:24]}"
+    if snapshot not in _weights_fingerprints:  # a snapshot never changes; hashing plain copies is slow
+        digests = hub_cache.weight_digests(snapshot)
+        text = json.dumps(digests, sort_keys=True)
+        _weights_fingerprints[snapshot] = f"weights:{hashlib.sha256(text.encode()).hexdigest()[:24]}" if digests else None
+    return _weights_fingerprints[snapshot]
+
+
+_weights_fingerprints: dict[Path, str | None] = {}
 
 
 def legacy_fingerprints(source: ModelSource) -> list[str]:
