@@ -178,6 +178,8 @@ def fake_planner(monkeypatch):
     module = types.ModuleType("fairytale.planner")
     module.plan_story = plan_story
     monkeypatch.setitem(sys.modules, "fairytale.planner", module)
+    # ... which loads no language models, so `book` must not look for any
+    monkeypatch.setattr("fairytale.model_check.plan_needs", lambda *args, **kwargs: [])
     return calls
 
 

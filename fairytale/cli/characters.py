@@ -46,6 +46,11 @@ def vary(
 
         raise FairytaleError(f"--steps must be between 1 and 500, not {steps}")
     console = stderr()
+    from fairytale.model_check import ensure, vary_needs
+    from fairytale.variations import _read_picture
+
+    _read_picture(image)  # an unreadable picture is said before missing models
+    ensure(vary_needs(model, safety_model), console)
     with console.status("Painting variations…", spinner="dots") if not quiet else contextlib.nullcontext():
         result = make_variations(
             image, output, count, model=model, seed=seed, steps=steps, guidance=guidance, device=device,
@@ -75,7 +80,9 @@ def evaluate(
     [bold]fairytale evaluate out/ginger/[/]
     """
     from fairytale.evaluation import EVALUATION_FILE, evaluate_book
+    from fairytale.model_check import ensure, evaluate_needs
 
+    ensure(evaluate_needs(clip_model), stderr())
     result = evaluate_book(book_dir, clip_model=clip_model, device=device, batch_size=batch_size)
     console = Console()
     pages = Table(title=f"Prompt alignment (CLIP-T) · {plain(result.backend)}")

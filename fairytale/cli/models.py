@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from fairytale.cli.app import stderr, user_errors
@@ -31,6 +32,8 @@ def list_models() -> None:
         if spec.cpu_default:
             default += f"\n{spec.cpu_default} (on CPU)"
         cached = "yes" if registry.is_cached(spec.role) else "no"
+        if spec.fallbacks:
+            default += "".join(f"\nor {fallback}" for fallback in spec.fallbacks)
         table.add_row(spec.role, f"{default}\n[dim]{spec.licence}[/]", spec.purpose, cached)
     Console().print(table)
 
@@ -40,24 +43,28 @@ def list_models() -> None:
 def pull_models(
     roles: Annotated[
         list[str] | None,
-        typer.Argument(help="Roles to download (see `fairytale models list`); all when omitted."),
+        typer.Argument(help="Roles to download (see `fairytale models list`), or ROLE=HUB_ID; all when omitted."),
     ] = None,
 ) -> None:
     """Download models into the Hugging Face cache so later runs work offline."""
     from fairytale import registry
 
-    wanted = roles or list(registry.MODELS)
-    unknown = [role for role in wanted if role not in registry.MODELS]
+    # ROLE, or ROLE=HUB_ID for a model other than the role's default (as the up-front check
+    # of every command prints it).
+    wanted = [tuple(arg.split("=", 1)) if "=" in arg else (arg, None) for arg in roles or registry.MODELS]
+    unknown = [role for role, _ in wanted if role not in registry.MODELS]
     if unknown:
         raise FairytaleError(f"Unknown model role(s) {', '.join(unknown)}; known: {', '.join(registry.MODELS)}")
     console = stderr()
-    for role in wanted:
+    for role, ref in wanted:
         spec = registry.MODELS[role]
-        ids = [spec.default] + ([spec.cpu_default] if spec.cpu_default else [])
-        for model_id in ids:
-            with console.status(f"Downloading {model_id} ({role})…"):
-                where = registry.pull(role, model_id)
-            console.print(f"[green]✓[/] {role}: {model_id} → {where}")
+        # A role with a lighter CPU model needs both: the full one for GPUs, the CPU one.
+        for device in ("cuda", "cpu") if spec.cpu_default and ref is None else (None,):
+            with console.status(f"Downloading the {role} model ({ref or spec.default_for(device)})…"):
+                pulled = registry.pull(role, ref, device=device)
+            for note in pulled.notes:
+                console.print(f"[yellow]![/] {escape(note)}", highlight=False)
+            console.print(f"[green]✓[/] {role}: {escape(pulled.source.ref)} → {escape(pulled.path)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

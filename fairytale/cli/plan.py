@@ -54,6 +54,9 @@ def plan_command(
     _refuse_overwriting_the_story(story, output)
     check_output_path(output, overwrite=force)
     console = stderr()
+    from fairytale.model_check import ensure, plan_needs
+
+    ensure(plan_needs(ner_model, qa_model, nli_model, backend, model, device), console)
     started, stats = time.perf_counter(), PlanStats()
     plan = plan_story(
         story,

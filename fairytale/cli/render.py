@@ -141,8 +141,13 @@ def render(
 
     [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
     """
-    from fairytale.render import render_book
+    from fairytale.model_check import ensure, render_needs
+    from fairytale.plan import load_plan
+    from fairytale.render import check_outputs, render_book
 
+    load_plan(plan)  # a bad plan or output is said before missing models
+    check_outputs(output)
+    ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model), stderr())
     settings = _settings(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
@@ -220,6 +225,14 @@ def book(
     pdf, book_dir = check_outputs(output)
     plan_file = book_dir / "plan.json"
     console = stderr()
+    from fairytale.model_check import ensure, plan_needs, render_needs
+
+    planning = force or not plan_file.exists()
+    ensure(
+        render_needs(backend, model, safety_model, print_quality, upscaler_model)
+        + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),
+        console,
+    )
     if plan_file.exists() and not force:
         existing = load_plan(plan_file)
         if existing.source.sha256 != sha256_file(story):

@@ -213,6 +213,9 @@ def _command(kind: str, summary: str):
             safety_model=safety_model,
         )
         console = stderr()
+        from fairytale.model_check import ensure, train_needs
+
+        ensure(train_needs(backend.value, model, safety_model, validation_prompt is not None), console)
         result = train(config, console=console)
         if result.written:  # the main process of a multi-GPU run
             from rich.table import Table

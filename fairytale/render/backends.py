@@ -91,11 +91,13 @@ class Backend:
         return self.settings.width or native_w, self.settings.height or native_h
 
     def model_fingerprint(self) -> str:
-        """Names the model's weights for cache keys: the hub id and revision, or for a local
-        folder a digest of its file names, sizes and modification times (cheap, and it
-        changes when a model is retrained in place)."""
+        """Names the model's weights for cache keys: for a hub model the content hashes of its
+        weight files (so the same weights from a mirror repo repaint nothing; the hub id and
+        revision when the model is not in the cache), for a local folder a digest of its file
+        names, sizes and modification times (cheap, and it changes when a model is retrained
+        in place)."""
         if not self.source.local:
-            return f"{self.source.ref}@{self.source.revision or 'main'}"
+            return registry.weights_fingerprint(self.source) or f"{self.source.ref}@{self.source.revision or 'main'}"
         root = Path(self.source.ref)
         digest = hashlib.sha256()
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
@@ -187,6 +189,18 @@ class Backend:
         """A hash of :meth:`key_fields`: the name of the picture in the cache."""
         text = json.dumps(self.key_fields(request, embeddings), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+    def legacy_picture_keys(self, request: PaintRequest, embeddings: dict[str, str]) -> list[str]:
+        """The keys ``request``'s picture had before keys named weights by their hashes (the
+        model's ``ref@revision``), so an existing book's pictures are adopted, not repainted."""
+        keys = []
+        for fingerprint in registry.legacy_fingerprints(self.source):
+            if fingerprint == self._fingerprint:
+                continue
+            fields = self.key_fields(request, embeddings) | {"model": fingerprint}
+            text = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+            keys.append(hashlib.sha256(text.encode("utf-8")).hexdigest()[:32])
+        return keys
 
     @property
     def _fingerprint(self) -> str:

@@ -36,6 +36,7 @@ from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
 from fairytale.render.backends import Backend, get_backend
 from fairytale.render.devices import plan_device
 from fairytale.render.illustrator import Illustrator
+from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.manifest import Manifest, ManifestPage, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
@@ -231,7 +232,7 @@ def render_book(
             request = backend.request_for(plan, page, plan_path)
             used = {t: h for t, h in embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
             key = backend.picture_key(request, used)
-            found = store.get(key)
+            found = store.get(key) or adopt_legacy(store, key, backend.legacy_picture_keys(request, used))
             if found:
                 stored[page.number] = found
             else:

