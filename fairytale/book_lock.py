@@ -36,7 +36,9 @@ def book_lock(book_dir: Path, *, wait: float = 0.0) -> Iterator[Path]:
     """
     from filelock import FileLock, Timeout
 
-    folder = ensure_dir(Path(book_dir))
+    folder = Path(book_dir)
+    created = not folder.exists()
+    ensure_dir(folder)
     lock = FileLock(folder / LOCK_NAME, timeout=wait, is_singleton=False)
     try:
         lock.acquire()
@@ -48,7 +50,15 @@ def book_lock(book_dir: Path, *, wait: float = 0.0) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        lock.release()
+        # A job that stopped before writing anything (a bad option, a missing model) leaves no
+        # trace: the folder it made for its lock goes again.
+        if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+            (folder / LOCK_NAME).unlink(missing_ok=True)
+            lock.release()
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        else:
+            lock.release()
 
 
 def book_is_busy(book_dir: Path) -> bool:

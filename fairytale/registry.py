@@ -290,6 +290,7 @@ def legacy_fingerprints(source: ModelSource) -> list[str]:
 
 _cache_only = False
 _user_offline = False  # HF_HUB_OFFLINE as the user set it, before use_cache_only() set it too
+_user_offline_env: str | None = None
 
 
 def _offline() -> bool:
@@ -301,16 +302,34 @@ def _offline() -> bool:
 def use_cache_only() -> None:
     """From now on every load reads the local cache only and never asks the hub (set once a
     command has checked that every model it needs is there, or found the hub unreachable)."""
-    global _cache_only, _user_offline
+    global _cache_only, _user_offline, _user_offline_env
     from huggingface_hub import constants
 
     if not _cache_only:
         _user_offline = bool(constants.HF_HUB_OFFLINE)
+        _user_offline_env = os.environ.get("HF_HUB_OFFLINE")
     _cache_only = True
     # Libraries that ask the hub on their own (transformers looks for adapter configs, for
     # one) must not either: offline mode, for this process and the ones it starts.
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def end_cache_only() -> None:
+    """Undo :func:`use_cache_only` and forget the probe's answer when a command ends, so a
+    process that runs several commands (a notebook, the studio, tests) starts each afresh:
+    a `models pull` after a `render` in the same kernel still reaches the hub."""
+    global _cache_only, _reachable
+    if _cache_only:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = _user_offline
+        if _user_offline_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = _user_offline_env
+    _cache_only = False
+    _reachable = None
 
 
 def _cache_kwargs() -> dict[str, Any]:

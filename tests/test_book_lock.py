@@ -72,3 +72,15 @@ def test_render_book_refuses_a_book_another_job_is_painting(tmp_path, tiny_sd):
     finally:
         holder.communicate("\n", timeout=30)
     assert not (tmp_path / "book" / "cache").exists()  # nothing was painted
+
+
+def test_a_job_that_wrote_nothing_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with book_lock(tmp_path / "new-book"):
+            raise RuntimeError("a bad option found after the lock was taken")
+    assert not (tmp_path / "new-book").exists()
+    existing = tmp_path / "old-book"
+    existing.mkdir()
+    with book_lock(existing):
+        pass
+    assert existing.is_dir()  # a folder we did not make is never removed

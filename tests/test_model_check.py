@@ -119,3 +119,21 @@ def test_an_unreachable_hub_is_said_at_once_not_after_minutes(hub, story_path, t
     text = " ".join(result.stderr.split())
     assert "cannot be reached" in text and "fairytale models pull ner qa nli sd14" in text
     assert time.monotonic() - started < 45
+
+
+def test_cache_only_mode_ends_with_the_command(monkeypatch):
+    """A notebook or the studio runs many commands in one process: the cache-only mode the
+    up-front check sets for one command must not stay for the next (a `models pull`)."""
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(registry, "_reachable", None)
+
+    def check_then_stop(*args, **kwargs):
+        registry.use_cache_only()
+        assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+        raise SystemExit(0)
+
+    monkeypatch.setattr("fairytale.model_check.ensure", check_then_stop)
+    CliRunner().invoke(app, ["evaluate", "."])
+    assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
+    assert registry._cache_kwargs() == {}

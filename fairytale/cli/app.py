@@ -51,6 +51,12 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt:
             stderr().print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")
             raise typer.Exit(code=130) from None
+        finally:
+            # The up-front model check puts the process in cache-only mode for the command's
+            # run; it ends with the command (imported only if the command used it).
+            registry = sys.modules.get("fairytale.registry")
+            if registry is not None:
+                registry.end_cache_only()
 
     return wrapper  # type: ignore[return-value]
 

@@ -145,9 +145,7 @@ def render(
     from fairytale.plan import load_plan
     from fairytale.render import check_outputs, render_book
 
-    load_plan(plan)  # a bad plan or output is said before missing models
-    check_outputs(output)
-    ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model), stderr())
+    # Bad options, a bad plan or output are said before missing models.
     settings = _settings(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
@@ -156,6 +154,9 @@ def render(
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
+    load_plan(plan)
+    check_outputs(output)
+    ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model), stderr())
     result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     if not quiet:
         print_summary(result)
