@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairytale import __version__
 from fairytale.book_lock import book_lock
@@ -34,8 +34,6 @@ from fairytale.files import can_create_files_in, check_output_path, ensure_dir, 
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
 from fairytale.render.backends import Backend, get_backend
-from fairytale.render.devices import plan_device
-from fairytale.render.illustrator import Illustrator
 from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.manifest import Manifest, ManifestPage, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
@@ -43,8 +41,14 @@ from fairytale.render.painting import PageJob, paint_pages
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
 from fairytale.render.references import paint_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
+from fairytale.render.seeds import next_seed
+from fairytale.render.session import IllustratorSession
 from fairytale.render.settings import RenderSettings, parse_pages
 from fairytale.render.upscale import UpscaleJob, upscale_pictures
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.devices import DevicePlan
+    from fairytale.render.illustrator import Illustrator
 
 
 @dataclass
@@ -97,13 +101,6 @@ def check_outputs(pdf_path: Path) -> tuple[Path, Path]:
     return pdf_path, book_dir
 
 
-def next_seed(seed: int) -> int:
-    """The new seed ``render --pages`` gives a page (derived from its old one, so a repeated
-    command repaints the same way and a repaint killed half-way resumes)."""
-    digest = hashlib.sha256(f"fairytale-new-seed:{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
-
-
 def _uses(token: str, *texts: str) -> bool:
     return any(token in text for text in texts)
 
@@ -149,6 +146,26 @@ def _progress(progress: RenderProgress | bool | None) -> RenderProgress:
     return RichProgress() if progress else QuietProgress()
 
 
+@dataclass
+class _Job:
+    """What a render works on, once its inputs are checked (step 1 of :func:`render_book`)."""
+
+    plan_path: Path
+    pdf_path: Path
+    book_dir: Path
+    settings: RenderSettings
+    plan: BookPlan
+    backend: Backend
+    selected: list[int] | None
+    embeddings: list[LearnedEmbedding]
+    embedding_hashes: dict[str, str]
+    consistency: str
+    width: int
+    height: int
+    pdf_settings: PdfSettings
+    warnings: list[str] = field(default_factory=list)
+
+
 def render_book(
     plan_path: Path | str,
     pdf_path: Path | str,
@@ -164,228 +181,300 @@ def render_book(
     ``pages`` (``"3,7"``, ``"2-5"`` or a list) repaints just those pages with new seeds
     (``seed`` to choose one) and records the seeds in the plan file; the other pages are reused.
     ``illustrator`` reuses a loaded model across calls (notebooks); otherwise one is loaded
-    only if some page must be painted. Bad input raises :class:`FairytaleError` before anything
-    is written.
+    only if some page must be painted, and released when the render ends, however it ends. Bad
+    input raises :class:`FairytaleError` before anything is written.
     """
     started = time.perf_counter()
     settings = settings or RenderSettings()
-    plan_path, pdf_path = Path(plan_path), Path(pdf_path)
     reporter = _progress(progress)
     with reporter, contextlib.ExitStack() as held:
         # 1. check everything that can be checked before painting; nothing is written yet
-        plan = load_plan(plan_path)
-        backend = get_backend(settings.backend)(settings)
-        selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
-        if seed is not None and selected is None:
-            raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
-        if seed is not None and not 0 <= seed < 2**63:
-            raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
-        pdf_path, book_dir = check_outputs(pdf_path)
-        if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
-            raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
-        embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
-        consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
-        width, height = backend.picture_size()
-        pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
-        _, layout_warnings = plan_story_layouts(
-            [(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height
+        job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator)
+        held.enter_context(book_lock(job.book_dir))  # one painting job per book, across processes
+        session = held.enter_context(
+            IllustratorSession(job.backend, reporter, given=illustrator, embeddings=job.embeddings)
         )
-        if illustrator is not None:
-            _check_illustrator(illustrator, backend)
-        device_plan = illustrator.device_plan if illustrator else None
-        held.enter_context(book_lock(book_dir))  # one painting job per book, across processes
-
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
-        new_seeds: dict[int, int] = {}
-        for number in selected or []:
-            page = plan.pages[number - 1]
-            new_seeds[number] = seed if seed is not None else next_seed(page.seed)
-            page.seed = new_seeds[number]
-
-        # 2b. reference portraits the backend paints from: painted once, recorded in the plan
-        owned = None
-        reference_warnings: list[str] = []
-        missing = backend.missing_references(plan)
-        if missing:
-            if not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
-                raise FairytaleError(f"Cannot record the reference portraits: the plan file {plan_path} is not writable")
-            if illustrator is None:
-                device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
-                reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
-                illustrator = owned = backend.load(device_plan)
-            illustrator.use_embeddings(embeddings)
-            reporter.stage(f"Painting reference portraits of {', '.join(plan.character(i).name for i in missing)}…")
-            reference_warnings = paint_references(
-                illustrator, plan, plan_path, book_dir, missing, max_repaints=settings.max_repaints
-            )
-            # Only the references go into the file now; new page seeds wait until painted (step 5).
-            recorded = load_plan(plan_path)
-            for character_id in missing:
-                recorded.character(character_id).reference = plan.character(character_id).reference
-            save_plan(recorded, plan_path)
-
-        # 3. what is cached and what must be painted
-        store = PageStore(book_dir)
-        jobs: list[PageJob] = []
-        stored: dict[int, StoredPicture] = {}
-        for page in plan.pages:
-            request = backend.request_for(plan, page, plan_path)
-            used = {t: h for t, h in embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
-            key = backend.picture_key(request, used)
-            found = store.get(key) or adopt_legacy(store, key, backend.legacy_picture_keys(request, used))
-            if found:
-                stored[page.number] = found
-            else:
-                jobs.append(PageJob(request, key))
-        warnings = list(layout_warnings) + reference_warnings
-
-        # 4. paint what is missing (the model is loaded only now, and only if needed)
-        paint_seconds, pictures_painted, unet_before = 0.0, 0, 0
-        if jobs:
-            if illustrator is None:
-                device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
-                reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
-                illustrator = owned = backend.load(device_plan)
-            illustrator.use_embeddings(embeddings)
-            for job in jobs:
-                if illustrator.prompt_too_long(job.request.prompt):
-                    warnings.append(f"page {job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored")
-            unet_before = illustrator.unet_calls
-            batch = settings.batch_size or illustrator.device_plan.batch_size
-            report = paint_pages(
-                illustrator, jobs, store, batch_size=batch, max_repaints=settings.max_repaints, progress=reporter
-            )
-            stored.update(report.stored)
-            paint_seconds, pictures_painted = report.seconds, report.pictures_painted
-            warnings.extend(report.warnings)
-        unet_calls = (illustrator.unet_calls - unet_before) if jobs and illustrator else 0
-
-        # 5. the plan records the seeds of repainted pages
+        new_seeds = _choose_new_seeds(job, seed)
+        # 3. reference portraits the pages are painted from: painted once, recorded in the plan
+        _paint_missing_references(job, session, reporter)
+        # 4. what is cached and what must be painted
+        store = PageStore(job.book_dir)
+        stored, jobs = _look_up_cache(job, store)
+        # 5. paint what is missing (the model is loaded only now, and only if needed)
+        report = _paint_missing(job, session, jobs, store, reporter)
+        stored.update(report.stored)
+        # 6. the plan records the seeds of repainted pages
         if new_seeds:
-            save_plan(plan, plan_path)
-
-        # 6. page files (placeholders drawn for pages that have one)
-        page_files: dict[int, Path] = {}
-        for page in plan.pages:
-            picture = stored[page.number]
-            source = picture.image or _placeholder_file(store, picture.width, picture.height)
-            page_files[page.number] = store.page_file(page.number, source)
-        store.remove_stale_pages(len(plan.pages))
-
-        # 7. --print: upscale (the painting model is freed first: one big model on the GPU)
-        print_files: dict[int, Path] = {}
-        if settings.upscale:
-            if owned is not None:
-                checker = owned.safety
-                owned.close()
-                owned = illustrator = None
-            else:
-                checker = illustrator.safety if illustrator else None
-            device_plan = device_plan or plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
-            upscale_jobs = [
-                UpscaleJob(p.number, page_files[p.number], p.prompt, plan.negative_prompt(p), p.seed)
-                for p in plan.pages
-                if stored[p.number].image is not None
-            ]
-            print_files, upscale_warnings = upscale_pictures(
-                upscale_jobs,
-                book_dir,
-                ref=settings.upscaler_model,
-                steps=settings.upscale_steps,
-                device_plan=device_plan,
-                safety=lambda: checker or SafetyChecker.for_model(backend.role, settings.model, device_plan, settings.safety_model),
-                progress=reporter,
-            )
-            warnings.extend(upscale_warnings)
-        if owned is not None:
-            owned.close()
-
-        # 8. the PDF
+            save_plan(job.plan, job.plan_path)
+        # 7. page files (placeholders drawn for pages that have one)
+        page_files = _page_files(job, store, stored)
+        # 8. --print: upscale (the painting model is freed first: one big model on the GPU)
+        print_files = _upscale(job, session, page_files, stored, reporter)
+        session.release()
+        # 9. the PDF
         reporter.stage("Writing the PDF…")
-        cover = _cover_page(plan)
-        placed = {n: print_files.get(n, f) for n, f in page_files.items()}
-        contents = BookContents(
-            title=plan.title,
-            author=plan.author,
-            pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
-            cover_picture=placed[cover],
-            credit=f"Pictures painted with {backend.describe_model()} · made with fAIrytale {__version__}",
+        pdf_report, cover = _write_pdf(job, page_files, print_files)
+        # 10. the manifest, last
+        painted_now = {j.request.page for j in jobs}
+        manifest_pages, manifest_path = _write_manifest(
+            job, stored, page_files, print_files, painted_now, pdf_report, cover, session.device_plan
         )
-        pdf_report = write_book_pdf(contents, pdf_path, pdf_settings, picture_cache=ensure_dir(book_dir / "print"))
-        warnings.extend(w for w in pdf_report.warnings if w not in warnings)
-        low = [n for n, dpi in pdf_report.effective_dpi.items() if n and dpi < settings.dpi * 0.8]
-        if low and not settings.upscale:
-            lowest = min(pdf_report.effective_dpi[n] for n in low)
-            warnings.append(
-                f"{len(low)} picture{'s' if len(low) > 1 else ''} print below {settings.dpi} DPI of real detail "
-                f"(lowest {lowest:.0f} DPI); --print upscales them x4 with the SD upscaler"
-            )
 
-        # 9. the manifest, last
-        painted_now = {job.request.page for job in jobs}
-        manifest_pages = []
-        for page in plan.pages:
-            picture = stored[page.number]
-            manifest_pages.append(
-                ManifestPage(
-                    number=page.number,
-                    image=_relative(page_files[page.number], book_dir),
-                    print_image=_relative(print_files[page.number], book_dir) if page.number in print_files else None,
-                    key=picture.key,
-                    prompt=page.prompt,
-                    negative_prompt=plan.negative_prompt(page),
-                    requested_seed=picture.requested_seed,
-                    seed=picture.seed,
-                    characters=list(page.characters),
-                    safety=picture.safety,
-                    attempts=picture.attempts,
-                    painted=page.number in painted_now,
-                    seconds=picture.seconds,
-                    width=picture.width,
-                    height=picture.height,
-                    layout=pdf_report.layouts[page.number],
-                    effective_dpi=pdf_report.effective_dpi[page.number],
-                )
-            )
-        manifest = Manifest(
-            title=plan.title,
-            author=plan.author,
-            plan=_relative(plan_path, book_dir),
-            pdf=_relative(pdf_path, book_dir),
-            backend=backend.name,
-            model=backend.describe_model(),
-            model_fingerprint=backend.model_fingerprint(),
-            settings=settings.as_dict()
-            | {"width": width, "height": height, "guidance": backend.guidance, "consistency": consistency},
-            device=device_plan.describe() if device_plan else "none (every picture was cached)",
-            fairytale_version=__version__,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            cover_page=cover,
-            pdf_pages=pdf_report.page_count,
-            pdf_bytes=pdf_report.bytes,
-            pages=manifest_pages,
-            warnings=warnings,
-        )
-        manifest_path = save_manifest(manifest, ensure_dir(book_dir))
-
+    device_plan = session.device_plan
     return RenderResult(
-        pdf=pdf_path,
-        book_dir=book_dir,
+        pdf=job.pdf_path,
+        book_dir=job.book_dir,
         manifest=manifest_path,
-        plan=plan_path,
+        plan=job.plan_path,
         pages=manifest_pages,
         painted=sorted(painted_now),
         reused=sorted(set(page_files) - painted_now),
-        pictures_painted=pictures_painted,
+        pictures_painted=report.pictures_painted,
         seconds=time.perf_counter() - started,
-        paint_seconds=paint_seconds,
+        paint_seconds=report.seconds,
         pdf_report=pdf_report,
         device=device_plan.describe() if device_plan else None,
         settings=settings,
-        unet_calls=unet_calls,
+        unet_calls=report.unet_calls,
         new_seeds=new_seeds,
-        warnings=warnings,
+        warnings=job.warnings,
     )
+
+
+def _check_inputs(
+    plan_path: Path,
+    pdf_path: Path,
+    settings: RenderSettings,
+    pages: str | list[int] | None,
+    seed: int | None,
+    illustrator: Illustrator | None,
+) -> _Job:
+    """Step 1: read the plan, choose the backend and check every input a one-line error can
+    name, before anything is loaded or written."""
+    plan = load_plan(plan_path)
+    backend = get_backend(settings.backend)(settings)
+    selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
+    if seed is not None and selected is None:
+        raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
+    pdf_path, book_dir = check_outputs(pdf_path)
+    if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
+        raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
+    embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
+    consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
+    width, height = backend.picture_size()
+    pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
+    _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
+    if illustrator is not None:
+        _check_illustrator(illustrator, backend)
+    return _Job(
+        plan_path, pdf_path, book_dir, settings, plan, backend, selected, embeddings, embedding_hashes,
+        consistency, width, height, pdf_settings, list(layout_warnings),
+    )
+
+
+def _choose_new_seeds(job: _Job, seed: int | None) -> dict[int, int]:
+    """Step 2: the new seed of each page named by ``--pages`` (set in the plan in memory)."""
+    new_seeds: dict[int, int] = {}
+    for number in job.selected or []:
+        page = job.plan.pages[number - 1]
+        new_seeds[number] = seed if seed is not None else next_seed(page.seed)
+        page.seed = new_seeds[number]
+    return new_seeds
+
+
+def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: RenderProgress) -> None:
+    """Step 3: paint the reference portraits the backend needs and has not got, and record
+    them (only them: new page seeds wait until their pages are painted) in the plan file."""
+    missing = job.backend.missing_references(job.plan)
+    if not missing:
+        return
+    if not (can_create_files_in(job.plan_path.parent) and _writable(job.plan_path)):
+        raise FairytaleError(f"Cannot record the reference portraits: the plan file {job.plan_path} is not writable")
+    illustrator = session.illustrator()
+    reporter.stage(f"Painting reference portraits of {', '.join(job.plan.character(i).name for i in missing)}…")
+    job.warnings.extend(
+        paint_references(
+            illustrator, job.plan, job.plan_path, job.book_dir, missing,
+            max_repaints=job.settings.max_repaints, batch_size=session.batch_size(),
+        )
+    )
+    recorded = load_plan(job.plan_path)
+    for character_id in missing:
+        recorded.character(character_id).reference = job.plan.character(character_id).reference
+    save_plan(recorded, job.plan_path)
+
+
+def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture], list[PageJob]]:
+    """Step 4: each page's cache key; the pictures found, and the pages to paint."""
+    stored: dict[int, StoredPicture] = {}
+    jobs: list[PageJob] = []
+    for page in job.plan.pages:
+        request = job.backend.request_for(job.plan, page, job.plan_path)
+        used = {t: h for t, h in job.embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
+        key = job.backend.picture_key(request, used)
+        found = store.get(key) or adopt_legacy(store, key, job.backend.legacy_picture_keys(request, used))
+        if found:
+            stored[page.number] = found
+        else:
+            jobs.append(PageJob(request, key))
+    return stored, jobs
+
+
+@dataclass
+class _Painted:
+    stored: dict[int, StoredPicture] = field(default_factory=dict)
+    pictures_painted: int = 0
+    seconds: float = 0.0
+    unet_calls: int = 0
+
+
+def _paint_missing(
+    job: _Job, session: IllustratorSession, jobs: list[PageJob], store: PageStore, reporter: RenderProgress
+) -> _Painted:
+    """Step 5: paint the pages not in the cache, through the paint-and-safety loop."""
+    if not jobs:
+        return _Painted()
+    illustrator = session.illustrator()
+    for page_job in jobs:
+        if illustrator.prompt_too_long(page_job.request.prompt):
+            job.warnings.append(
+                f"page {page_job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored"
+            )
+    unet_before = illustrator.unet_calls
+    report = paint_pages(
+        illustrator, jobs, store, batch_size=session.batch_size(), max_repaints=job.settings.max_repaints, progress=reporter
+    )
+    job.warnings.extend(report.warnings)
+    return _Painted(report.stored, report.pictures_painted, report.seconds, illustrator.unet_calls - unet_before)
+
+
+def _page_files(job: _Job, store: PageStore, stored: dict[int, StoredPicture]) -> dict[int, Path]:
+    """Step 7: ``pages/page-NN.png`` for every page."""
+    page_files: dict[int, Path] = {}
+    for page in job.plan.pages:
+        picture = stored[page.number]
+        source = picture.image or _placeholder_file(store, picture.width, picture.height)
+        page_files[page.number] = store.page_file(page.number, source)
+    store.remove_stale_pages(len(job.plan.pages))
+    return page_files
+
+
+def _upscale(
+    job: _Job,
+    session: IllustratorSession,
+    page_files: dict[int, Path],
+    stored: dict[int, StoredPicture],
+    reporter: RenderProgress,
+) -> dict[int, Path]:
+    """Step 8 (``--print``): upscale every picture x4, after freeing the painting model."""
+    settings, backend = job.settings, job.backend
+    if not settings.upscale:
+        return {}
+    loaded = session.loaded
+    checker = loaded.safety if loaded else None
+    session.release()
+    device_plan = session.planned_device()
+    upscale_jobs = [
+        UpscaleJob(p.number, page_files[p.number], p.prompt, job.plan.negative_prompt(p), p.seed)
+        for p in job.plan.pages
+        if stored[p.number].image is not None
+    ]
+    print_files, upscale_warnings = upscale_pictures(
+        upscale_jobs,
+        job.book_dir,
+        ref=settings.upscaler_model,
+        steps=settings.upscale_steps,
+        device_plan=device_plan,
+        safety=lambda: checker or SafetyChecker.for_model(backend.role, settings.model, device_plan, settings.safety_model),
+        progress=reporter,
+    )
+    job.warnings.extend(upscale_warnings)
+    return print_files
+
+
+def _write_pdf(job: _Job, page_files: dict[int, Path], print_files: dict[int, Path]) -> tuple[PdfReport, int]:
+    """Step 9: the PDF (print pictures where there are some), and the page on its cover."""
+    settings, plan = job.settings, job.plan
+    cover = _cover_page(plan)
+    placed = {n: print_files.get(n, f) for n, f in page_files.items()}
+    contents = BookContents(
+        title=plan.title,
+        author=plan.author,
+        pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
+        cover_picture=placed[cover],
+        credit=f"Pictures painted with {job.backend.describe_model()} · made with fAIrytale {__version__}",
+    )
+    pdf_report = write_book_pdf(contents, job.pdf_path, job.pdf_settings, picture_cache=ensure_dir(job.book_dir / "print"))
+    job.warnings.extend(w for w in pdf_report.warnings if w not in job.warnings)
+    low = [n for n, dpi in pdf_report.effective_dpi.items() if n and dpi < settings.dpi * 0.8]
+    if low and not settings.upscale:
+        lowest = min(pdf_report.effective_dpi[n] for n in low)
+        job.warnings.append(
+            f"{len(low)} picture{'s' if len(low) > 1 else ''} print below {settings.dpi} DPI of real detail "
+            f"(lowest {lowest:.0f} DPI); --print upscales them x4 with the SD upscaler"
+        )
+    return pdf_report, cover
+
+
+def _write_manifest(
+    job: _Job,
+    stored: dict[int, StoredPicture],
+    page_files: dict[int, Path],
+    print_files: dict[int, Path],
+    painted_now: set[int],
+    pdf_report: PdfReport,
+    cover: int,
+    device_plan: DevicePlan | None,
+) -> tuple[list[ManifestPage], Path]:
+    """Step 10: ``manifest.json``, what the render made and how (written last)."""
+    plan, book_dir, backend = job.plan, job.book_dir, job.backend
+    manifest_pages = []
+    for page in plan.pages:
+        picture = stored[page.number]
+        manifest_pages.append(
+            ManifestPage(
+                number=page.number,
+                image=_relative(page_files[page.number], book_dir),
+                print_image=_relative(print_files[page.number], book_dir) if page.number in print_files else None,
+                key=picture.key,
+                prompt=page.prompt,
+                negative_prompt=plan.negative_prompt(page),
+                requested_seed=picture.requested_seed,
+                seed=picture.seed,
+                characters=list(page.characters),
+                safety=picture.safety,
+                attempts=picture.attempts,
+                painted=page.number in painted_now,
+                seconds=picture.seconds,
+                width=picture.width,
+                height=picture.height,
+                layout=pdf_report.layouts[page.number],
+                effective_dpi=pdf_report.effective_dpi[page.number],
+            )
+        )
+    manifest = Manifest(
+        title=plan.title,
+        author=plan.author,
+        plan=_relative(job.plan_path, book_dir),
+        pdf=_relative(job.pdf_path, book_dir),
+        backend=backend.name,
+        model=backend.describe_model(),
+        model_fingerprint=backend.model_fingerprint(),
+        settings=job.settings.as_dict()
+        | {"width": job.width, "height": job.height, "guidance": backend.guidance, "consistency": job.consistency},
+        device=device_plan.describe() if device_plan else "none (every picture was cached)",
+        fairytale_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        cover_page=cover,
+        pdf_pages=pdf_report.page_count,
+        pdf_bytes=pdf_report.bytes,
+        pages=manifest_pages,
+        warnings=job.warnings,
+    )
+    return manifest_pages, save_manifest(manifest, ensure_dir(book_dir))
 
 
 def _writable(path: Path) -> bool:

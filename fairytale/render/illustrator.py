@@ -102,11 +102,19 @@ class Illustrator:
     def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
         raise NotImplementedError
 
+    def __enter__(self) -> Illustrator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with load_illustrator(...) as illustrator:`` frees the model however the block ends."""
+        self.close()
+
     def _forget_prompts(self) -> None:
         pass
 
     def close(self) -> None:
-        """Free the pipeline (and GPU memory) now rather than at garbage collection."""
+        """Free the pipeline (and GPU memory) now rather than at garbage collection. Closing
+        twice is harmless."""
         import torch
 
         self.pipe = None
@@ -151,11 +159,16 @@ class TextToImageIllustrator(Illustrator):
         return self._prompt_embeds[text]
 
     def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
-        """Paint one picture per request, all in one batch; returns them in order."""
+        """Paint one picture per request, in as few batches as :meth:`batches` allows; returns
+        them in order. Subclasses add their own pipeline inputs through :meth:`pipeline_inputs`
+        (and :meth:`step_callback`), not by painting differently."""
         import torch
 
         if not requests:
             return []
+        groups = self.batches(requests)
+        if len(groups) > 1:
+            return [picture for group in groups for picture in self.paint(group, on_step)]
         settings = self.backend.settings
 
         # 1. encode prompts (cached across batches and repaints)
@@ -166,11 +179,13 @@ class TextToImageIllustrator(Illustrator):
         #    the same on every device
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
 
-        # 3. denoise the batch
-        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        # 3. the backend's own inputs (reference embeddings, …)
+        extra = self.pipeline_inputs(requests)
+
+        # 4. denoise the batch
+        def after_step(step: int, latents: Any) -> None:
             if on_step:
-                on_step(step + 1, settings.steps)
-            return {}
+                on_step(step, settings.steps)
 
         with torch.inference_mode():
             result = self.pipe(
@@ -182,8 +197,28 @@ class TextToImageIllustrator(Illustrator):
                 height=self.height,
                 generator=generators,
                 output_type="np",
-                callback_on_step_end=step_end,
+                **extra,
+                **self.step_callback(after_step),
             )
 
-        # 4. to pictures (8-bit, as they will be stored and checked)
+        # 5. to pictures (8-bit, as they will be stored and checked)
         return self.pipe.numpy_to_pil(result.images)
+
+    # -- hooks for backends whose pipeline takes more than text --------------------------------
+
+    def batches(self, requests: Sequence[PaintRequest]) -> list[Sequence[PaintRequest]]:
+        """The requests split into groups the pipeline can paint in one call (all of them, here)."""
+        return [requests]
+
+    def pipeline_inputs(self, requests: Sequence[PaintRequest]) -> dict[str, Any]:
+        """Extra keyword arguments for the pipeline call painting ``requests`` (none, here)."""
+        return {}
+
+    def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
+        """The pipeline's per-step callback argument calling ``after_step(steps_done, latents)``."""
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            after_step(step + 1, tensors.get("latents"))
+            return {}
+
+        return {"callback_on_step_end": step_end}

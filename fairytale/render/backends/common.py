@@ -5,8 +5,8 @@ without loading anything, so a re-render whose pictures are all cached never loa
 :meth:`Backend.load` gives an :class:`~fairytale.render.illustrator.Illustrator`, which holds the
 pipeline and paints.
 
-Backends register themselves by name (``@register_backend``), like the real ones and test fakes
-alike. This module ships ``sd14``; image-conditioned backends override
+Each shipped backend lives in a module of its own in this package and is listed by name in
+:data:`fairytale.render.backends.BACKENDS`. Image-conditioned backends override
 :meth:`Backend.request_for` to add the reference pictures a page is painted from, and
 :meth:`Backend.key_fields` to put whatever else decides their pictures into the cache key.
 """
@@ -230,71 +230,6 @@ def quiet_loading() -> Iterator[None]:
         logging.enable_progress_bar()
 
 
-BACKENDS: dict[str, type[Backend]] = {}
-
-
-def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make ``cls`` available as ``--backend cls.name``."""
-    BACKENDS[cls.name] = cls
-    return cls
-
-
-def get_backend(name: str) -> type[Backend]:
-    """The backend class called ``name``; an unknown name is a one-line error."""
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise FairytaleError(f"Unknown backend '{name}'. Available: {', '.join(sorted(BACKENDS))}") from None
-
-
-@register_backend
-class StableDiffusion14(Backend):
-    """Stable Diffusion v1.4 (``CompVis/stable-diffusion-v1-4``): text to picture, 512 px."""
-
-    name = "sd14"
-    role = "sd14"
-    family = "sd1"
-    default_guidance = 7.5
-    description = "Stable Diffusion v1.4, 512 px, text to picture"
-
-    def load(self, device_plan: DevicePlan) -> Illustrator:
-        from fairytale.render.illustrator import TextToImageIllustrator
-
-        return TextToImageIllustrator(self, self._pipeline(device_plan), device_plan)
-
-    def _pipeline(self, device_plan: DevicePlan) -> Any:
-        from diffusers import StableDiffusionPipeline
-
-        with quiet_loading():
-            return registry.load_pipeline(
-                self.role,
-                StableDiffusionPipeline,
-                ref=self.settings.model,
-                torch_dtype=device_plan.torch_dtype,
-                use_safetensors=True,
-            )
-
-
-@register_backend
-class StableDiffusion21(StableDiffusion14):
-    """Stable Diffusion 2.1 (``stabilityai/stable-diffusion-2-1``): text to picture, 768 px,
-    v-prediction. Every ``--scheduler`` is built from the model's own scheduler config, so it
-    inherits ``prediction_type="v_prediction"`` (see :mod:`fairytale.render.schedulers`). The
-    repo ships no safety checker: the standalone one is used (``--safety-model``)."""
-
-    name = "sd21"
-    role = "sd21"
-    family = "sd2"
-    default_guidance = 7.5
-    description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
-
-    def load(self, device_plan: DevicePlan) -> Illustrator:
-        from fairytale.render.illustrator import TextToImageIllustrator
-
-        pipe = self._pipeline(device_plan)
-        check_v_prediction(pipe.scheduler, self.source.label)
-        return TextToImageIllustrator(self, pipe, device_plan)
-
 
 def check_v_prediction(scheduler: Any, label: str) -> None:
     """SD 2.x 768 px models predict velocity; an epsilon scheduler paints noise. Say so."""
@@ -303,7 +238,3 @@ def check_v_prediction(scheduler: Any, label: str) -> None:
             f"{label} has an epsilon-prediction scheduler config; SD 2.1 (768) and its unCLIP need "
             "v_prediction. Use the model's own repo, or fix scheduler/scheduler_config.json"
         )
-
-
-# The image-conditioned backend registers itself on import, like any other.
-from fairytale.render import unclip as _unclip  # noqa: E402,F401
