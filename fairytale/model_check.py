@@ -89,10 +89,16 @@ def render_needs(
     safety_model: str | None = None,
     upscale: bool = False,
     upscaler_model: str | None = None,
+    *,
+    consistency: str | None = None,
+    adapter_model: str | None = None,
+    adapter_encoder: str | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
-    ships none, and the x4 upscaler with ``--print``."""
+    ships none, the x4 upscaler with ``--print``, and IP-Adapter with its image encoder when
+    ``--consistency`` uses ``adapter``."""
     from fairytale.render.backends import get_backend
+    from fairytale.render.settings import consistency_parts
 
     role = get_backend(backend).role
     needs = [Need(role, model)]
@@ -100,6 +106,8 @@ def render_needs(
         needs.append(Need("safety_checker", safety_model))
     if upscale:
         needs.append(Need("upscaler", upscaler_model))
+    if consistency and "adapter" in consistency_parts(consistency):
+        needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
     return needs
 
 

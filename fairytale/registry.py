@@ -52,6 +52,9 @@ class ModelSpec:
     fallbacks: tuple[str, ...] = ()
     #: Why these ids: what their maintainers say today (kept next to the ids on purpose).
     provenance: str = ""
+    #: For a role that uses a few files of a larger repo: exactly those files (paths in the
+    #: repo); the cache check and ``models pull`` then look at them alone.
+    files: tuple[str, ...] = ()
 
     def default_for(self, device: str | None = None) -> str:
         """The default id, taking the lighter CPU model where one is named."""
@@ -168,6 +171,26 @@ MODELS: dict[str, ModelSpec] = {
             licence="MIT",
             option="--clip-model",
         ),
+        ModelSpec(
+            role="ip_adapter_sd15",
+            provenance="Tencent AI Lab's IP-Adapter, published by its author (h94); no removal report",
+            default="h94/IP-Adapter",
+            files=("models/ip-adapter_sd15.safetensors",),
+            library="diffusers",
+            purpose="--consistency adapter (SD 1.x): pages conditioned on the characters' portraits",
+            licence="Apache-2.0",
+            option="--adapter-model",
+        ),
+        ModelSpec(
+            role="ip_adapter_image_encoder",
+            provenance="the OpenCLIP ViT-H/14 image encoder IP-Adapter SD 1.5 was trained with, in h94/IP-Adapter",
+            default="h94/IP-Adapter",
+            files=("models/image_encoder/config.json", "models/image_encoder/model.safetensors"),
+            library="transformers",
+            purpose="--consistency adapter: image embeddings of the portraits (CLIP ViT-H/14)",
+            licence="Apache-2.0 (repo); OpenCLIP ViT-H/14 weights MIT",
+            option="--adapter-encoder",
+        ),
     ]
 }
 
@@ -222,6 +245,8 @@ def missing_in_cache(source: ModelSource, only: str | None = None) -> list[str]:
     if source.local:
         return []
     snapshot = hub_cache.snapshot_dir(source.ref, source.revision)
+    if source.spec.files:
+        return ["everything"] if snapshot is None else [f for f in source.spec.files if not (snapshot / f).is_file()]
     return hub_cache.missing_files(snapshot, source.spec.library, _PARTS.get(source.spec.role, ()), only)
 
 
@@ -621,12 +646,14 @@ def _download(source: ModelSource, only: str | None) -> str:
     library = source.spec.library
     if library == "flair":
         return hf_hub_download(source.ref, "pytorch_model.bin", revision=source.revision)
-    if library == "diffusers" and only is None:
+    if library == "diffusers" and only is None and not source.spec.files:
         from diffusers import DiffusionPipeline
 
         return str(DiffusionPipeline.download(source.ref, revision=source.revision))
     names = [sibling.rfilename for sibling in info.siblings or []]
-    if library == "diffusers":
+    if source.spec.files:
+        patterns = list(source.spec.files)
+    elif library == "diffusers":
         patterns = ["model_index.json", f"{only}/*"]
     else:
         weights = "*.safetensors" if any(n.endswith(".safetensors") for n in names) else "*.bin"

@@ -38,9 +38,12 @@ Backend = Annotated[
 ]
 Consistency = Annotated[
     str | None,
-    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens) or reference (unclip: reference portraits). Default: the strongest the backend offers."),
+    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), reference (unclip: reference portraits), or tokens+adapter. Default: the strongest the backend offers without extra models."),
 ]
 NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
+AdapterScale = Annotated[float, typer.Option("--adapter-scale", help="--consistency adapter: how strongly the portraits steer, 0 (not at all) to 1 (as trained).")]
+AdapterModel = Annotated[str | None, typer.Option("--adapter-model", help="IP-Adapter weights (hub id, or a local folder/file in the h94/IP-Adapter layout).")]
+AdapterEncoder = Annotated[str | None, typer.Option("--adapter-encoder", help="IP-Adapter's image encoder (hub id or local folder holding models/image_encoder).")]
 Steps = Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")]
 Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's: 7.5 for sd14/sd21, 10 for unclip).")]
 Scheduler = Annotated[str, typer.Option("--scheduler", help="Sampler: dpm++ (default), unipc, euler, euler-a, ddim, pndm, lms, model.")]
@@ -110,6 +113,9 @@ def render(
     backend: Backend = "sd14",
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
+    adapter_scale: AdapterScale = 0.6,
+    adapter_model: AdapterModel = None,
+    adapter_encoder: AdapterEncoder = None,
     pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with, the same for each page listed (default: a new one for each).")] = None,
     steps: Steps = 25,
@@ -151,12 +157,16 @@ def render(
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
+        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     load_plan(plan)
     check_outputs(output)
-    ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model), stderr())
+    ensure(render_needs(
+            backend, model, safety_model, print_quality, upscaler_model,
+            consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        ), stderr())
     result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     if not quiet:
         print_summary(result)
@@ -179,6 +189,9 @@ def book(
     backend: Backend = "sd14",
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
+    adapter_scale: AdapterScale = 0.6,
+    adapter_model: AdapterModel = None,
+    adapter_encoder: AdapterEncoder = None,
     steps: Steps = 25,
     guidance: Guidance = None,
     scheduler: Scheduler = "dpm++",
@@ -217,6 +230,7 @@ def book(
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
+        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
@@ -230,7 +244,10 @@ def book(
 
     planning = force or not plan_file.exists()
     ensure(
-        render_needs(backend, model, safety_model, print_quality, upscaler_model)
+        render_needs(
+            backend, model, safety_model, print_quality, upscaler_model,
+            consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        )
         + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),
         console,
     )

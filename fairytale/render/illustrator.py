@@ -138,6 +138,7 @@ class TextToImageIllustrator(Illustrator):
         _batch_invariant(pipe.unet)
         pipe.unet.register_forward_pre_hook(self._count_unet_call)
         self._prompt_embeds: dict[str, Any] = {}
+        self._adapter: Any = None  # IP-Adapter (--consistency adapter), loaded on the first page that needs it
 
     def configure(self, backend: Backend) -> None:
         super().configure(backend)
@@ -168,7 +169,10 @@ class TextToImageIllustrator(Illustrator):
             return []
         groups = self.batches(requests)
         if len(groups) > 1:
-            return [picture for group in groups for picture in self.paint(group, on_step)]
+            painted = {}
+            for group in groups:
+                painted.update(zip(map(id, group), self.paint(group, on_step), strict=True))
+            return [painted[id(r)] for r in requests]
         settings = self.backend.settings
 
         # 1. encode prompts (cached across batches and repaints)
@@ -207,12 +211,27 @@ class TextToImageIllustrator(Illustrator):
     # -- hooks for backends whose pipeline takes more than text --------------------------------
 
     def batches(self, requests: Sequence[PaintRequest]) -> list[Sequence[PaintRequest]]:
-        """The requests split into groups the pipeline can paint in one call (all of them, here)."""
-        return [requests]
+        """The requests split into groups the pipeline can paint in one call: all of them,
+        unless portraits steer some (one adapter scale and number of portraits per call)."""
+        from fairytale.render.portrait_adapter import SCALE_OPTION, batch_signature
+
+        if self._adapter is None and not any(SCALE_OPTION in r.options for r in requests):
+            return [requests]
+        groups: dict[tuple[float, int], list[PaintRequest]] = {}
+        for request in requests:
+            groups.setdefault(batch_signature(request), []).append(request)
+        return list(groups.values())
 
     def pipeline_inputs(self, requests: Sequence[PaintRequest]) -> dict[str, Any]:
-        """Extra keyword arguments for the pipeline call painting ``requests`` (none, here)."""
-        return {}
+        """Extra keyword arguments for the pipeline call painting ``requests``: the portraits'
+        image embeddings once IP-Adapter is in use (loaded by the first request that needs it)."""
+        from fairytale.render.portrait_adapter import SCALE_OPTION, PortraitAdapter
+
+        if self._adapter is None:
+            if not any(SCALE_OPTION in r.options for r in requests):
+                return {}
+            self._adapter = PortraitAdapter(self.pipe, self.backend.settings, self.device_plan)
+        return self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=self.width / self.height)
 
     def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
         """The pipeline's per-step callback argument calling ``after_step(steps_done, latents)``."""

@@ -9,7 +9,22 @@ from fairytale.errors import FairytaleError
 from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
 
 #: How a character is kept alike from page to page, weakest first (see fairytale.render.backends).
-CONSISTENCY_MODES = ("seed", "tokens", "reference")
+#: ``tokens`` and ``adapter`` combine: ``tokens+adapter``.
+CONSISTENCY_MODES = ("seed", "tokens", "reference", "adapter")
+
+
+def consistency_parts(mode: str) -> list[str]:
+    """The modes a ``--consistency`` value combines (``"tokens+adapter"`` → tokens, adapter)."""
+    return [part.strip() for part in mode.split("+")]
+
+
+def _valid_consistency(mode: str | None) -> bool:
+    if mode is None:
+        return True
+    parts = consistency_parts(mode)
+    if len(parts) > 1 and ("seed" in parts or len(set(parts)) != len(parts)):
+        return False
+    return all(part in CONSISTENCY_MODES for part in parts)
 
 
 @dataclass(frozen=True)
@@ -44,6 +59,9 @@ class RenderSettings:
     jpeg_quality: int = 90
     consistency: str | None = None  # seed | tokens | reference; None: the strongest the backend has
     noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
+    adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
+    adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
+    adapter_encoder: str | None = None  # its image encoder (registry role ip_adapter_image_encoder)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options
 
     def __post_init__(self) -> None:
@@ -56,7 +74,8 @@ class RenderSettings:
             (self.trim.lower() in TRIMS, f"Unknown trim size '{self.trim}'. Choose one of: {', '.join(TRIMS)}"),
             (self.layout in LAYOUT_CHOICES, f"Unknown layout '{self.layout}'. Choose one of: {', '.join(LAYOUT_CHOICES)}"),
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
-            (self.consistency in (None, *CONSISTENCY_MODES), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}"),
+            (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}, or tokens+adapter"),
+            (0 <= self.adapter_scale <= 2, f"--adapter-scale must be between 0 and 2, not {self.adapter_scale}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
             (30 <= self.jpeg_quality <= 100, f"JPEG quality must be between 30 and 100, not {self.jpeg_quality}"),
         ]

@@ -13,6 +13,7 @@
 ``upscaler``    SD x4 upscaler pipeline
 ``safety_checker``  standalone safety checker
 ``clip``        CLIP model + processor
+``ip_adapter``  IP-Adapter for the ``sd`` UNet + its image encoder (layout of h94/IP-Adapter)
 ==============  =====================================================================
 
 Nothing is downloaded. The test fixtures in ``tests/conftest.py`` build each role once per run.
@@ -36,6 +37,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "upscaler": diffusion.build_upscaler,
     "safety_checker": diffusion.build_safety_checker,
     "clip": diffusion.build_clip,
+    "ip_adapter": diffusion.build_ip_adapter,
 }
 
 

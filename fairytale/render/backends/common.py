@@ -14,6 +14,7 @@ Each shipped backend lives in a module of its own in this package and is listed 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fairytale import registry
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import sha256_file
 from fairytale.render.schedulers import check_scheduler
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.devices import DevicePlan
     from fairytale.render.illustrator import Illustrator
     from fairytale.render.settings import RenderSettings
+
+#: modes that paint pages from the characters' reference portraits
+PORTRAIT_MODES = frozenset({"reference", "adapter"})
 
 KEY_FORMAT = 1  # bump when what a key covers changes, so old cache entries are not reused
 
@@ -119,19 +123,22 @@ class Backend:
           character``) fitting this backend's text encoder; the prompts draw them with it.
         * ``reference``: pages are painted from the characters' reference portraits (``unclip``).
         """
-        from fairytale.errors import PlanError
+        from fairytale.render.settings import consistency_parts
 
         wanted = self.settings.consistency
         if wanted is None:
-            strongest = self.consistency_modes[-1]
+            strongest = self.consistency_modes[-1] if self.consistency_modes[-1] != "adapter" else "tokens"
             if strongest == "tokens" and not any(c.token for c in plan.characters if c.main):
                 return "seed"
             return strongest
-        if wanted not in self.consistency_modes:
-            raise FairytaleError(
-                f"Backend '{self.name}' cannot keep characters alike by '{wanted}'; it offers: {', '.join(self.consistency_modes)}"
-            )
-        if wanted == "tokens":
+        for part in consistency_parts(wanted):
+            if part not in self.consistency_modes:
+                why = " (IP-Adapter has weights for SD 1.x only)" if part == "adapter" and self.family == "sd2" else ""
+                raise FairytaleError(
+                    f"Backend '{self.name}' cannot keep characters alike by '{part}'{why}; it offers: "
+                    f"{', '.join(self.consistency_modes)}"
+                )
+        if "tokens" in consistency_parts(wanted):
             missing = [c.name for c in plan.characters if c.main and not c.token]
             if missing:
                 raise PlanError(
@@ -153,14 +160,37 @@ class Backend:
                     )
         return wanted
 
+    def modes(self, plan: BookPlan) -> set[str]:
+        """The modes in force for ``plan`` (``tokens+adapter`` → {tokens, adapter})."""
+        from fairytale.render.settings import consistency_parts
+
+        return set(consistency_parts(self.consistency(plan)))
+
+    def needs_portraits(self, plan: BookPlan) -> bool:
+        """Whether the mode in force paints pages from the characters' reference portraits."""
+        return bool(self.modes(plan) & PORTRAIT_MODES)
+
     def missing_references(self, plan: BookPlan) -> list[str]:
-        """Ids of the characters whose reference portrait must be painted before the pages
-        (none unless the backend paints from references)."""
-        return []
+        """Ids of the main characters whose reference portrait must be painted before the pages
+        (none unless the mode in force paints from portraits)."""
+        if not self.needs_portraits(plan):
+            return []
+        return [c.id for c in plan.characters if c.main and c.reference is None]
 
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
-        """What to paint for ``page``: its prompt, negative prompt and seed."""
-        return PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
+        """What to paint for ``page``: its prompt, negative prompt and seed, and in ``adapter``
+        mode its characters' portraits with the adapter's scale and weights."""
+        request = PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
+        if "adapter" not in self.modes(plan):
+            return request
+        from fairytale.render.portrait_adapter import SCALE_OPTION, adapter_fingerprint
+
+        if not hasattr(self, "_adapter_fingerprint"):
+            self._adapter_fingerprint = adapter_fingerprint(self.settings)
+        return PaintRequest(
+            request.page, request.prompt, request.negative_prompt, request.seed, page_portraits(plan, page, plan_file),
+            {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint},
+        )
 
     def key_fields(self, request: PaintRequest, embeddings: dict[str, str]) -> dict[str, Any]:
         """Everything that decides ``request``'s picture. ``embeddings`` maps each learned
@@ -238,3 +268,35 @@ def check_v_prediction(scheduler: Any, label: str) -> None:
             f"{label} has an epsilon-prediction scheduler config; SD 2.1 (768) and its unCLIP need "
             "v_prediction. Use the model's own repo, or fix scheduler/scheduler_config.json"
         )
+
+
+def page_portraits(plan: BookPlan, page: Page, plan_file: Path) -> tuple[Path, ...]:
+    """The reference portraits of the characters ``page`` shows, in the plan's character order
+    (a character without one is left out); a listed picture that is missing or unreadable is a
+    one-line error."""
+    from fairytale.plan import resolve_plan_path
+
+    found = []
+    for character in plan.characters:
+        if character.id not in page.characters or character.reference is None:
+            continue
+        path = resolve_plan_path(plan_file, character.reference.image)
+        if not path.is_file():
+            raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
+        check_picture(path, character.name)
+        found.append(path)
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_picture(path: Path, size: int, mtime_ns: int, name: str) -> None:
+    from fairytale.images import open_picture
+
+    open_picture(path, what=f"reference picture of {name}")
+
+
+def check_picture(path: Path, name: str) -> None:
+    """Refuse a reference picture that is not a readable picture now, before any model loads
+    (checked once per file version, as every page of the character names it)."""
+    stat = path.stat()
+    _checked_picture(path, stat.st_size, stat.st_mtime_ns, name)

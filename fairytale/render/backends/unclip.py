@@ -19,16 +19,19 @@ a zero image embedding (text only), so no second model is loaded: one big pipeli
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
-from fairytale.errors import PlanError
 from fairytale.files import sha256_file
-from fairytale.plan import resolve_plan_path
-from fairytale.render.backends.common import Backend, PaintRequest, check_v_prediction, quiet_loading
+from fairytale.render.backends.common import (
+    Backend,
+    PaintRequest,
+    check_v_prediction,
+    page_portraits,
+    quiet_loading,
+)
 from fairytale.render.illustrator import TextToImageIllustrator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -48,26 +51,12 @@ class StableUnCLIP21(Backend):
     description = "Stable Diffusion 2.1 unCLIP, 768 px: reference portrait embedding + page prompt"
     consistency_modes = ("seed", "tokens", "reference")
 
-    def missing_references(self, plan: BookPlan) -> list[str]:
-        if self.consistency(plan) != "reference":
-            return []
-        return [c.id for c in plan.characters if c.main and c.reference is None]
-
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
         request = super().request_for(plan, page, plan_file)
-        if self.consistency(plan) != "reference":
+        if "reference" not in self.modes(plan):
             return request
-        references = []
-        for character in plan.characters:  # plan order: the rule in the module docstring
-            if character.id not in page.characters or character.reference is None:
-                continue
-            path = resolve_plan_path(plan_file, character.reference.image)
-            if not path.is_file():
-                raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
-            _check_reference(path, character.name)
-            references.append(path)
         return PaintRequest(
-            request.page, request.prompt, request.negative_prompt, request.seed, tuple(references),
+            request.page, request.prompt, request.negative_prompt, request.seed, page_portraits(plan, page, plan_file),
             {"noise_level": self.settings.noise_level},
         )
 
@@ -182,17 +171,3 @@ class UnCLIPIllustrator(TextToImageIllustrator):
             after_step(index + 1, latents)
 
         return {"callback": step}
-
-
-@functools.lru_cache(maxsize=256)
-def _checked_reference(path: Path, size: int, mtime_ns: int, name: str) -> None:
-    from fairytale.images import open_picture
-
-    open_picture(path, what=f"reference picture of {name}")
-
-
-def _check_reference(path: Path, name: str) -> None:
-    """Refuse a reference picture that is not a readable picture now, before any model loads
-    (checked once per file version, as every page of the character names it)."""
-    stat = path.stat()
-    _checked_reference(path, stat.st_size, stat.st_mtime_ns, name)

@@ -1,0 +1,134 @@
+"""``--consistency adapter``: pages steered by their characters' portraits through IP-Adapter
+(tiny weights built in-process in the hub layout, loaded by diffusers' ``load_ip_adapter``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairytale.errors import FairytaleError
+from fairytale.plan import load_plan, save_plan
+from fairytale.render import load_manifest, render_book
+from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    make_plan,
+    single_torch_thread,
+    tiny_settings,
+    write_plan,
+)
+
+
+def two_character_plan(pages: int = 4):
+    """Zoë on odd pages, her father on even ones, both on the last page; both are main."""
+    plan = make_plan(pages)
+    plan.character("dad").main = True
+    plan.pages[-1].characters = ["zoe", "dad"]
+    return plan
+
+
+def adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, **changes):
+    values = dict(
+        consistency="adapter",
+        adapter_model=str(tiny_ip_adapter),
+        adapter_encoder=str(tiny_ip_adapter),
+        safety_model=str(tiny_safety_checker),
+    )
+    return tiny_settings(tiny_sd, **(values | changes))
+
+
+def pixels(result, number):
+    page = next(p for p in result.pages if p.number == number)
+    return np.asarray(Image.open(result.book_dir / page.image))
+
+
+@pytest.fixture(scope="module")
+def adapter_book(tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("adapter-book")
+    plan_path = write_plan(folder, two_character_plan())
+    settings = adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker)
+    return plan_path, settings, render_book(plan_path, folder / "book.pdf", settings, progress=False)
+
+
+def test_adapter_mode_paints_portraits_first_and_records_the_mode(adapter_book):
+    plan_path, _, result = adapter_book
+    plan = load_plan(plan_path)
+    for character in ("zoe", "dad"):
+        reference = plan.character(character).reference
+        assert reference is not None and reference.seed is not None
+        assert (plan_path.parent / reference.image).is_file()
+    manifest = load_manifest(result.book_dir)
+    assert manifest.settings["consistency"] == "adapter" and manifest.settings["adapter_scale"] == 0.6
+    assert result.painted == [1, 2, 3, 4]
+
+
+def test_scale_zero_paints_exactly_the_plain_pictures(adapter_book, tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path):
+    _, _, steered = adapter_book
+    plain = render_book(
+        write_plan(tmp_path, two_character_plan()), tmp_path / "plain.pdf",
+        tiny_settings(tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker)), progress=False,
+    )
+    zero = render_book(
+        write_plan(tmp_path, two_character_plan(), "zero.json"), tmp_path / "zero.pdf",
+        adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, adapter_scale=0.0), progress=False,
+    )
+    for number in (1, 2, 3, 4):
+        assert np.array_equal(pixels(zero, number), pixels(plain, number)), number
+        assert not np.array_equal(pixels(steered, number), pixels(plain, number)), number  # the portraits count
+
+
+def test_batch_size_does_not_change_a_page(adapter_book, tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path):
+    _, _, batched = adapter_book
+    alone = render_book(
+        write_plan(tmp_path, two_character_plan()), tmp_path / "one.pdf",
+        adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, batch_size=1), progress=False,
+    )
+    for number in (1, 2, 3, 4):
+        assert np.array_equal(pixels(alone, number), pixels(batched, number)), number
+
+
+def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_book, tmp_path):
+    import shutil
+
+    plan_path, settings, before = adapter_book
+    folder = tmp_path / "copy"
+    shutil.copytree(plan_path.parent, folder)
+    copied = folder / plan_path.name
+    plan = load_plan(copied)
+    mine = folder / "my-dad.png"
+    Image.fromarray(np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)).save(mine)
+    plan.character("dad").reference.image = "my-dad.png"
+    plan.character("dad").reference.seed = None
+    save_plan(plan, copied)
+    after = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert after.painted == [2, 4]  # dad's pages; Zoë's alone are reused
+    for number in (1, 3):
+        assert np.array_equal(pixels(after, number), pixels(before, number))
+    for number in (2, 4):
+        assert not np.array_equal(pixels(after, number), pixels(before, number))
+
+
+def test_sd2_adapter_is_a_one_line_error_naming_the_modes_that_work(tiny_sd2, tmp_path):
+    with pytest.raises(FairytaleError, match=r"IP-Adapter has weights for SD 1.x only\); it offers: seed, tokens"):
+        render_book(
+            write_plan(tmp_path, two_character_plan(2)), tmp_path / "b.pdf",
+            tiny_settings(tiny_sd2, backend="sd21", consistency="adapter"), progress=False,
+        )
+
+
+def test_modes_combine_and_are_checked():
+    from fairytale.render import RenderSettings
+
+    assert RenderSettings(consistency="tokens+adapter").consistency == "tokens+adapter"
+    for bad in ("seed+adapter", "adapter+adapter", "magic+adapter"):
+        with pytest.raises(FairytaleError, match="Unknown consistency"):
+            RenderSettings(consistency=bad)
+    with pytest.raises(FairytaleError, match="--adapter-scale"):
+        RenderSettings(adapter_scale=3.0)
+
+
+def test_the_model_check_names_the_adapter_models():
+    from fairytale.model_check import render_needs
+
+    roles = {need.role for need in render_needs("sd14", None, consistency="adapter")}
+    assert {"ip_adapter_sd15", "ip_adapter_image_encoder"} <= roles
+    assert not {"ip_adapter_sd15", "ip_adapter_image_encoder"} & {n.role for n in render_needs("sd14", None)}
