@@ -132,3 +132,56 @@ def test_the_model_check_names_the_adapter_models():
     roles = {need.role for need in render_needs("sd14", None, consistency="adapter")}
     assert {"ip_adapter_sd15", "ip_adapter_image_encoder"} <= roles
     assert not {"ip_adapter_sd15", "ip_adapter_image_encoder"} & {n.role for n in render_needs("sd14", None)}
+
+
+def test_a_portrait_adds_exactly_nothing_outside_its_region():
+    """At the attention processor: with a region, every latent cell outside it comes out
+    exactly as without the portrait; inside, the portrait changes it."""
+    import types
+
+    import torch
+    from diffusers.models.attention_processor import Attention
+
+    from fairytale.render.portrait_attention import PortraitAttnProcessor, RegionState, grid_of, region_mask
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=32, cross_attention_dim=32, heads=4, dim_head=8)
+    loaded = types.SimpleNamespace(
+        to_k_ip=torch.nn.ModuleList([torch.nn.Linear(32, 32, bias=False)]),
+        to_v_ip=torch.nn.ModuleList([torch.nn.Linear(32, 32, bias=False)]),
+    )
+    state = RegionState(aspect=2.0)
+    processor = PortraitAttnProcessor(loaded, state)
+    processor.scale = 0.8
+    cells = 8 * 16  # a 2:1 picture's latent grid: 8 rows of 16
+    assert grid_of(cells, 2.0) == (8, 16)
+    hidden = torch.randn(2, cells, 32)
+    text = torch.randn(2, 7, 32)
+    box = (0.25, 0.5, 0.75, 1.0)  # the lower half, middle half of the width
+    with torch.inference_mode():
+        plain = processor(attn, hidden, text)
+        state.tokens = torch.randn(2, 2, 4, 32)  # 2 rows, 2 portraits of 4 tokens each
+        state.regions = [[box, (0.0, 0.0, 0.25, 1.0)]]
+        steered = processor(attn, hidden, text)
+    inside = (region_mask(box, 8, 16) + region_mask((0.0, 0.0, 0.25, 1.0), 8, 16)).bool()
+    assert inside.any() and not inside.all()
+    assert torch.equal(steered[:, ~inside], plain[:, ~inside])
+    assert (steered[:, inside] != plain[:, inside]).any(dim=-1).all()
+    # the box is rasterised by cell centres: 8 rows × 16 columns, lower 4 rows, columns 4..11
+    assert int(region_mask(box, 8, 16).sum()) == 4 * 8
+
+
+def test_pages_showing_several_characters_place_them_side_by_side(tmp_path):
+    from fairytale.plan import Reference, Region
+    from fairytale.render.backends.common import page_regions
+
+    plan = two_character_plan(2)
+    for character in plan.characters:
+        character.reference = Reference(image=f"{character.id}.png")
+    page = plan.pages[-1]
+    page.characters = ["dad", "zoe"]  # the text names him first
+    assert page_regions(plan, page) == [(0.5, 0.0, 1.0, 1.0), (0.0, 0.0, 0.5, 1.0)]  # zoe, dad (plan order)
+    page.regions = {"zoe": Region(left=0.1, top=0.2, right=0.4, bottom=0.9)}
+    assert page_regions(plan, page)[0] == (0.1, 0.2, 0.4, 0.9)
+    with pytest.raises(ValueError, match="left < right"):
+        Region(left=0.5, top=0, right=0.5, bottom=1)

@@ -183,14 +183,15 @@ class Backend:
         request = PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
         if "adapter" not in self.modes(plan):
             return request
-        from fairytale.render.portrait_adapter import SCALE_OPTION, adapter_fingerprint
+        from fairytale.render.portrait_adapter import REGIONS_OPTION, SCALE_OPTION, adapter_fingerprint
 
         if not hasattr(self, "_adapter_fingerprint"):
             self._adapter_fingerprint = adapter_fingerprint(self.settings)
-        return PaintRequest(
-            request.page, request.prompt, request.negative_prompt, request.seed, page_portraits(plan, page, plan_file),
-            {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint},
-        )
+        portraits = page_portraits(plan, page, plan_file)
+        options: dict[str, Any] = {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint}
+        if len(portraits) > 1:  # one portrait acts on the whole picture; several, each in its region
+            options[REGIONS_OPTION] = [list(box) for box in page_regions(plan, page)]
+        return PaintRequest(request.page, request.prompt, request.negative_prompt, request.seed, portraits, options)
 
     def key_fields(self, request: PaintRequest, embeddings: dict[str, str]) -> dict[str, Any]:
         """Everything that decides ``request``'s picture. ``embeddings`` maps each learned
@@ -268,6 +269,19 @@ def check_v_prediction(scheduler: Any, label: str) -> None:
             f"{label} has an epsilon-prediction scheduler config; SD 2.1 (768) and its unCLIP need "
             "v_prediction. Use the model's own repo, or fix scheduler/scheduler_config.json"
         )
+
+
+def page_regions(plan: BookPlan, page: Page) -> list[tuple[float, float, float, float]]:
+    """The region of each character of ``page`` that has a portrait, in the order of
+    :func:`page_portraits`: the plan's (``pages[].regions``), else side by side, as wide as
+    the picture divided among them, in the order the page lists them (the order the text names
+    them)."""
+    shown = [c for c in page.characters if c in {x.id for x in plan.characters if x.reference is not None}]
+    boxes = {}
+    for index, character_id in enumerate(shown):
+        region = (page.regions or {}).get(character_id)
+        boxes[character_id] = region.box() if region else (index / len(shown), 0.0, (index + 1) / len(shown), 1.0)
+    return [boxes[c.id] for c in plan.characters if c.id in boxes]
 
 
 def page_portraits(plan: BookPlan, page: Page, plan_file: Path) -> tuple[Path, ...]:
