@@ -383,6 +383,9 @@ class IllustratorPool:
         self._loaded: tuple[tuple, Illustrator] | None = None
         self._timer: threading.Timer | None = None
         self._users = 0
+        # One pipeline paints one batch at a time: a second painting action (another book, another
+        # tab) waits for the first to finish.
+        self._painting = threading.Lock()
 
     @staticmethod
     def _identity(settings: RenderSettings) -> tuple:
@@ -444,10 +447,18 @@ class _Borrowed:
         self.pool, self.settings = pool, settings
 
     def __enter__(self) -> Illustrator:
-        return self.pool._take(self.settings)
+        self.pool._painting.acquire()
+        try:
+            return self.pool._take(self.settings)
+        except BaseException:
+            self.pool._painting.release()
+            raise
 
     def __exit__(self, *exc: Any) -> None:
-        self.pool._give_back()
+        try:
+            self.pool._give_back()
+        finally:
+            self.pool._painting.release()
 
 
 # -- painting with live progress, stop and resume ---------------------------------------------

@@ -158,7 +158,8 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
     settings = session.options.settings
     first = str(open_book(book_dir).folder) if book_dir else None
 
-    with gr.Blocks(title="fAIrytale Studio", analytics_enabled=False) as app:
+    # gradio's copies of shown files (in SESSION/.studio/gradio) older than a day are deleted hourly
+    with gr.Blocks(title="fAIrytale Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         book_state = gr.State(first)
         gr.Markdown("# fAIrytale Studio\nStory → plan → pictures → your book.")
         status = gr.Markdown(

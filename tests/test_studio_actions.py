@@ -19,6 +19,7 @@ from fairytale.studio_actions import (
     PaintingStopped,
     StudioOptions,
     StudioProgress,
+    book_pdf,
     check_picture_upload,
     choose_candidate,
     create_book,
@@ -28,8 +29,11 @@ from fairytale.studio_actions import (
     page_views,
     paint_book,
     paint_candidates,
+    preview_pages,
     repaint_page,
+    repaint_reference,
     save_character,
+    save_page,
     use_earlier_picture,
     use_my_picture,
 )
@@ -69,8 +73,13 @@ def book(tmp_path):
     return open_book(folder)
 
 
-def test_locked_page_keeps_its_picture_through_fairytale_render(book, options, tiny_sd):
-    first = render_book(book.plan_file, book.pdf, options.settings, progress=False)
+def test_locked_page_keeps_its_picture_through_fairytale_render(book, options, pool):
+    with pool.borrow(options.settings) as illustrator:
+        check_render_respects_locks(book, options, illustrator)
+
+
+def check_render_respects_locks(book, options, illustrator):
+    first = render_book(book.plan_file, book.pdf, options.settings, illustrator=illustrator, progress=False)
     before = {p.number: p.key for p in first.pages}
     lock_page(book, 2, options.settings)
     plan = load_plan(book.plan_file)
@@ -81,7 +90,9 @@ def test_locked_page_keeps_its_picture_through_fairytale_render(book, options, t
     from fairytale.plan import save_plan
 
     save_plan(plan, book.plan_file)
-    again = render_book(book.plan_file, book.pdf, options.settings, pages=[2, 3], progress=False)
+    again = render_book(
+        book.plan_file, book.pdf, options.settings, pages=[2, 3], illustrator=illustrator, progress=False
+    )
     assert again.painted == [3] and {p.number: p.key for p in again.pages}[2] == before[2]
     assert load_plan(book.plan_file).pages[1].seed == plan.pages[1].seed  # no new seed recorded
     assert any("page 2 is locked" in w for w in again.warnings)
@@ -89,7 +100,9 @@ def test_locked_page_keeps_its_picture_through_fairytale_render(book, options, t
         repaint_page(book, 2, options, IllustratorPool(), new_seed=True)
 
     lock_page(book, 2, options.settings, locked=False)
-    unlocked = render_book(book.plan_file, book.pdf, options.settings, progress=False)
+    unlocked = render_book(
+        book.plan_file, book.pdf, options.settings, illustrator=illustrator, progress=False
+    )
     assert unlocked.painted == [2]  # its own prompt now
 
 
@@ -213,3 +226,28 @@ def test_open_book_needs_a_plan(tmp_path):
     with pytest.raises(FairytaleError, match="no plan.json"):
         open_book(tmp_path)
     assert isinstance(Book(tmp_path).pdf.name, str)
+
+
+def test_new_seed_repaints_one_page_and_records_the_seed(book, options, pool):
+    first = paint_book(book, options, pool)
+    result = repaint_page(book, 3, options, pool, new_seed=True)
+    assert result.painted == [3] and set(result.new_seeds) == {3}
+    assert load_plan(book.plan_file).pages[2].seed == result.new_seeds[3] != first.pages[2].requested_seed
+
+
+def test_paint_the_reference_again_records_a_new_seed(book, options, pool):
+    path = repaint_reference(book, "zoe", options, pool)
+    first = load_plan(book.plan_file).character("zoe").reference
+    again = repaint_reference(book, "zoe", options, pool)
+    second = load_plan(book.plan_file).character("zoe").reference
+    assert path == again == book.folder / "references" / "zoe.png" and second.image == "references/zoe.png"
+    assert first.seed != second.seed and second.prompt and second.model
+
+
+def test_the_laid_out_book_page_by_page(book, options, pool):
+    pdf = book_pdf(book, options, pool)
+    assert pdf == book.pdf and pdf.is_file()
+    shown = preview_pages(book, width=120)
+    assert len(shown) == 3 + 2 and all(image.width == 120 for image in shown)
+    save_page(book, 1, text="A new first sentence.")  # only the text: nothing to paint, a new PDF
+    assert book_pdf(book, options, pool).stat().st_mtime_ns >= book.plan_file.stat().st_mtime_ns

@@ -80,3 +80,23 @@ def test_missing_gradio_is_one_line_with_the_install_command(tmp_path, monkeypat
 def test_share_warns_before_anything_starts(tmp_path):
     result = CliRunner().invoke(cli, ["studio", str(tmp_path / "nothing-here"), "--share"])
     assert result.exit_code != 0 and "public" in result.output and "Traceback" not in result.output
+
+
+def test_cli_prints_the_address_and_serves_until_stopped(tmp_path, tiny_sd, monkeypatch):
+    require_gradio()
+    from fairytale import studio_app
+
+    keep_environment(monkeypatch)
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    served = []
+
+    def serve_once(self):  # instead of waiting for Ctrl-C: check it answers, then stop
+        served.append(status_of(self.url))
+        self.close()
+
+    monkeypatch.setattr(studio_app.Studio, "wait", serve_once)
+    result = CliRunner().invoke(cli, ["studio", str(folder), "--model", str(tiny_sd), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "running at http://127.0.0.1:" in result.output and served == [200]
