@@ -166,7 +166,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             f"Open: {first}" if first else "Start a book: paste a story below.", elem_id="status"
         )
 
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             # 1. start
             with gr.Tab("1 · Start", id="start"):
                 with gr.Row():
@@ -296,12 +296,13 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 str(book.folder),
                 f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
                 str(book.folder),
+                gr.Tabs(selected="plan"),  # on to the review
             ] + plan_values(str(book.folder))
 
         make_plan.click(
             _errors(gr, start),
             [story_text, story_file, title, author, style],
-            [book_state, status, open_path, *plan_outputs],
+            [book_state, status, open_path, tabs, *plan_outputs],
         )
 
         def open_(path: str) -> list[Any]:

@@ -251,3 +251,20 @@ def test_the_laid_out_book_page_by_page(book, options, pool):
     assert len(shown) == 3 + 2 and all(image.width == 120 for image in shown)
     save_page(book, 1, text="A new first sentence.")  # only the text: nothing to paint, a new PDF
     assert book_pdf(book, options, pool).stat().st_mtime_ns >= book.plan_file.stat().st_mtime_ns
+
+
+def test_a_book_made_by_the_cli_opens_as_it_is(book, options, pool):
+    with pool.borrow(
+        options.settings
+    ) as illustrator:  # what `fairytale book` leaves: plan, pictures, PDF beside
+        made = render_book(
+            book.plan_file,
+            book.folder.with_suffix(".pdf"),
+            options.settings,
+            illustrator=illustrator,
+            progress=False,
+        )
+    opened = open_book(book.folder)
+    assert opened.pdf == made.pdf
+    assert [v.status for v in page_views(opened, options.settings)] == ["painted"] * 3
+    assert paint_book(opened, options, pool).painted == []
