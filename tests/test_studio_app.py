@@ -100,3 +100,17 @@ def test_cli_prints_the_address_and_serves_until_stopped(tmp_path, tiny_sd, monk
     result = CliRunner().invoke(cli, ["studio", str(folder), "--model", str(tiny_sd), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "running at http://127.0.0.1:" in result.output and served == [200]
+
+
+def test_a_missing_browser_skips_here_but_fails_on_ci(monkeypatch, tmp_path):
+    from tests import studio_support
+
+    monkeypatch.setattr(studio_support, "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.delenv("FAIRYTALE_CHROMIUM", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        studio_support.require("chromium", False, "apt-get install -y chromium")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the studio tests"):
+        studio_support.require_browser()
