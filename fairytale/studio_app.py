@@ -200,7 +200,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         main = gr.Checkbox(label="Main character")
                         save_character_button = gr.Button("Save character")
                     with gr.Column(scale=1):
-                        reference = gr.Image(label="Reference portrait", type="filepath", interactive=False)
+                        reference = gr.Image(
+                            label="Reference portrait", type="filepath", interactive=False, height=300
+                        )
                         reference_again = gr.Button("Paint again")
                         my_picture = gr.File(label="Use my picture", file_types=["image"], type="filepath")
                 gr.Markdown("### Pages")
@@ -230,7 +232,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 fix_page = gr.Radio(label="Page", choices=[], elem_id="fix-page")
                 with gr.Row():
                     with gr.Column():
-                        fix_picture = gr.Image(label="Picture now", type="filepath", interactive=False)
+                        fix_picture = gr.Image(
+                            label="Picture now", type="filepath", interactive=False, height=360
+                        )
                         fix_locked = gr.Checkbox(label="Locked (nothing repaints it)", elem_id="fix-lock")
                     with gr.Column():
                         fix_prompt = gr.Textbox(label="Prompt", lines=4, elem_id="fix-prompt")
@@ -240,10 +244,13 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         fix_seed = gr.Button("Paint again with a new seed", elem_id="fix-seed")
                         fix_candidates = gr.Button("Paint four candidates", elem_id="fix-candidates")
                 candidates = gr.Gallery(
-                    label="Candidates: click one to use it", columns=4, elem_id="candidates"
+                    label="Candidates: click one to use it", columns=4, height=300, elem_id="candidates"
                 )
                 earlier = gr.Gallery(
-                    label="Earlier pictures: click one to go back to it", columns=6, elem_id="earlier"
+                    label="Earlier pictures: click one to go back to it",
+                    columns=6,
+                    height=260,
+                    elem_id="earlier",
                 )
 
             # 5. the book
