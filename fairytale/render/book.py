@@ -197,7 +197,8 @@ def render_book(
 
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
         new_seeds: dict[int, int] = {}
-        for number in selected or []:
+        locked_asked = [n for n in selected or [] if plan.pages[n - 1].locked]  # a locked page keeps its picture
+        for number in sorted(set(selected or []) - set(locked_asked)):
             page = plan.pages[number - 1]
             new_seeds[number] = seed if seed is not None else next_seed(page.seed)
             page.seed = new_seeds[number]
@@ -229,6 +230,10 @@ def render_book(
         jobs: list[PageJob] = []
         stored: dict[int, StoredPicture] = {}
         for page in plan.pages:
+            kept = store.get(page.picture) if page.locked and page.picture else None
+            if kept:  # a locked page keeps the picture it names, whatever its prompt or the settings
+                stored[page.number] = kept
+                continue
             request = backend.request_for(plan, page, plan_path)
             used = {t: h for t, h in embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
             key = backend.picture_key(request, used)
@@ -238,6 +243,7 @@ def render_book(
             else:
                 jobs.append(PageJob(request, key))
         warnings = list(layout_warnings) + reference_warnings
+        warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in locked_asked]
 
         # 4. paint what is missing (the model is loaded only now, and only if needed)
         paint_seconds, pictures_painted, unet_before = 0.0, 0, 0
