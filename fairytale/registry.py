@@ -132,6 +132,22 @@ MODELS: dict[str, ModelSpec] = {
             licence="MIT",
             option="--clip-model",
         ),
+        ModelSpec(
+            role="lcm_lora_sd15",
+            default="latent-consistency/lcm-lora-sdv1-5",
+            library="diffusers",
+            purpose="draft pictures in 4-8 steps for SD 1.x (LCM-LoRA, --draft)",
+            licence="OpenRAIL++",
+            option="--draft-lora",
+        ),
+        ModelSpec(
+            role="taesd",
+            default="madebyollin/taesd",
+            library="diffusers",
+            purpose="live previews while a page is painted (tiny autoencoder, SD 1.x/2.x latents)",
+            licence="MIT",
+            option="--preview-model",
+        ),
     ]
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from fairytale.render.backends import BACKENDS, Backend, PaintRequest, get_backend, register_backend
 from fairytale.render.book import RenderResult, book_dir_for, check_outputs, render_book
-from fairytale.render.devices import DevicePlan, plan_device
+from fairytale.render.devices import DevicePlan, plan_device, plan_for
 from fairytale.render.illustrator import Illustrator
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest
 from fairytale.render.settings import RenderSettings, parse_pages
@@ -26,7 +26,7 @@ def load_illustrator(settings: RenderSettings | None = None) -> Illustrator:
     """Load the model ``settings`` name, ready to pass to :func:`render_book` again and again."""
     settings = settings or RenderSettings()
     backend = get_backend(settings.backend)(settings)
-    return backend.load(plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size))
+    return backend.load(plan_for(settings))
 
 
 __all__ = [
