@@ -1,15 +1,25 @@
-"""Render benchmarks: our painting loop vs. the plain per-page pipeline loop, and the PDF build.
+"""Render benchmarks: our painting loop vs. the plain per-page pipeline loop, drafts, previews,
+and the PDF build.
 
     python tests/benchmarks/bench_render.py [--model DIR] [--pages 12] [--steps 25] [--rounds 2]
+    python tests/benchmarks/bench_render.py --full-size --size 256 --pages 4 --steps 6 \
+        --draft --previews --skip-pdf [--models-dir DIR] [--threads N] [--precision bf16]
 
-1. **Painting, ours vs plain.** A 12-page plan painted with the tiny SD pipeline on the CPU
-   (built here from ``tests/tiny_models`` unless ``--model`` names one): first the loop a user
-   would write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler,
-   steps, guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then
-   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, the safety
-   check, the page cache). Models are loaded before the clock starts, for both. The runs
-   alternate for ``--rounds`` rounds; the best of each is compared. Bar: ours / plain ≤ 0.67.
-2. **PDF.** A 32-page book of 1024 × 1024 pictures (drawn here: sky, sun, hills, watercolour
+1. **Final paint, ours vs plain.** A plan painted on the CPU, first with the loop a user would
+   write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
+   guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then with
+   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, channels-last,
+   the safety check, the page cache). Models are loaded before the clock starts, for both; the
+   runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
+   ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
+   ``tests/benchmarks/configs/sd14``, plus a random ViT-L/14 safety checker), else the tiny test
+   model (which measures per-call overhead only). Bar (full size, 256², 4 pages, 6 steps):
+   ours / plain ≤ 0.70.
+2. **Drafts** (``--draft``): ``render_book`` with ``draft=True`` (4 LCM steps, a random LoRA of
+   the LCM-LoRA's shape) against the plain loop at ``--draft-reference-steps`` (25). Bar ≤ 0.20.
+3. **Previews** (``--previews``): ``render_book`` with and without ``on_preview`` every 5 steps
+   (a random TAESD-size tiny autoencoder), ``--preview-steps`` steps. Bar: overhead ≤ 5 %.
+4. **PDF.** A 32-page book of 1024 × 1024 pictures (drawn here: sky, sun, hills, watercolour
    texture) laid out at 300 DPI with bleed, with an empty picture cache (cold) and again with a
    full one (warm). Bar: cold build ≤ 3 s, file ≤ 40 MB. ``--noisy`` also times pictures of pure
    noise, the worst case for JPEG size.
