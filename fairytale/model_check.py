@@ -89,17 +89,24 @@ def render_needs(
     safety_model: str | None = None,
     upscale: bool = False,
     upscaler_model: str | None = None,
+    draft: bool = False,
+    draft_lora: str | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
-    ships none, and the x4 upscaler with ``--print``."""
+    ships none, the x4 upscaler with ``--print``, and the LCM-LoRA with ``--draft`` (for the
+    families that have one)."""
+    from fairytale.render import drafts
     from fairytale.render.backends import get_backend
 
-    role = get_backend(backend).role
-    needs = [Need(role, model)]
-    if not ships_safety_checker(role, model):
+    painter = get_backend(backend)
+    needs = [Need(painter.role, model)]
+    if not ships_safety_checker(painter.role, model):
         needs.append(Need("safety_checker", safety_model))
     if upscale:
         needs.append(Need("upscaler", upscaler_model))
+    lora_role = drafts.LCM_LORAS.get(painter.family or "")
+    if draft and lora_role:
+        needs.append(Need(lora_role, draft_lora))
     return needs
 
 

@@ -52,6 +52,9 @@ class ModelSpec:
     fallbacks: tuple[str, ...] = ()
     #: Why these ids: what their maintainers say today (kept next to the ids on purpose).
     provenance: str = ""
+    #: For a repo that is not a whole model or pipeline (a LoRA, an adapter, one component):
+    #: exactly the files its load path reads. They are what is checked and pulled.
+    files: tuple[str, ...] = ()
 
     def default_for(self, device: str | None = None) -> str:
         """The default id, taking the lighter CPU model where one is named."""
@@ -168,6 +171,24 @@ MODELS: dict[str, ModelSpec] = {
             licence="MIT",
             option="--clip-model",
         ),
+        ModelSpec(
+            role="lcm_lora_sd15",
+            default="latent-consistency/lcm-lora-sdv1-5",
+            files=("pytorch_lora_weights.safetensors",),
+            library="diffusers",
+            purpose="draft pictures in 4-8 steps for SD 1.x (LCM-LoRA, --draft)",
+            licence="OpenRAIL++",
+            option="--draft-lora",
+        ),
+        ModelSpec(
+            role="taesd",
+            default="madebyollin/taesd",
+            files=("config.json", "diffusion_pytorch_model.safetensors"),
+            library="diffusers",
+            purpose="live previews while a page is painted (tiny autoencoder, SD 1.x/2.x latents)",
+            licence="MIT",
+            option="--preview-model",
+        ),
     ]
 }
 
@@ -222,6 +243,8 @@ def missing_in_cache(source: ModelSource, only: str | None = None) -> list[str]:
     if source.local:
         return []
     snapshot = hub_cache.snapshot_dir(source.ref, source.revision)
+    if source.spec.files:
+        return [name for name in source.spec.files if snapshot is None or not (snapshot / name).is_file()]
     return hub_cache.missing_files(snapshot, source.spec.library, _PARTS.get(source.spec.role, ()), only)
 
 
@@ -621,12 +644,14 @@ def _download(source: ModelSource, only: str | None) -> str:
     library = source.spec.library
     if library == "flair":
         return hf_hub_download(source.ref, "pytorch_model.bin", revision=source.revision)
-    if library == "diffusers" and only is None:
+    if library == "diffusers" and only is None and not source.spec.files:
         from diffusers import DiffusionPipeline
 
         return str(DiffusionPipeline.download(source.ref, revision=source.revision))
     names = [sibling.rfilename for sibling in info.siblings or []]
-    if library == "diffusers":
+    if source.spec.files:
+        patterns = list(source.spec.files)
+    elif library == "diffusers":
         patterns = ["model_index.json", f"{only}/*"]
     else:
         weights = "*.safetensors" if any(n.endswith(".safetensors") for n in names) else "*.bin"

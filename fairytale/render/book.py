@@ -33,13 +33,15 @@ from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import can_create_files_in, check_output_path, ensure_dir, sha256_file
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
-from fairytale.render.backends import Backend, get_backend
-from fairytale.render.devices import plan_device
+from fairytale.render import drafts
+from fairytale.render.backends import Backend, PaintRequest, get_backend
+from fairytale.render.devices import plan_for
 from fairytale.render.illustrator import Illustrator
 from fairytale.render.legacy_keys import adopt_legacy
-from fairytale.render.manifest import Manifest, ManifestPage, save_manifest
+from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
+from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDecoder
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
 from fairytale.render.references import paint_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
@@ -67,6 +69,9 @@ class RenderResult:
     unet_calls: int = 0
     new_seeds: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)  # pages whose picture is a draft
+    redrawn_drafts: list[int] = field(default_factory=list)  # draft pages painted again at full quality
+    draft_note: str | None = None  # how the drafts of this run were painted
 
     @property
     def repainted(self) -> list[int]:
@@ -158,6 +163,8 @@ def render_book(
     seed: int | None = None,
     illustrator: Illustrator | None = None,
     progress: RenderProgress | bool | None = True,
+    on_preview: PreviewCallback | None = None,
+    preview_every: int = EVERY,
 ) -> RenderResult:
     """Paint every page of the plan at ``plan_path`` that is not cached yet and write the PDF.
 
@@ -166,6 +173,12 @@ def render_book(
     ``illustrator`` reuses a loaded model across calls (notebooks); otherwise one is loaded
     only if some page must be painted. Bad input raises :class:`FairytaleError` before anything
     is written.
+
+    With ``settings.draft`` the pages that have no picture yet are painted as drafts (see
+    :mod:`fairytale.render.drafts`); a later render without it paints those pages again at full
+    quality and reuses every other picture. ``on_preview`` receives a
+    :class:`~fairytale.render.previews.Preview` of the batch in progress every
+    ``preview_every`` steps.
     """
     started = time.perf_counter()
     settings = settings or RenderSettings()
@@ -175,6 +188,9 @@ def render_book(
         # 1. check everything that can be checked before painting; nothing is written yet
         plan = load_plan(plan_path)
         backend = get_backend(settings.backend)(settings)
+        # what this run paints with: the backend itself, or its draft settings
+        painter = get_backend(settings.backend)(drafts.draft_settings(settings, backend.family)) if settings.draft else backend
+        draft_mark = drafts.lora_fingerprint(drafts.lora_source(settings, backend.family)) if settings.draft else None
         selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
         if seed is not None and selected is None:
             raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
@@ -192,6 +208,8 @@ def render_book(
         )
         if illustrator is not None:
             _check_illustrator(illustrator, backend)
+        if on_preview is not None and preview_every < 1:
+            raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
         device_plan = illustrator.device_plan if illustrator else None
         held.enter_context(book_lock(book_dir))  # one painting job per book, across processes
 
@@ -211,7 +229,7 @@ def render_book(
             if not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
                 raise FairytaleError(f"Cannot record the reference portraits: the plan file {plan_path} is not writable")
             if illustrator is None:
-                device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
+                device_plan = plan_for(settings)
                 reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
                 illustrator = owned = backend.load(device_plan)
             illustrator.use_embeddings(embeddings)
@@ -225,10 +243,12 @@ def render_book(
                 recorded.character(character_id).reference = plan.character(character_id).reference
             save_plan(recorded, plan_path)
 
-        # 3. what is cached and what must be painted
+        # 3. what is cached and what must be painted (a draft run takes a page's final picture
+        #    when there is one, else its draft, and paints drafts of the rest)
         store = PageStore(book_dir)
         jobs: list[PageJob] = []
         stored: dict[int, StoredPicture] = {}
+        draft_pages: set[int] = set()
         for page in plan.pages:
             kept = store.get(page.picture) if page.locked and page.picture else None
             if kept:  # a locked page keeps the picture it names, whatever its prompt or the settings
@@ -238,20 +258,42 @@ def render_book(
             used = {t: h for t, h in embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
             key = backend.picture_key(request, used)
             found = store.get(key) or adopt_legacy(store, key, backend.legacy_picture_keys(request, used))
+            if draft_mark is not None and not found:
+                request = _as_draft(request, draft_mark)
+                key = painter.picture_key(request, used)
+                found = store.get(key)
+                draft_pages.add(page.number)
             if found:
                 stored[page.number] = found
             else:
                 jobs.append(PageJob(request, key))
         warnings = list(layout_warnings) + reference_warnings
         warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in locked_asked]
+        draft_note = drafts.describe(settings, backend.family) if draft_pages else None
+        redrawn = sorted(({job.request.page for job in jobs} - draft_pages) & _draft_pages_before(book_dir))
 
         # 4. paint what is missing (the model is loaded only now, and only if needed)
         paint_seconds, pictures_painted, unet_before = 0.0, 0, 0
         if jobs:
             if illustrator is None:
-                device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
+                device_plan = plan_for(settings)
                 reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
                 illustrator = owned = backend.load(device_plan)
+            illustrator.configure(painter)
+            if draft_note:
+                reporter.stage(f"Painting {draft_note}…")
+            if redrawn:
+                reporter.stage(
+                    f"Pages {', '.join(map(str, redrawn))} were drafts: painting them at full quality, as new "
+                    "pictures from the same seeds (not enlargements of the drafts)…"
+                )
+            illustrator.previews = (
+                PreviewDecoder.load(
+                    settings.preview_model, illustrator.device_plan, preview_every, _both(reporter.preview, on_preview)
+                )
+                if on_preview is not None
+                else None  # nobody looks: nothing loaded, nothing decoded
+            )
             illustrator.use_embeddings(embeddings)
             for job in jobs:
                 if illustrator.prompt_too_long(job.request.prompt):
@@ -287,7 +329,7 @@ def render_book(
                 owned = illustrator = None
             else:
                 checker = illustrator.safety if illustrator else None
-            device_plan = device_plan or plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
+            device_plan = device_plan or plan_for(settings)
             upscale_jobs = [
                 UpscaleJob(p.number, page_files[p.number], p.prompt, plan.negative_prompt(p), p.seed)
                 for p in plan.pages
@@ -351,6 +393,7 @@ def render_book(
                     height=picture.height,
                     layout=pdf_report.layouts[page.number],
                     effective_dpi=pdf_report.effective_dpi[page.number],
+                    draft=page.number in draft_pages,
                 )
             )
         manifest = Manifest(
@@ -391,7 +434,34 @@ def render_book(
         unet_calls=unet_calls,
         new_seeds=new_seeds,
         warnings=warnings,
+        drafts=sorted(draft_pages),
+        redrawn_drafts=redrawn,
+        draft_note=draft_note,
     )
+
+
+def _both(first: PreviewCallback, second: PreviewCallback) -> PreviewCallback:
+    def call(preview: Preview) -> None:
+        first(preview)
+        second(preview)
+
+    return call
+
+
+def _as_draft(request: PaintRequest, mark: str) -> PaintRequest:
+    """The draft of ``request``: the same page and seed, keyed apart by what paints drafts."""
+    return PaintRequest(
+        request.page, request.prompt, request.negative_prompt, request.seed, request.references,
+        {**request.options, "draft": mark},
+    )
+
+
+def _draft_pages_before(book_dir: Path) -> set[int]:
+    """Pages whose picture was a draft after the last render of this book folder."""
+    try:
+        return {p.number for p in load_manifest(book_dir).pages if p.draft}
+    except FairytaleError:
+        return set()
 
 
 def _writable(path: Path) -> bool:

@@ -11,6 +11,10 @@ from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
 #: How a character is kept alike from page to page, weakest first (see fairytale.render.backends).
 CONSISTENCY_MODES = ("seed", "tokens", "reference")
 
+#: ``--precision``: what the UNet, VAE and text encoder compute in. ``auto`` is float16 on CUDA and
+#: float32 elsewhere; ``bf16`` is an opt-in for CPUs with native bfloat16 (pictures change slightly).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -44,6 +48,12 @@ class RenderSettings:
     jpeg_quality: int = 90
     consistency: str | None = None  # seed | tokens | reference; None: the strongest the backend has
     noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
+    draft: bool = False  # --draft: quick pictures (LCM-LoRA for SD 1.x, fewer steps otherwise); see render.drafts
+    draft_steps: int = 4  # LCM steps of a draft (4-8 is the LCM-LoRA's range)
+    draft_lora: str | None = None  # the LCM-LoRA: hub id or local folder (default: the registry's)
+    preview_model: str | None = None  # tiny autoencoder for live previews: hub id or local folder
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16 (see PRECISIONS)
+    compile: bool = False  # --compile: torch.compile the UNet (CUDA; the first batch pays for it)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options
 
     def __post_init__(self) -> None:
@@ -58,6 +68,9 @@ class RenderSettings:
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
             (self.consistency in (None, *CONSISTENCY_MODES), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
+            (1 <= self.draft_steps <= 50, f"--draft-steps must be between 1 and 50, not {self.draft_steps}"),
+            (self.scheduler != "lcm" or self.draft, "--scheduler lcm only works with the LCM-LoRA: use --draft"),
+            (self.precision in PRECISIONS, f"Unknown precision '{self.precision}'. Choose one of: {', '.join(PRECISIONS)}"),
             (30 <= self.jpeg_quality <= 100, f"JPEG quality must be between 30 and 100, not {self.jpeg_quality}"),
         ]
         for size in (self.width, self.height):

@@ -188,9 +188,13 @@ class UnCLIPIllustrator(TextToImageIllustrator):
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
 
         # 3. denoise the batch (this pipeline still reports steps through the old callback)
+        pages = tuple(r.page for r in requests)
+
         def step(index: int, timestep: Any, latents: Any) -> None:
             if on_step:
                 on_step(index + 1, settings.steps)
+            if self.previews and self.previews.due(index + 1, settings.steps):
+                self.previews.show(pages, index + 1, settings.steps, latents)
 
         with torch.inference_mode():
             result = self.pipe(

@@ -13,6 +13,8 @@
 ``upscaler``    SD x4 upscaler pipeline
 ``safety_checker``  standalone safety checker
 ``clip``        CLIP model + processor
+``lcm_lora``    LoRA for the ``sd`` UNet in the LCM-LoRA hub layout (drafts)
+``taesd``       tiny AutoencoderTiny (live previews)
 ==============  =====================================================================
 
 Nothing is downloaded. The test fixtures in ``tests/conftest.py`` build each role once per run.
@@ -36,6 +38,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "upscaler": diffusion.build_upscaler,
     "safety_checker": diffusion.build_safety_checker,
     "clip": diffusion.build_clip,
+    "lcm_lora": diffusion.build_lcm_lora,
+    "taesd": diffusion.build_taesd,
 }
 
 
