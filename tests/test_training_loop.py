@@ -520,3 +520,23 @@ def test_micro_batches_are_fused_on_the_cpu_only_unless_told():
     assert config.fuses_accumulation("cpu") and not config.fuses_accumulation("cuda")
     assert replace(config, fuse_accumulation=True).fuses_accumulation("cuda")
     assert not replace(config, fuse_accumulation=False).fuses_accumulation("cpu")
+
+
+def test_compile_unet_trains_through_the_compiled_unet(tmp_path, tiny_sd, pictures, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+
+        def call(*args, **kwargs):
+            compiled.append("called")
+            return module(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    result = train(quick(tmp_path, tiny_sd, pictures, steps=2, compile_unet=True))
+    assert isinstance(compiled[0], UNet2DConditionModel) and compiled[1:] == ["called"] * 2
+    assert len(result.losses) == 2

@@ -71,6 +71,7 @@ class TrainingConfig:
     # picture) instead of one call each. None: on the CPU yes; on a GPU no, where accumulation
     # is there to keep one micro-batch's activations in memory at a time.
     fuse_accumulation: bool | None = None
+    compile_unet: bool = False  # torch.compile the UNet (meant for CUDA; the first steps compile)
     seed: int = 0
     checkpoint_every: int = 250
     checkpoint_dir: Path | None = None  # None: beside the output, see checkpoint.checkpoint_dir_for
@@ -117,8 +118,8 @@ class TrainingConfig:
 
 #: Settings that may change between an interrupted run and its ``--resume``: everything else
 #: must match, or the resumed run would not be the same training.
-#: (Gradient checkpointing only recomputes what it would have kept, and fusing the micro-batches
-#: only groups the same sums differently, so they may change too.)
+#: (Gradient checkpointing only recomputes what it would have kept; fusing the micro-batches and
+#: compiling the UNet only group the same sums differently: they may change too.)
 RESUMABLE_CHANGES = frozenset(
     {
         "steps",
@@ -131,5 +132,6 @@ RESUMABLE_CHANGES = frozenset(
         "data",  # the folder may move; its pictures are checked by data_fingerprint
         "gradient_checkpointing",
         "fuse_accumulation",
+        "compile_unet",
     }
 )

@@ -337,6 +337,8 @@ def train(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     unet.to(device)
+    # opt-in, meant for CUDA: the first steps pay for compiling, later ones run fused kernels
+    denoise = torch.compile(unet) if config.compile_unet else unet
 
     # 7. optimizer (the new rows only), schedule, random generators; resume if asked
     lr = config.learning_rate(accelerator.num_processes)
@@ -419,7 +421,7 @@ def train(
 
                     # forward, UNet (frozen, half precision under mixed precision)
                     rows = slice(first * config.batch_size, (first + len(group)) * config.batch_size)
-                    prediction = unet(
+                    prediction = denoise(
                         noisy_latents.to(weight_dtype), timesteps, unet_conditioning[rows]
                     ).sample
 

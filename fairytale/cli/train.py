@@ -110,6 +110,12 @@ FuseOpt = Annotated[
         "(default: on for CPU, off on a GPU).",
     ),
 ]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile-unet", help="torch.compile the UNet (for CUDA GPUs; the first steps compile it)."
+    ),
+]
 Adam8bitOpt = Annotated[
     bool, typer.Option("--adam-8bit", help="8-bit AdamW from bitsandbytes (CUDA; extra 'bnb').")
 ]
@@ -177,6 +183,7 @@ def _command(kind: str, summary: str):
         gradient_checkpointing: CheckpointingOpt = _DEFAULTS["gradient_checkpointing"],
         adam_8bit: Adam8bitOpt = _DEFAULTS["adam_8bit"],
         fuse_accumulation: FuseOpt = None,
+        compile_unet: CompileOpt = False,
         flip: FlipOpt = None,
         random_crop: CropOpt = None,
         captions: CaptionsOpt = _DEFAULTS["captions"],
@@ -213,6 +220,7 @@ def _command(kind: str, summary: str):
             gradient_checkpointing=gradient_checkpointing,
             adam_8bit=adam_8bit,
             fuse_accumulation=fuse_accumulation,
+            compile_unet=compile_unet,
             seed=seed,
             checkpoint_every=checkpoint_every,
             checkpoint_dir=checkpoint_dir,

@@ -268,7 +268,8 @@ def speed(args: argparse.Namespace) -> int:
             rates[name].append(rate)
             walls[name].append(wall)
             print(
-                f"  repeat {repeat + 1}: {name:9} {rate:6.2f} steps/s  (whole process {wall:6.1f} s)",
+                f"  repeat {repeat + 1}: {name:9} {rate:7.3g} steps/s "
+                f"({1 / rate:5.1f} s/step; whole process {wall:6.1f} s)",
                 flush=True,
             )
 
@@ -277,8 +278,8 @@ def speed(args: argparse.Namespace) -> int:
     best = {name: max(values) for name, values in rates.items()}
     median = {name: statistics.median(values) for name, values in rates.items()}
     for name in trainers:
-        print(f"{name:9}: best {best[name]:.2f} steps/s ({best[name] * int(accum):.1f} pictures/s), "
-              f"median {median[name]:.2f}; whole process median {statistics.median(walls[name]):.1f} s")  # fmt: skip
+        print(f"{name:9}: best {best[name]:.3g} steps/s ({best[name] * int(accum):.3g} pictures/s), "
+              f"median {median[name]:.3g}; whole process median {statistics.median(walls[name]):.1f} s")  # fmt: skip
     ratio = best["fairytale"] / best["reference"]
     verdict = "meets" if ratio >= SPEED_BAR else "MISSES"
     print(f"ours / reference = {ratio:.2f} best-of-{args.repeats} ({verdict} the bar of {SPEED_BAR}); "
