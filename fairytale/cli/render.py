@@ -124,8 +124,12 @@ def render(
     and an edited plan repaints only the pages that changed.
 
     [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
+
+    Several GPUs: [bold]accelerate launch --num_processes 4 -m fairytale render PLAN -o BOOK.pdf[/]
+    splits the pages to paint between the processes; process 0 lays out the book.
     """
     from fairytale.render import render_book
+    from fairytale.render.distributed import FollowerError
 
     settings = _settings(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
@@ -133,8 +137,11 @@ def render(
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
     )
-    result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
-    if not quiet:
+    try:
+        result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+    except FollowerError:  # under accelerate launch: process 0 has said what went wrong
+        raise typer.Exit(code=1) from None
+    if not quiet and result.pdf_report is not None:  # the other processes of a team lay out nothing
         print_summary(result)
 
 
