@@ -7,10 +7,10 @@ answers at once; a ruff rule (TID253) enforces that for this package.
 
 from __future__ import annotations
 
-from fairytale.cli import characters, models, plan, render, scrape, train
+from fairytale.cli import characters, library, models, plan, render, scrape, train
 from fairytale.cli.app import app, main
 
-for _module in (plan, render, characters, train, scrape, models):
+for _module in (plan, render, library, characters, train, scrape, models):
     _module.register(app)
 
 __all__ = ["app", "main"]
