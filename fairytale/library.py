@@ -251,7 +251,14 @@ class Workshop:
         """Paint the book's missing pictures (portraits included) into its cache."""
         from fairytale.render import render_book
 
-        return render_book(book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(), progress=False, lay_out=False)
+        return render_book(
+            book.plan_file,
+            book.pdf,
+            self.settings,
+            illustrator=self.illustrator(),
+            progress=False,
+            lay_out=False,
+        )
 
     def lay_out(self, book: LibraryBook) -> RenderResult:
         """Page files, PDF and manifest, from the cached pictures (no model is loaded)."""
@@ -266,9 +273,17 @@ class Workshop:
         started = time.perf_counter()
         try:
             planned = self.plan(book)
-            result = render_book(book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(), progress=False)
+            result = render_book(
+                book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(), progress=False
+            )
         except Exception as exc:  # one bad story never stops the others
-            return BookOutcome(book.name, book.pdf, "failed", seconds=time.perf_counter() - started, error=describe_error(exc))
+            return BookOutcome(
+                book.name,
+                book.pdf,
+                "failed",
+                seconds=time.perf_counter() - started,
+                error=describe_error(exc),
+            )
         return BookOutcome(
             book.name, book.pdf, "made", pages=len(result.pages), painted=len(result.painted), reused=len(result.reused),
             seconds=time.perf_counter() - started, planned=planned,
@@ -375,7 +390,9 @@ def make_library(
         if ray_address is not None:
             from fairytale.library_ray import make_on_ray
 
-            where = make_on_ray(todo, settings, plan_options, ray_address, painters, stage_timeout, view, outcomes)
+            where = make_on_ray(
+                todo, settings, plan_options, ray_address, painters, stage_timeout, view, outcomes
+            )
         elif workers == 1 or len(todo) <= 1:
             where = "this process"
             _make_here(todo, settings, plan_options, threads, view, outcomes)
@@ -411,7 +428,9 @@ def _make_here(
 _WORKSHOP: Workshop | None = None
 
 
-def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, gpus: int) -> None:
+def _start_worker(
+    settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, gpus: int
+) -> None:
     global _WORKSHOP
     import torch
 
@@ -459,6 +478,8 @@ def _make_in_pool(
             try:
                 outcome = future.result()
             except Exception as exc:  # the worker process itself died
-                outcome = BookOutcome(book.name, book.pdf, "failed", error=f"its worker process stopped ({describe_error(exc)})")
+                outcome = BookOutcome(
+                    book.name, book.pdf, "failed", error=f"its worker process stopped ({describe_error(exc)})"
+                )
             outcomes[book.name] = outcome
             view.done(outcome)

@@ -35,7 +35,10 @@ _TASK_WORKSHOP: Workshop | None = None
 
 def _task_workshop(settings: RenderSettings, plan_options: PlanOptions) -> Workshop:
     global _TASK_WORKSHOP
-    if _TASK_WORKSHOP is None or (_TASK_WORKSHOP.settings, _TASK_WORKSHOP.plan_options) != (settings, plan_options):
+    if _TASK_WORKSHOP is None or (_TASK_WORKSHOP.settings, _TASK_WORKSHOP.plan_options) != (
+        settings,
+        plan_options,
+    ):
         _TASK_WORKSHOP = Workshop(settings, plan_options)
     return _TASK_WORKSHOP
 
@@ -49,7 +52,9 @@ def lay_out_task(book: LibraryBook, settings: RenderSettings, plan_options: Plan
     """Ray task: lay out a painted book."""
     result = _task_workshop(settings, plan_options).lay_out(book)
     if result.painted:  # the painter should have left nothing to paint
-        raise FairytaleError(f"pages {result.painted} were missing after painting and were painted during layout")
+        raise FairytaleError(
+            f"pages {result.painted} were missing after painting and were painted during layout"
+        )
     return {"pages": len(result.pages)}
 
 
@@ -136,7 +141,9 @@ def make_on_ray(
         running[ref] = (book, stage, actor, time.perf_counter())
 
     def fail(book: LibraryBook, error: str) -> None:
-        outcome = BookOutcome(book.name, book.pdf, "failed", seconds=time.perf_counter() - started[book.name], error=error)
+        outcome = BookOutcome(
+            book.name, book.pdf, "failed", seconds=time.perf_counter() - started[book.name], error=error
+        )
         outcomes[book.name] = outcome
         view.done(outcome)
 

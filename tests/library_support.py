@@ -35,7 +35,9 @@ def cli_env(**extra: str) -> dict[str, str]:
 def run_cli(*args: object, launcher: list[str] | None = None, timeout: float = 600, **env: str):
     """``python -m fairytale ARGS`` (or under ``launcher``, e.g. accelerate launch), captured."""
     command = [*(launcher or [sys.executable]), "-m", "fairytale", *map(str, args)]
-    return subprocess.run(command, env=cli_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, env=cli_env(**env), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def accelerate_launch(processes: int) -> list[str]:
@@ -115,7 +117,13 @@ def local_ray(num_cpus: int) -> Iterator[str]:
     before = dict(os.environ)
     os.environ.update(env)
     try:
-        ray.init(num_cpus=num_cpus, num_gpus=0, _node_ip_address="127.0.0.1", include_dashboard=False, log_to_driver=False)
+        ray.init(
+            num_cpus=num_cpus,
+            num_gpus=0,
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+        )
         try:
             yield ray.get_runtime_context().gcs_address
         finally:

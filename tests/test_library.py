@@ -90,7 +90,14 @@ def library_case(tmp_path_factory, tiny_sd, tiny_ner, tiny_qa, tiny_nli):
     reference = root / "by-book"
     reference.mkdir()
     for name in GOOD:
-        made = run_cli("book", stories / f"{name}.txt", "-o", reference / f"{name}.pdf", *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli), "--quiet")
+        made = run_cli(
+            "book",
+            stories / f"{name}.txt",
+            "-o",
+            reference / f"{name}.pdf",
+            *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli),
+            "--quiet",
+        )
         assert made.returncode == 0, made.stderr[-3000:]
     return stories, reference
 
@@ -103,7 +110,9 @@ def check_library_run(done, out: Path, reference: Path) -> None:
     for name in GOOD:
         assert page_pictures(out / name) == page_pictures(reference / name)
         assert book_contents(out / f"{name}.pdf") == book_contents(reference / f"{name}.pdf")
-        assert json.loads((out / name / "plan.json").read_text()) == json.loads((reference / name / "plan.json").read_text())
+        assert json.loads((out / name / "plan.json").read_text()) == json.loads(
+            (reference / name / "plan.json").read_text()
+        )
     assert not (out / "broken.pdf").exists()
 
 
@@ -115,7 +124,9 @@ def check_rerun_paints_nothing(rerun, out: Path, before: dict) -> None:
 
 
 @pytest.mark.slow
-def test_library_here_makes_the_books_of_fairytale_book_and_resumes(library_case, tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path):
+def test_library_here_makes_the_books_of_fairytale_book_and_resumes(
+    library_case, tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path
+):
     stories, reference = library_case
     out = tmp_path / "books"
     args = ["library", stories, "--out", out, *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli)]
@@ -146,7 +157,15 @@ def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, ti
     out = tmp_path / "books"
     # Two CPUs: one for the painting actor (no GPU here), one for planning and layout tasks.
     with local_ray(num_cpus=2) as address:
-        args = ["library", stories, "--out", out, "--ray", address, *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli)]
+        args = [
+            "library",
+            stories,
+            "--out",
+            out,
+            "--ray",
+            address,
+            *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli),
+        ]
         done = run_cli(*args, timeout=900)
         check_library_run(done, out, reference)
         assert "Ray (2 CPUs, 0 GPUs, 1 painter)" in said(done)

@@ -31,7 +31,9 @@ def test_two_processes_paint_the_same_book_as_one(tiny_sd, tmp_path):
     book.rename(alone)
     book.mkdir()
     write_plan(book, make_plan(pages=5))
-    two = run_cli("render", book / "plan.json", "-o", book / "book.pdf", *options, launcher=accelerate_launch(2))
+    two = run_cli(
+        "render", book / "plan.json", "-o", book / "book.pdf", *options, launcher=accelerate_launch(2)
+    )
     assert two.returncode == 0, two.stderr[-3000:]
 
     # the pages were split (3 + 2), one process laid out the book and summarised it
@@ -43,7 +45,9 @@ def test_two_processes_paint_the_same_book_as_one(tiny_sd, tmp_path):
     assert (book / "book.pdf").read_bytes() == (alone / "book.pdf").read_bytes()
 
     # run again: nothing left to paint, the book is laid out again
-    again = run_cli("render", book / "plan.json", "-o", book / "book.pdf", *options, launcher=accelerate_launch(2))
+    again = run_cli(
+        "render", book / "plan.json", "-o", book / "book.pdf", *options, launcher=accelerate_launch(2)
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 painted, 5 reused" in again.stderr
 

@@ -39,11 +39,20 @@ def print_report(report: LibraryReport) -> None:
     from rich.table import Table
 
     table = Table(title=f"Library · {report.seconds:.0f} s on {report.where}", title_justify="left")
-    for column, justify in (("Story", "left"), ("Book", "left"), ("Pages", "right"), ("Painted", "right"), ("Reused", "right"), ("Time", "right")):
+    for column, justify in (
+        ("Story", "left"),
+        ("Book", "left"),
+        ("Pages", "right"),
+        ("Painted", "right"),
+        ("Reused", "right"),
+        ("Time", "right"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     styles = {"made": "green", "finished": "dim", "failed": "red"}
     for book in report.books:
-        state = {"made": "made", "finished": "already finished", "failed": f"failed: {book.error}"}[book.status]
+        state = {"made": "made", "finished": "already finished", "failed": f"failed: {book.error}"}[
+            book.status
+        ]
         table.add_row(
             book.name, f"[{styles[book.status]}]{state}[/]", str(book.pages or ""), str(book.painted), str(book.reused),
             f"{book.seconds:.0f} s" if book.status == "made" else "",
@@ -54,17 +63,55 @@ def print_report(report: LibraryReport) -> None:
 @user_errors
 def library(
     stories: Annotated[Path, typer.Argument(help="A folder of stories, one .txt file each.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Where the books go: NAME.pdf and the book folder NAME/ for each story NAME.txt.")],
-    workers: Annotated[int, typer.Option("--workers", help="Books made at once on this machine, each by its own process (with GPUs: one GPU each, in turn).")] = 1,
-    threads: Annotated[int | None, typer.Option("--threads", help="CPU threads per worker (default: the cores shared by the workers).")] = None,
-    ray: Annotated[str | None, typer.Option("--ray", help="Run on a Ray cluster: auto (the cluster this machine belongs to) or its address (HOST:PORT). Needs the [ray] extra.")] = None,
-    painters: Annotated[int | None, typer.Option("--painters", help="With --ray: painting actors (default: one per GPU of the cluster).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where the books go: NAME.pdf and the book folder NAME/ for each story NAME.txt.",
+        ),
+    ],
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Books made at once on this machine, each by its own process (with GPUs: one GPU each, in turn).",
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads per worker (default: the cores shared by the workers)."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: auto (the cluster this machine belongs to) or its address (HOST:PORT). Needs the [ray] extra.",
+        ),
+    ] = None,
+    painters: Annotated[
+        int | None,
+        typer.Option("--painters", help="With --ray: painting actors (default: one per GPU of the cluster)."),
+    ] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author shown on every cover.")] = None,
-    words_per_page: Annotated[int | None, typer.Option("--words-per-page", help="About how many words go on a page.")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Master seed of every story's plan (default: a new one each, recorded).")] = None,
-    ner_model: Annotated[str | None, typer.Option("--ner-model", help="NER model (characters): hub id or local folder.")] = None,
-    qa_model: Annotated[str | None, typer.Option("--qa-model", help="Question-answering model (looks, scenes): hub id or local folder.")] = None,
-    nli_model: Annotated[str | None, typer.Option("--nli-model", help="NLI model (kind, mood, presence): hub id or local folder.")] = None,
+    words_per_page: Annotated[
+        int | None, typer.Option("--words-per-page", help="About how many words go on a page.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Master seed of every story's plan (default: a new one each, recorded)."),
+    ] = None,
+    ner_model: Annotated[
+        str | None, typer.Option("--ner-model", help="NER model (characters): hub id or local folder.")
+    ] = None,
+    qa_model: Annotated[
+        str | None,
+        typer.Option("--qa-model", help="Question-answering model (looks, scenes): hub id or local folder."),
+    ] = None,
+    nli_model: Annotated[
+        str | None,
+        typer.Option("--nli-model", help="NLI model (kind, mood, presence): hub id or local folder."),
+    ] = None,
     model: Model = None,
     backend: Backend = "sd14",
     consistency: Consistency = None,
