@@ -173,3 +173,23 @@ def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, ti
         before = {name: cache_times(out / name) for name in GOOD}
         rerun = run_cli(*args, timeout=600)
         check_rerun_paints_nothing(rerun, out, before)
+
+
+def test_a_plan_of_another_version_of_the_story_fails_that_story_only(tiny_sd, tmp_path):
+    from fairytale.library import make_library
+    from tests.render_support import make_plan, write_plan
+
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "tale.txt").write_text("Once upon a time there was a fox.", encoding="utf-8")
+    (tmp_path / "books" / "tale").mkdir(parents=True)
+    plan = make_plan(pages=1)
+    plan.source.sha256 = "0" * 64  # planned from some other text
+    write_plan(tmp_path / "books" / "tale", plan)
+    before = (tmp_path / "books" / "tale" / "plan.json").read_bytes()
+
+    report = make_library(stories, tmp_path / "books", RenderSettings(model=str(tiny_sd), steps=2, device="cpu"), progress=False)
+    (outcome,) = report.books
+    assert outcome.status == "failed"
+    assert "was planned from another version of tale.txt" in outcome.error
+    assert (tmp_path / "books" / "tale" / "plan.json").read_bytes() == before  # kept as it was
