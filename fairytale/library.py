@@ -125,6 +125,12 @@ def find_books(stories_dir: Path, out: Path) -> list[LibraryBook]:
     stories = sorted(p for p in stories_dir.iterdir() if p.suffix.lower() == STORY_SUFFIX and p.is_file())
     if not stories:
         raise FairytaleError(f"No stories in {stories_dir}: put one .txt file per story there")
+    stems = [story.stem for story in stories]
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise FairytaleError(
+            f"Two stories would make the same book: {', '.join(clashes)} (rename one of them)"
+        )
     if out.exists() and not out.is_dir():
         raise FairytaleError(f"--out must be a folder, but {out} is a file")
     ensure_dir(out)

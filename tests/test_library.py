@@ -188,8 +188,18 @@ def test_a_plan_of_another_version_of_the_story_fails_that_story_only(tiny_sd, t
     write_plan(tmp_path / "books" / "tale", plan)
     before = (tmp_path / "books" / "tale" / "plan.json").read_bytes()
 
-    report = make_library(stories, tmp_path / "books", RenderSettings(model=str(tiny_sd), steps=2, device="cpu"), progress=False)
+    report = make_library(
+        stories, tmp_path / "books", RenderSettings(model=str(tiny_sd), steps=2, device="cpu"), progress=False
+    )
     (outcome,) = report.books
     assert outcome.status == "failed"
     assert "was planned from another version of tale.txt" in outcome.error
     assert (tmp_path / "books" / "tale" / "plan.json").read_bytes() == before  # kept as it was
+
+
+def test_two_stories_that_would_make_one_book_are_refused(tmp_path):
+    (tmp_path / "fox.txt").write_text("A fox.", encoding="utf-8")
+    (tmp_path / "fox.TXT").write_text("Another fox.", encoding="utf-8")
+    result = CliRunner().invoke(app, ["library", str(tmp_path), "--out", str(tmp_path / "books")])
+    assert result.exit_code == 1
+    assert "Two stories would make the same book: fox" in said(result)
