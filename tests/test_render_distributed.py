@@ -64,3 +64,31 @@ def test_a_team_respects_another_jobs_lock(tiny_sd, tmp_path):
     assert done.stderr.count("is being painted by another fairytale job") == 1  # said once, by process 0
     assert not (tmp_path / "book.pdf").exists()
     assert not (tmp_path / "book" / "cache").exists()
+
+
+@pytest.mark.slow
+def test_process_0_paints_the_portraits_the_team_paints_from(tiny_unclip, tiny_safety_checker, tmp_path):
+    from fairytale.plan import load_plan
+
+    options = [
+        "--backend", "unclip", "--model", tiny_unclip, "--safety-model", tiny_safety_checker,
+        "--steps", 2, "--device", "cpu", "--batch-size", 2,
+    ]  # fmt: skip
+    books = {}
+    for name, launcher in (("alone", None), ("team", accelerate_launch(2))):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_plan(folder, make_plan(pages=4))
+        done = run_cli("render", folder / "plan.json", "-o", folder / "book.pdf", *options, launcher=launcher)
+        assert done.returncode == 0, done.stderr[-3000:]
+        books[name] = (folder, done.stderr)
+
+    (alone, _), (team, said) = books["alone"], books["team"]
+    assert said.count("Painting reference portraits") == 1  # by process 0 only
+    assert "4 pages to paint, shared by 2 processes" in said
+    recorded = load_plan(team / "plan.json").character("zoe").reference
+    assert recorded is not None and recorded == load_plan(alone / "plan.json").character("zoe").reference
+    assert (team / "book" / "references" / "zoe.png").read_bytes() == (
+        alone / "book" / "references" / "zoe.png"
+    ).read_bytes()
+    assert page_pictures(team / "book") == page_pictures(alone / "book")
