@@ -164,10 +164,14 @@ def render(
     and an edited plan repaints only the pages that changed.
 
     [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
+
+    Several GPUs: [bold]accelerate launch --num_processes 4 -m fairytale render PLAN -o BOOK.pdf[/]
+    splits the pages to paint between the processes; process 0 lays out the book.
     """
     from fairytale.model_check import ensure, render_needs
     from fairytale.plan import load_plan
     from fairytale.render import check_outputs, render_book
+    from fairytale.render.distributed import FollowerError
 
     # Bad options, a bad plan or output are said before missing models.
     settings = _settings(
@@ -182,7 +186,12 @@ def render(
     load_plan(plan)
     check_outputs(output)
     ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora), stderr())
-    result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+    try:
+        result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+    except FollowerError:  # under accelerate launch: process 0 has said what went wrong
+        raise typer.Exit(code=1) from None
+    if result.pdf_report is None:  # the other processes of a team lay out nothing
+        return
     if not quiet:
         print_summary(result)
     _publish(result, publishing, quiet)

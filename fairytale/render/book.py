@@ -36,6 +36,7 @@ from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
 from fairytale.render import drafts
 from fairytale.render.backends import Backend, PaintRequest, get_backend
 from fairytale.render.devices import plan_for
+from fairytale.render.distributed import current_team
 from fairytale.render.illustrator import Illustrator
 from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
@@ -63,7 +64,7 @@ class RenderResult:
     pictures_painted: int  # pictures painted, flagged ones included
     seconds: float
     paint_seconds: float
-    pdf_report: PdfReport
+    pdf_report: PdfReport | None  # None: painted, not laid out (lay_out=False, or a helper process)
     device: str | None
     settings: RenderSettings
     unet_calls: int = 0
@@ -165,6 +166,7 @@ def render_book(
     progress: RenderProgress | bool | None = True,
     on_preview: PreviewCallback | None = None,
     preview_every: int = EVERY,
+    lay_out: bool = True,
 ) -> RenderResult:
     """Paint every page of the plan at ``plan_path`` that is not cached yet and write the PDF.
 
@@ -179,11 +181,17 @@ def render_book(
     quality and reuses every other picture. ``on_preview`` receives a
     :class:`~fairytale.render.previews.Preview` of the batch in progress every
     ``preview_every`` steps.
+    is written. ``lay_out=False`` paints and stops there (no page files, PDF or manifest).
+
+    Under ``accelerate launch`` every process calls this: the pages to paint are split between
+    them and process 0 lays out the book (see :mod:`fairytale.render.distributed`); the others
+    return once their share is painted.
     """
     started = time.perf_counter()
-    settings = settings or RenderSettings()
+    team = current_team()
+    settings = team.place(settings or RenderSettings())
     plan_path, pdf_path = Path(plan_path), Path(pdf_path)
-    reporter = _progress(progress)
+    reporter = _progress(progress if team.is_main else False)
     with reporter, contextlib.ExitStack() as held:
         # 1. check everything that can be checked before painting; nothing is written yet
         plan = load_plan(plan_path)
@@ -211,7 +219,8 @@ def render_book(
         if on_preview is not None and preview_every < 1:
             raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
         device_plan = illustrator.device_plan if illustrator else None
-        held.enter_context(book_lock(book_dir))  # one painting job per book, across processes
+        # one painting job per book, across processes: a team's lock is held by its process 0
+        team.lead(lambda: held.enter_context(book_lock(book_dir)))
 
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
         new_seeds: dict[int, int] = {}
@@ -225,7 +234,7 @@ def render_book(
         owned = None
         reference_warnings: list[str] = []
         missing = backend.missing_references(plan)
-        if missing:
+        if missing and team.is_main:
             if not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
                 raise FairytaleError(f"Cannot record the reference portraits: the plan file {plan_path} is not writable")
             if illustrator is None:
@@ -242,6 +251,11 @@ def render_book(
             for character_id in missing:
                 recorded.character(character_id).reference = plan.character(character_id).reference
             save_plan(recorded, plan_path)
+        if missing and team.size > 1:
+            team.wait()  # process 0 has painted the portraits and recorded them in the plan
+            recorded = load_plan(plan_path)
+            for character_id in missing:
+                plan.character(character_id).reference = recorded.character(character_id).reference
 
         # 3. what is cached and what must be painted (a draft run takes a page's final picture
         #    when there is one, else its draft, and paints drafts of the rest)
@@ -272,9 +286,14 @@ def render_book(
         draft_note = drafts.describe(settings, backend.family) if draft_pages else None
         redrawn = sorted(({job.request.page for job in jobs} - draft_pages) & _draft_pages_before(book_dir))
 
-        # 4. paint what is missing (the model is loaded only now, and only if needed)
-        paint_seconds, pictures_painted, unet_before = 0.0, 0, 0
-        if jobs:
+        # 4. paint what is missing (the model is loaded only now, and only if needed); in a
+        #    team, each process paints its share, once all have listed the same jobs
+        team.wait()
+        mine = team.share(jobs)
+        if team.size > 1 and jobs:
+            reporter.stage(f"{len(jobs)} pages to paint, shared by {team.size} processes ({len(mine)} in this one)")
+        paint_seconds, pictures_painted, unet_before, warned_before = 0.0, 0, 0, len(warnings)
+        if mine:
             if illustrator is None:
                 device_plan = plan_for(settings)
                 reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
@@ -295,22 +314,36 @@ def render_book(
                 else None  # nobody looks: nothing loaded, nothing decoded
             )
             illustrator.use_embeddings(embeddings)
-            for job in jobs:
+            for job in mine:
                 if illustrator.prompt_too_long(job.request.prompt):
                     warnings.append(f"page {job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored")
             unet_before = illustrator.unet_calls
             batch = settings.batch_size or illustrator.device_plan.batch_size
             report = paint_pages(
-                illustrator, jobs, store, batch_size=batch, max_repaints=settings.max_repaints, progress=reporter
+                illustrator, mine, store, batch_size=batch, max_repaints=settings.max_repaints, progress=reporter
             )
             stored.update(report.stored)
             paint_seconds, pictures_painted = report.seconds, report.pictures_painted
             warnings.extend(report.warnings)
-        unet_calls = (illustrator.unet_calls - unet_before) if jobs and illustrator else 0
+        unet_calls = (illustrator.unet_calls - unet_before) if mine and illustrator else 0
+        if team.size > 1:
+            shares = team.gather((paint_seconds, pictures_painted, unet_calls, warnings[warned_before:]))
+            paint_seconds = max(share[0] for share in shares)
+            pictures_painted, unet_calls = sum(share[1] for share in shares), sum(share[2] for share in shares)
+            warnings = warnings[:warned_before] + [w for share in shares for w in share[3]]
+            stored.update({job.request.page: store.get(job.key) for job in jobs if job.request.page not in stored})
+        if not team.is_main:  # process 0 records the seeds and lays out the book
+            if owned is not None:
+                owned.close()
+            return _painted_only(plan_path, pdf_path, book_dir, mine, started, paint_seconds, pictures_painted, device_plan, settings, unet_calls, warnings)
 
         # 5. the plan records the seeds of repainted pages
         if new_seeds:
             save_plan(plan, plan_path)
+        if not lay_out:
+            if owned is not None:
+                owned.close()
+            return _painted_only(plan_path, pdf_path, book_dir, jobs, started, paint_seconds, pictures_painted, device_plan, settings, unet_calls, warnings, new_seeds)
 
         # 6. page files (placeholders drawn for pages that have one)
         page_files: dict[int, Path] = {}
@@ -462,6 +495,41 @@ def _draft_pages_before(book_dir: Path) -> set[int]:
         return {p.number for p in load_manifest(book_dir).pages if p.draft}
     except FairytaleError:
         return set()
+
+
+def _painted_only(
+    plan_path: Path,
+    pdf_path: Path,
+    book_dir: Path,
+    jobs: list[PageJob],
+    started: float,
+    paint_seconds: float,
+    pictures_painted: int,
+    device_plan: object,
+    settings: RenderSettings,
+    unet_calls: int,
+    warnings: list[str],
+    new_seeds: dict[int, int] | None = None,
+) -> RenderResult:
+    """What a render that stopped after painting made (no pages laid out, no PDF)."""
+    return RenderResult(
+        pdf=pdf_path,
+        book_dir=book_dir,
+        manifest=book_dir / "manifest.json",
+        plan=plan_path,
+        pages=[],
+        painted=sorted(job.request.page for job in jobs),
+        reused=[],
+        pictures_painted=pictures_painted,
+        seconds=time.perf_counter() - started,
+        paint_seconds=paint_seconds,
+        pdf_report=None,
+        device=device_plan.describe() if device_plan else None,  # type: ignore[attr-defined]
+        settings=settings,
+        unet_calls=unet_calls,
+        new_seeds=dict(new_seeds or {}),
+        warnings=warnings,
+    )
 
 
 def _writable(path: Path) -> bool:
