@@ -89,23 +89,30 @@ def render_needs(
     safety_model: str | None = None,
     upscale: bool = False,
     upscaler_model: str | None = None,
+    draft: bool = False,
+    draft_lora: str | None = None,
     *,
     consistency: str | None = None,
     adapter_model: str | None = None,
     adapter_encoder: str | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
-    ships none, the x4 upscaler with ``--print``, and IP-Adapter with its image encoder when
-    ``--consistency`` uses ``adapter``."""
+    ships none, the x4 upscaler with ``--print``, the LCM-LoRA with ``--draft`` (for the
+    families that have one), and IP-Adapter with its image encoder when ``--consistency`` uses
+    ``adapter``."""
+    from fairytale.render import drafts
     from fairytale.render.backends import get_backend
     from fairytale.render.settings import consistency_parts
 
-    role = get_backend(backend).role
-    needs = [Need(role, model)]
-    if not ships_safety_checker(role, model):
+    painter = get_backend(backend)
+    needs = [Need(painter.role, model)]
+    if not ships_safety_checker(painter.role, model):
         needs.append(Need("safety_checker", safety_model))
     if upscale:
         needs.append(Need("upscaler", upscaler_model))
+    lora_role = drafts.LCM_LORAS.get(painter.family or "")
+    if draft and lora_role:
+        needs.append(Need(lora_role, draft_lora))
     if consistency and "adapter" in consistency_parts(consistency):
         needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
     return needs

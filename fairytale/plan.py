@@ -129,6 +129,10 @@ class Page(_Strict):
         description="Where each character stands in the picture (--consistency adapter): character id → box in "
         "fractions of the picture. Null: side by side, in the order the page lists them.",
     )
+    locked: bool = Field(default=False, description="Keep this page's picture: no render or studio action repaints it.")
+    picture: str | None = Field(
+        default=None, description="Cache key of the picture a locked page keeps (a chosen candidate or an earlier picture)."
+    )
 
 
 class Source(_Strict):
@@ -225,7 +229,7 @@ def _format_validation_error(error: ValidationError) -> str:
 
 def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 2 only adds optional fields (groups' members, alt text, language, back-cover
-    text), so a version-1 plan means exactly the same book: same prompts, seeds, pictures."""
+    text, page locks), so a version-1 plan means exactly the same book: same prompts, seeds, pictures."""
     return {**data, "version": 2}
 
 

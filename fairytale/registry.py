@@ -52,8 +52,8 @@ class ModelSpec:
     fallbacks: tuple[str, ...] = ()
     #: Why these ids: what their maintainers say today (kept next to the ids on purpose).
     provenance: str = ""
-    #: For a role that uses a few files of a larger repo: exactly those files (paths in the
-    #: repo); the cache check and ``models pull`` then look at them alone.
+    #: For a repo that is not a whole model or pipeline (a LoRA, an adapter, one component):
+    #: exactly the files its load path reads. They are what is checked and pulled.
     files: tuple[str, ...] = ()
 
     def default_for(self, device: str | None = None) -> str:
@@ -172,6 +172,24 @@ MODELS: dict[str, ModelSpec] = {
             option="--clip-model",
         ),
         ModelSpec(
+            role="lcm_lora_sd15",
+            default="latent-consistency/lcm-lora-sdv1-5",
+            files=("pytorch_lora_weights.safetensors",),
+            library="diffusers",
+            purpose="draft pictures in 4-8 steps for SD 1.x (LCM-LoRA, --draft)",
+            licence="OpenRAIL++",
+            option="--draft-lora",
+        ),
+        ModelSpec(
+            role="taesd",
+            default="madebyollin/taesd",
+            files=("config.json", "diffusion_pytorch_model.safetensors"),
+            library="diffusers",
+            purpose="live previews while a page is painted (tiny autoencoder, SD 1.x/2.x latents)",
+            licence="MIT",
+            option="--preview-model",
+        ),
+        ModelSpec(
             role="ip_adapter_sd15",
             provenance="Tencent AI Lab's IP-Adapter, published by its author (h94); no removal report",
             default="h94/IP-Adapter",
@@ -246,7 +264,7 @@ def missing_in_cache(source: ModelSource, only: str | None = None) -> list[str]:
         return []
     snapshot = hub_cache.snapshot_dir(source.ref, source.revision)
     if source.spec.files:
-        return ["everything"] if snapshot is None else [f for f in source.spec.files if not (snapshot / f).is_file()]
+        return [name for name in source.spec.files if snapshot is None or not (snapshot / name).is_file()]
     return hub_cache.missing_files(snapshot, source.spec.library, _PARTS.get(source.spec.role, ()), only)
 
 

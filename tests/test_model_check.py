@@ -137,3 +137,25 @@ def test_cache_only_mode_ends_with_the_command(monkeypatch):
     CliRunner().invoke(app, ["evaluate", "."])
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
     assert registry._cache_kwargs() == {}
+
+
+def test_a_lora_role_is_checked_by_its_files(hf_cache, tmp_path):
+    """Roles that are not a whole pipeline (the LCM-LoRA, the tiny autoencoder) are complete
+    when the files their load path reads are cached, and `--draft` names the LoRA up front."""
+    from fairytale.model_check import render_needs
+
+    source = registry.resolve("lcm_lora_sd15")
+    assert registry.missing_in_cache(source) == ["pytorch_lora_weights.safetensors"]
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    (folder / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    add_to_cache(hf_cache, source.ref, folder)
+    assert registry.missing_in_cache(registry.resolve("lcm_lora_sd15")) == []
+    assert registry.missing_in_cache(registry.resolve("taesd")) == [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+    ]
+    roles = [need.role for need in render_needs("sd14", None, draft=True)]
+    assert "lcm_lora_sd15" in roles
+    assert "lcm_lora_sd15" not in [need.role for need in render_needs("sd14", None)]
+    assert "lcm_lora_sd15" not in [need.role for need in render_needs("sd21", None, draft=True)]

@@ -8,6 +8,7 @@ themselves are never edited.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -88,6 +89,11 @@ def test_generate_book_notebook_makes_the_pdf(tiny_ner, tiny_qa, tiny_nli, tiny_
     shown = [o for c in done.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(shown) == 2  # the first pages, inline
     assert "No GPU found" in outputs_text(done)
+    # the last cell starts the studio on the book and returns (the run above did not block on it)
+    if importlib.util.find_spec("gradio"):
+        assert "fAIrytale Studio: http://127.0.0.1:" in outputs_text(done)
+    else:
+        assert 'pip install -e ".[studio]"' in outputs_text(done)
 
 
 def test_train_character_notebook_learns_previews_and_uses_the_token(tiny_sd, tmp_path, monkeypatch):

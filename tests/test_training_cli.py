@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from fairytale.cli import app
 from fairytale.embeddings import a1111_path, read_embedding
+from fairytale.errors import FairytaleError
 from tests.training_fixtures import character_folder, imagefolder_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -140,3 +141,20 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path, tiny_sd, pictures):
     assert state["settings"]["num_processes"] == "2"
     assert "lr 0.002" in done.stderr  # 5e-4 × batch 1 × accumulation 2 × 2 processes
     assert done.stderr.count("Trained <creature>") == 1  # one summary, from the main process
+
+
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], None), (["--fuse-accumulation"], True), (["--no-fuse-accumulation"], False)]
+)
+def test_fusing_micro_batches_is_the_users_choice(tmp_path, pictures, monkeypatch, flag, expected):
+    import training
+
+    seen = []
+
+    def fake_train(config, console=None):
+        seen.append(config.fuse_accumulation)
+        raise FairytaleError("stop here")
+
+    monkeypatch.setattr(training, "train", fake_train)
+    run("character", "--data", str(pictures), "--token", "<c>", "-o", str(tmp_path / "c.safetensors"), *flag)
+    assert seen == [expected]

@@ -453,7 +453,16 @@ def test_a_flagged_validation_picture_is_blanked_before_it_is_saved(tmp_path, ti
         return checker, processor
 
     monkeypatch.setattr(validation, "load_checker", flagging_checker)
-    result = train(quick(tmp_path, tiny_sd, pictures, validation_prompt="a picture of <creature>", validation_every=1, steps=1))
+    result = train(
+        quick(
+            tmp_path,
+            tiny_sd,
+            pictures,
+            validation_prompt="a picture of <creature>",
+            validation_every=1,
+            steps=1,
+        )
+    )
     (picture,) = result.validation_pictures
     assert Image.open(picture).convert("L").getextrema() == (0, 0)  # all black: nothing of it kept
 
@@ -471,3 +480,63 @@ def test_a_flagged_validation_picture_is_blanked_before_it_is_saved(tmp_path, ti
 def test_bad_settings_are_one_line_errors(tmp_path, tiny_sd, pictures, changes, message):
     with pytest.raises(FairytaleError, match=message):
         train(quick(tmp_path, tiny_sd, pictures, **changes))
+
+
+# --------------------------------------------------------------------------- micro-batches in one UNet call
+
+
+def test_fused_micro_batches_learn_what_step_by_step_ones_do(tmp_path, tiny_sd, pictures, monkeypatch):
+    """One UNet call for a step's micro-batches draws the same noise, gives the same loss and moves the
+    token the same way as one call per micro-batch (up to float rounding of the bigger batch)."""
+    from diffusers import UNet2DConditionModel
+
+    calls = []
+    forward = UNet2DConditionModel.forward
+
+    def counted(self, sample, *args, **kwargs):
+        calls.append(sample.shape[0])
+        return forward(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counted)
+    runs = {}
+    for fused in (True, False):
+        calls.clear()
+        (tmp_path / str(fused)).mkdir()
+        config = quick(
+            tmp_path, tiny_sd, pictures, steps=3, grad_accum=3, batch_size=2, fuse_accumulation=fused,
+            output=tmp_path / str(fused) / "t.safetensors",
+        )  # fmt: skip
+        runs[fused] = (train(config), list(calls))
+    (fused, fused_calls), (separate, separate_calls) = runs[True], runs[False]
+    assert fused_calls == [6] * 3 and separate_calls == [2] * 9
+    assert fused.losses == pytest.approx(separate.losses, rel=1e-5)
+    assert torch.allclose(
+        read_embedding(fused.output).vectors, read_embedding(separate.output).vectors, atol=1e-6
+    )
+
+
+def test_micro_batches_are_fused_on_the_cpu_only_unless_told():
+    config = TrainingConfig(kind="style", data=Path("d"), token="<t>", output=Path("t.safetensors"))
+    assert config.fuses_accumulation("cpu") and not config.fuses_accumulation("cuda")
+    assert replace(config, fuse_accumulation=True).fuses_accumulation("cuda")
+    assert not replace(config, fuse_accumulation=False).fuses_accumulation("cpu")
+
+
+def test_compile_unet_trains_through_the_compiled_unet(tmp_path, tiny_sd, pictures, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    compiled = []
+
+    def fake_compile(module):
+        compiled.append(module)
+
+        def call(*args, **kwargs):
+            compiled.append("called")
+            return module(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    result = train(quick(tmp_path, tiny_sd, pictures, steps=2, compile_unet=True))
+    assert isinstance(compiled[0], UNet2DConditionModel) and compiled[1:] == ["called"] * 2
+    assert len(result.losses) == 2

@@ -67,6 +67,11 @@ class TrainingConfig:
     mixed_precision: MixedPrecision = "auto"  # auto: bf16/fp16 on CUDA, none on CPU
     gradient_checkpointing: bool = True
     adam_8bit: bool = False
+    # One UNet call for all of a step's micro-batches (same loss and gradient, less overhead per
+    # picture) instead of one call each. None: on the CPU yes; on a GPU no, where accumulation
+    # is there to keep one micro-batch's activations in memory at a time.
+    fuse_accumulation: bool | None = None
+    compile_unet: bool = False  # torch.compile the UNet (meant for CUDA; the first steps compile)
     seed: int = 0
     checkpoint_every: int = 250
     checkpoint_dir: Path | None = None  # None: beside the output, see checkpoint.checkpoint_dir_for
@@ -87,6 +92,10 @@ class TrainingConfig:
     @property
     def use_random_crop(self) -> bool:
         return AUGMENTATION_BY_KIND[self.kind][1] if self.random_crop is None else self.random_crop
+
+    def fuses_accumulation(self, device_type: str) -> bool:
+        """Whether a step's micro-batches go through the UNet together on ``device_type``."""
+        return device_type == "cpu" if self.fuse_accumulation is None else self.fuse_accumulation
 
     def learning_rate(self, num_processes: int = 1) -> float:
         """The rate the optimizer uses: ``lr`` scaled by the effective batch when asked."""
@@ -109,7 +118,8 @@ class TrainingConfig:
 
 #: Settings that may change between an interrupted run and its ``--resume``: everything else
 #: must match, or the resumed run would not be the same training.
-#: (Gradient checkpointing only recomputes what it would have kept, so it may change too.)
+#: (Gradient checkpointing only recomputes what it would have kept; fusing the micro-batches and
+#: compiling the UNet only group the same sums differently: they may change too.)
 RESUMABLE_CHANGES = frozenset(
     {
         "steps",
@@ -121,5 +131,7 @@ RESUMABLE_CHANGES = frozenset(
         "safety_model",
         "data",  # the folder may move; its pictures are checked by data_fingerprint
         "gradient_checkpointing",
+        "fuse_accumulation",
+        "compile_unet",
     }
 )

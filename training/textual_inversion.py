@@ -155,7 +155,9 @@ def _resolve_mixed_precision(requested: str) -> str | None:
         raise FairytaleError("fp16 mixed precision needs a CUDA GPU; on CPU use --mixed-precision bf16 or no")
     if requested == "bf16" and torch.cuda.is_available() and not _native_bf16():
         name = torch.cuda.get_device_name()
-        raise FairytaleError(f"{name} has no native bfloat16 (it needs an Ampere or newer GPU): use --mixed-precision fp16")
+        raise FairytaleError(
+            f"{name} has no native bfloat16 (it needs an Ampere or newer GPU): use --mixed-precision fp16"
+        )
     return requested
 
 
@@ -337,6 +339,8 @@ def train(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     unet.to(device)
+    # opt-in, meant for CUDA: the first steps pay for compiling, later ones run fused kernels
+    denoise = torch.compile(unet) if config.compile_unet else unet
 
     # 7. optimizer (the new rows only), schedule, random generators; resume if asked
     lr = config.learning_rate(accelerator.num_processes)
@@ -380,6 +384,7 @@ def train(
         f"{device.type}, mixed precision {accelerator.mixed_precision}, lr {lr:g}."
     )
     num_train_timesteps = noise_scheduler.config.num_train_timesteps
+    micro_batches_per_call = config.grad_accum if config.fuses_accumulation(device.type) else 1
     validation_pictures: list[Path] = []
     session_started = time.perf_counter()
 
@@ -398,29 +403,40 @@ def train(
                 conditioning = text_encoder(torch.cat([ids for _, _, ids in batches]).to(device))[0]
                 unet_conditioning = conditioning.detach().to(weight_dtype).requires_grad_()
 
-                step_loss = torch.zeros((), device=device)
-                for micro_step, (mean, std, _) in enumerate(batches):
-                    # a sample of the cached latent distribution; noise; a timestep
+                # noise: every micro-batch's draws first, in the step-by-step order (posterior sample,
+                # noise, timestep), so grouping the UNet calls never changes what is drawn
+                draws = []
+                for mean, std, _ in batches:
                     mean, std = mean.to(device), std.to(device)
                     latents = mean + std * torch.randn(mean.shape, generator=noise_generator, device=device)
                     noise = torch.randn(latents.shape, generator=noise_generator, device=device)
-                    batch = (latents.shape[0],)
                     timesteps = torch.randint(
-                        0, num_train_timesteps, batch, generator=noise_generator, device=device
+                        0, num_train_timesteps, (latents.shape[0],), generator=noise_generator, device=device
                     )
+                    draws.append((latents, noise, timesteps))
+
+                step_loss = torch.zeros((), device=device)
+                for first in range(0, config.grad_accum, micro_batches_per_call):
+                    group = draws[first : first + micro_batches_per_call]
+                    latents, noise, timesteps = (torch.cat(parts) for parts in zip(*group, strict=True))
                     noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
 
                     # forward, UNet (frozen, half precision under mixed precision)
-                    rows = slice(micro_step * config.batch_size, (micro_step + 1) * config.batch_size)
-                    prediction = unet(
+                    rows = slice(first * config.batch_size, (first + len(group)) * config.batch_size)
+                    prediction = denoise(
                         noisy_latents.to(weight_dtype), timesteps, unet_conditioning[rows]
                     ).sample
 
-                    # loss: noise for epsilon models, velocity for v-prediction (SD 2.x)
-                    target = denoising_target(noise_scheduler, latents, noise, timesteps)
-                    loss = F.mse_loss(prediction.float(), target.float())
+                    # loss: noise for epsilon models, velocity for v-prediction (SD 2.x); each
+                    # micro-batch's mean, so the step's loss is their mean however they are grouped
+                    target = denoising_target(noise_scheduler, latents, noise, timesteps).float()
+                    prediction = prediction.float()
+                    loss = sum(
+                        F.mse_loss(prediction[part], target[part])
+                        for part in _micro_batch_rows(len(group), config.batch_size)
+                    )
 
-                    # backward, UNet: the activations of this micro-batch are freed here
+                    # backward, UNet: the activations of this call are freed here
                     accelerator.backward(loss / config.grad_accum)
                     step_loss += loss.detach()
 
@@ -532,6 +548,11 @@ def train(
         checkpoint_dir=checkpoint_dir,
         validation_pictures=validation_pictures,
     )
+
+
+def _micro_batch_rows(count: int, batch_size: int) -> list[slice]:
+    """The rows of each of ``count`` micro-batches of ``batch_size`` in one UNet call."""
+    return [slice(index * batch_size, (index + 1) * batch_size) for index in range(count)]
 
 
 WEIGHT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}

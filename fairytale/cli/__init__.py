@@ -7,10 +7,10 @@ answers at once; a ruff rule (TID253) enforces that for this package.
 
 from __future__ import annotations
 
-from fairytale.cli import characters, export, models, plan, render, scrape, train
+from fairytale.cli import characters, export, library, models, plan, render, scrape, studio, train
 from fairytale.cli.app import app, main
 
-for _module in (plan, render, export, characters, train, scrape, models):
+for _module in (plan, render, export, library, characters, train, scrape, models, studio):
     _module.register(app)
 
 __all__ = ["app", "main"]

@@ -60,6 +60,17 @@ Trim = Annotated[str, typer.Option("--trim", help="Page size: 8.5x8.5 (default),
 Bleed = Annotated[bool, typer.Option("--bleed", help="Add 0.125 in bleed around every page (sets TrimBox/BleedBox) for a print shop.")]
 Layout = Annotated[str, typer.Option("--layout", help="auto, picture_above_text or full_bleed (pages may set their own in the plan).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no summary.")]
+Draft = Annotated[
+    bool,
+    typer.Option("--draft", help="Quick draft pictures: 4 steps with the LCM-LoRA (SD 1.x; fewer steps on other models). Render again without it for the final pictures."),
+]
+DraftSteps = Annotated[int, typer.Option("--draft-steps", help="LCM steps of a draft picture (4-8).")]
+DraftLora = Annotated[str | None, typer.Option("--draft-lora", help="The LCM-LoRA for drafts: hub id or local folder.")]
+Precision = Annotated[
+    str,
+    typer.Option("--precision", help="auto (float16 on CUDA, float32 elsewhere), fp32, fp16 (CUDA) or bf16 (CPUs with native bfloat16; pictures change slightly)."),
+]
+Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (CUDA): the first batch takes a minute or two longer, the rest are faster.")]
 
 
 def _settings(**options) -> RenderSettings:
@@ -100,6 +111,14 @@ def print_summary(result: RenderResult) -> None:
     if result.new_seeds:
         seeds = ", ".join(f"page {n}: {s}" for n, s in sorted(result.new_seeds.items()))
         table.add_row("New seeds", f"{seeds} (saved in {plain(result.plan)})")
+    if result.drafts:
+        table.add_row(
+            "Drafts",
+            f"pages {', '.join(map(str, result.drafts))} ({result.draft_note}). Render without --draft for the final "
+            "pictures: each is a new painting from the same seed, not an enlargement of its draft",
+        )
+    if result.redrawn_drafts:
+        table.add_row("Finals", f"pages {', '.join(map(str, result.redrawn_drafts))} were drafts and are now painted in full")
     console.print(table, highlight=False)
     for warning in result.warnings:
         console.print(f"[yellow]Warning:[/] {plain(warning)}", highlight=False)
@@ -138,6 +157,11 @@ def render(
     paper: Paper = None,
     spine_width: SpineWidth = None,
     facing: Facing = False,
+    draft: Draft = False,
+    draft_steps: DraftSteps = 4,
+    draft_lora: DraftLora = None,
+    precision: Precision = "auto",
+    compile_unet: Compile = False,
     quiet: Quiet = False,
 ) -> None:
     """Paint a book plan's pictures and lay out the print-ready PDF.
@@ -146,28 +170,41 @@ def render(
     and an edited plan repaints only the pages that changed.
 
     [bold]fairytale render out/ginger/plan.json -o out/ginger.pdf --pages 3,7[/]
+
+    Several GPUs: [bold]accelerate launch --num_processes 4 -m fairytale render PLAN -o BOOK.pdf[/]
+    splits the pages to paint between the processes; process 0 lays out the book.
     """
     from fairytale.model_check import ensure, render_needs
     from fairytale.plan import load_plan
     from fairytale.render import check_outputs, render_book
+    from fairytale.render.distributed import FollowerError
 
     # Bad options, a bad plan or output are said before missing models.
     settings = _settings(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
+        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
+        draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     load_plan(plan)
     check_outputs(output)
-    ensure(render_needs(
-            backend, model, safety_model, print_quality, upscaler_model,
+    ensure(
+        render_needs(
+            backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
-        ), stderr())
-    result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+        ),
+        stderr(),
+    )
+    try:
+        result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
+    except FollowerError:  # under accelerate launch: process 0 has said what went wrong
+        raise typer.Exit(code=1) from None
+    if result.pdf_report is None:  # the other processes of a team lay out nothing
+        return
     if not quiet:
         print_summary(result)
     _publish(result, publishing, quiet)
@@ -212,6 +249,11 @@ def book(
     paper: Paper = None,
     spine_width: SpineWidth = None,
     facing: Facing = False,
+    draft: Draft = False,
+    draft_steps: DraftSteps = 4,
+    draft_lora: DraftLora = None,
+    precision: Precision = "auto",
+    compile_unet: Compile = False,
     quiet: Quiet = False,
 ) -> None:
     """Turn a story into a picture book in one go: plan, paint, lay out.
@@ -229,7 +271,8 @@ def book(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level,
+        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
+        draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
@@ -245,7 +288,7 @@ def book(
     planning = force or not plan_file.exists()
     ensure(
         render_needs(
-            backend, model, safety_model, print_quality, upscaler_model,
+            backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
         )
         + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),

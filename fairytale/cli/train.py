@@ -102,6 +102,20 @@ CheckpointingOpt = Annotated[
         help="Recompute activations to save GPU memory (~25% slower).",
     ),
 ]
+FuseOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--fuse-accumulation/--no-fuse-accumulation",
+        help="One UNet call for all of a step's micro-batches: same result, faster, more memory "
+        "(default: on for CPU, off on a GPU).",
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile-unet", help="torch.compile the UNet (for CUDA GPUs; the first steps compile it)."
+    ),
+]
 Adam8bitOpt = Annotated[
     bool, typer.Option("--adam-8bit", help="8-bit AdamW from bitsandbytes (CUDA; extra 'bnb').")
 ]
@@ -168,6 +182,8 @@ def _command(kind: str, summary: str):
         mixed_precision: PrecisionOpt = Precision.auto,
         gradient_checkpointing: CheckpointingOpt = _DEFAULTS["gradient_checkpointing"],
         adam_8bit: Adam8bitOpt = _DEFAULTS["adam_8bit"],
+        fuse_accumulation: FuseOpt = None,
+        compile_unet: CompileOpt = False,
         flip: FlipOpt = None,
         random_crop: CropOpt = None,
         captions: CaptionsOpt = _DEFAULTS["captions"],
@@ -203,6 +219,8 @@ def _command(kind: str, summary: str):
             mixed_precision=mixed_precision.value,  # type: ignore[arg-type]
             gradient_checkpointing=gradient_checkpointing,
             adam_8bit=adam_8bit,
+            fuse_accumulation=fuse_accumulation,
+            compile_unet=compile_unet,
             seed=seed,
             checkpoint_every=checkpoint_every,
             checkpoint_dir=checkpoint_dir,

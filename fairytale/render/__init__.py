@@ -6,6 +6,8 @@ The API the CLI (``fairytale render``/``book``) and the notebooks call:
   :class:`RenderResult`;
 * :func:`load_illustrator` to keep a model loaded across several renders;
 * :func:`load_manifest` to read what a render made (``fairytale evaluate``);
+* drafts (``RenderSettings(draft=True)``, :mod:`fairytale.render.drafts`) and live previews
+  (``render_book(..., on_preview=...)``, :class:`Preview`, :mod:`fairytale.render.previews`);
 * :func:`register_backend` / :class:`Backend` / :class:`PaintRequest` to add backends. Shipped:
   ``sd14`` and ``sd21`` (text to picture) and ``unclip`` (pages painted from the characters'
   reference portraits, :mod:`fairytale.render.backends.unclip`; portraits by
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 from fairytale.render.backends import BACKENDS, Backend, PaintRequest, get_backend, register_backend
 from fairytale.render.book import RenderResult, book_dir_for, check_outputs, render_book
-from fairytale.render.devices import DevicePlan, plan_device
+from fairytale.render.devices import DevicePlan, plan_device, plan_for
 from fairytale.render.illustrator import Illustrator
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest
+from fairytale.render.previews import Preview
 from fairytale.render.settings import RenderSettings, parse_pages
 
 
@@ -26,7 +29,7 @@ def load_illustrator(settings: RenderSettings | None = None) -> Illustrator:
     """Load the model ``settings`` name, ready to pass to :func:`render_book` again and again."""
     settings = settings or RenderSettings()
     backend = get_backend(settings.backend)(settings)
-    return backend.load(plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size))
+    return backend.load(plan_for(settings))
 
 
 __all__ = [
@@ -37,6 +40,7 @@ __all__ = [
     "Manifest",
     "ManifestPage",
     "PaintRequest",
+    "Preview",
     "RenderResult",
     "RenderSettings",
     "book_dir_for",

@@ -33,11 +33,14 @@ from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import can_create_files_in, check_output_path, ensure_dir, sha256_file
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
-from fairytale.render.backends import Backend, get_backend
+from fairytale.render import drafts
+from fairytale.render.backends import Backend, PaintRequest, get_backend
+from fairytale.render.distributed import current_team
 from fairytale.render.legacy_keys import adopt_legacy
-from fairytale.render.manifest import Manifest, ManifestPage, save_manifest
+from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
+from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDecoder
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
 from fairytale.render.references import paint_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
@@ -48,6 +51,7 @@ from fairytale.render.upscale import UpscaleJob, upscale_pictures
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.devices import DevicePlan
+    from fairytale.render.distributed import Team
     from fairytale.render.illustrator import Illustrator
 
 
@@ -65,12 +69,15 @@ class RenderResult:
     pictures_painted: int  # pictures painted, flagged ones included
     seconds: float
     paint_seconds: float
-    pdf_report: PdfReport
+    pdf_report: PdfReport | None  # None: painted, not laid out (lay_out=False, or a helper process)
     device: str | None
     settings: RenderSettings
     unet_calls: int = 0
     new_seeds: dict[int, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    drafts: list[int] = field(default_factory=list)  # pages whose picture is a draft
+    redrawn_drafts: list[int] = field(default_factory=list)  # draft pages painted again at full quality
+    draft_note: str | None = None  # how the drafts of this run were painted
 
     @property
     def repainted(self) -> list[int]:
@@ -156,6 +163,8 @@ class _Job:
     settings: RenderSettings
     plan: BookPlan
     backend: Backend
+    painter: Backend  # what paints this run's pages: the backend, or its draft settings
+    draft_mark: str | None
     selected: list[int] | None
     embeddings: list[LearnedEmbedding]
     embedding_hashes: dict[str, str]
@@ -164,6 +173,10 @@ class _Job:
     height: int
     pdf_settings: PdfSettings
     warnings: list[str] = field(default_factory=list)
+    locked_asked: list[int] = field(default_factory=list)
+    draft_pages: set[int] = field(default_factory=set)
+    draft_note: str | None = None
+    redrawn: list[int] = field(default_factory=list)
 
 
 def render_book(
@@ -175,6 +188,9 @@ def render_book(
     seed: int | None = None,
     illustrator: Illustrator | None = None,
     progress: RenderProgress | bool | None = True,
+    on_preview: PreviewCallback | None = None,
+    preview_every: int = EVERY,
+    lay_out: bool = True,
 ) -> RenderResult:
     """Paint every page of the plan at ``plan_path`` that is not cached yet and write the PDF.
 
@@ -182,31 +198,47 @@ def render_book(
     (``seed`` to choose one) and records the seeds in the plan file; the other pages are reused.
     ``illustrator`` reuses a loaded model across calls (notebooks); otherwise one is loaded
     only if some page must be painted, and released when the render ends, however it ends. Bad
-    input raises :class:`FairytaleError` before anything is written.
+    input raises :class:`FairytaleError` before anything is written. ``lay_out=False`` paints
+    and stops there (no page files, PDF or manifest).
+
+    With ``settings.draft`` the pages that have no picture yet are painted as drafts (see
+    :mod:`fairytale.render.drafts`); a later render without it paints those pages again at full
+    quality and reuses every other picture. ``on_preview`` receives a
+    :class:`~fairytale.render.previews.Preview` of the batch in progress every
+    ``preview_every`` steps.
+
+    Under ``accelerate launch`` every process calls this: the pages to paint are split between
+    them and process 0 lays out the book (see :mod:`fairytale.render.distributed`); the others
+    return once their share is painted.
     """
     started = time.perf_counter()
-    settings = settings or RenderSettings()
-    reporter = _progress(progress)
+    team = current_team()
+    settings = team.place(settings or RenderSettings())
+    reporter = _progress(progress if team.is_main else False)
     with reporter, contextlib.ExitStack() as held:
         # 1. check everything that can be checked before painting; nothing is written yet
-        job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator)
-        held.enter_context(book_lock(job.book_dir))  # one painting job per book, across processes
+        job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator, on_preview, preview_every)
+        team.lead(lambda: held.enter_context(book_lock(job.book_dir)))  # one job per book (a team's: process 0)
         session = held.enter_context(
             IllustratorSession(job.backend, reporter, given=illustrator, embeddings=job.embeddings)
         )
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
         new_seeds = _choose_new_seeds(job, seed)
         # 3. reference portraits the pages are painted from: painted once, recorded in the plan
-        _paint_missing_references(job, session, reporter)
-        # 4. what is cached and what must be painted
+        _paint_missing_references(job, session, reporter, team)
+        # 4. what is cached and what must be painted (drafts where a draft run has no picture)
         store = PageStore(job.book_dir)
         stored, jobs = _look_up_cache(job, store)
-        # 5. paint what is missing (the model is loaded only now, and only if needed)
-        report = _paint_missing(job, session, jobs, store, reporter)
+        # 5. paint what is missing (in a team, this process's share), the model loaded only now
+        report = _paint_missing(job, session, jobs, store, reporter, team, on_preview, preview_every)
         stored.update(report.stored)
-        # 6. the plan records the seeds of repainted pages
+        # 6. the plan records the seeds of repainted pages (process 0); the others stop here
+        if not team.is_main:
+            return _painted_only(job, report.mine, started, report, session.device_plan, settings)
         if new_seeds:
             save_plan(job.plan, job.plan_path)
+        if not lay_out:
+            return _painted_only(job, jobs, started, report, session.device_plan, settings, new_seeds)
         # 7. page files (placeholders drawn for pages that have one)
         page_files = _page_files(job, store, stored)
         # 8. --print: upscale (the painting model is freed first: one big model on the GPU)
@@ -239,6 +271,9 @@ def render_book(
         unet_calls=report.unet_calls,
         new_seeds=new_seeds,
         warnings=job.warnings,
+        drafts=sorted(job.draft_pages),
+        redrawn_drafts=job.redrawn,
+        draft_note=job.draft_note,
     )
 
 
@@ -249,11 +284,15 @@ def _check_inputs(
     pages: str | list[int] | None,
     seed: int | None,
     illustrator: Illustrator | None,
+    on_preview: PreviewCallback | None,
+    preview_every: int,
 ) -> _Job:
     """Step 1: read the plan, choose the backend and check every input a one-line error can
     name, before anything is loaded or written."""
     plan = load_plan(plan_path)
     backend = get_backend(settings.backend)(settings)
+    painter = get_backend(settings.backend)(drafts.draft_settings(settings, backend.family)) if settings.draft else backend
+    draft_mark = drafts.lora_fingerprint(drafts.lora_source(settings, backend.family)) if settings.draft else None
     selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
     if seed is not None and selected is None:
         raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
@@ -269,57 +308,80 @@ def _check_inputs(
     _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
     if illustrator is not None:
         _check_illustrator(illustrator, backend)
+    if on_preview is not None and preview_every < 1:
+        raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
     return _Job(
-        plan_path, pdf_path, book_dir, settings, plan, backend, selected, embeddings, embedding_hashes,
-        consistency, width, height, pdf_settings, list(layout_warnings),
+        plan_path, pdf_path, book_dir, settings, plan, backend, painter, draft_mark, selected, embeddings,
+        embedding_hashes, consistency, width, height, pdf_settings, list(layout_warnings),
     )
 
 
 def _choose_new_seeds(job: _Job, seed: int | None) -> dict[int, int]:
-    """Step 2: the new seed of each page named by ``--pages`` (set in the plan in memory)."""
+    """Step 2: the new seed of each page named by ``--pages`` (set in the plan in memory); a
+    locked page keeps its picture, and so its seed."""
+    job.locked_asked = [n for n in job.selected or [] if job.plan.pages[n - 1].locked]
     new_seeds: dict[int, int] = {}
-    for number in job.selected or []:
+    for number in sorted(set(job.selected or []) - set(job.locked_asked)):
         page = job.plan.pages[number - 1]
         new_seeds[number] = seed if seed is not None else next_seed(page.seed)
         page.seed = new_seeds[number]
     return new_seeds
 
 
-def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: RenderProgress) -> None:
-    """Step 3: paint the reference portraits the backend needs and has not got, and record
-    them (only them: new page seeds wait until their pages are painted) in the plan file."""
+def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: RenderProgress, team: Team) -> None:
+    """Step 3: paint the reference portraits the mode in force needs and has not got, and
+    record them (only them: new page seeds wait until their pages are painted) in the plan
+    file. In a team, process 0 paints them and the others read them from the plan."""
     missing = job.backend.missing_references(job.plan)
-    if not missing:
-        return
-    if not (can_create_files_in(job.plan_path.parent) and _writable(job.plan_path)):
-        raise FairytaleError(f"Cannot record the reference portraits: the plan file {job.plan_path} is not writable")
-    illustrator = session.illustrator()
-    reporter.stage(f"Painting reference portraits of {', '.join(job.plan.character(i).name for i in missing)}…")
-    job.warnings.extend(
-        paint_references(
-            illustrator, job.plan, job.plan_path, job.book_dir, missing,
-            max_repaints=job.settings.max_repaints, batch_size=session.batch_size(),
+    if missing and team.is_main:
+        if not (can_create_files_in(job.plan_path.parent) and _writable(job.plan_path)):
+            raise FairytaleError(f"Cannot record the reference portraits: the plan file {job.plan_path} is not writable")
+        illustrator = session.illustrator()
+        reporter.stage(f"Painting reference portraits of {', '.join(job.plan.character(i).name for i in missing)}…")
+        job.warnings.extend(
+            paint_references(
+                illustrator, job.plan, job.plan_path, job.book_dir, missing,
+                max_repaints=job.settings.max_repaints, batch_size=session.batch_size(),
+            )
         )
-    )
-    recorded = load_plan(job.plan_path)
-    for character_id in missing:
-        recorded.character(character_id).reference = job.plan.character(character_id).reference
-    save_plan(recorded, job.plan_path)
+        recorded = load_plan(job.plan_path)
+        for character_id in missing:
+            recorded.character(character_id).reference = job.plan.character(character_id).reference
+        save_plan(recorded, job.plan_path)
+    if missing and team.size > 1:
+        team.wait()  # process 0 has painted the portraits and recorded them in the plan
+        recorded = load_plan(job.plan_path)
+        for character_id in missing:
+            job.plan.character(character_id).reference = recorded.character(character_id).reference
 
 
 def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture], list[PageJob]]:
-    """Step 4: each page's cache key; the pictures found, and the pages to paint."""
+    """Step 4: each page's cache key; the pictures found, and the pages to paint. A locked
+    page keeps the picture it names; a draft run takes a page's final picture when there is
+    one, else its draft, and paints drafts of the rest."""
     stored: dict[int, StoredPicture] = {}
     jobs: list[PageJob] = []
     for page in job.plan.pages:
+        kept = store.get(page.picture) if page.locked and page.picture else None
+        if kept:  # whatever its prompt or the settings
+            stored[page.number] = kept
+            continue
         request = job.backend.request_for(job.plan, page, job.plan_path)
         used = {t: h for t, h in job.embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
         key = job.backend.picture_key(request, used)
         found = store.get(key) or adopt_legacy(store, key, job.backend.legacy_picture_keys(request, used))
+        if job.draft_mark is not None and not found:
+            request = _as_draft(request, job.draft_mark)
+            key = job.painter.picture_key(request, used)
+            found = store.get(key)
+            job.draft_pages.add(page.number)
         if found:
             stored[page.number] = found
         else:
             jobs.append(PageJob(request, key))
+    job.warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in job.locked_asked]
+    job.draft_note = drafts.describe(job.settings, job.backend.family) if job.draft_pages else None
+    job.redrawn = sorted(({j.request.page for j in jobs} - job.draft_pages) & _draft_pages_before(job.book_dir))
     return stored, jobs
 
 
@@ -329,26 +391,64 @@ class _Painted:
     pictures_painted: int = 0
     seconds: float = 0.0
     unet_calls: int = 0
+    mine: list[PageJob] = field(default_factory=list)  # the jobs this process painted
 
 
 def _paint_missing(
-    job: _Job, session: IllustratorSession, jobs: list[PageJob], store: PageStore, reporter: RenderProgress
+    job: _Job,
+    session: IllustratorSession,
+    jobs: list[PageJob],
+    store: PageStore,
+    reporter: RenderProgress,
+    team: Team,
+    on_preview: PreviewCallback | None,
+    preview_every: int,
 ) -> _Painted:
-    """Step 5: paint the pages not in the cache, through the paint-and-safety loop."""
-    if not jobs:
-        return _Painted()
-    illustrator = session.illustrator()
-    for page_job in jobs:
-        if illustrator.prompt_too_long(page_job.request.prompt):
-            job.warnings.append(
-                f"page {page_job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored"
+    """Step 5: paint the pages not in the cache through the paint-and-safety loop; in a team,
+    each process paints its share, once all have listed the same jobs."""
+    team.wait()
+    mine = team.share(jobs)
+    if team.size > 1 and jobs:
+        reporter.stage(f"{len(jobs)} pages to paint, shared by {team.size} processes ({len(mine)} in this one)")
+    result, warned_before = _Painted(mine=mine), len(job.warnings)
+    if mine:
+        illustrator = session.illustrator()
+        illustrator.configure(job.painter)
+        if job.draft_note:
+            reporter.stage(f"Painting {job.draft_note}…")
+        if job.redrawn:
+            reporter.stage(
+                f"Pages {', '.join(map(str, job.redrawn))} were drafts: painting them at full quality, as new "
+                "pictures from the same seeds (not enlargements of the drafts)…"
             )
-    unet_before = illustrator.unet_calls
-    report = paint_pages(
-        illustrator, jobs, store, batch_size=session.batch_size(), max_repaints=job.settings.max_repaints, progress=reporter
-    )
-    job.warnings.extend(report.warnings)
-    return _Painted(report.stored, report.pictures_painted, report.seconds, illustrator.unet_calls - unet_before)
+        illustrator.previews = (
+            PreviewDecoder.load(
+                job.settings.preview_model, illustrator.device_plan, preview_every, _both(reporter.preview, on_preview)
+            )
+            if on_preview is not None
+            else None  # nobody looks: nothing loaded, nothing decoded
+        )
+        for page_job in mine:
+            if illustrator.prompt_too_long(page_job.request.prompt):
+                job.warnings.append(
+                    f"page {page_job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored"
+                )
+        unet_before = illustrator.unet_calls
+        report = paint_pages(
+            illustrator, mine, store, batch_size=session.batch_size(), max_repaints=job.settings.max_repaints,
+            progress=reporter,
+        )
+        job.warnings.extend(report.warnings)
+        result.stored, result.pictures_painted, result.seconds = report.stored, report.pictures_painted, report.seconds
+        result.unet_calls = illustrator.unet_calls - unet_before
+    if team.size > 1:
+        shares = team.gather((result.seconds, result.pictures_painted, result.unet_calls, job.warnings[warned_before:]))
+        result.seconds = max(share[0] for share in shares)
+        result.pictures_painted = sum(share[1] for share in shares)
+        result.unet_calls = sum(share[2] for share in shares)
+        job.warnings[warned_before:] = [w for share in shares for w in share[3]]
+        result.stored.update({j.request.page: store.get(j.key) for j in jobs if j.request.page not in result.stored})
+    return result
 
 
 def _page_files(job: _Job, store: PageStore, stored: dict[int, StoredPicture]) -> dict[int, Path]:
@@ -453,6 +553,7 @@ def _write_manifest(
                 height=picture.height,
                 layout=pdf_report.layouts[page.number],
                 effective_dpi=pdf_report.effective_dpi[page.number],
+                draft=page.number in job.draft_pages,
             )
         )
     manifest = Manifest(
@@ -475,6 +576,60 @@ def _write_manifest(
         warnings=job.warnings,
     )
     return manifest_pages, save_manifest(manifest, ensure_dir(book_dir))
+
+
+def _both(first: PreviewCallback, second: PreviewCallback) -> PreviewCallback:
+    def call(preview: Preview) -> None:
+        first(preview)
+        second(preview)
+
+    return call
+
+
+def _as_draft(request: PaintRequest, mark: str) -> PaintRequest:
+    """The draft of ``request``: the same page and seed, keyed apart by what paints drafts."""
+    return PaintRequest(
+        request.page, request.prompt, request.negative_prompt, request.seed, request.references,
+        {**request.options, "draft": mark},
+    )
+
+
+def _draft_pages_before(book_dir: Path) -> set[int]:
+    """Pages whose picture was a draft after the last render of this book folder."""
+    try:
+        return {p.number for p in load_manifest(book_dir).pages if p.draft}
+    except FairytaleError:
+        return set()
+
+
+def _painted_only(
+    job: _Job,
+    jobs: list[PageJob],
+    started: float,
+    report: _Painted,
+    device_plan: DevicePlan | None,
+    settings: RenderSettings,
+    new_seeds: dict[int, int] | None = None,
+) -> RenderResult:
+    """What a render that stopped after painting made (no pages laid out, no PDF)."""
+    return RenderResult(
+        pdf=job.pdf_path,
+        book_dir=job.book_dir,
+        manifest=job.book_dir / "manifest.json",
+        plan=job.plan_path,
+        pages=[],
+        painted=sorted(j.request.page for j in jobs),
+        reused=[],
+        pictures_painted=report.pictures_painted,
+        seconds=time.perf_counter() - started,
+        paint_seconds=report.seconds,
+        pdf_report=None,
+        device=device_plan.describe() if device_plan else None,
+        settings=settings,
+        unet_calls=report.unet_calls,
+        new_seeds=dict(new_seeds or {}),
+        warnings=job.warnings,
+    )
 
 
 def _writable(path: Path) -> bool:

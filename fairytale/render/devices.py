@@ -5,15 +5,22 @@
 * ``--low-vram`` (8–12 GiB cards): model CPU offload (only the model that is working sits on the
   GPU), attention computed in slices, and one page per batch.
 * Apple MPS: float32 (float16 gives black pictures on some macOS versions), one page at a time.
-* CPU: float32, four pages per batch.
+* CPU: float32, four pages per batch, one torch thread per physical core (unless
+  ``OMP_NUM_THREADS`` says otherwise). ``--precision bf16`` is an opt-in for CPUs with native
+  bfloat16 (AVX512-BF16 or AMX): faster, and the pictures change slightly.
+* ``--compile`` (CUDA): ``torch.compile`` of the UNet; the first batch pays for the compilation.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.settings import RenderSettings
 
 GIB = 1024**3
 
@@ -23,11 +30,13 @@ class DevicePlan:
     """The decisions for one run; :meth:`describe` says them in words for the summary."""
 
     device: str
-    dtype: str  # "float16" | "float32"
+    dtype: str  # "float16" | "float32" | "bfloat16"
     batch_size: int
     low_vram: bool
     offload: bool  # model CPU offload (CUDA + --low-vram)
     memory_gib: float | None = None
+    threads: int | None = None  # CPU: torch threads to use (None: leave torch's setting alone)
+    compile_unet: bool = False  # --compile
 
     @property
     def torch_dtype(self):
@@ -44,6 +53,13 @@ class DevicePlan:
             pipe.to(self.device)
         if self.low_vram:
             pipe.enable_attention_slicing()
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
+        if self.compile_unet and not getattr(pipe.unet, "_fairytale_compiled", False):
+            pipe.unet.compile()  # in place: the module (and its hooks) stay what they are
+            pipe.unet._fairytale_compiled = True
 
     def side_model_placement(self) -> tuple[str, Any]:
         """Device and dtype for a small model beside the pipeline (the safety checker): with
@@ -60,6 +76,10 @@ class DevicePlan:
             extras.append("model CPU offload")
         if self.low_vram:
             extras.append("attention slicing")
+        if self.threads:
+            extras.append(f"{self.threads} thread{'s' if self.threads > 1 else ''}")
+        if self.compile_unet:
+            extras.append("compiled UNet")
         extra = f", {', '.join(extras)}" if extras else ""
         return f"{self.device}{memory}, {self.dtype}, batch {self.batch_size}{extra}"
 
@@ -91,7 +111,63 @@ def _check_device(device: str) -> None:
         raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu")
 
 
-def plan_device(device: str | None = None, *, low_vram: bool = False, batch_size: int | None = None) -> DevicePlan:
+def physical_cores() -> int:
+    """Physical CPU cores (hyper-threads share a core's arithmetic units, so they add little)."""
+    try:
+        import psutil  # installed with accelerate
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:  # pragma: no cover
+        return os.cpu_count() or 1
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): otherwise bf16 is slow."""
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def plan_for(settings: RenderSettings) -> DevicePlan:
+    """The device plan ``settings`` ask for."""
+    return plan_device(
+        settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size,
+        precision=settings.precision, compile_unet=settings.compile,
+    )
+
+
+def _dtype(precision: str, device: str) -> str:
+    import torch
+
+    kind = device.split(":", 1)[0]
+    if precision == "auto":
+        return "float16" if kind == "cuda" else "float32"
+    if precision == "fp32":
+        return "float32"
+    if precision == "fp16":
+        if kind != "cuda":
+            raise FairytaleError(f"--precision fp16 needs a CUDA GPU (this run paints on {device}); use fp32 or bf16")
+        return "float16"
+    if precision == "bf16":
+        if kind == "cuda" and not torch.cuda.is_bf16_supported():
+            raise FairytaleError(f"--precision bf16: {device} has no native bfloat16; use fp16")
+        if kind == "cpu" and not cpu_has_bf16():
+            raise FairytaleError("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); use fp32")
+        if kind == "mps":
+            raise FairytaleError("--precision bf16 is for CPUs and CUDA GPUs; Apple MPS paints in fp32")
+        return "bfloat16"
+    raise FairytaleError(f"Unknown precision '{precision}'. Choose one of: auto, fp32, fp16, bf16")
+
+
+def plan_device(
+    device: str | None = None,
+    *,
+    low_vram: bool = False,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    compile_unet: bool = False,
+) -> DevicePlan:
     """Decide device, precision, batch size and memory savers (see the module docstring)."""
     import torch
 
@@ -102,6 +178,9 @@ def plan_device(device: str | None = None, *, low_vram: bool = False, batch_size
     except ValueError:
         raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
     _check_device(device)
+    dtype = _dtype(precision, device)
+    if compile_unet and not device.startswith("cuda"):
+        raise FairytaleError(f"--compile is for CUDA GPUs (this run paints on {device})")
     if device.startswith("cuda"):
         props = torch.cuda.get_device_properties(torch.device(device))
         memory = props.total_memory / GIB
@@ -111,7 +190,12 @@ def plan_device(device: str | None = None, *, low_vram: bool = False, batch_size
             auto_batch = 2  # a T4 (16 GiB) paints two 512 px pages at once in float16
         else:
             auto_batch = 4
-        return DevicePlan(device, "float16", batch_size or auto_batch, low_vram, offload=low_vram, memory_gib=memory)
+        return DevicePlan(
+            device, dtype, batch_size or auto_batch, low_vram, offload=low_vram, memory_gib=memory,
+            compile_unet=compile_unet,
+        )
     if device.startswith("mps"):
-        return DevicePlan(device, "float32", batch_size or 1, low_vram, offload=False)
-    return DevicePlan("cpu", "float32", batch_size or (1 if low_vram else 4), low_vram, offload=False)
+        return DevicePlan(device, dtype, batch_size or 1, low_vram, offload=False)
+    # OMP_NUM_THREADS set by the user (or a test harness) wins; otherwise one thread per core.
+    threads = None if os.environ.get("OMP_NUM_THREADS") else physical_cores()
+    return DevicePlan("cpu", dtype, batch_size or (1 if low_vram else 4), low_vram, offload=False, threads=threads)

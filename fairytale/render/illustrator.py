@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
+from fairytale.render import drafts
 from fairytale.render.safety import SafetyChecker
 from fairytale.render.schedulers import make_scheduler
 
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from fairytale.render.backends import Backend, PaintRequest
     from fairytale.render.devices import DevicePlan
+    from fairytale.render.previews import PreviewDecoder
 
 StepCallback = Callable[[int, int], None]
 
@@ -37,9 +39,11 @@ def _batch_invariant(unet: Any) -> None:
     On CPU, BLAS picks a different matrix kernel for a 2-row product than for an 8-row one, so
     the timestep embedding (the same row for every page in a batch) comes out a few ulps apart
     with different batch sizes, and the difference reaches the picture. Here those small
-    ``Linear`` layers of the timestep path compute one row and broadcast it when all rows are
-    equal, which is also less work. (The VAE, the other such place, decodes one picture at a
-    time: see ``enable_slicing`` below.)
+    layers of the timestep path compute one row and broadcast it when all rows are equal,
+    which is also less work. A layer a LoRA adapter wraps (drafts) is hooked as a whole, so
+    the adapter's branch computes one row too; call this again after loading one (layers
+    already hooked are left alone). (The VAE, the other such place, is checked by the tests
+    to decode a batch exactly as it decodes each picture alone.)
     """
     import torch
 
@@ -47,10 +51,11 @@ def _batch_invariant(unet: Any) -> None:
         return x.ndim == 2 and x.shape[0] > 1 and torch.equal(x, x[:1].expand_as(x))
 
     for name, module in unet.named_modules():
-        if not isinstance(module, torch.nn.Linear):
+        in_time_path = (name.startswith("time_embedding.") and name.count(".") == 1) or name.endswith("time_emb_proj")
+        linear_like = isinstance(module, torch.nn.Linear) or hasattr(module, "base_layer")  # peft wraps a Linear
+        if not (in_time_path and linear_like) or getattr(module, "_fairytale_one_row", False):
             continue
-        if not (name.startswith("time_embedding") or name.endswith("time_emb_proj")):
-            continue
+        module._fairytale_one_row = True
         rows: dict[str, int | None] = {"n": None}
 
         def before(mod, args, rows=rows):
@@ -64,6 +69,55 @@ def _batch_invariant(unet: Any) -> None:
         module.register_forward_hook(after)
 
 
+def _pair_lone_pictures(unet: Any) -> None:
+    """Run a UNet call on one picture as a call on two copies of it, and keep the first.
+
+    On CPU the convolution kernels chosen for a batch of one differ from those for two or more,
+    which give the same result for a picture whatever else is in the batch. Classifier-free
+    guidance always doubles the batch; a draft (no guidance) of a page painted alone would be a
+    few ulps off the same page painted in a batch, so it is paired with itself.
+    """
+    import torch
+
+    state = {"paired": False}
+
+    def before(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        sample = args[0] if args else kwargs["sample"]
+        state["paired"] = sample.shape[0] == 1
+        if not state["paired"]:
+            return None
+
+        def twice(value: Any) -> Any:
+            return torch.cat([value, value]) if torch.is_tensor(value) and value.ndim and value.shape[0] == 1 else value
+
+        return tuple(twice(a) for a in args), {k: twice(v) for k, v in kwargs.items()}
+
+    def after(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
+        if not state["paired"]:
+            return None
+        if isinstance(output, tuple):
+            return (output[0][:1], *output[1:])
+        output.sample = output.sample[:1]
+        return output
+
+    unet.register_forward_pre_hook(before, with_kwargs=True)
+    unet.register_forward_hook(after, with_kwargs=True)
+
+
+def _channels_last(pipe: Any) -> None:
+    """Keep the UNet's and the VAE's convolution weights in channels-last memory.
+
+    Convolutions then run on the (N, H, W, C) kernels, which are faster on CPUs and on CUDA
+    tensor cores. They are also the ones whose result for a picture does not depend on the
+    batch it is in: the default layout picks another kernel for a batch of one, so a page
+    painted alone came out a few ulps from the same page in a batch.
+    """
+    import torch
+
+    for model in (pipe.unet, pipe.vae):
+        model.to(memory_format=torch.channels_last)
+
+
 class Illustrator:
     """A loaded backend: paints pictures (unchecked; the caller runs :attr:`safety`)."""
 
@@ -74,6 +128,8 @@ class Illustrator:
         self.safety = SafetyChecker.for_pipeline(pipe, device_plan, backend.settings.safety_model)
         self.width, self.height = backend.picture_size()
         self.unet_calls = 0
+        #: live previews of the batch in progress (None: nobody looks; see render.previews)
+        self.previews: PreviewDecoder | None = None
 
     def configure(self, backend: Backend) -> None:
         """Paint with ``backend``'s settings from now on (the same model, but steps, guidance,
@@ -133,16 +189,32 @@ class TextToImageIllustrator(Illustrator):
         pipe.set_progress_bar_config(disable=True)  # ours shows pages; see fairytale.render.progress
         pipe.vae.enable_slicing()  # one picture at a time through the VAE: less memory, batch-invariant
         device_plan.place(pipe)
+        _channels_last(pipe)
         # Attention otherwise runs through torch's scaled_dot_product_attention (diffusers'
         # default processor on torch >= 2): flash / memory-efficient kernels on CUDA.
         _batch_invariant(pipe.unet)
         pipe.unet.register_forward_pre_hook(self._count_unet_call)
+        if device_plan.device == "cpu":
+            _pair_lone_pictures(pipe.unet)
         self._prompt_embeds: dict[str, Any] = {}
         self._adapter: Any = None  # IP-Adapter (--consistency adapter), loaded on the first page that needs it
+        self._drafts = drafts.DraftSwitch(pipe)
 
     def configure(self, backend: Backend) -> None:
         super().configure(backend)
         self.pipe.scheduler = make_scheduler(backend.settings.scheduler, self._model_scheduler)
+
+    def _use_draft_weights(self, draft: bool) -> None:
+        """The LCM-LoRA on for a draft (loaded the first time), off for everything else."""
+        source = drafts.lora_source(self.backend.settings, self.backend.family) if draft else None
+        if source is None:
+            self._drafts.off()
+            return
+        if self._drafts.on(source):
+            _batch_invariant(self.pipe.unet)  # the adapter wrapped the timestep layers
+            if self.device_plan.offload:
+                self.device_plan.place(self.pipe)  # the loader re-adds offload hooks for the CPU
+            _channels_last(self.pipe)  # the adapter's own convolutions too
 
     def _count_unet_call(self, module: Any, args: Any) -> None:
         self.unet_calls += 1
@@ -174,6 +246,7 @@ class TextToImageIllustrator(Illustrator):
                 painted.update(zip(map(id, group), self.paint(group, on_step), strict=True))
             return [painted[id(r)] for r in requests]
         settings = self.backend.settings
+        self._use_draft_weights(settings.draft)
 
         # 1. encode prompts (cached across batches and repaints)
         prompt_embeds = torch.cat([self._embed(r.prompt) for r in requests])
@@ -186,10 +259,14 @@ class TextToImageIllustrator(Illustrator):
         # 3. the backend's own inputs (reference embeddings, …)
         extra = self.pipeline_inputs(requests)
 
-        # 4. denoise the batch
+        # 4. denoise the batch (with a preview every few steps if someone looks)
+        pages = tuple(r.page for r in requests)
+
         def after_step(step: int, latents: Any) -> None:
             if on_step:
                 on_step(step, settings.steps)
+            if self.previews and self.previews.due(step, settings.steps):
+                self.previews.show(pages, step, settings.steps, latents)
 
         with torch.inference_mode():
             result = self.pipe(

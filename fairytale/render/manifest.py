@@ -43,6 +43,7 @@ class ManifestPage(_Strict):
     height: int
     layout: str
     effective_dpi: float
+    draft: bool = Field(default=False, description="A draft (--draft): a final render paints this page again.")
 
 
 class Manifest(_Strict):

@@ -139,7 +139,8 @@ class PortraitAttnProcessor:
             page = row % pages
             total = torch.zeros(cells, heads * head_dim, dtype=query.dtype, device=query.device)
             for index in range(portraits.shape[1]):
-                tokens = portraits[row : row + 1, index]
+                source = row % portraits.shape[0]  # a lone picture paired with itself (CPU) reuses its row
+                tokens = portraits[source : source + 1, index]
                 k = self.to_k_ip(tokens).view(1, -1, heads, head_dim).transpose(1, 2)
                 v = self.to_v_ip(tokens).view(1, -1, heads, head_dim).transpose(1, 2)
                 out = F.scaled_dot_product_attention(query[row : row + 1], k, v, dropout_p=0.0, is_causal=False)

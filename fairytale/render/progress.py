@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.previews import Preview
 
 from rich.markup import escape
 
@@ -34,6 +37,9 @@ class RenderProgress:
 
     def step(self, step: int, steps: int) -> None:
         """Denoising step ``step`` of ``steps`` of the current batch is done."""
+
+    def preview(self, preview: Preview) -> None:
+        """A live preview of the batch in progress was made (only when someone asked for them)."""
 
     def pages_done(self, count: int, seconds_per_page: float) -> None:
         """``count`` more pages are finished (kept after the safety check)."""
@@ -108,6 +114,13 @@ class RichProgress(RenderProgress):
     def step(self, step: int, steps: int) -> None:
         if self.steps_task is not None:
             self.progress.update(self.steps_task, total=steps, completed=step)
+
+    def preview(self, preview: Preview) -> None:
+        # A terminal cannot show the picture: the line says how far the latest preview got.
+        if self.steps_task is not None:
+            listed = ", ".join(map(str, preview.pages))
+            plural = "s" if len(preview.pages) > 1 else ""
+            self.progress.update(self.steps_task, description=f"  page{plural} {listed} · preview at step {preview.step}")
 
     def pages_done(self, count: int, seconds_per_page: float) -> None:
         if self.pages_task is None:

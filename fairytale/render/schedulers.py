@@ -23,6 +23,7 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any], str]] = {
     "ddim": ("DDIMScheduler", {}, "DDIM: 50 steps"),
     "pndm": ("PNDMScheduler", {"skip_prk_steps": True}, "PNDM, SD v1.4's own: 50 steps"),
     "lms": ("LMSDiscreteScheduler", {}, "LMS: 50 steps"),
+    "lcm": ("LCMScheduler", {}, "LCM: 4-8 steps, only with the LCM-LoRA (what --draft paints with)"),
     "model": ("", {}, "whatever scheduler the model ships with"),
 }
 

@@ -49,10 +49,9 @@ class IllustratorSession:
     def planned_device(self) -> DevicePlan:
         """The device plan for this render's settings (chosen now if nothing was loaded yet)."""
         if self._device_plan is None:
-            from fairytale.render.devices import plan_device
+            from fairytale.render.devices import plan_for
 
-            settings = self.backend.settings
-            self._device_plan = plan_device(settings.device, low_vram=settings.low_vram, batch_size=settings.batch_size)
+            self._device_plan = plan_for(self.backend.settings)
         return self._device_plan
 
     @property

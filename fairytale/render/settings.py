@@ -26,6 +26,10 @@ def _valid_consistency(mode: str | None) -> bool:
         return False
     return all(part in CONSISTENCY_MODES for part in parts)
 
+#: ``--precision``: what the UNet, VAE and text encoder compute in. ``auto`` is float16 on CUDA and
+#: float32 elsewhere; ``bf16`` is an opt-in for CPUs with native bfloat16 (pictures change slightly).
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
 
 @dataclass(frozen=True)
 class RenderSettings:
@@ -62,6 +66,12 @@ class RenderSettings:
     adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
     adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
     adapter_encoder: str | None = None  # its image encoder (registry role ip_adapter_image_encoder)
+    draft: bool = False  # --draft: quick pictures (LCM-LoRA for SD 1.x, fewer steps otherwise); see render.drafts
+    draft_steps: int = 4  # LCM steps of a draft (4-8 is the LCM-LoRA's range)
+    draft_lora: str | None = None  # the LCM-LoRA: hub id or local folder (default: the registry's)
+    preview_model: str | None = None  # tiny autoencoder for live previews: hub id or local folder
+    precision: str = "auto"  # auto | fp32 | fp16 | bf16 (see PRECISIONS)
+    compile: bool = False  # --compile: torch.compile the UNet (CUDA; the first batch pays for it)
     extra: dict[str, Any] = field(default_factory=dict)  # backend-specific options
 
     def __post_init__(self) -> None:
@@ -77,6 +87,9 @@ class RenderSettings:
             (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}, or tokens+adapter"),
             (0 <= self.adapter_scale <= 2, f"--adapter-scale must be between 0 and 2, not {self.adapter_scale}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
+            (1 <= self.draft_steps <= 50, f"--draft-steps must be between 1 and 50, not {self.draft_steps}"),
+            (self.scheduler != "lcm" or self.draft, "--scheduler lcm only works with the LCM-LoRA: use --draft"),
+            (self.precision in PRECISIONS, f"Unknown precision '{self.precision}'. Choose one of: {', '.join(PRECISIONS)}"),
             (30 <= self.jpeg_quality <= 100, f"JPEG quality must be between 30 and 100, not {self.jpeg_quality}"),
         ]
         for size in (self.width, self.height):

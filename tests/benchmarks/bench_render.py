@@ -1,15 +1,25 @@
-"""Render benchmarks: our painting loop vs. the plain per-page pipeline loop, and the PDF build.
+"""Render benchmarks: our painting loop vs. the plain per-page pipeline loop, drafts, previews,
+and the PDF build.
 
     python tests/benchmarks/bench_render.py [--model DIR] [--pages 12] [--steps 25] [--rounds 2]
+    python tests/benchmarks/bench_render.py --full-size --size 256 --pages 4 --steps 6 \
+        --draft --previews --skip-pdf [--models-dir DIR] [--threads N] [--precision bf16]
 
-1. **Painting, ours vs plain.** A 12-page plan painted with the tiny SD pipeline on the CPU
-   (built here from ``tests/tiny_models`` unless ``--model`` names one): first the loop a user
-   would write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler,
-   steps, guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then
-   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, the safety
-   check, the page cache). Models are loaded before the clock starts, for both. The runs
-   alternate for ``--rounds`` rounds; the best of each is compared. Bar: ours / plain ≤ 0.67.
-2. **PDF.** A 32-page book of 1024 × 1024 pictures (drawn here: sky, sun, hills, watercolour
+1. **Final paint, ours vs plain.** A plan painted on the CPU, first with the loop a user would
+   write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
+   guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then with
+   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, channels-last,
+   the safety check, the page cache). Models are loaded before the clock starts, for both; the
+   runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
+   ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
+   ``tests/benchmarks/configs/sd14``, plus a random ViT-L/14 safety checker), else the tiny test
+   model (which measures per-call overhead only). Bar (full size, 256², 4 pages, 6 steps):
+   ours / plain ≤ 0.70.
+2. **Drafts** (``--draft``): ``render_book`` with ``draft=True`` (4 LCM steps, a random LoRA of
+   the LCM-LoRA's shape) against the plain loop at ``--draft-reference-steps`` (25). Bar ≤ 0.20.
+3. **Previews** (``--previews``): ``render_book`` with and without ``on_preview`` every 5 steps
+   (a random TAESD-size tiny autoencoder), ``--preview-steps`` steps. Bar: overhead ≤ 5 %.
+4. **PDF.** A 32-page book of 1024 × 1024 pictures (drawn here: sky, sun, hills, watercolour
    texture) laid out at 300 DPI with bleed, with an empty picture cache (cold) and again with a
    full one (warm). Bar: cold build ≤ 3 s, file ≤ 40 MB. ``--noisy`` also times pictures of pure
    noise, the worst case for JPEG size.
@@ -34,6 +44,67 @@ def tiny_model(folder: Path) -> Path:
     from tests.tiny_models import build
 
     return build(folder, ["sd"])["sd"]
+
+
+def full_size_model(folder: Path) -> Path:
+    """SD 1.4-size pipeline with random weights (configs in tests/benchmarks/configs/sd14), in
+    float32, with a random safety checker of the real size (CLIP ViT-L/14 vision tower), so both
+    loops check every picture as the real pipeline does."""
+    import json
+
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    from tests.benchmarks.bench_training import build_sd14_random
+
+    model = build_sd14_random(folder, "float32")
+    torch.manual_seed(0)
+    vision = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                  image_size=224, patch_size=14, projection_dim=768)
+    config = CLIPConfig(vision_config=vision, projection_dim=768)
+    StableDiffusionSafetyChecker(config).save_pretrained(model / "safety_checker", safe_serialization=True)
+    CLIPImageProcessor(crop_size={"height": 224, "width": 224}, size={"shortest_edge": 224}).save_pretrained(
+        model / "feature_extractor"
+    )
+    index = json.loads((model / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    index["requires_safety_checker"] = True
+    (model / "model_index.json").write_text(json.dumps(index))
+    return model
+
+
+def random_lcm_lora(model: Path, folder: Path, rank: int = 64) -> Path:
+    """A LoRA of the LCM-LoRA's shape (rank 64 on the same layers) with random weights, for the
+    UNet at ``model``: drafts cost what real ones do."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from tests.tiny_models.diffusion import LORA_TARGETS
+
+    unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=LORA_TARGETS))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 1e-3)
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet), safe_serialization=True)
+    return folder
+
+
+def random_taesd(folder: Path) -> Path:
+    """The tiny autoencoder at its real size (diffusers' AutoencoderTiny defaults are TAESD's)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    AutoencoderTiny().save_pretrained(folder, safe_serialization=True)
+    return folder
 
 
 def make_plan(pages: int):
@@ -69,7 +140,15 @@ def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
     return time.perf_counter() - start
 
 
+def _summary(times: list[float]) -> str:
+    import statistics
+
+    return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {', '.join(f'{t:.2f}' for t in times)})"
+
+
 def bench_painting(args) -> None:
+    """Final paint ours vs plain at equal settings; then (--draft) drafts vs the plain final at
+    --draft-reference-steps; then (--previews) the cost of previews every 5 steps."""
     import numpy as np
     import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
@@ -81,52 +160,97 @@ def bench_painting(args) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-render-"))
     try:
-        model = Path(args.model) if args.model else tiny_model(work / "models")
+        models = Path(args.models_dir) if args.models_dir else work / "models"
+        if args.model:
+            model = Path(args.model)
+        elif args.full_size:
+            model = models / "sd14" if (models / "sd14" / "model_index.json").is_file() else full_size_model(models / "sd14")
+        else:
+            model = tiny_model(models)
         plan = make_plan(args.pages)
-        settings = RenderSettings(model=str(model), steps=args.steps, device="cpu", batch_size=args.batch_size)
+        settings = RenderSettings(
+            model=str(model), steps=args.steps, device="cpu", batch_size=args.batch_size, width=args.size,
+            height=args.size, precision=args.precision,
+        )
 
         pipe = StableDiffusionPipeline.from_pretrained(model)
         _, overrides, _ = SCHEDULERS["dpm++"]
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **overrides)
         pipe.set_progress_bar_config(disable=True)
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
         illustrator = load_illustrator(settings)
+        print(f"model: {'full-size random-weight SD 1.4' if args.full_size else model}, {size}x{size}, {args.pages} pages, "
+              f"CPU, torch threads {torch.get_num_threads()}, precision {illustrator.device_plan.dtype}, "
+              f"load average {os.getloadavg()[0]:.1f} at start (shared machine)", flush=True)
 
         # warm-up (first calls pay for kernel selection), not timed
         warm = make_plan(1)
         (work / "warm").mkdir()
-        plain_loop(pipe, warm, work / "warm", 2, size)
+        plain_loop(pipe, warm, work / "warm", 1, size)
         save_plan(warm, work / "warm" / "plan.json")
-        render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=2), illustrator=illustrator, progress=False)
+        render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
 
-        plain_times, ours_times, ours_total = [], [], []
-        for round_ in range(args.rounds):
-            folder = work / f"round{round_}"
-            (folder / "plain").mkdir(parents=True)
-            plain_times.append(plain_loop(pipe, plan, folder / "plain", args.steps, size))
+        def ours(name: str, run_settings, **kwargs) -> float:
+            folder = work / name
+            folder.mkdir(parents=True)
             save_plan(plan, folder / "plan.json")
             illustrator._forget_prompts()  # every round encodes its prompts, as the plain loop does
-            start = time.perf_counter()
-            result = render_book(folder / "plan.json", folder / "ours.pdf", settings, illustrator=illustrator, progress=False)
-            ours_total.append(time.perf_counter() - start)
-            ours_times.append(result.paint_seconds)
+            result = render_book(folder / "plan.json", folder / "ours.pdf", run_settings, illustrator=illustrator, progress=False, **kwargs)
             assert result.painted == list(range(1, args.pages + 1))
+            ours.last = result
+            return result.paint_seconds
+
+        # 1. final paint at equal settings
+        plain_times, ours_times = [], []
+        for round_ in range(args.rounds):
+            folder = work / f"plain{round_}"
+            folder.mkdir()
+            plain_times.append(plain_loop(pipe, plan, folder, args.steps, size))
+            ours_times.append(ours(f"ours{round_}", settings))
+        result = ours.last
         diffs = [
             np.abs(
-                np.asarray(Image.open(folder / "plain" / f"page-{p.number:02d}.png"), dtype=np.int16)
+                np.asarray(Image.open(work / "plain0" / f"page-{p.number:02d}.png"), dtype=np.int16)
                 - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
             ).max()
             for p in result.pages
         ]
-        plain, ours = min(plain_times), min(ours_times)
-        print(f"painting {args.pages} pages, {args.steps} steps, {size}x{size}, DPM-Solver++, CPU, torch threads {torch.get_num_threads()}")
-        print(f"  plain loop (1 pipeline call per page):  {plain:7.2f} s   rounds: {', '.join(f'{t:.2f}' for t in plain_times)}")
-        print(f"  fairytale (batch {illustrator.device_plan.batch_size if args.batch_size is None else args.batch_size}, cached embeddings): "
-              f"{ours:7.2f} s   rounds: {', '.join(f'{t:.2f}' for t in ours_times)}")
-        print(f"  ratio ours/plain: {ours / plain:.2f}   (bar: <= 0.67)   per round: "
-              f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}")
-        print(f"  whole render_book incl. PDF + manifest: {min(ours_total):.2f} s")
-        print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255")
+        print(f"final paint, {args.steps} steps, DPM-Solver++:")
+        print(f"  plain loop (1 pipeline call per page): {_summary(plain_times)}")
+        print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times)}")
+        print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
+              f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
+        print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
+
+        # 2. drafts vs the plain final at the usual step count
+        if args.draft:
+            lora = random_lcm_lora(model, models / "lcm_lora") if not (models / "lcm_lora").is_dir() else models / "lcm_lora"
+            draft = settings.with_(draft=True, draft_lora=str(lora), draft_steps=4)
+            ours("draft-warm", draft.with_(draft_steps=1))
+            plain_ref, draft_times = [], []
+            for round_ in range(args.draft_rounds):
+                folder = work / f"plain-ref{round_}"
+                folder.mkdir()
+                plain_ref.append(plain_loop(pipe, plan, folder, args.draft_reference_steps, size))
+                draft_times.append(ours(f"draft{round_}", draft))
+            print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
+            print(f"  plain final: {_summary(plain_ref)}")
+            print(f"  draft:       {_summary(draft_times)}")
+            print(f"  ratio draft/plain final: {min(draft_times) / min(plain_ref):.3f}   (bar: <= 0.20)", flush=True)
+
+        # 3. previews every 5 steps vs none
+        if args.previews:
+            taesd = random_taesd(models / "taesd") if not (models / "taesd").is_dir() else models / "taesd"
+            with_previews = settings.with_(steps=args.preview_steps, preview_model=str(taesd))
+            shown = []
+            off, on = [], []
+            for round_ in range(args.rounds):
+                off.append(ours(f"previews-off{round_}", with_previews))
+                on.append(ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5))
+            print(f"previews every 5 steps, {args.preview_steps} steps ({len(shown) // args.rounds} previews per render):")
+            print(f"  without: {_summary(off)}")
+            print(f"  with:    {_summary(on)}")
+            print(f"  overhead: {min(on) / min(off) - 1:+.1%} (best vs best; bar: <= 5 %)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -193,6 +317,15 @@ def bench_pdf(args, noisy: bool = False) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="SD 1.x model folder (default: build the tiny test model)")
+    parser.add_argument("--full-size", action="store_true", help="full-size random-weight SD 1.4 (built from tests/benchmarks/configs/sd14)")
+    parser.add_argument("--models-dir", help="where to build (and reuse) the benchmark's models (default: a temp folder)")
+    parser.add_argument("--size", type=int, default=None, help="picture size (default: the model's)")
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (CPUs with native bfloat16)")
+    parser.add_argument("--draft", action="store_true", help="also time drafts (4 LCM steps) against the plain final")
+    parser.add_argument("--draft-reference-steps", type=int, default=25)
+    parser.add_argument("--draft-rounds", type=int, default=2)
+    parser.add_argument("--previews", action="store_true", help="also time previews every 5 steps")
+    parser.add_argument("--preview-steps", type=int, default=25)
     parser.add_argument("--pages", type=int, default=12)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=None, help="default: the CPU default (4)")
@@ -205,6 +338,7 @@ def main() -> None:
     if args.threads:
         import torch
 
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # our device plan leaves torch's threads alone then
         torch.set_num_threads(args.threads)
     if not args.skip_painting:
         bench_painting(args)

@@ -14,6 +14,8 @@
 ``safety_checker``  standalone safety checker
 ``clip``        CLIP model + processor
 ``ip_adapter``  IP-Adapter for the ``sd`` UNet + its image encoder (layout of h94/IP-Adapter)
+``lcm_lora``    LoRA for the ``sd`` UNet in the LCM-LoRA hub layout (drafts)
+``taesd``       tiny AutoencoderTiny (live previews)
 ==============  =====================================================================
 
 Nothing is downloaded. The test fixtures in ``tests/conftest.py`` build each role once per run.
@@ -38,6 +40,8 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "safety_checker": diffusion.build_safety_checker,
     "clip": diffusion.build_clip,
     "ip_adapter": diffusion.build_ip_adapter,
+    "lcm_lora": diffusion.build_lcm_lora,
+    "taesd": diffusion.build_taesd,
 }
 
 

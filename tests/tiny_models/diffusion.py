@@ -322,6 +322,53 @@ def _save(pipe, outdir: Path) -> Path:
     return outdir
 
 
+# --------------------------------------------------------------------------- drafts and previews
+
+#: the layers the LCM-LoRA for SD 1.5 adapts (attention, feed-forward, resnet convs, timestep projection)
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1", "conv2", "time_emb_proj"]
+
+
+def build_lcm_lora(outdir: Path) -> Path:
+    """A LoRA for the tiny SD 1.x UNet in the hub layout of ``latent-consistency/lcm-lora-sdv1-5``
+    (``pytorch_lora_weights.safetensors``, written by diffusers' own ``save_lora_weights``).
+    Random, not distilled: its up-projections are non-zero so that it changes every picture."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    model = unet(SD1_TEXT_WIDTH)
+    model.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=LORA_TARGETS))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.2)
+    outdir.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(
+        outdir, unet_lora_layers=get_peft_model_state_dict(model), safe_serialization=True
+    )
+    return outdir
+
+
+def build_taesd(outdir: Path) -> Path:
+    """A tiny ``AutoencoderTiny`` (the layout of ``madebyollin/taesd``) for 4-channel latents,
+    upsampling x2 like the tiny SD's VAE."""
+    from diffusers import AutoencoderTiny
+
+    _seed()
+    model = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+    outdir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(outdir, safe_serialization=True)
+    return outdir
+
+
 def build_ip_adapter(outdir: Path) -> Path:
     """IP-Adapter for the tiny SD 1.x UNet, in the layout of the hub repo ``h94/IP-Adapter``:
     ``models/ip-adapter_sd15.safetensors`` (``image_proj.*``: the image projection to 4 extra

@@ -1,0 +1,171 @@
+"""`fairytale library`: every story in a folder made into a book, here or on a Ray cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.render import (
+    Backend,
+    BatchSize,
+    Bleed,
+    Consistency,
+    Device,
+    Guidance,
+    Height,
+    Layout,
+    LowVram,
+    MaxRepaints,
+    Model,
+    NoiseLevel,
+    Quiet,
+    SafetyModel,
+    Scheduler,
+    Steps,
+    Trim,
+    Width,
+)
+from fairytale.errors import FairytaleError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.library import LibraryReport
+
+
+def print_report(report: LibraryReport) -> None:
+    """The summary table: one row per story."""
+    from rich.table import Table
+
+    table = Table(title=f"Library · {report.seconds:.0f} s on {report.where}", title_justify="left")
+    for column, justify in (
+        ("Story", "left"),
+        ("Book", "left"),
+        ("Pages", "right"),
+        ("Painted", "right"),
+        ("Reused", "right"),
+        ("Time", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    styles = {"made": "green", "finished": "dim", "failed": "red"}
+    for book in report.books:
+        state = {"made": "made", "finished": "already finished", "failed": f"failed: {book.error}"}[
+            book.status
+        ]
+        table.add_row(
+            book.name, f"[{styles[book.status]}]{state}[/]", str(book.pages or ""), str(book.painted), str(book.reused),
+            f"{book.seconds:.0f} s" if book.status == "made" else "",
+        )  # fmt: skip
+    stderr().print(table, highlight=False)
+
+
+@user_errors
+def library(
+    stories: Annotated[Path, typer.Argument(help="A folder of stories, one .txt file each.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Where the books go: NAME.pdf and the book folder NAME/ for each story NAME.txt.",
+        ),
+    ],
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="Books made at once on this machine, each by its own process (with GPUs: one GPU each, in turn).",
+        ),
+    ] = 1,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", help="CPU threads per worker (default: the cores shared by the workers)."),
+    ] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run on a Ray cluster: auto (the cluster this machine belongs to) or its address (HOST:PORT). Needs the [ray] extra.",
+        ),
+    ] = None,
+    painters: Annotated[
+        int | None,
+        typer.Option("--painters", help="With --ray: painting actors (default: one per GPU of the cluster)."),
+    ] = None,
+    author: Annotated[str | None, typer.Option("--author", help="Author shown on every cover.")] = None,
+    words_per_page: Annotated[
+        int | None, typer.Option("--words-per-page", help="About how many words go on a page.")
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option("--seed", help="Master seed of every story's plan (default: a new one each, recorded)."),
+    ] = None,
+    ner_model: Annotated[
+        str | None, typer.Option("--ner-model", help="NER model (characters): hub id or local folder.")
+    ] = None,
+    qa_model: Annotated[
+        str | None,
+        typer.Option("--qa-model", help="Question-answering model (looks, scenes): hub id or local folder."),
+    ] = None,
+    nli_model: Annotated[
+        str | None,
+        typer.Option("--nli-model", help="NLI model (kind, mood, presence): hub id or local folder."),
+    ] = None,
+    model: Model = None,
+    backend: Backend = "sd14",
+    consistency: Consistency = None,
+    noise_level: NoiseLevel = 0,
+    steps: Steps = 25,
+    guidance: Guidance = None,
+    scheduler: Scheduler = "dpm++",
+    width: Width = None,
+    height: Height = None,
+    batch_size: BatchSize = None,
+    device: Device = None,
+    low_vram: LowVram = False,
+    safety_model: SafetyModel = None,
+    max_repaints: MaxRepaints = 3,
+    trim: Trim = "8.5x8.5",
+    bleed: Bleed = False,
+    layout: Layout = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Make a book of every story in a folder: plan, paint, lay out.
+
+    Run it again to resume: finished books are skipped, half-done ones continue, and a
+    plan.json you edited is kept. One story that fails never stops the others; they are
+    named at the end, with a non-zero exit.
+
+    [bold]fairytale library stories/ --out books/[/]
+    [bold]fairytale library stories/ --out /shared/books/ --ray auto[/]
+    """
+    from fairytale.library import PlanOptions, make_library
+    from fairytale.render import RenderSettings
+
+    settings = RenderSettings(
+        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
+        height=height, batch_size=batch_size, device=device, low_vram=low_vram, safety_model=safety_model,
+        max_repaints=max_repaints, trim=trim, bleed=bleed, layout=layout, consistency=consistency,
+        noise_level=noise_level,
+    )  # fmt: skip
+    plan_options = PlanOptions(
+        author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model, qa_model=qa_model,
+        nli_model=nli_model, device=device,
+    )  # fmt: skip
+    if ray is None and painters is not None:
+        raise FairytaleError("--painters goes with --ray (on this machine, use --workers)")
+    report = make_library(
+        stories, out, settings, plan_options, workers=workers, threads=threads, ray_address=ray, painters=painters,
+        progress=not quiet,
+    )  # fmt: skip
+    if not quiet:
+        print_report(report)
+    if report.failed:
+        names = ", ".join(book.name for book in report.failed)
+        raise FairytaleError(f"{len(report.failed)} of {len(report.books)} stories failed: {names}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fairytale library` to ``app``."""
+    app.command("library")(library)

@@ -1,0 +1,491 @@
+"""Every story in a folder made into a book: the API behind ``fairytale library``.
+
+>>> report = make_library(Path("stories"), Path("books"), RenderSettings())      # doctest: +SKIP
+>>> [book.name for book in report.failed]
+
+Each story ``stories/NAME.txt`` becomes ``books/NAME.pdf`` and the book folder ``books/NAME/``,
+exactly as ``fairytale book stories/NAME.txt -o books/NAME.pdf`` would make them. A book goes
+through three stages: **plan** (the story read by the language models, ``plan.json`` written),
+**paint** (the pictures, into the book's cache) and **lay out** (page files, PDF, manifest).
+
+* **Resumable.** A finished book (its PDF and manifest newer than its plan, made with the same
+  picture and print settings) is skipped; a half-done one continues where it stopped (its
+  ``plan.json`` is kept, edits included, and cached pictures are reused).
+* **One bad story never stops the others.** Every failure is caught per book and reported.
+* **Where it runs.** By default on this machine, in ``workers`` processes (one, in this
+  process, unless told otherwise), each keeping its models loaded from book to book; or on a
+  Ray cluster (:mod:`fairytale.library_ray`): planning and layout as CPU tasks, painting on
+  actors that each hold a GPU and keep the pipeline loaded across books.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fairytale.book_lock import book_lock
+from fairytale.errors import FairytaleError
+from fairytale.files import can_create_files_in, ensure_dir, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.nlp import PlannerModels
+    from fairytale.render import Illustrator, RenderResult, RenderSettings
+
+STORY_SUFFIX = ".txt"
+#: Settings that only decide how fast pictures come, not what they or the PDF are.
+_SPEED_ONLY = frozenset({"device", "batch_size", "low_vram"})
+#: Settings the manifest records resolved (None in the settings means "the model's default").
+_RESOLVED = frozenset({"width", "height", "guidance", "consistency"})
+
+Status = Literal["made", "finished", "failed"]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """What ``fairytale book`` is told about planning, the same for every story."""
+
+    author: str | None = None
+    words_per_page: int | None = None
+    seed: int | None = None
+    ner_model: str | None = None
+    qa_model: str | None = None
+    nli_model: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class LibraryBook:
+    """One story of the library and where its book goes."""
+
+    story: Path
+    pdf: Path
+
+    @property
+    def name(self) -> str:
+        return self.story.stem
+
+    @property
+    def book_dir(self) -> Path:
+        return self.pdf.with_suffix("")
+
+    @property
+    def plan_file(self) -> Path:
+        return self.book_dir / "plan.json"
+
+
+@dataclass
+class BookOutcome:
+    """How one book went."""
+
+    name: str
+    pdf: Path
+    status: Status
+    pages: int = 0
+    painted: int = 0
+    reused: int = 0
+    seconds: float = 0.0
+    planned: bool = False  # planned in this run (False: its plan.json was kept)
+    error: str | None = None
+
+
+@dataclass
+class LibraryReport:
+    """Every book of a run, in story order."""
+
+    books: list[BookOutcome]
+    seconds: float
+    where: str
+
+    @property
+    def failed(self) -> list[BookOutcome]:
+        return [b for b in self.books if b.status == "failed"]
+
+    @property
+    def made(self) -> list[BookOutcome]:
+        return [b for b in self.books if b.status == "made"]
+
+    @property
+    def painted(self) -> int:
+        return sum(b.painted for b in self.books)
+
+
+# --------------------------------------------------------------------------- the books
+
+
+def find_books(stories_dir: Path, out: Path) -> list[LibraryBook]:
+    """The stories of ``stories_dir`` (``*.txt``, in name order) and their books in ``out``."""
+    stories_dir, out = Path(stories_dir), Path(out)
+    if not stories_dir.is_dir():
+        raise FairytaleError(f"Stories folder not found: {stories_dir}")
+    stories = sorted(p for p in stories_dir.iterdir() if p.suffix.lower() == STORY_SUFFIX and p.is_file())
+    if not stories:
+        raise FairytaleError(f"No stories in {stories_dir}: put one .txt file per story there")
+    stems = [story.stem for story in stories]
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise FairytaleError(
+            f"Two stories would make the same book: {', '.join(clashes)} (rename one of them)"
+        )
+    if out.exists() and not out.is_dir():
+        raise FairytaleError(f"--out must be a folder, but {out} is a file")
+    ensure_dir(out)
+    if not can_create_files_in(out):
+        raise FairytaleError(f"Output folder is not writable: {out}")
+    return [LibraryBook(story, out / f"{story.stem}.pdf") for story in stories]
+
+
+def is_finished(book: LibraryBook, settings: RenderSettings) -> bool:
+    """Whether ``book`` was laid out after its plan last changed, with these picture and print
+    settings (speed-only ones, like the device, do not matter)."""
+    from fairytale.render.manifest import MANIFEST_NAME, load_manifest
+
+    manifest_file = book.book_dir / MANIFEST_NAME
+    if not (book.pdf.is_file() and book.plan_file.is_file() and manifest_file.is_file()):
+        return False
+    if manifest_file.stat().st_mtime_ns < book.plan_file.stat().st_mtime_ns:
+        return False  # the plan was edited after the book was made
+    try:
+        manifest = load_manifest(book.book_dir)
+    except FairytaleError:
+        return False
+    if Path(manifest.pdf).resolve() != book.pdf.resolve():
+        return False
+    for key, value in settings.as_dict().items():
+        if key in _SPEED_ONLY or (key in _RESOLVED and value is None):
+            continue
+        if manifest.settings.get(key) != value:
+            return False
+    return True
+
+
+def finished_outcome(book: LibraryBook) -> BookOutcome:
+    from fairytale.render.manifest import load_manifest
+
+    manifest = load_manifest(book.book_dir)
+    return BookOutcome(book.name, book.pdf, "finished", pages=len(manifest.pages), reused=len(manifest.pages))
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for the summary: a user error as it is, anything else with its type and where."""
+    if isinstance(exc, FairytaleError):
+        return str(exc)
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    place = f" (at {Path(where.filename).name}:{where.lineno})" if where else ""
+    return f"{type(exc).__name__}: {exc}{place}"
+
+
+# --------------------------------------------------------------------------- one worker
+
+
+class Workshop:
+    """What one worker keeps loaded from book to book: the planner's models, the prompt
+    tokenizer and the painting pipeline. Each stage is safe to call again after a failure."""
+
+    def __init__(self, settings: RenderSettings, plan_options: PlanOptions) -> None:
+        self.settings = settings
+        self.plan_options = plan_options
+        self._planner: PlannerModels | None = None
+        self._count_tokens: Callable[[str], int] | None = None
+        self._illustrator: Illustrator | None = None
+
+    def _planner_models(self) -> PlannerModels:
+        from fairytale.nlp import Judge, NameFinder, PlannerModels, Reader, load_planner_models
+
+        o = self.plan_options
+        if self._planner is None:
+            self._planner = load_planner_models(o.ner_model, o.qa_model, o.nli_model, o.device)
+        loaded = self._planner
+        # Fresh answer caches for every story (the loaded pipelines are shared): a story's
+        # questions are batched exactly as `fairytale book` batches them, so its plan is the same.
+        return PlannerModels(
+            names=NameFinder(loaded.names.tagger),
+            reader=Reader(loaded.reader.pipe),
+            judge=Judge(loaded.judge.pipe),
+            ids=dict(loaded.ids),
+        )
+
+    def _tokens(self) -> Callable[[str], int]:
+        if self._count_tokens is None:
+            from fairytale import registry
+            from fairytale.prompts import clip_token_counter
+
+            tokenizer = registry.load_prompt_tokenizer(self.settings.backend, self.settings.model)
+            self._count_tokens = clip_token_counter(tokenizer)
+        return self._count_tokens
+
+    def illustrator(self) -> Illustrator:
+        if self._illustrator is None:
+            from fairytale.render import load_illustrator
+
+            self._illustrator = load_illustrator(self.settings)
+        return self._illustrator
+
+    def plan(self, book: LibraryBook) -> bool:
+        """Write the book's ``plan.json`` unless it has one (kept, with any edits); returns
+        whether it planned. A plan made from another version of the story is refused."""
+        from fairytale.plan import load_plan, save_plan
+
+        with book_lock(book.book_dir):
+            if book.plan_file.exists():
+                existing = load_plan(book.plan_file)
+                if existing.source.sha256 and existing.source.sha256 != sha256_file(book.story):
+                    raise FairytaleError(
+                        f"{book.plan_file} was planned from another version of {book.story.name}; "
+                        "delete it to plan the story again"
+                    )
+                return False
+            from fairytale.planner import plan_story
+            from fairytale.story import read_story
+
+            o = self.plan_options
+            read_story(book.story)  # a story that cannot be read fails before any model loads
+            plan = plan_story(
+                book.story, author=o.author, words_per_page=o.words_per_page, seed=o.seed,
+                ner_model=o.ner_model, qa_model=o.qa_model, nli_model=o.nli_model, model=self.settings.model,
+                backend=self.settings.backend, device=o.device, models=self._planner_models(),
+                count_tokens=self._tokens(),
+            )  # fmt: skip
+            save_plan(plan, book.plan_file)
+            return True
+
+    def paint(self, book: LibraryBook) -> RenderResult:
+        """Paint the book's missing pictures (portraits included) into its cache."""
+        from fairytale.render import render_book
+
+        return render_book(
+            book.plan_file,
+            book.pdf,
+            self.settings,
+            illustrator=self.illustrator(),
+            progress=False,
+            lay_out=False,
+        )
+
+    def lay_out(self, book: LibraryBook) -> RenderResult:
+        """Page files, PDF and manifest, from the cached pictures (no model is loaded)."""
+        from fairytale.render import render_book
+
+        return render_book(book.plan_file, book.pdf, self.settings, progress=False)
+
+    def make(self, book: LibraryBook) -> BookOutcome:
+        """The whole book on this worker: plan, paint and lay out, as ``fairytale book`` does."""
+        from fairytale.render import render_book
+
+        started = time.perf_counter()
+        try:
+            planned = self.plan(book)
+            result = render_book(
+                book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(), progress=False
+            )
+        except Exception as exc:  # one bad story never stops the others
+            return BookOutcome(
+                book.name,
+                book.pdf,
+                "failed",
+                seconds=time.perf_counter() - started,
+                error=describe_error(exc),
+            )
+        return BookOutcome(
+            book.name, book.pdf, "made", pages=len(result.pages), painted=len(result.painted), reused=len(result.reused),
+            seconds=time.perf_counter() - started, planned=planned,
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._illustrator is not None:
+            self._illustrator.close()
+            self._illustrator = None
+        self._planner = None
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class LibraryProgress:
+    """One view across books: a bar of books done, the stage counts, a line per book."""
+
+    def __init__(self, total: int, show: bool = True) -> None:
+        self.total = total
+        self.show = show
+        self.counts = {"planned": 0, "painted": 0}
+        self._progress: Any = None
+
+    def __enter__(self) -> LibraryProgress:
+        if self.show:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("Books"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[stages]}"), transient=False,
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("books", total=self.total, stages="")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _stages(self) -> str:
+        return " · ".join(f"{n} {stage}" for stage, n in self.counts.items() if n)
+
+    def stage(self, stage: str) -> None:
+        """A book got through ``stage`` (planned, painted)."""
+        self.counts[stage] = self.counts.get(stage, 0) + 1
+        if self._progress is not None:
+            self._progress.update(self._task, stages=self._stages())
+
+    def done(self, outcome: BookOutcome) -> None:
+        if self._progress is None:
+            return
+        mark = {"made": "[green]✓[/]", "finished": "[dim]=[/]", "failed": "[red]✗[/]"}[outcome.status]
+        detail = {
+            "made": f"{outcome.painted} pictures painted, {outcome.reused} reused",
+            "finished": "already finished",
+            "failed": outcome.error or "failed",
+        }[outcome.status]
+        self._progress.console.print(f"{mark} {outcome.name}: {detail}", highlight=False, markup=True)
+        self._progress.update(self._task, advance=1)
+
+
+# --------------------------------------------------------------------------- running it
+
+
+def make_library(
+    stories_dir: Path,
+    out: Path,
+    settings: RenderSettings,
+    plan_options: PlanOptions | None = None,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    painters: int | None = None,
+    stage_timeout: float | None = None,
+    progress: bool = True,
+) -> LibraryReport:
+    """Plan, paint and lay out every story of ``stories_dir`` into ``out`` (see the module
+    docstring). ``workers`` processes on this machine (each on ``threads`` CPU threads), or
+    the Ray cluster at ``ray_address`` ("auto": the one this machine belongs to) with
+    ``painters`` painting actors (default: one per GPU). Never raises for one book: failures
+    are in the report."""
+    from fairytale.render import get_backend
+
+    started = time.perf_counter()
+    plan_options = plan_options or PlanOptions()
+    get_backend(settings.backend)(settings)  # a bad backend or model fails before any book
+    if workers < 1:
+        raise FairytaleError(f"--workers must be at least 1, not {workers}")
+    if threads is not None and threads < 1:
+        raise FairytaleError(f"--threads must be at least 1, not {threads}")
+    books = find_books(stories_dir, out)
+    outcomes: dict[str, BookOutcome] = {}
+    todo = []
+    for book in books:
+        if is_finished(book, settings):
+            outcomes[book.name] = finished_outcome(book)
+        else:
+            todo.append(book)
+    with LibraryProgress(len(books), show=progress) as view:
+        for outcome in outcomes.values():
+            view.done(outcome)
+        if ray_address is not None:
+            from fairytale.library_ray import make_on_ray
+
+            where = make_on_ray(
+                todo, settings, plan_options, ray_address, painters, stage_timeout, view, outcomes
+            )
+        elif workers == 1 or len(todo) <= 1:
+            where = "this process"
+            _make_here(todo, settings, plan_options, threads, view, outcomes)
+        else:
+            where = f"{workers} worker processes"
+            _make_in_pool(todo, settings, plan_options, workers, threads, view, outcomes)
+    return LibraryReport([outcomes[b.name] for b in books], time.perf_counter() - started, where)
+
+
+def _make_here(
+    books: Iterable[LibraryBook],
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    threads: int | None,
+    view: LibraryProgress,
+    outcomes: dict[str, BookOutcome],
+) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    workshop = Workshop(settings, plan_options)
+    try:
+        for book in books:
+            outcome = workshop.make(book)
+            outcomes[book.name] = outcome
+            view.done(outcome)
+    finally:
+        workshop.close()
+
+
+# One Workshop per worker process of the local pool, made by its initializer.
+_WORKSHOP: Workshop | None = None
+
+
+def _start_worker(
+    settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, gpus: int
+) -> None:
+    global _WORKSHOP
+    import torch
+
+    torch.set_num_threads(threads)
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    if gpus and settings.device in (None, "cuda"):
+        settings = settings.with_(device=f"cuda:{index % gpus}")  # one GPU per worker, in turn
+    _WORKSHOP = Workshop(settings, plan_options)
+
+
+def _make_in_worker(book: LibraryBook) -> BookOutcome:
+    assert _WORKSHOP is not None, "worker not started"
+    return _WORKSHOP.make(book)
+
+
+def _make_in_pool(
+    books: list[LibraryBook],
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    workers: int,
+    threads: int | None,
+    view: LibraryProgress,
+    outcomes: dict[str, BookOutcome],
+) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    context = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    counter = context.Value("i", 0)
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(books)),
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(settings, plan_options, threads, counter, gpus),
+    ) as pool:
+        futures = {pool.submit(_make_in_worker, book): book for book in books}
+        for future in as_completed(futures):
+            book = futures[future]
+            try:
+                outcome = future.result()
+            except Exception as exc:  # the worker process itself died
+                outcome = BookOutcome(
+                    book.name, book.pdf, "failed", error=f"its worker process stopped ({describe_error(exc)})"
+                )
+            outcomes[book.name] = outcome
+            view.done(outcome)

@@ -1,0 +1,214 @@
+"""``fairytale library --ray``: the books of a library made on a Ray cluster.
+
+* **Planning** and **layout** are Ray tasks on one CPU each; each worker process keeps the
+  planner's models loaded for the next story it gets.
+* **Painting** runs on actors, one per GPU (``num_gpus=1``; on a cluster without GPUs, one
+  CPU each), each holding its loaded pipeline for its whole life, book after book. A book is
+  given to the next free painter.
+* Books move through the stages independently: while one is painted, the next is planned and
+  the previous laid out. A book that fails at any stage is reported; the others go on.
+
+Every node must have fAIrytale installed (``pip install "fairytale-books[ray]"``), the models
+in its Hugging Face cache (``fairytale models pull``) and the stories and output folders at
+the same paths (a shared file system), because tasks read and write the book folders directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from fairytale.errors import FairytaleError
+from fairytale.library import BookOutcome, LibraryBook, LibraryProgress, PlanOptions, Workshop, describe_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render import RenderSettings
+
+#: How often the driver looks at its tasks (every wait has a timeout, so progress and Ctrl-C
+#: are never stuck behind a slow task).
+POLL_SECONDS = 0.5
+
+# The Workshop of a Ray worker process running planning and layout tasks (kept between tasks).
+_TASK_WORKSHOP: Workshop | None = None
+
+
+def _task_workshop(settings: RenderSettings, plan_options: PlanOptions) -> Workshop:
+    global _TASK_WORKSHOP
+    if _TASK_WORKSHOP is None or (_TASK_WORKSHOP.settings, _TASK_WORKSHOP.plan_options) != (
+        settings,
+        plan_options,
+    ):
+        _TASK_WORKSHOP = Workshop(settings, plan_options)
+    return _TASK_WORKSHOP
+
+
+def plan_task(book: LibraryBook, settings: RenderSettings, plan_options: PlanOptions) -> bool:
+    """Ray task: plan the book (or keep its plan); returns whether it planned."""
+    return _task_workshop(settings, plan_options).plan(book)
+
+
+def lay_out_task(book: LibraryBook, settings: RenderSettings, plan_options: PlanOptions) -> dict[str, Any]:
+    """Ray task: lay out a painted book."""
+    result = _task_workshop(settings, plan_options).lay_out(book)
+    if result.painted:  # the painter should have left nothing to paint
+        raise FairytaleError(
+            f"pages {result.painted} were missing after painting and were painted during layout"
+        )
+    return {"pages": len(result.pages)}
+
+
+class Painter:
+    """Ray actor: paints books with one pipeline, loaded on first use and kept."""
+
+    def __init__(self, settings: RenderSettings) -> None:
+        self.workshop = Workshop(settings, PlanOptions())
+
+    def paint(self, book: LibraryBook) -> dict[str, Any]:
+        result = self.workshop.paint(book)
+        return {"painted": len(result.painted)}
+
+
+def _connect(address: str) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        # Workers' output stays in the cluster's logs: the driver shows one view of the books.
+        ray.init(address=address, log_to_driver=False, logging_level="WARNING")
+    except ConnectionError as exc:
+        raise FairytaleError(
+            f"No Ray cluster at '{address}' ({exc}). Start one (`ray start --head`, `ray up cluster.yaml`, "
+            "KubeRay) or pass its address, e.g. --ray 10.0.0.5:6379"
+        ) from None
+
+
+def make_on_ray(
+    books: list[LibraryBook],
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    address: str,
+    painters: int | None,
+    stage_timeout: float | None,
+    view: LibraryProgress,
+    outcomes: dict[str, BookOutcome],
+) -> str:
+    """Make ``books`` on the Ray cluster at ``address``; fills ``outcomes``. Returns where it ran."""
+    try:
+        import ray
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+    except ImportError:
+        raise FairytaleError('--ray needs Ray: pip install "fairytale-books[ray]"') from None
+
+    _connect(address)
+    resources = ray.cluster_resources()
+    gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+    count = painters or max(1, gpus)
+    if gpus:
+        if count > gpus:
+            raise FairytaleError(f"--painters {count}: the cluster has {gpus} GPU(s), one per painter")
+        actor_options: dict[str, Any] = {"num_gpus": 1}
+    else:
+        # No GPU anywhere: painters paint on one CPU each, and leave CPUs for planning and layout.
+        if count >= cpus:
+            raise FairytaleError(
+                f"--painters {count}: the cluster has {cpus} CPU(s) and no GPU; leave at least one CPU for planning and layout"
+            )
+        actor_options = {"num_cpus": 1}
+    where = f"Ray ({cpus} CPUs, {gpus} GPUs, {count} painter{'s' if count > 1 else ''})"
+    if not books:
+        return where
+
+    planning = ray.remote(num_cpus=1)(plan_task)
+    laying_out = ray.remote(num_cpus=1)(lay_out_task)
+    started = {book.name: time.perf_counter() for book in books}
+    planned: dict[str, bool] = {}
+    painted: dict[str, int] = {}
+    painter_class = ray.remote(**actor_options)(Painter)
+    actors = [painter_class.remote(settings) for _ in range(count)]
+    free = list(actors)
+    waiting_for_painter: deque[LibraryBook] = deque()
+    running: dict[Any, tuple[LibraryBook, str, Any, float]] = {}  # ref -> (book, stage, actor, since)
+
+    def submit(book: LibraryBook, stage: str, actor: Any = None) -> None:
+        if stage == "plan":
+            ref = planning.remote(book, settings, plan_options)
+        elif stage == "paint":
+            ref = actor.paint.remote(book)
+        else:
+            ref = laying_out.remote(book, settings, plan_options)
+        running[ref] = (book, stage, actor, time.perf_counter())
+
+    def fail(book: LibraryBook, error: str) -> None:
+        outcome = BookOutcome(
+            book.name, book.pdf, "failed", seconds=time.perf_counter() - started[book.name], error=error
+        )
+        outcomes[book.name] = outcome
+        view.done(outcome)
+
+    for book in books:
+        submit(book, "plan")
+    try:
+        while running or waiting_for_painter:
+            while free and waiting_for_painter:
+                submit(waiting_for_painter.popleft(), "paint", free.pop())
+            if not running:
+                # Every painter died: nothing can paint the books still waiting.
+                for book in waiting_for_painter:
+                    fail(book, "no painter left (every painting actor died; see the cluster's logs)")
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
+            now = time.perf_counter()
+            for ref in ready:
+                book, stage, actor, _since = running.pop(ref)
+                try:
+                    value = ray.get(ref, timeout=60)
+                except RayActorError as exc:  # the painter died with the book: it is not reused
+                    fail(book, f"its painter died while painting ({exc.__class__.__name__})")
+                    continue
+                except RayTaskError as exc:
+                    if actor is not None:
+                        free.append(actor)
+                    fail(book, describe_error(exc.cause if exc.cause is not None else exc))
+                    continue
+                except GetTimeoutError:
+                    if actor is not None:
+                        free.append(actor)
+                    fail(book, f"the {stage} result could not be fetched in time")
+                    continue
+                if stage == "plan":
+                    planned[book.name] = bool(value)
+                    view.stage("planned")
+                    waiting_for_painter.append(book)
+                elif stage == "paint":
+                    free.append(actor)
+                    painted[book.name] = value["painted"]
+                    view.stage("painted")
+                    submit(book, "lay out")
+                else:
+                    outcome = BookOutcome(
+                        book.name, book.pdf, "made", pages=value["pages"], painted=painted[book.name],
+                        reused=value["pages"] - painted[book.name], seconds=now - started[book.name],
+                        planned=planned[book.name],
+                    )  # fmt: skip
+                    outcomes[book.name] = outcome
+                    view.done(outcome)
+            if stage_timeout is not None:
+                for ref, (book, stage, actor, since) in list(running.items()):
+                    if now - since > stage_timeout:
+                        running.pop(ref)
+                        if actor is not None:
+                            ray.kill(actor)  # it may be stuck; a fresh one takes its place
+                            actors.remove(actor)
+                            actors.append(painter_class.remote(settings))
+                            free.append(actors[-1])
+                        else:
+                            ray.cancel(ref, force=True)
+                        fail(book, f"{stage} took longer than {stage_timeout:.0f} s and was stopped")
+    finally:
+        for ref, (_book, _stage, actor, _since) in running.items():
+            ray.cancel(ref, force=actor is None)
+        for actor in actors:
+            ray.kill(actor)
+    return where

@@ -1,0 +1,889 @@
+"""What the studio does, as plain functions over a book folder (the CLI or a script can call them too).
+
+The book folder is the only state: ``plan.json`` (pages, characters, seeds, page locks),
+``cache/`` (every picture ever painted, by key, and ``cache/history.json``, which pictures each
+page has had), ``references/``, ``pages/`` and ``manifest.json``, with the PDF beside the folder
+(``books/ginger/`` → ``books/ginger.pdf``), as ``fairytale book`` leaves them. So a closed tab or
+a crash loses nothing, and the CLI and the studio work on the same book.
+
+Every action that paints holds the book's lock (:mod:`fairytale.book_lock`; ``render_book``
+takes it itself), so one painting job runs per book across processes. A loaded model is kept in
+an :class:`IllustratorPool` between actions and released when it has been idle a while.
+
+>>> book = create_book("books", story_text, title="Ginger", options=options)   # doctest: +SKIP
+>>> paint_book(book, options, pool)                                           # doctest: +SKIP
+>>> repaint_page(book, 2, options, pool, prompt="Ginger on a hill at sunset")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+import unicodedata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from fairytale.book_lock import book_lock
+from fairytale.errors import FairytaleError, PlanError
+from fairytale.files import atomic_path, atomic_write_text, ensure_dir, sha256_file
+from fairytale.plan import BookPlan, Page, Reference, load_plan, save_plan
+from fairytale.render.progress import RenderProgress
+from fairytale.render.settings import RenderSettings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from PIL import Image
+
+    from fairytale.render import RenderResult
+    from fairytale.render.illustrator import Illustrator
+
+PLAN_NAME = "plan.json"
+STORY_NAME = "story.txt"
+HISTORY_NAME = "history.json"
+#: Largest picture a person may upload as a reference portrait.
+MAX_PICTURE_BYTES = 20 * 1024 * 1024
+PICTURE_FORMATS = {"PNG", "JPEG", "WEBP"}
+#: How many pictures "four candidates" paints.
+CANDIDATES = 4
+
+PageStatus = Literal["painted", "to paint", "locked"]
+
+
+class PaintingStopped(FairytaleError):
+    """The person pressed stop; the pictures finished so far are kept in the cache."""
+
+
+class PageLockedError(FairytaleError):
+    """The page is locked: it keeps its picture until it is unlocked."""
+
+
+@dataclass(frozen=True)
+class StudioOptions:
+    """The models and settings the studio plans and paints with (the CLI's options)."""
+
+    settings: RenderSettings = field(default_factory=RenderSettings)
+    ner_model: str | None = None
+    qa_model: str | None = None
+    nli_model: str | None = None
+    words_per_page: int | None = None
+
+
+@dataclass(frozen=True)
+class Book:
+    """A book folder: ``plan.json`` and the pictures; the PDF is written beside it."""
+
+    folder: Path
+
+    @property
+    def plan_file(self) -> Path:
+        return self.folder / PLAN_NAME
+
+    @property
+    def pdf(self) -> Path:
+        return self.folder.parent / f"{self.folder.name}.pdf"
+
+    def plan(self) -> BookPlan:
+        return load_plan(self.plan_file)
+
+    def page(self, plan: BookPlan, number: int) -> Page:
+        if not 1 <= number <= len(plan.pages):
+            raise PlanError(f"No page {number} in the book (pages 1-{len(plan.pages)})")
+        return plan.pages[number - 1]
+
+
+# -- start: a new book from a story, or an existing book folder ------------------------------
+
+
+def open_book(folder: Path | str) -> Book:
+    """The book in ``folder`` (one made by ``fairytale book`` or the studio); its plan is checked."""
+    folder = Path(folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise FairytaleError(f"Book folder not found: {folder}")
+    book = Book(folder)
+    if not book.plan_file.is_file():
+        raise FairytaleError(
+            f"{folder} is not a book folder: it has no {PLAN_NAME} (make one with `fairytale book` or the studio)"
+        )
+    book.plan()  # a broken plan is one line now, not an error later
+    return book
+
+
+def _slug(title: str) -> str:
+    """A folder name from a title: 'Zoë and the Lighthouse' → 'zoe-and-the-lighthouse'."""
+    plain = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9]+", "-", plain.casefold()).strip("-")[:40].strip("-")
+    return slug or "book"
+
+
+def _new_folder(books_dir: Path, title: str) -> Path:
+    base = _slug(title)
+    for n in range(1, 1000):
+        folder = books_dir / (base if n == 1 else f"{base}-{n}")
+        if not folder.exists() and not folder.with_suffix(".pdf").exists():
+            return folder
+    raise FairytaleError(f"Too many books called '{base}' in {books_dir}")
+
+
+def create_book(
+    books_dir: Path | str,
+    story_text: str | None = None,
+    *,
+    story_file: Path | str | None = None,
+    title: str | None = None,
+    author: str | None = None,
+    style: str | None = None,
+    seed: int | None = None,
+    options: StudioOptions | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> Book:
+    """Plan a new book from pasted ``story_text`` or an uploaded ``story_file`` into a new
+    folder under ``books_dir`` (named after the title). The story is checked like the CLI's
+    input (size, encoding, not binary) before any model loads; nothing is left behind when
+    planning fails."""
+    from fairytale.planner import compose_prompt, plan_story
+    from fairytale.story import MAX_BYTES, read_story
+
+    options = options or StudioOptions()
+    if (story_text is None) == (story_file is None):
+        raise FairytaleError("Paste a story or upload a story file (one of them)")
+    if story_file is not None:
+        story_file = Path(story_file)
+        if story_file.is_file() and story_file.stat().st_size > MAX_BYTES:
+            raise FairytaleError(
+                f"The story file is {story_file.stat().st_size // 1024} KB, too long for a picture book (the limit is {MAX_BYTES // 1024} KB)"
+            )
+        data = story_file.read_bytes() if story_file.is_file() else None
+        if data is None:
+            raise FairytaleError(f"Story file not found: {story_file}")
+    else:
+        data = story_text.encode("utf-8")
+        if not story_text.strip():
+            raise FairytaleError("The story is empty: paste the story's text first")
+        if len(data) > MAX_BYTES:
+            raise FairytaleError(
+                f"The story is {len(data) // 1024} KB, too long for a picture book (the limit is {MAX_BYTES // 1024} KB)"
+            )
+    title = (title or "").strip() or None
+    author = (author or "").strip() or None
+    books_dir = ensure_dir(Path(books_dir).expanduser().resolve())
+
+    # Read it once from a scratch file to learn the title (and refuse bad input) before a folder is made.
+    scratch = books_dir / f".story-{threading.get_ident()}-{time.monotonic_ns()}.txt"
+    try:
+        scratch.write_bytes(data)
+        story = read_story(scratch, title=title)
+    finally:
+        scratch.unlink(missing_ok=True)
+    folder = _new_folder(books_dir, story.title)
+    ensure_dir(folder)
+    try:
+        story_path = folder / STORY_NAME
+        with atomic_path(story_path) as tmp:
+            tmp.write_bytes(data)
+        settings = options.settings
+        if count_tokens is None:
+            count_tokens = _token_counter(settings)
+        plan = plan_story(
+            story_path,
+            title=title,
+            author=author,
+            words_per_page=options.words_per_page,
+            seed=seed,
+            ner_model=options.ner_model,
+            qa_model=options.qa_model,
+            nli_model=options.nli_model,
+            model=settings.model,
+            backend=settings.backend,
+            device=settings.device,
+            count_tokens=count_tokens,
+        )
+        if style and style.strip():
+            plan.style.description = style.strip()
+            for page in plan.pages:
+                page.prompt = compose_prompt(plan, page, count_tokens)
+        save_plan(plan, folder / PLAN_NAME)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # we made it just now: nothing of the person's is in it
+        raise
+    return Book(folder)
+
+
+def _token_counter(settings: RenderSettings) -> Callable[[str], int]:
+    from fairytale import registry
+    from fairytale.prompts import clip_token_counter
+
+    return clip_token_counter(registry.load_prompt_tokenizer(settings.backend, settings.model))
+
+
+# -- the plan: pages, characters, and which pages an edit affects ------------------------------
+
+
+@dataclass(frozen=True)
+class PageView:
+    """A page as the studio shows it: its plan, its current picture (if painted) and status."""
+
+    number: int
+    text: str
+    prompt: str
+    characters: list[str]
+    seed: int
+    locked: bool
+    key: str
+    picture: Path | None
+    status: PageStatus
+
+
+class _Keys:
+    """Cache keys of a book's pages, computed the way ``render_book`` computes them."""
+
+    def __init__(self, book: Book, settings: RenderSettings) -> None:
+        from fairytale.render import get_backend
+        from fairytale.render.page_store import PageStore
+
+        self.book, self.plan = book, book.plan()
+        self.backend = get_backend(settings.backend)(settings)
+        self.store = PageStore(book.folder)
+        self.hashes = {}
+        for entry in self.plan.embeddings:
+            from fairytale.plan import resolve_plan_path
+
+            path = resolve_plan_path(book.plan_file, entry.path)
+            if path.is_file():
+                self.hashes[entry.token] = sha256_file(path)
+
+    def request(self, page: Page, seed: int | None = None) -> Any:
+        request = self.backend.request_for(self.plan, page, self.book.plan_file)
+        return request if seed is None else request.with_seed(seed)
+
+    def key(self, request: Any) -> str:
+        used = {t: h for t, h in self.hashes.items() if t in request.prompt or t in request.negative_prompt}
+        return self.backend.picture_key(request, used)
+
+    def view(self, page: Page) -> PageView:
+        kept = self.store.get(page.picture) if page.locked and page.picture else None
+        key = kept.key if kept else self.key(self.request(page))
+        found = kept or self.store.get(key)
+        status: PageStatus = "locked" if page.locked and found else ("painted" if found else "to paint")
+        return PageView(
+            page.number,
+            page.text,
+            page.prompt,
+            list(page.characters),
+            page.seed,
+            page.locked,
+            key,
+            found.image if found else None,
+            status,
+        )
+
+
+def page_views(book: Book, settings: RenderSettings) -> list[PageView]:
+    """Every page with its current picture from the cache and whether it must be painted."""
+    keys = _Keys(book, settings)
+    return [keys.view(page) for page in keys.plan.pages]
+
+
+def pages_to_paint(book: Book, settings: RenderSettings) -> list[int]:
+    """Numbers of the pages that painting would paint now (their picture is not in the cache)."""
+    return [view.number for view in page_views(book, settings) if view.status == "to paint"]
+
+
+def save_page(
+    book: Book,
+    number: int,
+    *,
+    text: str | None = None,
+    prompt: str | None = None,
+    characters: Sequence[str] | None = None,
+) -> BookPlan:
+    """Change a page's text, prompt or characters and save the plan (validated). A new prompt
+    marks the page to paint (its cache key changes); a locked page refuses a new prompt."""
+    plan = book.plan()
+    page = book.page(plan, number)
+    if prompt is not None and prompt.strip() != page.prompt:
+        if page.locked:
+            raise PageLockedError(f"Page {number} is locked: unlock it to change its prompt")
+        if not prompt.strip():
+            raise PlanError(f"The prompt of page {number} is empty")
+        page.prompt = prompt.strip()
+    if text is not None:
+        if not text.strip():
+            raise PlanError(f"The text of page {number} is empty")
+        page.text = text.strip()
+    if characters is not None:
+        known = {c.id for c in plan.characters}
+        unknown = [c for c in characters if c not in known]
+        if unknown:
+            raise PlanError(f"Page {number}: no character {', '.join(unknown)} in the plan")
+        page.characters = list(characters)
+    _save(book, plan)
+    return plan
+
+
+def save_character(
+    book: Book,
+    character_id: str,
+    *,
+    settings: RenderSettings,
+    name: str | None = None,
+    kind: str | None = None,
+    description: str | None = None,
+    main: bool | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+) -> list[int]:
+    """Change a character card and save the plan. A new description composes the prompts of the
+    pages showing the character again (locked pages keep theirs); returns those pages."""
+    from fairytale.plan_edits import recompose
+
+    plan = book.plan()
+    try:
+        character = plan.character(character_id)
+    except KeyError:
+        raise PlanError(f"No character '{character_id}' in the plan") from None
+    if name is not None:
+        if not name.strip():
+            raise PlanError("A character needs a name")
+        character.name = name.strip()
+    if kind is not None:
+        character.kind = kind.strip() or None
+    if main is not None:
+        character.main = bool(main)
+    changed: list[int] = []
+    if description is not None and description.strip() != character.description:
+        character.description = description.strip()
+        locked = {p.number for p in plan.pages if p.locked}
+        changed = recompose(plan, {character.id}, count_tokens or _token_counter(settings), keep=locked)
+    _save(book, plan)
+    return changed
+
+
+def _save(book: Book, plan: BookPlan) -> None:
+    from fairytale.plan import dump_plan, parse_plan
+
+    save_plan(parse_plan(dump_plan(plan), str(book.plan_file)), book.plan_file)
+
+
+# -- the loaded model, kept between actions ---------------------------------------------------
+
+
+class IllustratorPool:
+    """Keeps one loaded illustrator between actions and frees it after ``idle_seconds`` unused.
+
+    Settings that name another model (or device) load that one instead; settings that only
+    change steps, guidance or size reuse the loaded one (``render_book`` reconfigures it).
+    """
+
+    def __init__(self, idle_seconds: float = 600.0) -> None:
+        self.idle_seconds = idle_seconds
+        self._lock = threading.RLock()
+        self._loaded: tuple[tuple, Illustrator] | None = None
+        self._timer: threading.Timer | None = None
+        self._users = 0
+        # One pipeline paints one batch at a time: a second painting action (another book, another
+        # tab) waits for the first to finish.
+        self._painting = threading.Lock()
+
+    @staticmethod
+    def _identity(settings: RenderSettings) -> tuple:
+        return (
+            settings.backend,
+            settings.model,
+            settings.device,
+            settings.low_vram,
+            settings.batch_size,
+            settings.safety_model,
+        )
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    def borrow(self, settings: RenderSettings) -> _Borrowed:
+        """``with pool.borrow(settings) as illustrator:`` — loads on first use."""
+        return _Borrowed(self, settings)
+
+    def _take(self, settings: RenderSettings) -> Illustrator:
+        from fairytale.render import load_illustrator
+
+        with self._lock:
+            if self._timer:
+                self._timer.cancel()
+                self._timer = None
+            identity = self._identity(settings)
+            if self._loaded and self._loaded[0] != identity:
+                self.release()
+            if self._loaded is None:
+                self._loaded = (identity, load_illustrator(settings))
+            self._users += 1
+            return self._loaded[1]
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._loaded is not None:
+                self._timer = threading.Timer(self.idle_seconds, self._release_if_idle)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _release_if_idle(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self.release()
+
+    def release(self) -> None:
+        """Free the model now (GPU memory included)."""
+        with self._lock:
+            if self._loaded is not None:
+                self._loaded[1].close()
+                self._loaded = None
+
+
+class _Borrowed:
+    def __init__(self, pool: IllustratorPool, settings: RenderSettings) -> None:
+        self.pool, self.settings = pool, settings
+
+    def __enter__(self) -> Illustrator:
+        self.pool._painting.acquire()
+        try:
+            return self.pool._take(self.settings)
+        except BaseException:
+            self.pool._painting.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.pool._give_back()
+        finally:
+            self.pool._painting.release()
+
+
+# -- painting with live progress, stop and resume ---------------------------------------------
+
+
+class StudioProgress(RenderProgress):
+    """Progress the studio shows (page k of n, time left) and the stop button.
+
+    ``stop()`` makes the painting loop end at its next denoising step with
+    :class:`PaintingStopped`; pictures finished before that are in the cache, so painting
+    again resumes where it stopped.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self.stage_text = ""
+        self.total = 0
+        self.done = 0
+        self.current: list[int] = []
+        self.seconds_per_page = 0.0
+        self.warnings: list[str] = []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise PaintingStopped("Painting stopped; the finished pictures are kept — paint again to go on")
+
+    def stage(self, text: str) -> None:
+        self.stage_text = text
+        self._check()
+
+    def start_pages(self, total: int) -> None:
+        self.total, self.done = total, 0
+        self._check()
+
+    def batch(self, pages: Sequence[int]) -> None:
+        self.current = list(pages)
+        self._check()
+
+    def step(self, step: int, steps: int) -> None:
+        self._check()
+
+    def pages_done(self, count: int, seconds_per_page: float) -> None:
+        done = self.done + count
+        self.seconds_per_page = (self.seconds_per_page * self.done + seconds_per_page * count) / max(1, done)
+        self.done = done
+
+    def end_pages(self) -> None:
+        self.current = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+    @property
+    def seconds_left(self) -> float | None:
+        if not self.done:
+            return None
+        return self.seconds_per_page * (self.total - self.done)
+
+    def describe(self) -> str:
+        """'Painting page 3 of 8 · about 40 s left' (or the current stage)."""
+        if self.total and self.done < self.total:
+            left = self.seconds_left
+            text = f"Painting page {min(self.done + 1, self.total)} of {self.total}"
+            return text + (f" · about {left:.0f} s left" if left is not None else "")
+        if self.total:
+            return f"Painted {self.done} of {self.total} pages · {self.stage_text}".rstrip(" ·")
+        return self.stage_text
+
+
+def paint_book(
+    book: Book,
+    options: StudioOptions,
+    pool: IllustratorPool,
+    *,
+    pages: list[int] | None = None,
+    seed: int | None = None,
+    progress: RenderProgress | None = None,
+) -> RenderResult:
+    """Paint every page not in the cache (or, with ``pages``, those pages with new seeds),
+    skipping locked pages, and write the PDF beside the book folder. Raises
+    :class:`~fairytale.book_lock.BookBusyError` when another job paints the book and
+    :class:`PaintingStopped` when stopped."""
+    from fairytale.render import render_book
+
+    if pages is None and not pool.loaded and not pages_to_paint(book, options.settings):
+        # every picture is cached: lay out the book without loading a model
+        result = render_book(book.plan_file, book.pdf, options.settings, progress=progress or False)
+    else:
+        with pool.borrow(options.settings) as illustrator:
+            result = render_book(
+                book.plan_file,
+                book.pdf,
+                options.settings,
+                pages=pages,
+                seed=seed,
+                illustrator=illustrator,
+                progress=progress or False,
+            )
+    remember_book(book)
+    return result
+
+
+def repaint_page(
+    book: Book,
+    number: int,
+    options: StudioOptions,
+    pool: IllustratorPool,
+    *,
+    prompt: str | None = None,
+    new_seed: bool = False,
+    progress: RenderProgress | None = None,
+) -> RenderResult:
+    """Fix one page: with ``prompt``, save it and paint the page from it; with ``new_seed``,
+    paint it with a new seed. A locked page is refused. The PDF is written again."""
+    plan = book.plan()
+    if book.page(plan, number).locked:
+        raise PageLockedError(f"Page {number} is locked: unlock it to paint it again")
+    if prompt is not None:
+        save_page(book, number, prompt=prompt)
+    return paint_book(book, options, pool, pages=[number] if new_seed else None, progress=progress)
+
+
+# -- candidates, locks and earlier pictures ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One of several pictures painted for a page with different seeds."""
+
+    seed: int
+    key: str
+    image: Path | None  # None: flagged every time by the safety checker
+
+
+def candidate_seeds(seed: int, count: int = CANDIDATES) -> list[int]:
+    """The seeds the candidates of a page with ``seed`` are painted with (the same each time,
+    so asking again shows the same candidates from the cache)."""
+    from fairytale.render.book import next_seed
+
+    seeds = []
+    for _ in range(count):
+        seed = next_seed(seed)
+        seeds.append(seed)
+    return seeds
+
+
+def paint_candidates(
+    book: Book, number: int, options: StudioOptions, pool: IllustratorPool, *, count: int = CANDIDATES
+) -> list[Candidate]:
+    """Paint ``count`` pictures of page ``number`` with new seeds (each safety-checked and kept
+    in the cache); :func:`choose_candidate` makes one the page's picture."""
+    from fairytale.render.painting import PageJob, paint_pages
+    from fairytale.render.progress import QuietProgress
+
+    keys = _Keys(book, options.settings)
+    page = book.page(keys.plan, number)
+    if page.locked:
+        raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
+    jobs = []
+    for seed in candidate_seeds(page.seed, count):
+        request = keys.request(page, seed)
+        jobs.append(PageJob(request, keys.key(request)))
+    missing = [job for job in jobs if keys.store.get(job.key) is None]
+    if missing:
+        with book_lock(book.folder), pool.borrow(options.settings) as illustrator:
+            illustrator.configure(keys.backend)
+            batch = options.settings.batch_size or illustrator.device_plan.batch_size
+            paint_pages(
+                illustrator,
+                missing,
+                keys.store,
+                batch_size=batch,
+                max_repaints=options.settings.max_repaints,
+                progress=QuietProgress(),
+            )
+    candidates = []
+    for job in jobs:
+        found = keys.store.get(job.key)
+        candidates.append(Candidate(job.request.seed, job.key, found.image if found else None))
+        _remember(book, number, job.key, job.request.prompt, job.request.negative_prompt, job.request.seed)
+    return candidates
+
+
+def choose_candidate(book: Book, number: int, seed: int) -> BookPlan:
+    """Make the candidate painted with ``seed`` page ``number``'s picture: the seed goes into the
+    plan, so every render (CLI too) finds that picture in the cache."""
+    plan = book.plan()
+    page = book.page(plan, number)
+    if page.locked:
+        raise PageLockedError(f"Page {number} is locked: unlock it to choose another picture")
+    page.seed = seed
+    _save(book, plan)
+    return plan
+
+
+def lock_page(book: Book, number: int, settings: RenderSettings, locked: bool = True) -> BookPlan:
+    """Lock page ``number`` (no render repaints it: it keeps its current picture, recorded in
+    the plan) or unlock it (it is painted from its prompt and seed again)."""
+    plan = book.plan()
+    page = book.page(plan, number)
+    if locked:
+        view = _Keys(book, settings).view(page)
+        page.picture = view.key if view.picture else None
+        page.locked = True
+    else:
+        page.locked, page.picture = False, None
+    _save(book, plan)
+    return plan
+
+
+@dataclass(frozen=True)
+class EarlierPicture:
+    """A picture a page had before, still in the cache, and what made it."""
+
+    key: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    image: Path
+
+
+def _history_file(book: Book) -> Path:
+    return book.folder / "cache" / HISTORY_NAME
+
+
+def _read_history(book: Book) -> dict[str, list[dict[str, Any]]]:
+    try:
+        data = json.loads(_history_file(book).read_text(encoding="utf-8"))
+        return data["pages"] if isinstance(data.get("pages"), dict) else {}
+    except (OSError, ValueError, AttributeError, KeyError):
+        return {}  # no history yet (or a damaged one): it only lists earlier pictures
+
+
+def _remember(book: Book, number: int, key: str, prompt: str, negative_prompt: str, seed: int) -> None:
+    with _HISTORY_LOCK:
+        history = _read_history(book)
+        entries = history.setdefault(str(number), [])
+        if any(e.get("key") == key for e in entries):
+            return
+        entries.append({"key": key, "prompt": prompt, "negative_prompt": negative_prompt, "seed": seed})
+        ensure_dir(_history_file(book).parent)
+        atomic_write_text(
+            _history_file(book), json.dumps({"pages": history}, indent=1, ensure_ascii=False) + "\n"
+        )
+
+
+_HISTORY_LOCK = threading.Lock()
+
+
+def remember_book(book: Book) -> None:
+    """Add the pictures of the last render (its manifest) to each page's history."""
+    from fairytale.render import load_manifest
+
+    try:
+        manifest = load_manifest(book.folder)
+    except FairytaleError:
+        return
+    for page in manifest.pages:
+        if page.key and page.seed is not None:
+            _remember(book, page.number, page.key, page.prompt, page.negative_prompt, page.requested_seed)
+
+
+def earlier_pictures(book: Book, number: int) -> list[EarlierPicture]:
+    """The pictures page ``number`` has had that are still in the cache, oldest first."""
+    from fairytale.render.page_store import PageStore
+
+    store = PageStore(book.folder)
+    found = []
+    for entry in _read_history(book).get(str(number), []):
+        try:
+            stored = store.get(str(entry["key"]))
+            if stored and stored.image:
+                found.append(
+                    EarlierPicture(
+                        str(entry["key"]),
+                        str(entry["prompt"]),
+                        str(entry["negative_prompt"]),
+                        int(entry["seed"]),
+                        stored.image,
+                    )
+                )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return found
+
+
+def use_earlier_picture(book: Book, number: int, key: str) -> BookPlan:
+    """Go back to an earlier picture of page ``number``: its prompt and seed return to the plan,
+    and the page is locked to that picture (so a change of settings does not repaint it)."""
+    entry = next((e for e in earlier_pictures(book, number) if e.key == key), None)
+    if entry is None:
+        raise FairytaleError(f"Page {number} has no earlier picture {key} in the cache")
+    plan = book.plan()
+    page = book.page(plan, number)
+    page.prompt, page.seed = entry.prompt, entry.seed
+    page.negative_prompt = (
+        None if entry.negative_prompt == plan.style.negative_prompt else entry.negative_prompt
+    )
+    page.locked, page.picture = True, key
+    _save(book, plan)
+    return plan
+
+
+# -- reference portraits --------------------------------------------------------------------
+
+
+def repaint_reference(book: Book, character_id: str, options: StudioOptions, pool: IllustratorPool) -> Path:
+    """Paint the character's reference portrait again with a new seed (recorded in the plan)."""
+    from fairytale.render.backends import PaintRequest
+    from fairytale.render.book import next_seed
+    from fairytale.render.references import portrait_prompt
+    from fairytale.render.safety import repaint_seed
+    from fairytale.render.unclip import reference_seed
+
+    plan = book.plan()
+    character = _character(plan, character_id)
+    old = character.reference.seed if character.reference and character.reference.seed is not None else None
+    first = next_seed(old if old is not None else reference_seed(plan.seed, character.id))
+    prompt = portrait_prompt(plan, character)
+    with book_lock(book.folder), pool.borrow(options.settings) as illustrator:
+        from fairytale.render import get_backend
+
+        illustrator.configure(get_backend(options.settings.backend)(options.settings))
+        for attempt in range(options.settings.max_repaints + 1):
+            seed = repaint_seed(first, attempt) if attempt else first
+            [picture] = illustrator.paint([PaintRequest(0, prompt, plan.style.negative_prompt, seed)])
+            if not illustrator.safety.flagged([picture])[0]:
+                break
+        else:
+            raise FairytaleError(
+                f"Every portrait of {character.name} was flagged by the safety checker; change the description"
+            )
+        path = _reference_path(book, character.id)
+        with atomic_path(path) as tmp:
+            picture.save(tmp, "PNG")
+        model = illustrator.backend.describe_model()
+    plan = book.plan()  # the plan as it is now: only the reference changes
+    _character(plan, character_id).reference = Reference(
+        image=_relative(path, book), seed=seed, prompt=prompt, model=model
+    )
+    _save(book, plan)
+    return path
+
+
+def check_picture_upload(path: Path | str) -> Image.Image:
+    """An uploaded picture, checked like CLI input: a file, at most :data:`MAX_PICTURE_BYTES`,
+    really a PNG, JPEG or WebP, and not a decompression bomb. Returns it as RGB."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FairytaleError(f"Picture not found: {path.name}")
+    size = path.stat().st_size
+    if size > MAX_PICTURE_BYTES:
+        raise FairytaleError(
+            f"{path.name} is {size // 2**20} MB; the limit for a picture is {MAX_PICTURE_BYTES // 2**20} MB"
+        )
+    try:
+        with Image.open(path) as opened:
+            if opened.format not in PICTURE_FORMATS:
+                raise FairytaleError(
+                    f"{path.name} is a {opened.format} file; use a PNG, JPEG or WebP picture"
+                )
+            opened.load()
+            return opened.convert("RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        raise FairytaleError(
+            f"{path.name} is not a picture this studio can read ({type(exc).__name__})"
+        ) from None
+
+
+def use_my_picture(book: Book, character_id: str, upload: Path | str) -> Path:
+    """Make an uploaded picture the character's reference portrait (copied into the book folder)."""
+    picture = check_picture_upload(upload)
+    plan = book.plan()
+    character = _character(plan, character_id)
+    path = _reference_path(book, character.id)
+    with atomic_path(path) as tmp:
+        picture.save(tmp, "PNG")
+    character.reference = Reference(image=_relative(path, book), seed=None, prompt=None, model=None)
+    _save(book, plan)
+    return path
+
+
+def _character(plan: BookPlan, character_id: str) -> Any:
+    try:
+        return plan.character(character_id)
+    except KeyError:
+        raise PlanError(f"No character '{character_id}' in the plan") from None
+
+
+def _reference_path(book: Book, character_id: str) -> Path:
+    return ensure_dir(book.folder / "references") / f"{character_id}.png"
+
+
+def _relative(path: Path, book: Book) -> str:
+    return str(Path(path).resolve().relative_to(book.folder.resolve()))
+
+
+# -- the laid-out book ------------------------------------------------------------------------
+
+
+def preview_pages(book: Book, width: int = 480) -> list[Image.Image]:
+    """Every page of the book's PDF as it will print, ``width`` pixels wide."""
+    from fairytale.notebook import pdf_page_images
+
+    if not book.pdf.is_file():
+        raise FairytaleError("The book has no PDF yet: paint it first")
+    return pdf_page_images(book.pdf, pages=10_000, width=width)
+
+
+def book_pdf(book: Book, options: StudioOptions, pool: IllustratorPool) -> Path:
+    """The PDF of the book as the plan stands now (painting what is missing first)."""
+    if pages_to_paint(book, options.settings) or not book.pdf.is_file() or _stale(book):
+        paint_book(book, options, pool)
+    return book.pdf
+
+
+def _stale(book: Book) -> bool:
+    """Whether the plan changed after the PDF was written (text or layout edits need a new PDF)."""
+    return book.plan_file.stat().st_mtime_ns > book.pdf.stat().st_mtime_ns

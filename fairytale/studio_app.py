@@ -1,0 +1,609 @@
+"""The studio's web page (Gradio): a thin layer over :mod:`fairytale.studio_actions`.
+
+Every button calls one action on the open book folder; the page keeps nothing the folder does
+not, so a closed tab or a crash loses nothing. The app listens on 127.0.0.1 only (``share``
+makes a public gradio link, only when asked), sends nothing anywhere (analytics off, fonts
+served by gradio itself), keeps gradio's file copies in ``SESSION/.studio/`` and serves no
+other file.
+
+>>> studio = launch_studio(book_dir="out/ginger", block=False)   # doctest: +SKIP
+>>> studio.url
+'http://127.0.0.1:50123/'
+"""
+
+import os
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fairytale.errors import FairytaleError
+from fairytale.files import ensure_dir
+from fairytale.studio_actions import (
+    Book,
+    IllustratorPool,
+    StudioOptions,
+    StudioProgress,
+    book_pdf,
+    choose_candidate,
+    create_book,
+    earlier_pictures,
+    lock_page,
+    open_book,
+    page_views,
+    paint_book,
+    paint_candidates,
+    preview_pages,
+    repaint_page,
+    repaint_reference,
+    save_character,
+    save_page,
+    use_earlier_picture,
+    use_my_picture,
+)
+
+HOST = "127.0.0.1"
+SESSION_DIR = ".studio"
+INSTALL_HINT = 'The studio needs gradio: pip install -e ".[studio]" (in a checkout) or pip install "fairytale-books[studio]"'
+#: Largest story or picture upload gradio accepts (the actions check them again).
+MAX_UPLOAD = "20mb"
+
+
+def _import_gradio(session_dir: Path) -> Any:
+    """gradio, imported with analytics off and its file copies inside ``session_dir``."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported
+    os.environ["GRADIO_TEMP_DIR"] = str(ensure_dir(session_dir / "gradio"))
+    try:
+        import gradio
+    except ImportError:
+        raise FairytaleError(INSTALL_HINT) from None
+    return gradio
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class StudioSession:
+    """What the app shares between requests: options, the loaded model, running paint jobs."""
+
+    options: StudioOptions
+    books_dir: Path
+    pool: IllustratorPool = field(default_factory=IllustratorPool)
+    jobs: dict[Path, StudioProgress] = field(default_factory=dict)
+
+
+@dataclass
+class Studio:
+    """A running studio: its address and how to stop it."""
+
+    url: str
+    app: Any
+    session: StudioSession
+    session_dir: Path
+    share_url: str | None = None
+
+    def wait(self) -> None:
+        """Serve until Ctrl-C, then stop."""
+        try:
+            self.app.block_thread()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.app.close()
+        self.session.pool.release()
+
+
+# -- how the page shows a book ----------------------------------------------------------------
+
+
+def _book(path: str | None) -> Book:
+    if not path:
+        raise FairytaleError("Start a book first (paste a story, or open a book folder)")
+    return open_book(path)
+
+
+def _pictures(book: Book, session: StudioSession) -> list[tuple[str, str]]:
+    return [
+        (str(v.picture), f"page {v.number}{' · locked' if v.locked else ''}")
+        for v in page_views(book, session.options.settings)
+        if v.picture
+    ]
+
+
+def _table(book: Book, session: StudioSession) -> list[list[Any]]:
+    return [
+        [v.number, v.status, ", ".join(v.characters), v.prompt]
+        for v in page_views(book, session.options.settings)
+    ]
+
+
+def _errors(gr: Any, handler: Callable) -> Callable:
+    """A handler whose FairytaleError is shown in the page as one line, not a traceback."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def generator(*args: Any) -> Any:
+            try:
+                yield from handler(*args)
+            except FairytaleError as exc:
+                raise gr.Error(str(exc)) from None
+
+        return generator
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any) -> Any:
+        try:
+            return handler(*args)
+        except FairytaleError as exc:
+            raise gr.Error(str(exc)) from None
+
+    return wrapper
+
+
+def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
+    """The studio's gradio Blocks for ``session`` (``book_dir``: the book open at start)."""
+    gr = sys.modules["gradio"]
+    settings = session.options.settings
+    first = str(open_book(book_dir).folder) if book_dir else None
+
+    # gradio's copies of shown files (in SESSION/.studio/gradio) older than a day are deleted hourly
+    with gr.Blocks(title="fAIrytale Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+        book_state = gr.State(first)
+        gr.Markdown("# fAIrytale Studio\nStory → plan → pictures → your book.")
+        status = gr.Markdown(
+            f"Open: {first}" if first else "Start a book: paste a story below.", elem_id="status"
+        )
+
+        with gr.Tabs() as tabs:
+            # 1. start
+            with gr.Tab("1 · Start", id="start"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        story_text = gr.Textbox(label="Paste the story", lines=12, elem_id="story-text")
+                        story_file = gr.File(
+                            label="…or upload a .txt file", file_types=[".txt"], type="filepath"
+                        )
+                    with gr.Column(scale=2):
+                        title = gr.Textbox(
+                            label="Title (empty: the story's first line)", elem_id="story-title"
+                        )
+                        author = gr.Textbox(label="Author", elem_id="story-author")
+                        style = gr.Textbox(label="Style of the pictures (empty: soft watercolour)", lines=2)
+                        make_plan = gr.Button("Make the plan", variant="primary", elem_id="make-plan")
+                        gr.Markdown(f"New books go to `{session.books_dir}`.")
+                        open_path = gr.Textbox(
+                            label="…or open a book folder", value=first or "", elem_id="open-path"
+                        )
+                        open_button = gr.Button("Open", elem_id="open-book")
+
+            # 2. the plan
+            with gr.Tab("2 · Plan", id="plan"):
+                gr.Markdown("### Characters")
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        character_pick = gr.Dropdown(label="Character", choices=[], elem_id="character-pick")
+                        name = gr.Textbox(label="Name")
+                        kind = gr.Textbox(label="Kind (girl, giraffe, owl…)")
+                        description = gr.Textbox(label="Description used in the prompts", lines=2)
+                        main = gr.Checkbox(label="Main character")
+                        save_character_button = gr.Button("Save character")
+                    with gr.Column(scale=1):
+                        reference = gr.Image(
+                            label="Reference portrait", type="filepath", interactive=False, height=300
+                        )
+                        reference_again = gr.Button("Paint again")
+                        my_picture = gr.File(label="Use my picture", file_types=["image"], type="filepath")
+                gr.Markdown("### Pages")
+                pages_table = gr.Dataframe(
+                    headers=["page", "status", "who", "prompt"],
+                    interactive=False,
+                    wrap=True,
+                    elem_id="pages-table",
+                )
+                with gr.Row():
+                    page_pick = gr.Dropdown(label="Page", choices=[], elem_id="page-pick")
+                    page_who = gr.CheckboxGroup(label="Who is on the page", choices=[])
+                page_text = gr.Textbox(label="Text", lines=3)
+                page_prompt = gr.Textbox(label="Prompt", lines=3)
+                save_page_button = gr.Button("Save page")
+
+            # 3. painting
+            with gr.Tab("3 · Paint", id="paint"):
+                with gr.Row():
+                    paint = gr.Button("Paint the book", variant="primary", elem_id="paint")
+                    stop = gr.Button("Stop", elem_id="stop")
+                progress = gr.Markdown("", elem_id="progress")
+                pictures = gr.Gallery(label="Pictures", columns=4, elem_id="pictures")
+
+            # 4. fixing a page
+            with gr.Tab("4 · Fix a page", id="fix"):
+                fix_page = gr.Radio(label="Page", choices=[], elem_id="fix-page")
+                with gr.Row():
+                    with gr.Column():
+                        fix_picture = gr.Image(
+                            label="Picture now", type="filepath", interactive=False, height=360
+                        )
+                        fix_locked = gr.Checkbox(label="Locked (nothing repaints it)", elem_id="fix-lock")
+                    with gr.Column():
+                        fix_prompt = gr.Textbox(label="Prompt", lines=4, elem_id="fix-prompt")
+                        fix_repaint = gr.Button(
+                            "Save prompt and paint again", variant="primary", elem_id="fix-repaint"
+                        )
+                        fix_seed = gr.Button("Paint again with a new seed", elem_id="fix-seed")
+                        fix_candidates = gr.Button("Paint four candidates", elem_id="fix-candidates")
+                candidates = gr.Gallery(
+                    label="Candidates: click one to use it", columns=4, height=300, elem_id="candidates"
+                )
+                earlier = gr.Gallery(
+                    label="Earlier pictures: click one to go back to it",
+                    columns=6,
+                    height=260,
+                    elem_id="earlier",
+                )
+
+            # 5. the book
+            with gr.Tab("5 · Book", id="book"):
+                make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
+                pdf_file = gr.File(label="The PDF", elem_id="pdf-file")
+                preview = gr.Gallery(label="Pages as they will print", columns=2, elem_id="preview")
+
+        # -- handlers ----------------------------------------------------------------------
+
+        def plan_values(path: str | None) -> list[Any]:
+            if not path:
+                return [gr.update()] * 6
+            book = _book(path)
+            plan = book.plan()
+            ids = [(f"{c.name} ({c.id})", c.id) for c in plan.characters]
+            numbers = [str(p.number) for p in plan.pages]
+            return [
+                gr.update(choices=ids, value=ids[0][1] if ids else None),
+                _table(book, session),
+                gr.update(choices=numbers, value=numbers[0]),
+                gr.update(choices=[c.id for c in plan.characters]),
+                gr.update(choices=numbers, value=None),
+                _pictures(book, session),
+            ]
+
+        plan_outputs = [character_pick, pages_table, page_pick, page_who, fix_page, pictures]
+
+        def start(text: str, upload: str | None, title_: str, author_: str, style_: str) -> list[Any]:
+            if upload:
+                book = create_book(
+                    session.books_dir,
+                    story_file=upload,
+                    title=title_,
+                    author=author_,
+                    style=style_,
+                    options=session.options,
+                )
+            else:
+                book = create_book(
+                    session.books_dir,
+                    text,
+                    title=title_,
+                    author=author_,
+                    style=style_,
+                    options=session.options,
+                )
+            pages = len(book.plan().pages)
+            return [
+                str(book.folder),
+                f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
+                str(book.folder),
+                gr.Tabs(selected="plan"),  # on to the review
+            ] + plan_values(str(book.folder))
+
+        make_plan.click(
+            _errors(gr, start),
+            [story_text, story_file, title, author, style],
+            [book_state, status, open_path, tabs, *plan_outputs],
+        )
+
+        def open_(path: str) -> list[Any]:
+            book = open_book(path)
+            return [str(book.folder), f"Opened **{book.plan().title}** in `{book.folder}`"] + plan_values(
+                str(book.folder)
+            )
+
+        open_button.click(_errors(gr, open_), [open_path], [book_state, status, *plan_outputs])
+        app.load(_errors(gr, plan_values), [book_state], plan_outputs)
+
+        def show_character(path: str | None, character_id: str | None) -> list[Any]:
+            if not path or not character_id:
+                return [gr.update()] * 5
+            book = _book(path)
+            character = book.plan().character(character_id)
+            picture = book.folder / character.reference.image if character.reference else None
+            return [
+                character.name,
+                character.kind or "",
+                character.description,
+                character.main,
+                str(picture) if picture and picture.is_file() else None,
+            ]
+
+        character_pick.change(
+            _errors(gr, show_character),
+            [book_state, character_pick],
+            [name, kind, description, main, reference],
+        )
+
+        def store_character(
+            path: str, character_id: str, name_: str, kind_: str, description_: str, main_: bool
+        ) -> list[Any]:
+            book = _book(path)
+            changed = save_character(
+                book,
+                character_id,
+                settings=settings,
+                name=name_,
+                kind=kind_,
+                description=description_,
+                main=main_,
+            )
+            marked = f"; pages to paint again: {', '.join(map(str, changed))}" if changed else ""
+            return [f"Saved {name_}{marked}", _table(book, session)]
+
+        save_character_button.click(
+            _errors(gr, store_character),
+            [book_state, character_pick, name, kind, description, main],
+            [status, pages_table],
+        )
+
+        def paint_reference(path: str, character_id: str) -> list[Any]:
+            book = _book(path)
+            picture = repaint_reference(book, character_id, session.options, session.pool)
+            return [str(picture), f"Painted a new portrait of {character_id}", _table(book, session)]
+
+        reference_again.click(
+            _errors(gr, paint_reference), [book_state, character_pick], [reference, status, pages_table]
+        )
+
+        def my_reference(path: str, character_id: str, upload: str | None) -> list[Any]:
+            if not upload:
+                return [gr.update(), gr.update(), gr.update()]
+            book = _book(path)
+            picture = use_my_picture(book, character_id, upload)
+            return [
+                str(picture),
+                f"Your picture is now {character_id}'s reference portrait",
+                _table(book, session),
+            ]
+
+        my_picture.upload(
+            _errors(gr, my_reference),
+            [book_state, character_pick, my_picture],
+            [reference, status, pages_table],
+        )
+
+        def show_page(path: str | None, number: str | None) -> list[Any]:
+            if not path or not number:
+                return [gr.update()] * 3
+            page = _book(path).plan().pages[int(number) - 1]
+            return [page.text, page.prompt, page.characters]
+
+        page_pick.change(_errors(gr, show_page), [book_state, page_pick], [page_text, page_prompt, page_who])
+
+        def store_page(path: str, number: str, text: str, prompt: str, who: list[str]) -> list[Any]:
+            book = _book(path)
+            save_page(book, int(number), text=text, prompt=prompt, characters=who)
+            return [f"Saved page {number}", _table(book, session)]
+
+        save_page_button.click(
+            _errors(gr, store_page),
+            [book_state, page_pick, page_text, page_prompt, page_who],
+            [status, pages_table],
+        )
+
+        def run_painting(path: str, work: Callable[[Book, StudioProgress], Any]) -> Any:
+            """Run ``work`` in a thread and stream its progress and pictures to the page."""
+            book = _book(path)
+            job = StudioProgress()
+            if session.jobs.get(book.folder):
+                raise FairytaleError("This book is being painted already; wait for it or press Stop")
+            session.jobs[book.folder] = job
+            outcome: dict[str, Any] = {}
+
+            def target() -> None:
+                try:
+                    outcome["result"] = work(book, job)
+                except BaseException as exc:  # shown in the page below
+                    outcome["error"] = exc
+
+            thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
+            thread.start()
+            try:
+                while thread.is_alive():
+                    thread.join(timeout=1.0)  # wake up once a second to show progress
+                    yield job.describe() or "Loading the model…", _pictures(book, session), gr.update()
+            finally:
+                session.jobs.pop(book.folder, None)
+            error = outcome.get("error")
+            if error is not None:
+                if isinstance(error, FairytaleError):
+                    yield str(error), _pictures(book, session), _table(book, session)
+                    return
+                raise error
+            result = outcome["result"]
+            yield (
+                f"Done: {len(result.painted)} painted, {len(result.reused)} kept · {result.seconds:.1f} s · PDF written",
+                _pictures(book, session),
+                _table(book, session),
+            )
+
+        def paint_all(path: str) -> Any:
+            yield from run_painting(
+                path, lambda book, job: paint_book(book, session.options, session.pool, progress=job)
+            )
+
+        paint.click(_errors(gr, paint_all), [book_state], [progress, pictures, pages_table])
+
+        def stop_painting(path: str | None) -> str:
+            job = session.jobs.get(_book(path).folder) if path else None
+            if job is None:
+                return "Nothing is being painted."
+            job.stop()
+            return "Stopping after the current step… (finished pictures are kept)"
+
+        stop.click(_errors(gr, stop_painting), [book_state], [progress])
+
+        def show_fix(path: str | None, number: str | None) -> list[Any]:
+            if not path or not number:
+                return [gr.update()] * 5
+            book = _book(path)
+            view = page_views(book, settings)[int(number) - 1]
+            history = [(str(e.image), f"seed {e.seed}") for e in earlier_pictures(book, int(number))]
+            return [str(view.picture) if view.picture else None, view.prompt, view.locked, [], history]
+
+        fix_outputs = [fix_picture, fix_prompt, fix_locked, candidates, earlier]
+        fix_page.change(_errors(gr, show_fix), [book_state, fix_page], fix_outputs)
+
+        def after_fix(book: Book, number: str, message: str) -> list[Any]:
+            return [
+                message,
+                *show_fix(str(book.folder), number),
+                _pictures(book, session),
+                _table(book, session),
+            ]
+
+        fixed_outputs = [status, *fix_outputs, pictures, pages_table]
+
+        def repaint_with_prompt(path: str, number: str, prompt: str) -> list[Any]:
+            book = _book(path)
+            if not number:
+                raise FairytaleError("Choose a page first")
+            repaint_page(book, int(number), session.options, session.pool, prompt=prompt)
+            return after_fix(book, number, f"Page {number} painted again from its prompt")
+
+        fix_repaint.click(_errors(gr, repaint_with_prompt), [book_state, fix_page, fix_prompt], fixed_outputs)
+
+        def repaint_new_seed(path: str, number: str) -> list[Any]:
+            book = _book(path)
+            if not number:
+                raise FairytaleError("Choose a page first")
+            result = repaint_page(book, int(number), session.options, session.pool, new_seed=True)
+            return after_fix(
+                book, number, f"Page {number} painted again with seed {result.new_seeds.get(int(number))}"
+            )
+
+        fix_seed.click(_errors(gr, repaint_new_seed), [book_state, fix_page], fixed_outputs)
+
+        candidate_seeds = gr.State([])
+
+        def four(path: str, number: str) -> list[Any]:
+            book = _book(path)
+            if not number:
+                raise FairytaleError("Choose a page first")
+            found = [c for c in paint_candidates(book, int(number), session.options, session.pool) if c.image]
+            return [
+                [(str(c.image), f"seed {c.seed}") for c in found],
+                [c.seed for c in found],
+                "Click the candidate to use",
+            ]
+
+        fix_candidates.click(_errors(gr, four), [book_state, fix_page], [candidates, candidate_seeds, status])
+
+        def pick(path: str, number: str, seeds: list[int], evt: gr.SelectData) -> list[Any]:
+            book = _book(path)
+            choose_candidate(book, int(number), seeds[evt.index])
+            return after_fix(
+                book,
+                number,
+                f"Page {number} uses the candidate with seed {seeds[evt.index]} (lay out the book to update the PDF)",
+            )
+
+        candidates.select(_errors(gr, pick), [book_state, fix_page, candidate_seeds], fixed_outputs)
+
+        def go_back(path: str, number: str, evt: gr.SelectData) -> list[Any]:
+            book = _book(path)
+            entry = earlier_pictures(book, int(number))[evt.index]
+            use_earlier_picture(book, int(number), entry.key)
+            return after_fix(
+                book, number, f"Page {number} is back to its earlier picture (seed {entry.seed}) and locked"
+            )
+
+        earlier.select(_errors(gr, go_back), [book_state, fix_page], fixed_outputs)
+
+        def set_lock(path: str, number: str, locked: bool) -> list[Any]:
+            if not path or not number:
+                return [gr.update()] * len(fixed_outputs)
+            book = _book(path)
+            lock_page(book, int(number), settings, locked=locked)
+            return after_fix(book, number, f"Page {number} {'locked' if locked else 'unlocked'}")
+
+        fix_locked.input(_errors(gr, set_lock), [book_state, fix_page, fix_locked], fixed_outputs)
+
+        def lay_out(path: str) -> list[Any]:
+            book = _book(path)
+            pdf = book_pdf(book, session.options, session.pool)
+            shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
+            return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
+
+        make_pdf.click(_errors(gr, lay_out), [book_state], [pdf_file, preview, status])
+    return app
+
+
+def launch_studio(
+    book_dir: Path | str | None = None,
+    *,
+    books_dir: Path | str | None = None,
+    options: StudioOptions | None = None,
+    port: int | None = None,
+    share: bool = False,
+    block: bool = False,
+    inline: bool | None = None,
+    idle_seconds: float = 600.0,
+) -> Studio:
+    """Start the studio on 127.0.0.1 (a free port unless ``port``) and return its address.
+
+    ``book_dir`` opens a book folder; new books go to ``books_dir`` (default: beside the
+    opened book, else ``./fairytale-books``). gradio's copies of the files it shows go to
+    ``SESSION/.studio/`` inside that folder. ``share`` makes a public gradio link (only when
+    asked). ``block`` serves until Ctrl-C; otherwise the studio runs in the background
+    (notebooks, tests) until :meth:`Studio.close`. Inside Colab the page is shown through
+    Colab's own port proxy, never a public link.
+    """
+    from fairytale.notebook import in_colab
+
+    book = open_book(book_dir) if book_dir else None
+    books = (
+        Path(books_dir).expanduser().resolve()
+        if books_dir
+        else (book.folder.parent if book else Path.cwd() / "fairytale-books")
+    )
+    ensure_dir(books)
+    session_dir = ensure_dir((book.folder if book and not books_dir else books) / SESSION_DIR)
+    gr = _import_gradio(session_dir)
+    session = StudioSession(options or StudioOptions(), books, IllustratorPool(idle_seconds))
+    app = build_app(session, book.folder if book else None)
+    app.queue(default_concurrency_limit=2)
+    colab = in_colab()
+    app.launch(
+        server_name=HOST,
+        server_port=port or free_port(),
+        share=share,
+        inline=inline if inline is not None else colab,
+        prevent_thread_lock=True,
+        quiet=True,
+        show_error=True,
+        max_file_size=MAX_UPLOAD,
+        footer_links=[],
+        theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
+    )
+    studio = Studio(app.local_url, app, session, session_dir, app.share_url if share else None)
+    if block:
+        studio.wait()
+    return studio

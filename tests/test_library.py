@@ -1,0 +1,205 @@
+"""`fairytale library`: every story of a folder made into a book, here or on Ray; resumable, and
+one broken story never stops the others."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fairytale.cli import app
+from fairytale.library import LibraryBook, is_finished
+from fairytale.render import RenderSettings
+from tests.library_support import book_contents, cache_times, local_ray, page_pictures, run_cli
+
+STORIES = Path(__file__).parent / "data" / "stories"
+GOOD = ("ginger_giraffe", "zoe_lighthouse")
+
+
+def said(result) -> str:
+    return " ".join(result.stderr.split())
+
+
+def test_a_missing_stories_folder_is_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["library", str(tmp_path / "nowhere"), "--out", str(tmp_path / "books")])
+    assert result.exit_code == 1
+    assert "Stories folder not found" in said(result) and "Traceback" not in result.output
+
+
+def test_a_folder_without_stories_is_one_line(tmp_path):
+    (tmp_path / "notes.md").write_text("not a story", encoding="utf-8")
+    result = CliRunner().invoke(app, ["library", str(tmp_path), "--out", str(tmp_path / "books")])
+    assert result.exit_code == 1
+    assert "No stories in" in said(result)
+
+
+def test_painters_go_with_ray(tmp_path):
+    result = CliRunner().invoke(app, ["library", str(STORIES), "--out", str(tmp_path), "--painters", "2"])
+    assert result.exit_code == 1
+    assert "--painters goes with --ray" in said(result)
+
+
+def test_a_book_is_finished_only_if_laid_out_after_its_plan_with_these_settings(tmp_path):
+    book = LibraryBook(tmp_path / "a.txt", tmp_path / "out" / "a.pdf")
+    settings = RenderSettings(steps=2)
+    assert not is_finished(book, settings)
+    book.book_dir.mkdir(parents=True)
+    book.plan_file.write_text("{}", encoding="utf-8")
+    book.pdf.write_bytes(b"%PDF")
+    manifest = {
+        "title": "A", "author": None, "plan": "plan.json", "pdf": str(book.pdf.resolve()), "backend": "sd14",
+        "model": "m", "model_fingerprint": "f", "device": "cpu", "fairytale_version": "0", "created": "now",
+        "cover_page": 1, "pdf_pages": 3, "pdf_bytes": 4, "pages": [],
+        "settings": settings.as_dict() | {"width": 64, "height": 64, "guidance": 7.5, "consistency": "seed", "device": "cuda"},
+    }  # fmt: skip
+    (book.book_dir / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert is_finished(book, settings)
+    assert is_finished(book, settings.with_(device="cpu", batch_size=1))  # speed-only settings do not matter
+    assert not is_finished(book, settings.with_(steps=3))
+    assert not is_finished(book, settings.with_(trim="a4"))
+    import os
+
+    later = (book.book_dir / "manifest.json").stat().st_mtime_ns + 10**9
+    os.utime(book.plan_file, ns=(later, later))  # the plan was edited after the book was made
+    assert not is_finished(book, settings)
+
+
+# --------------------------------------------------------------------------- end to end (slow)
+
+
+def options(tiny_sd, tiny_ner, tiny_qa, tiny_nli) -> list:
+    return [
+        "--model", tiny_sd, "--ner-model", tiny_ner, "--qa-model", tiny_qa, "--nli-model", tiny_nli,
+        "--steps", 2, "--device", "cpu", "--seed", 11, "--words-per-page", 60,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def library_case(tmp_path_factory, tiny_sd, tiny_ner, tiny_qa, tiny_nli):
+    """Three stories (one broken: binary bytes) and the books `fairytale book` makes of the
+    two good ones."""
+    root = tmp_path_factory.mktemp("library")
+    stories = root / "stories"
+    stories.mkdir()
+    for name in GOOD:
+        shutil.copy(STORIES / f"{name}.txt", stories / f"{name}.txt")
+    (stories / "broken.txt").write_bytes(bytes(range(256)) * 4)
+    reference = root / "by-book"
+    reference.mkdir()
+    for name in GOOD:
+        made = run_cli(
+            "book",
+            stories / f"{name}.txt",
+            "-o",
+            reference / f"{name}.pdf",
+            *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli),
+            "--quiet",
+        )
+        assert made.returncode == 0, made.stderr[-3000:]
+    return stories, reference
+
+
+def check_library_run(done, out: Path, reference: Path) -> None:
+    """The two good books are those of `fairytale book`; the broken story is named; exit 1."""
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "1 of 3 stories failed: broken" in said(done)
+    assert "not a text file" in said(done)  # why, in the summary
+    for name in GOOD:
+        assert page_pictures(out / name) == page_pictures(reference / name)
+        assert book_contents(out / f"{name}.pdf") == book_contents(reference / f"{name}.pdf")
+        assert json.loads((out / name / "plan.json").read_text()) == json.loads(
+            (reference / name / "plan.json").read_text()
+        )
+    assert not (out / "broken.pdf").exists()
+
+
+def check_rerun_paints_nothing(rerun, out: Path, before: dict) -> None:
+    assert rerun.returncode == 1, rerun.stderr[-3000:]
+    assert said(rerun).count("already finished") >= 2
+    for name in GOOD:
+        assert cache_times(out / name) == before[name]  # nothing repainted
+
+
+@pytest.mark.slow
+def test_library_here_makes_the_books_of_fairytale_book_and_resumes(
+    library_case, tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path
+):
+    stories, reference = library_case
+    out = tmp_path / "books"
+    args = ["library", stories, "--out", out, *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli)]
+    done = run_cli(*args)
+    check_library_run(done, out, reference)
+
+    before = {name: cache_times(out / name) for name in GOOD}
+    pdf_written = (out / "zoe_lighthouse.pdf").stat().st_mtime_ns
+    rerun = run_cli(*args)
+    check_rerun_paints_nothing(rerun, out, before)
+    assert (out / "zoe_lighthouse.pdf").stat().st_mtime_ns == pdf_written  # skipped, not laid out again
+
+    # An edited plan is kept and only the changed page is painted again.
+    plan_file = out / "zoe_lighthouse" / "plan.json"
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan["pages"][0]["prompt"] = "a red lighthouse at night, edited by hand"
+    plan_file.write_text(json.dumps(plan), encoding="utf-8")
+    edited = run_cli(*args)
+    assert edited.returncode == 1
+    assert json.loads(plan_file.read_text(encoding="utf-8"))["pages"][0]["prompt"].endswith("edited by hand")
+    assert len(set(cache_times(out / "zoe_lighthouse")) - set(before["zoe_lighthouse"])) == 1
+    assert cache_times(out / "ginger_giraffe") == before["ginger_giraffe"]
+
+
+@pytest.mark.slow
+def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path):
+    stories, reference = library_case
+    out = tmp_path / "books"
+    # Two CPUs: one for the painting actor (no GPU here), one for planning and layout tasks.
+    with local_ray(num_cpus=2) as address:
+        args = [
+            "library",
+            stories,
+            "--out",
+            out,
+            "--ray",
+            address,
+            *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli),
+        ]
+        done = run_cli(*args, timeout=900)
+        check_library_run(done, out, reference)
+        assert "Ray (2 CPUs, 0 GPUs, 1 painter)" in said(done)
+
+        before = {name: cache_times(out / name) for name in GOOD}
+        rerun = run_cli(*args, timeout=600)
+        check_rerun_paints_nothing(rerun, out, before)
+
+
+def test_a_plan_of_another_version_of_the_story_fails_that_story_only(tiny_sd, tmp_path):
+    from fairytale.library import make_library
+    from tests.render_support import make_plan, write_plan
+
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "tale.txt").write_text("Once upon a time there was a fox.", encoding="utf-8")
+    (tmp_path / "books" / "tale").mkdir(parents=True)
+    plan = make_plan(pages=1)
+    plan.source.sha256 = "0" * 64  # planned from some other text
+    write_plan(tmp_path / "books" / "tale", plan)
+    before = (tmp_path / "books" / "tale" / "plan.json").read_bytes()
+
+    report = make_library(
+        stories, tmp_path / "books", RenderSettings(model=str(tiny_sd), steps=2, device="cpu"), progress=False
+    )
+    (outcome,) = report.books
+    assert outcome.status == "failed"
+    assert "was planned from another version of tale.txt" in outcome.error
+    assert (tmp_path / "books" / "tale" / "plan.json").read_bytes() == before  # kept as it was
+
+
+def test_two_stories_that_would_make_one_book_are_refused(tmp_path):
+    (tmp_path / "fox.txt").write_text("A fox.", encoding="utf-8")
+    (tmp_path / "fox.TXT").write_text("Another fox.", encoding="utf-8")
+    result = CliRunner().invoke(app, ["library", str(tmp_path), "--out", str(tmp_path / "books")])
+    assert result.exit_code == 1
+    assert "Two stories would make the same book: fox" in said(result)

@@ -1,0 +1,123 @@
+"""The faster final paint: channels-last UNet and VAE keep today's pictures (within a stated
+tolerance) and keep them independent of the batch; precision, --compile and threads are
+planned per device; drafts through the CLI tell the user what a final render does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fairytale.cli import app
+from fairytale.errors import FairytaleError
+from fairytale.render import load_illustrator
+from fairytale.render.backends import PaintRequest
+from fairytale.render.devices import DevicePlan, plan_device
+from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    make_plan,
+    single_torch_thread,
+    tiny_settings,
+    write_plan,
+)
+
+#: Largest change of a pixel (0-255) against a plain diffusers pipeline in the default memory
+#: layout: channels-last convolutions round differently, by a few ulps.
+PIXEL_TOLERANCE = 2
+
+
+def test_pictures_stay_within_a_pixel_or_two_of_a_plain_pipeline_in_the_default_layout(tiny_sd):
+    import torch
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from fairytale.render.schedulers import SCHEDULERS
+
+    illustrator = load_illustrator(tiny_settings(tiny_sd, steps=3))
+    assert illustrator.pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    requests = [PaintRequest(1, "a lighthouse by the sea", "blurry", 11), PaintRequest(2, "a red kite", "dark", 12)]
+    ours = illustrator.paint(requests)
+
+    plain = StableDiffusionPipeline.from_pretrained(tiny_sd)  # a fresh load, default memory layout
+    plain.scheduler = DPMSolverMultistepScheduler.from_config(plain.scheduler.config, **SCHEDULERS["dpm++"][1])
+    plain.set_progress_bar_config(disable=True)
+    for request, picture in zip(requests, ours, strict=True):
+        with torch.inference_mode():
+            today = plain(
+                request.prompt, negative_prompt=request.negative_prompt, num_inference_steps=3, guidance_scale=7.5,
+                width=64, height=64, generator=torch.Generator("cpu").manual_seed(request.seed),
+            ).images[0]
+        difference = np.abs(np.asarray(picture, dtype=np.int16) - np.asarray(today, dtype=np.int16)).max()
+        assert difference <= PIXEL_TOLERANCE, (request.page, difference)
+
+
+def test_a_lone_picture_is_painted_as_in_a_batch(tiny_sd):
+    """Without guidance (drafts) a batch of one would take other CPU kernels than a batch of two."""
+    illustrator = load_illustrator(tiny_settings(tiny_sd, steps=2, guidance=1.0))
+    requests = [PaintRequest(1, "a lighthouse", "", 5), PaintRequest(2, "a kite", "", 6), PaintRequest(3, "a boat", "", 7)]
+    together = illustrator.paint(requests)
+    calls = illustrator.unet_calls
+    alone = [illustrator.paint([r])[0] for r in requests]
+    assert illustrator.unet_calls - calls == 3 * 2  # one UNet call per step, however it runs inside
+    for a, b in zip(together, alone, strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_precision_threads_and_compile_are_planned_per_device(monkeypatch):
+    import torch
+
+    import fairytale.render.devices as devices
+
+    assert plan_device("cpu").threads is None  # OMP_NUM_THREADS is set for the tests: left alone
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    monkeypatch.setattr(devices, "physical_cores", lambda: 6)
+    assert plan_device("cpu").threads == 6 and "6 threads" in plan_device("cpu").describe()
+    with pytest.raises(FairytaleError, match="fp16 needs a CUDA GPU"):
+        plan_device("cpu", precision="fp16")
+    with pytest.raises(FairytaleError, match="--compile is for CUDA"):
+        plan_device("cpu", compile_unet=True)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    with pytest.raises(FairytaleError, match="no native bfloat16"):
+        plan_device("cpu", precision="bf16")
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert plan_device("cpu", precision="bf16").torch_dtype == torch.bfloat16
+    assert plan_device("cpu", precision="fp32").dtype == "float32"
+    with pytest.raises(FairytaleError, match="Unknown precision"):
+        tiny_settings("x", precision="fp8")
+
+
+def test_compile_and_threads_are_applied_when_the_pipeline_is_placed(monkeypatch):
+    import torch
+
+    class Unet:
+        compiled = 0
+
+        def compile(self):
+            self.compiled += 1
+
+    class Pipe:
+        unet = Unet()
+
+        def to(self, device):
+            pass
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: setattr(Pipe, "threads", n))
+    plan = DevicePlan("cuda", "float16", 4, low_vram=False, offload=False, compile_unet=True)
+    pipe = Pipe()
+    plan.place(pipe)
+    plan.place(pipe)  # placed again (after loading tokens): compiled once
+    assert pipe.unet.compiled == 1 and "compiled UNet" in plan.describe()
+    DevicePlan("cpu", "float32", 4, low_vram=False, offload=False, threads=3).place(Pipe())
+    assert Pipe.threads == 3
+
+
+def test_drafts_through_the_cli(tiny_sd, tiny_models, tmp_path):
+    plan_file = write_plan(tmp_path, make_plan(2))
+    common = ["render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--steps", 2, "--device", "cpu"]
+    draft = CliRunner().invoke(app, [str(a) for a in [*common, "--draft", "--draft-lora", tiny_models("lcm_lora")]])
+    assert draft.exit_code == 0, draft.output
+    text = " ".join(draft.stderr.split())
+    assert "4 LCM steps" in text and "not an enlargement of its draft" in text
+    final = CliRunner().invoke(app, [str(a) for a in common])
+    assert final.exit_code == 0, final.output
+    assert "were drafts and are now painted in full" in " ".join(final.stderr.split())
+    refused = CliRunner().invoke(app, [str(a) for a in [*common, "--draft", "--draft-steps", 0]])
+    assert refused.exit_code != 0 and "--draft-steps must be between 1 and 50" in refused.stderr

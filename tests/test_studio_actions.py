@@ -1,0 +1,270 @@
+"""The studio's actions as plain functions, on the tiny SD model: paint, stop and resume, fix a
+page (new prompt, candidates, locks, earlier pictures), character edits, uploads, the lock."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fairytale.book_lock import BookBusyError, book_lock
+from fairytale.errors import FairytaleError
+from fairytale.plan import load_plan
+from fairytale.render import load_manifest, render_book
+from fairytale.studio_actions import (
+    MAX_PICTURE_BYTES,
+    Book,
+    IllustratorPool,
+    PageLockedError,
+    PaintingStopped,
+    StudioOptions,
+    StudioProgress,
+    book_pdf,
+    check_picture_upload,
+    choose_candidate,
+    create_book,
+    earlier_pictures,
+    lock_page,
+    open_book,
+    page_views,
+    paint_book,
+    paint_candidates,
+    preview_pages,
+    repaint_page,
+    repaint_reference,
+    save_character,
+    save_page,
+    use_earlier_picture,
+    use_my_picture,
+)
+from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    make_plan,
+    single_torch_thread,
+    tiny_settings,
+    write_plan,
+)
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = IllustratorPool(idle_seconds=3600)
+    yield pool
+    pool.release()
+
+
+@pytest.fixture()
+def options(tiny_sd):
+    return StudioOptions(settings=tiny_settings(tiny_sd, batch_size=1))
+
+
+@pytest.fixture()
+def book(tmp_path):
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(3))
+    return open_book(folder)
+
+
+def test_locked_page_keeps_its_picture_through_fairytale_render(book, options, pool):
+    with pool.borrow(options.settings) as illustrator:
+        check_render_respects_locks(book, options, illustrator)
+
+
+def check_render_respects_locks(book, options, illustrator):
+    first = render_book(book.plan_file, book.pdf, options.settings, illustrator=illustrator, progress=False)
+    before = {p.number: p.key for p in first.pages}
+    lock_page(book, 2, options.settings)
+    plan = load_plan(book.plan_file)
+    assert plan.pages[1].locked and plan.pages[1].picture == before[2]
+
+    # a new prompt typed into the plan by hand, and --pages 2: page 2 keeps its picture
+    plan.pages[1].prompt = "a completely different picture"
+    from fairytale.plan import save_plan
+
+    save_plan(plan, book.plan_file)
+    again = render_book(
+        book.plan_file, book.pdf, options.settings, pages=[2, 3], illustrator=illustrator, progress=False
+    )
+    assert again.painted == [3] and {p.number: p.key for p in again.pages}[2] == before[2]
+    assert load_plan(book.plan_file).pages[1].seed == plan.pages[1].seed  # no new seed recorded
+    assert any("page 2 is locked" in w for w in again.warnings)
+    with pytest.raises(PageLockedError):
+        repaint_page(book, 2, options, IllustratorPool(), new_seed=True)
+
+    lock_page(book, 2, options.settings, locked=False)
+    unlocked = render_book(
+        book.plan_file, book.pdf, options.settings, illustrator=illustrator, progress=False
+    )
+    assert unlocked.painted == [2]  # its own prompt now
+
+
+def test_stop_keeps_finished_pages_and_painting_again_resumes(book, options, pool):
+    class StopAfterFirst(StudioProgress):
+        def pages_done(self, count, seconds_per_page):
+            super().pages_done(count, seconds_per_page)
+            self.stop()
+
+    progress = StopAfterFirst()
+    with pytest.raises(PaintingStopped):
+        paint_book(book, options, pool, progress=progress)
+    assert progress.done == 1 and progress.total == 3
+    assert [v.status for v in page_views(book, options.settings)] == ["painted", "to paint", "to paint"]
+
+    progress = StudioProgress()
+    result = paint_book(book, options, pool, progress=progress)
+    assert result.painted == [2, 3] and result.reused == [1]
+    assert progress.done == progress.total == 2 and progress.seconds_left == 0
+    assert "2 of 2" in progress.describe()
+
+
+def test_paint_refused_while_another_job_holds_the_book(book, options, pool):
+    with book_lock(book.folder):
+        with pytest.raises(BookBusyError):
+            paint_book(book, options, pool)
+
+
+def test_new_prompt_repaints_only_that_page_and_the_old_picture_can_come_back(book, options, pool):
+    paint_book(book, options, pool)
+    before = {v.number: v for v in page_views(book, options.settings)}
+    result = repaint_page(book, 2, options, pool, prompt="a red lighthouse at night")
+    assert result.painted == [2]
+    after = {v.number: v for v in page_views(book, options.settings)}
+    assert after[2].key != before[2].key and after[2].prompt == "a red lighthouse at night"
+    assert all(after[n].key == before[n].key for n in (1, 3))
+    assert not np.array_equal(pixels(after[2].picture), pixels(before[2].picture))
+
+    earlier = earlier_pictures(book, 2)
+    assert [e.key for e in earlier] == [before[2].key, after[2].key]
+    use_earlier_picture(book, 2, before[2].key)
+    plan = load_plan(book.plan_file)
+    assert plan.pages[1].prompt == before[2].prompt and plan.pages[1].locked
+    again = paint_book(book, options, pool)
+    assert again.painted == [] and load_manifest(book.folder).page(2).key == before[2].key
+
+
+def test_four_candidates_and_the_chosen_one_becomes_the_page(book, options, pool):
+    candidates = paint_candidates(book, 1, options, pool)
+    assert len(candidates) == 4 and len({c.seed for c in candidates}) == 4
+    assert all(c.image.is_file() for c in candidates)
+    assert len({pixels(c.image).tobytes() for c in candidates}) == 4
+    assert paint_candidates(book, 1, options, pool) == candidates  # asked again: from the cache
+
+    choose_candidate(book, 1, candidates[2].seed)
+    view = page_views(book, options.settings)[0]
+    assert view.status == "painted" and view.picture == candidates[2].image
+    result = paint_book(book, options, pool)
+    assert 1 in result.reused and result.pages[0].key == candidates[2].key
+
+
+def test_new_description_marks_the_pages_showing_the_character(book, options, pool):
+    paint_book(book, options, pool)
+    lock_page(book, 3, options.settings)
+    changed = save_character(
+        book,
+        "zoe",
+        settings=options.settings,
+        description="a girl with a yellow raincoat",
+        count_tokens=count_words,
+    )
+    assert changed == [1]  # zoe is on pages 1 and 3; page 3 is locked
+    assert [v.status for v in page_views(book, options.settings)] == ["to paint", "painted", "locked"]
+
+
+def test_use_my_picture_checks_the_upload(book, tmp_path):
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture")
+    with pytest.raises(FairytaleError, match="not a picture"):
+        use_my_picture(book, "zoe", fake)
+    gif = tmp_path / "x.gif"
+    Image.new("RGB", (8, 8)).save(gif)
+    with pytest.raises(FairytaleError, match="GIF"):
+        check_picture_upload(gif)
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\0" * (MAX_PICTURE_BYTES + 1))
+    with pytest.raises(FairytaleError, match="limit"):
+        check_picture_upload(big)
+
+    mine = tmp_path / "mine.jpg"
+    Image.new("RGB", (32, 40), (200, 20, 20)).save(mine)
+    path = use_my_picture(book, "zoe", mine)
+    reference = load_plan(book.plan_file).character("zoe").reference
+    assert path.parent == book.folder / "references" and reference.image == "references/zoe.png"
+    assert reference.seed is None and pixels(path).shape == (40, 32, 3)
+
+
+def test_pool_reuses_the_loaded_model_and_releases_it(options):
+    pool = IllustratorPool(idle_seconds=3600)
+    with pool.borrow(options.settings) as first:
+        pass
+    with pool.borrow(options.settings) as second:
+        assert second is first
+    pool._release_if_idle()  # what the idle timer runs
+    assert not pool.loaded and first.pipe is None
+
+
+def test_bad_stories_are_refused_and_leave_nothing(tmp_path):
+    with pytest.raises(FairytaleError, match="empty"):
+        create_book(tmp_path, "   \n ")
+    with pytest.raises(FairytaleError, match="too long"):
+        create_book(tmp_path, "word " * 200_000)
+    binary = tmp_path / "upload.txt"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(FairytaleError):
+        create_book(tmp_path / "books", story_file=binary)
+    assert not any((tmp_path / "books").iterdir())
+
+
+def test_open_book_needs_a_plan(tmp_path):
+    with pytest.raises(FairytaleError, match="no plan.json"):
+        open_book(tmp_path)
+    assert isinstance(Book(tmp_path).pdf.name, str)
+
+
+def test_new_seed_repaints_one_page_and_records_the_seed(book, options, pool):
+    first = paint_book(book, options, pool)
+    result = repaint_page(book, 3, options, pool, new_seed=True)
+    assert result.painted == [3] and set(result.new_seeds) == {3}
+    assert load_plan(book.plan_file).pages[2].seed == result.new_seeds[3] != first.pages[2].requested_seed
+
+
+def test_paint_the_reference_again_records_a_new_seed(book, options, pool):
+    path = repaint_reference(book, "zoe", options, pool)
+    first = load_plan(book.plan_file).character("zoe").reference
+    again = repaint_reference(book, "zoe", options, pool)
+    second = load_plan(book.plan_file).character("zoe").reference
+    assert path == again == book.folder / "references" / "zoe.png" and second.image == "references/zoe.png"
+    assert first.seed != second.seed and second.prompt and second.model
+
+
+def test_the_laid_out_book_page_by_page(book, options, pool):
+    pdf = book_pdf(book, options, pool)
+    assert pdf == book.pdf and pdf.is_file()
+    shown = preview_pages(book, width=120)
+    assert len(shown) == 3 + 2 and all(image.width == 120 for image in shown)
+    save_page(book, 1, text="A new first sentence.")  # only the text: nothing to paint, a new PDF
+    assert book_pdf(book, options, pool).stat().st_mtime_ns >= book.plan_file.stat().st_mtime_ns
+
+
+def test_a_book_made_by_the_cli_opens_as_it_is(book, options, pool):
+    with pool.borrow(
+        options.settings
+    ) as illustrator:  # what `fairytale book` leaves: plan, pictures, PDF beside
+        made = render_book(
+            book.plan_file,
+            book.folder.with_suffix(".pdf"),
+            options.settings,
+            illustrator=illustrator,
+            progress=False,
+        )
+    opened = open_book(book.folder)
+    assert opened.pdf == made.pdf
+    assert [v.status for v in page_views(opened, options.settings)] == ["painted"] * 3
+    assert paint_book(opened, options, pool).painted == []

@@ -1,0 +1,158 @@
+"""End to end in a real browser (Debian's headless chromium driven by Playwright) against a studio
+on the tiny models: paste a story → plan → paint → change page 2's prompt and paint it again →
+download the PDF. The downloaded PDF's page-2 picture is the new one, the others are unchanged.
+
+Every step is photographed (``SHOTS`` in the test's folder, copied to /tmp/studio-shots), and
+the browser may talk to the studio only: any request elsewhere fails the test.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from fairytale.plan import load_plan
+from fairytale.render import load_manifest
+from fairytale.studio_actions import StudioOptions
+from tests.render_support import single_torch_thread, tiny_settings  # noqa: F401  (autouse fixture)
+from tests.studio_support import pdf_picture_pixels, require_browser
+
+STORY = Path(__file__).parent / "data" / "stories" / "zoe_lighthouse.txt"
+COPIES = Path("/tmp/studio-shots")
+WAIT_MS = 300_000  # planning and painting on a shared 2-core box
+
+pytestmark = pytest.mark.slow
+
+
+class Shots:
+    """Numbered screenshots of each step, kept in the test folder and copied for people to see."""
+
+    def __init__(self, page, folder: Path) -> None:
+        self.page, self.folder, self.count = page, folder, 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, name: str) -> Path:
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def wait_for(page, selector: str, text: str) -> None:
+    """Wait until ``selector`` shows ``text``; an error the studio shows instead fails at once, with its message."""
+    target = page.locator(selector).filter(has_text=text)
+    toast = page.locator('[data-testid="toast-body"]')
+    target.or_(toast).first.wait_for(timeout=WAIT_MS)
+    if not target.count():
+        pytest.fail(f"the studio showed an error instead of {text!r}: {toast.all_inner_texts()}")
+
+
+def test_paste_plan_paint_fix_page_two_and_download(
+    tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path, monkeypatch
+):
+    chromium = require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from fairytale.studio_app import launch_studio
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # put back after the test
+    options = StudioOptions(
+        settings=tiny_settings(tiny_sd, steps=2),
+        ner_model=str(tiny_ner),
+        qa_model=str(tiny_qa),
+        nli_model=str(tiny_nli),
+    )
+    studio = launch_studio(books_dir=tmp_path / "books", options=options)
+    outside: list[str] = []
+
+    def only_loopback(route) -> None:
+        url = route.request.url
+        if urlparse(url).hostname == "127.0.0.1" or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1000})
+            context.route("**/*", only_loopback)
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            shots = Shots(page, tmp_path / "shots")
+            page.goto(studio.url)
+
+            # 1. paste the story and plan it
+            page.locator("#story-text textarea").fill(STORY.read_text(encoding="utf-8"))
+            page.locator("#story-title textarea").fill("Zoë and the Lighthouse")
+            shots.take("story-pasted")
+            page.locator("#make-plan").click()
+            wait_for(page, "#status", "Planned")
+            book_dir = Path(page.locator("#open-path textarea").input_value())
+            pages = len(load_plan(book_dir / "plan.json").pages)
+            assert pages >= 3
+            page.get_by_role("tab", name="2 · Plan").click()
+            expect(page.locator("#pages-table")).to_contain_text("to paint")
+            shots.take("plan")
+
+            # 2. paint every page
+            page.get_by_role("tab", name="3 · Paint").click()
+            started = time.perf_counter()
+            page.locator("#paint").click()
+            wait_for(page, "#progress", "Done")
+            expect(page.locator("#pictures img")).to_have_count(pages)
+            shots.take("painted")
+            before = pdf_picture_pixels(book_dir.with_suffix(".pdf"))
+            keys_before = {p.number: p.key for p in load_manifest(book_dir).pages}
+
+            # 3. page 2: a new prompt, painted again
+            page.get_by_role("tab", name="4 · Fix a page").click()
+            page.locator('#fix-page [data-testid="2-radio-label"]').click()
+            prompt = page.locator("#fix-prompt textarea")
+            expect(prompt).not_to_have_value("")
+            prompt.fill("a red lighthouse on a rock under a starry night sky")
+            shots.take("page-2-new-prompt")
+            page.locator("#fix-repaint").click()
+            wait_for(page, "#status", "Page 2 painted again")
+            shots.take("page-2-repainted")
+
+            # 4. lay out the book and download the PDF
+            page.get_by_role("tab", name="5 · Book").click()
+            page.locator("#make-pdf").click()
+            expect(page.locator("#preview img")).to_have_count(pages + 2, timeout=WAIT_MS)
+            with page.expect_download() as download_info:
+                page.locator("#pdf-file a[download]").click()
+            downloaded = tmp_path / "downloaded.pdf"
+            download_info.value.save_as(downloaded)
+            seconds = time.perf_counter() - started
+            shots.take("book-preview")
+            browser.close()
+    finally:
+        studio.close()
+
+    COPIES.mkdir(parents=True, exist_ok=True)
+    for shot in (tmp_path / "shots").glob("*.png"):
+        shutil.copy(shot, COPIES / shot.name)
+    (COPIES / "timing.txt").write_text(
+        f"paint -> download: {seconds:.1f} s for {pages} pages (tiny models)\n"
+    )
+    print(f"paint -> download: {seconds:.1f} s for {pages} pages")
+
+    assert not outside, f"the page asked for something outside 127.0.0.1: {outside}"
+    after = pdf_picture_pixels(downloaded)
+    assert len(after) == len(before) == pages + 2  # cover, title page, the story pages
+    story_before, story_after = before[2:], after[2:]
+    assert story_after[1] != story_before[1], "page 2's picture did not change"
+    assert [p for i, p in enumerate(story_after) if i != 1] == [
+        p for i, p in enumerate(story_before) if i != 1
+    ]
+    manifest = load_manifest(book_dir)
+    assert manifest.page(2).prompt == "a red lighthouse on a rock under a starry night sky"
+    assert manifest.page(2).key != keys_before[2]
+    assert all(manifest.page(n).key == keys_before[n] for n in keys_before if n != 2)
