@@ -185,3 +185,19 @@ def test_pages_showing_several_characters_place_them_side_by_side(tmp_path):
     assert page_regions(plan, page)[0] == (0.1, 0.2, 0.4, 0.9)
     with pytest.raises(ValueError, match="left < right"):
         Region(left=0.5, top=0, right=0.5, bottom=1)
+
+
+def test_evaluate_reports_each_characters_likeness_to_its_portrait(adapter_book, tiny_clip, tmp_path):
+    import shutil
+
+    from fairytale.evaluation import evaluate_book
+
+    plan_path, _, result = adapter_book
+    folder = tmp_path / "copy"
+    shutil.copytree(plan_path.parent, folder)
+    book = folder / result.book_dir.name
+    shutil.copyfile(book / "references" / "zoe.png", book / "pages" / "page-01.png")  # page 1 shows Zoë alone
+    scores = {p.number: p.portrait for p in evaluate_book(book, clip_model=str(tiny_clip)).pages}
+    assert set(scores[1]) == {"zoe"} and set(scores[2]) == {"dad"} and set(scores[4]) == {"zoe", "dad"}
+    assert scores[1]["zoe"] == pytest.approx(100.0, abs=1e-3)  # her portrait itself
+    assert scores[3]["zoe"] < 100.0
