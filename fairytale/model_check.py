@@ -153,7 +153,11 @@ def ensure(needs: Iterable[Need], console: Console | None = None) -> None:
     if missing and registry.hub_reachable():
         for need in missing:
             if console is not None:
-                status = console.status(f"Downloading the {need.role} model ({_label(need).split(': ', 1)[1]})…")
+                from rich.markup import escape
+
+                # The id may be the user's own (ROLE=HUB_ID, a folder): never markup.
+                label = escape(_label(need).split(": ", 1)[1])
+                status = console.status(f"Downloading the {need.role} model ({label})…")
             else:
                 import contextlib
 
