@@ -93,6 +93,38 @@ def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_
     assert "CompVis/stable-diffusion-safety-checker" in text and "`fairytale models pull safety_checker`" in text
 
 
+def one_error_line(result) -> str:
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    return lines[0]
+
+
+def test_a_missing_story_is_said_before_the_missing_models(hf_cache, tmp_path):
+    line = one_error_line(CliRunner().invoke(app, ["plan", str(tmp_path / "nowhere.txt"), "-o", str(tmp_path / "p.json")]))
+    assert "Story file not found" in line and "nowhere.txt" in line
+    (tmp_path / "empty.txt").write_text("  \n")
+    line = one_error_line(CliRunner().invoke(app, ["plan", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "p.json")]))
+    assert "is empty" in line
+
+
+def test_a_missing_book_folder_is_said_before_the_missing_clip_model(hf_cache, tmp_path):
+    line = one_error_line(CliRunner().invoke(app, ["evaluate", str(tmp_path / "nowhere")]))
+    assert "Book folder not found" in line
+
+
+@pytest.mark.parametrize("data", ["missing", "empty"])
+def test_missing_or_empty_training_data_is_said_before_the_missing_base_model(hf_cache, tmp_path, data):
+    folder = tmp_path / "pics"
+    if data == "empty":
+        folder.mkdir()
+    result = CliRunner().invoke(
+        app, ["train", "character", "--data", str(folder), "--token", "<pip>", "-o", str(tmp_path / "pip.safetensors")]
+    )
+    line = one_error_line(result)
+    assert ("Training data folder not found" if data == "missing" else "No training pictures") in line
+
+
 @pytest.mark.parametrize("hub", ["refuses", "never answers"])
 def test_an_unreachable_hub_is_said_at_once_not_after_minutes(hub, story_path, tmp_path):
     # Not offline, but nothing useful at HF_ENDPOINT: one short probe, then the one line (the
@@ -134,6 +166,8 @@ def test_cache_only_mode_ends_with_the_command(monkeypatch):
         raise SystemExit(0)
 
     monkeypatch.setattr("fairytale.model_check.ensure", check_then_stop)
-    CliRunner().invoke(app, ["evaluate", "."])
+    monkeypatch.setattr("fairytale.evaluation.check_book", lambda *args: None)  # no book needed
+    result = CliRunner().invoke(app, ["evaluate", "."])
+    assert result.exit_code == 0, result.output  # the check ran
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
     assert registry._cache_kwargs() == {}
