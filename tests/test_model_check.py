@@ -160,9 +160,16 @@ def test_cache_only_mode_ends_with_the_command(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(registry, "_reachable", None)
 
+    from transformers.utils import hub as transformers_hub
+
+    # transformers fixes its offline mode when it is first imported: as if that import came
+    # inside the command, after the check set the hub offline.
+    monkeypatch.setattr(transformers_hub, "_is_offline_mode", False)
+
     def check_then_stop(*args, **kwargs):
         registry.use_cache_only()
         assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+        transformers_hub._is_offline_mode = constants.HF_HUB_OFFLINE
         raise SystemExit(0)
 
     monkeypatch.setattr("fairytale.model_check.ensure", check_then_stop)
@@ -171,3 +178,4 @@ def test_cache_only_mode_ends_with_the_command(monkeypatch):
     assert result.exit_code == 0, result.output  # the check ran
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
     assert registry._cache_kwargs() == {}
+    assert transformers_hub.is_offline_mode() is False  # the user's own from_pretrained may reach the hub
