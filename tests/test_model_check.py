@@ -80,6 +80,13 @@ def test_every_missing_model_is_named_together(hf_cache, story_path, tmp_path):
         assert model in text
 
 
+def test_book_names_a_missing_model_once_not_again_for_its_tokenizer(hf_cache, story_path, tmp_path):
+    result = CliRunner().invoke(app, ["book", str(story_path), "-o", str(tmp_path / "b.pdf")])
+    line = one_error_line(result)
+    assert line.count("sd14:") == 1 and "(its tokenizer)" not in line, line
+    assert "`fairytale models pull" in line and "sd14" in line.split("models pull", 1)[1]
+
+
 def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_path):
     # The SD 2.1-style model ships no safety checker: the standalone one is needed, and missing.
     from tests.render_support import make_plan, write_plan
