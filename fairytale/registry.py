@@ -142,7 +142,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             role="upscaler",
-            # Not among the withdrawn SD 2.x repos: huggingface/notebooks#622 (merged Mar 2026)
+            # Not among the withdrawn SD 2.x repos: huggingface/notebooks#622 (merged 2026-04-27)
             # still loads it from stabilityai. No mirror is listed because none could be verified.
             default="stabilityai/stable-diffusion-x4-upscaler",
             provenance="stabilityai repo, still used by huggingface/notebooks (Mar 2026); no verified mirror",
