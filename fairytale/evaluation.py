@@ -23,10 +23,14 @@ import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairytale import registry
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_write_text, check_output_path
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.manifest import Manifest
 
 EVALUATION_FILE = "evaluation.json"
 
@@ -69,6 +73,26 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
+def check_book(book_dir: Path | str, batch_size: int = 16) -> Manifest:
+    """The manifest of the book a render wrote into ``book_dir``, after the cheap checks
+    :func:`evaluate_book` makes before CLIP runs (the folder, ``batch_size``, a writable
+    ``evaluation.json``, every page's picture present); a :class:`FairytaleError` otherwise.
+    The CLI calls it before the up-front model check, so a mistyped folder is said first."""
+    from fairytale.render.manifest import load_manifest
+
+    book_dir = Path(book_dir)
+    if not book_dir.is_dir():
+        raise FairytaleError(f"Book folder not found: {book_dir} (the folder a render wrote beside its PDF)")
+    if batch_size < 1:
+        raise FairytaleError(f"--batch-size must be at least 1, not {batch_size}")
+    check_output_path(book_dir / EVALUATION_FILE)  # the scores are saved there: fail before CLIP runs
+    manifest = load_manifest(book_dir)
+    for page in manifest.pages:
+        if page.safety != "placeholder" and not (book_dir / page.image).is_file():
+            raise FairytaleError(f"Picture of page {page.number} is missing: {book_dir / page.image}; render the book again")
+    return manifest
+
+
 def evaluate_book(
     book_dir: Path | str, *, clip_model: str | None = None, device: str | None = None, batch_size: int = 16
 ) -> Evaluation:
@@ -77,21 +101,12 @@ def evaluate_book(
 
     from fairytale.images import open_rgb
     from fairytale.plan import load_plan
-    from fairytale.render.manifest import load_manifest
 
     # 1. what the render made
     book_dir = Path(book_dir)
-    if not book_dir.is_dir():
-        raise FairytaleError(f"Book folder not found: {book_dir} (the folder a render wrote beside its PDF)")
-    if batch_size < 1:
-        raise FairytaleError(f"--batch-size must be at least 1, not {batch_size}")
-    check_output_path(book_dir / EVALUATION_FILE)  # the scores are saved there: fail before CLIP runs
-    manifest = load_manifest(book_dir)
+    manifest = check_book(book_dir, batch_size)
     pages = [p for p in manifest.pages if p.safety != "placeholder"]
     skipped = [p.number for p in manifest.pages if p.safety == "placeholder"]
-    for page in pages:
-        if not (book_dir / page.image).is_file():
-            raise FairytaleError(f"Picture of page {page.number} is missing: {book_dir / page.image}; render the book again")
     names: dict[str, str] = {}
     if (book_dir / "plan.json").is_file():
         names = {c.id: c.name for c in load_plan(book_dir / "plan.json").characters}

@@ -107,16 +107,26 @@ def can_create_files_in(folder: Path) -> bool:
 
 def new_file_mode() -> int:
     """The mode a new file of this process gets: ``0666`` less the umask."""
+    return 0o666 & ~_umask()
+
+
+def new_folder_mode() -> int:
+    """The mode a new folder of this process gets: ``0777`` less the umask (for a folder made by
+    ``tempfile.mkdtemp``, always ``0700``, that becomes a user's output)."""
+    return 0o777 & ~_umask()
+
+
+def _umask() -> int:
     try:  # Linux ≥ 4.7 reports the umask without changing it
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
+                    return int(line.split()[1], 8)
     except (OSError, ValueError):
         pass
     mask = os.umask(0o022)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
 def _process_running(pid: int) -> bool:

@@ -45,6 +45,17 @@ def open_picture(path: Path | str, *, what: str = "picture", max_pixels: int = M
     Raises :class:`FairytaleError` naming the file (and ``what`` it is for) if it is missing,
     not a picture in one of :data:`FORMATS`, larger than ``max_pixels``, or damaged.
     """
+    return _checked(path, what, max_pixels, decode=True)  # type: ignore[return-value]
+
+
+def picture_size(path: Path | str, *, what: str = "picture", max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """``(width, height)`` of the picture at ``path``, read from its header only, with the same
+    checks as :func:`open_picture` except the full decode (for a size, where decoding a page
+    picture only to measure it would cost as much as printing it)."""
+    return _checked(path, what, max_pixels, decode=False)  # type: ignore[return-value]
+
+
+def _checked(path: Path | str, what: str, max_pixels: int, *, decode: bool) -> Image.Image | tuple[int, int]:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
@@ -74,6 +85,8 @@ def open_picture(path: Path | str, *, what: str = "picture", max_pixels: int = M
                 raise FairytaleError(f"Cannot read {path} as a {what}: it has no pixels ({width}×{height})")
             if width * height > max_pixels:
                 raise _too_big(path, what, (width, height), max_pixels)
+            if not decode:
+                return width, height
             try:
                 opened.load()
             except Image.DecompressionBombError:

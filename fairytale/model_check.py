@@ -164,11 +164,19 @@ def ensure(needs: Iterable[Need], console: Console | None = None) -> None:
     from fairytale import registry
 
     unique = list(dict.fromkeys(needs))
+    # A component (`plan`'s tokenizer) of a model that is needed whole anyway (`book` renders
+    # with it) is checked, and named, with the whole model.
+    whole = {(need.role, need.ref, need.device) for need in unique if need.only is None}
+    unique = [need for need in unique if need.only is None or (need.role, need.ref, need.device) not in whole]
     missing = [need for need in unique if not registry.is_cached(need.role, need.ref, need.device, need.only)]
     if missing and registry.hub_reachable():
         for need in missing:
             if console is not None:
-                status = console.status(f"Downloading the {need.role} model ({_label(need).split(': ', 1)[1]})…")
+                from rich.markup import escape
+
+                # The id may be the user's own (ROLE=HUB_ID, a folder): never markup.
+                label = escape(_label(need).split(": ", 1)[1])
+                status = console.status(f"Downloading the {need.role} model ({label})…")
             else:
                 import contextlib
 

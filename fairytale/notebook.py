@@ -169,22 +169,34 @@ def preview_token(
 def plan_tables(plan: Any) -> tuple[Any, Any]:
     """Two rich tables to review a plan before painting: its characters, and its pages."""
     from rich.table import Table
+    from rich.text import Text
 
     characters = Table(title="Characters", show_lines=True)
     for column in ("id", "name", "kind", "main", "pages", "description (what the prompts draw)"):
         characters.add_column(column)
     for character in plan.characters:
         on = [str(p.number) for p in plan.pages if character.id in p.characters]
+        # Every cell is the user's text (names, prompts may hold "[red scarf]"): Text, never markup.
         characters.add_row(
-            character.id, character.name, character.kind or "", "yes" if character.main else "",
-            ", ".join(on), character.token or character.description or "",
+            *map(
+                Text,
+                (
+                    character.id, character.name, character.kind or "", "yes" if character.main else "",
+                    ", ".join(on), character.token or character.description or "",
+                ),
+            )
         )
     pages = Table(title="Pages", show_lines=True)
     for column in ("page", "characters", "setting", "time", "mood", "prompt", "seed"):
         pages.add_column(column)
     for page in plan.pages:
         pages.add_row(
-            str(page.number), ", ".join(page.characters), page.setting or "", page.time_of_day or "",
-            page.mood or "", page.prompt, str(page.seed),
+            *map(
+                Text,
+                (
+                    str(page.number), ", ".join(page.characters), page.setting or "", page.time_of_day or "",
+                    page.mood or "", page.prompt, str(page.seed),
+                ),
+            )
         )
     return characters, pages

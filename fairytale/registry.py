@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             role="upscaler",
-            # Not among the withdrawn SD 2.x repos: huggingface/notebooks#622 (merged Mar 2026)
+            # Not among the withdrawn SD 2.x repos: huggingface/notebooks#622 (merged 2026-04-27)
             # still loads it from stabilityai. No mirror is listed because none could be verified.
             default="stabilityai/stable-diffusion-x4-upscaler",
             provenance="stabilityai repo, still used by huggingface/notebooks (Mar 2026); no verified mirror",
@@ -356,6 +357,18 @@ def use_cache_only() -> None:
     # one) must not either: offline mode, for this process and the ones it starts.
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
+    _set_transformers_offline(True)
+
+
+def _set_transformers_offline(offline: bool) -> None:
+    # transformers (4.x) reads the offline flag once, when it is first imported, into
+    # `transformers.utils.hub._is_offline_mode`: imported inside a cache-only command, it would
+    # stay offline for the rest of the process (a notebook user's own `from_pretrained`). Set it
+    # with the hub's flag, only where it is already imported and has that attribute (later
+    # versions read the flag afresh on each call).
+    hub = sys.modules.get("transformers.utils.hub")
+    if hub is not None and hasattr(hub, "_is_offline_mode"):
+        hub._is_offline_mode = offline
 
 
 def end_cache_only() -> None:
@@ -371,6 +384,7 @@ def end_cache_only() -> None:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = _user_offline_env
+        _set_transformers_offline(_user_offline)
     _cache_only = False
     _reachable = None
 

@@ -38,8 +38,10 @@ from fairytale.render.settings import RenderSettings
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from fairytale.publish import PublishResult
     from fairytale.render import RenderResult
     from fairytale.render.illustrator import Illustrator
+    from fairytale.render.previews import PreviewCallback
 
 PLAN_NAME = "plan.json"
 STORY_NAME = "story.txt"
@@ -49,8 +51,16 @@ MAX_PICTURE_BYTES = 20 * 1024 * 1024
 PICTURE_FORMATS = {"PNG", "JPEG", "WEBP"}
 #: How many pictures "four candidates" paints.
 CANDIDATES = 4
+#: A live preview every this many denoising steps (when previews are shown).
+PREVIEW_EVERY = 5
+#: What the studio tells a person about drafts and finals.
+DRAFT_NOTE = (
+    "A draft is a quick picture to look at first. Its final is a new painting from the same seed, "
+    "not an enlargement of the draft, so details can change."
+)
 
-PageStatus = Literal["painted", "to paint", "locked"]
+#: "draft": the page has a quick draft picture and no final one yet (see :mod:`fairytale.render.drafts`)
+PageStatus = Literal["painted", "draft", "to paint", "locked"]
 
 
 class PaintingStopped(FairytaleError):
@@ -238,14 +248,28 @@ class PageView:
 
 
 class _Keys:
-    """Cache keys of a book's pages, computed the way ``render_book`` computes them."""
+    """Cache keys of a book's pages, computed the way ``render_book`` computes them (drafts
+    included: a page without a final picture may have a draft, keyed apart)."""
 
     def __init__(self, book: Book, settings: RenderSettings) -> None:
-        from fairytale.render import get_backend
+        from fairytale.render import drafts, get_backend
         from fairytale.render.page_store import PageStore
 
         self.book, self.plan = book, book.plan()
-        self.backend = get_backend(settings.backend)(settings)
+        self.backend = get_backend(settings.backend)(settings.with_(draft=False))
+        self.drafting = settings.draft
+        # what drafts are painted with and how their keys are marked (as render_book does)
+        self.painter = get_backend(settings.backend)(
+            drafts.draft_settings(settings.with_(draft=True), self.backend.family)
+        )
+        try:
+            self.draft_mark: str | None = drafts.lora_fingerprint(
+                drafts.lora_source(settings, self.backend.family)
+            )
+        except FairytaleError:
+            if settings.draft:
+                raise  # painting drafts needs the LoRA: say so now, in one line
+            self.draft_mark = None  # no LoRA here: no draft can be in the cache either
         self.store = PageStore(book.folder)
         self.hashes = {}
         for entry in self.plan.embeddings:
@@ -263,11 +287,31 @@ class _Keys:
         used = {t: h for t, h in self.hashes.items() if t in request.prompt or t in request.negative_prompt}
         return self.backend.picture_key(request, used)
 
+    def draft(self, request: Any) -> tuple[Any, str]:
+        """The draft request of ``request`` and its cache key."""
+        from fairytale.render.book import _as_draft
+
+        if self.draft_mark is None:
+            raise FairytaleError("Drafts need the LCM-LoRA, which is not available here")
+        used = {t: h for t, h in self.hashes.items() if t in request.prompt or t in request.negative_prompt}
+        drafted = _as_draft(request, self.draft_mark)
+        return drafted, self.painter.picture_key(drafted, used)
+
     def view(self, page: Page) -> PageView:
         kept = self.store.get(page.picture) if page.locked and page.picture else None
         key = kept.key if kept else self.key(self.request(page))
         found = kept or self.store.get(key)
-        status: PageStatus = "locked" if page.locked and found else ("painted" if found else "to paint")
+        drafted = False
+        if not found and self.draft_mark is not None:
+            _, draft_key = self.draft(self.request(page))
+            found = self.store.get(draft_key)
+            if found:
+                key, drafted = draft_key, True
+        status: PageStatus = (
+            "locked"
+            if page.locked and found
+            else ("draft" if drafted else "painted" if found else "to paint")
+        )
         return PageView(
             page.number,
             page.text,
@@ -288,8 +332,10 @@ def page_views(book: Book, settings: RenderSettings) -> list[PageView]:
 
 
 def pages_to_paint(book: Book, settings: RenderSettings) -> list[int]:
-    """Numbers of the pages that painting would paint now (their picture is not in the cache)."""
-    return [view.number for view in page_views(book, settings) if view.status == "to paint"]
+    """Numbers of the pages that painting would paint now: those with no picture in the cache,
+    and, painting finals, those with only a draft."""
+    due: tuple[str, ...] = ("to paint",) if settings.draft else ("to paint", "draft")
+    return [view.number for view in page_views(book, settings) if view.status in due]
 
 
 def save_page(
@@ -419,7 +465,10 @@ class IllustratorPool:
             if self._loaded is None:
                 self._loaded = (identity, load_illustrator(settings))
             self._users += 1
-            return self._loaded[1]
+            illustrator = self._loaded[1]
+            # a preview decoder left by an earlier action would call that action's callback
+            illustrator.previews = None
+            return illustrator
 
     def _give_back(self) -> None:
         with self._lock:
@@ -535,6 +584,10 @@ class StudioProgress(RenderProgress):
         return self.stage_text
 
 
+def _settings(options: StudioOptions, draft: bool) -> RenderSettings:
+    return options.settings.with_(draft=True) if draft else options.settings
+
+
 def paint_book(
     book: Book,
     options: StudioOptions,
@@ -543,26 +596,38 @@ def paint_book(
     pages: list[int] | None = None,
     seed: int | None = None,
     progress: RenderProgress | None = None,
+    draft: bool = False,
+    on_preview: PreviewCallback | None = None,
+    preview_every: int = PREVIEW_EVERY,
 ) -> RenderResult:
     """Paint every page not in the cache (or, with ``pages``, those pages with new seeds),
     skipping locked pages, and write the PDF beside the book folder. Raises
     :class:`~fairytale.book_lock.BookBusyError` when another job paints the book and
-    :class:`PaintingStopped` when stopped."""
+    :class:`PaintingStopped` when stopped.
+
+    ``draft`` paints the missing pages as quick drafts; painting later without it paints the
+    drafted pages again at full quality (new paintings from the same seeds) and keeps every
+    other picture. ``on_preview`` receives a live preview of the pages being painted every
+    ``preview_every`` steps (None: no previews, nothing extra loaded).
+    """
     from fairytale.render import render_book
 
-    if pages is None and not pool.loaded and not pages_to_paint(book, options.settings):
+    settings = _settings(options, draft)
+    if pages is None and not pool.loaded and not pages_to_paint(book, settings):
         # every picture is cached: lay out the book without loading a model
-        result = render_book(book.plan_file, book.pdf, options.settings, progress=progress or False)
+        result = render_book(book.plan_file, book.pdf, settings, progress=progress or False)
     else:
-        with pool.borrow(options.settings) as illustrator:
+        with pool.borrow(settings) as illustrator:
             result = render_book(
                 book.plan_file,
                 book.pdf,
-                options.settings,
+                settings,
                 pages=pages,
                 seed=seed,
                 illustrator=illustrator,
                 progress=progress or False,
+                on_preview=on_preview,
+                preview_every=preview_every,
             )
     remember_book(book)
     return result
@@ -577,15 +642,28 @@ def repaint_page(
     prompt: str | None = None,
     new_seed: bool = False,
     progress: RenderProgress | None = None,
+    draft: bool = False,
+    on_preview: PreviewCallback | None = None,
+    preview_every: int = PREVIEW_EVERY,
 ) -> RenderResult:
     """Fix one page: with ``prompt``, save it and paint the page from it; with ``new_seed``,
-    paint it with a new seed. A locked page is refused. The PDF is written again."""
+    paint it with a new seed (``draft``: as a draft). A locked page is refused. The PDF is
+    written again."""
     plan = book.plan()
     if book.page(plan, number).locked:
         raise PageLockedError(f"Page {number} is locked: unlock it to paint it again")
     if prompt is not None:
         save_page(book, number, prompt=prompt)
-    return paint_book(book, options, pool, pages=[number] if new_seed else None, progress=progress)
+    return paint_book(
+        book,
+        options,
+        pool,
+        pages=[number] if new_seed else None,
+        progress=progress,
+        draft=draft,
+        on_preview=on_preview,
+        preview_every=preview_every,
+    )
 
 
 # -- candidates, locks and earlier pictures ---------------------------------------------------
@@ -613,32 +691,43 @@ def candidate_seeds(seed: int, count: int = CANDIDATES) -> list[int]:
 
 
 def paint_candidates(
-    book: Book, number: int, options: StudioOptions, pool: IllustratorPool, *, count: int = CANDIDATES
+    book: Book,
+    number: int,
+    options: StudioOptions,
+    pool: IllustratorPool,
+    *,
+    count: int = CANDIDATES,
+    draft: bool = False,
 ) -> list[Candidate]:
     """Paint ``count`` pictures of page ``number`` with new seeds (each safety-checked and kept
-    in the cache); :func:`choose_candidate` makes one the page's picture."""
+    in the cache); :func:`choose_candidate` makes one the page's picture. ``draft``: quick
+    draft candidates (a final candidate already in the cache is shown instead of its draft)."""
     from fairytale.render.painting import PageJob, paint_pages
     from fairytale.render.progress import QuietProgress
 
-    keys = _Keys(book, options.settings)
+    settings = _settings(options, draft)
+    keys = _Keys(book, settings)
     page = book.page(keys.plan, number)
     if page.locked:
         raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
     jobs = []
     for seed in candidate_seeds(page.seed, count):
         request = keys.request(page, seed)
-        jobs.append(PageJob(request, keys.key(request)))
+        key = keys.key(request)
+        if draft and keys.store.get(key) is None:
+            request, key = keys.draft(request)
+        jobs.append(PageJob(request, key))
     missing = [job for job in jobs if keys.store.get(job.key) is None]
     if missing:
-        with book_lock(book.folder), pool.borrow(options.settings) as illustrator:
-            illustrator.configure(keys.backend)
-            batch = options.settings.batch_size or illustrator.device_plan.batch_size
+        with book_lock(book.folder), pool.borrow(settings) as illustrator:
+            illustrator.configure(keys.painter if draft else keys.backend)
+            batch = settings.batch_size or illustrator.device_plan.batch_size
             paint_pages(
                 illustrator,
                 missing,
                 keys.store,
                 batch_size=batch,
-                max_repaints=options.settings.max_repaints,
+                max_repaints=settings.max_repaints,
                 progress=QuietProgress(),
             )
     candidates = []
@@ -887,3 +976,25 @@ def book_pdf(book: Book, options: StudioOptions, pool: IllustratorPool) -> Path:
 def _stale(book: Book) -> bool:
     """Whether the plan changed after the PDF was written (text or layout edits need a new PDF)."""
     return book.plan_file.stat().st_mtime_ns > book.pdf.stat().st_mtime_ns
+
+
+def export_book(
+    book: Book,
+    formats: Sequence[str] = ("epub",),
+    *,
+    preset: str | None = None,
+    paper: str | None = None,
+    spine_width: float | None = None,
+) -> PublishResult:
+    """Write the book's EPUB (and, with ``preset``, the print-on-demand interior, cover and
+    preflight report) beside the book folder through :func:`fairytale.publish.publish_book`,
+    from the pictures of the last paint: nothing is painted again. The plan's text as it is
+    now is used, so an edited text reaches the EPUB without painting."""
+    from fairytale.publish import PublishOptions, publish_book
+
+    if not (book.folder / "manifest.json").is_file():
+        raise FairytaleError("The book has no pictures yet: paint it first")
+    options = PublishOptions(
+        formats=tuple(formats), preset=preset or None, paper=paper, spine_width=spine_width
+    )
+    return publish_book(book.folder, options)

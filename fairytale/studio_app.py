@@ -11,6 +11,7 @@ other file.
 'http://127.0.0.1:50123/'
 """
 
+import functools
 import os
 import socket
 import sys
@@ -22,7 +23,9 @@ from typing import Any
 
 from fairytale.errors import FairytaleError
 from fairytale.files import ensure_dir
+from fairytale.publish.presets import PRESETS
 from fairytale.studio_actions import (
+    DRAFT_NOTE,
     Book,
     IllustratorPool,
     StudioOptions,
@@ -31,6 +34,7 @@ from fairytale.studio_actions import (
     choose_candidate,
     create_book,
     earlier_pictures,
+    export_book,
     lock_page,
     open_book,
     page_views,
@@ -113,7 +117,10 @@ def _book(path: str | None) -> Book:
 
 def _pictures(book: Book, session: StudioSession) -> list[tuple[str, str]]:
     return [
-        (str(v.picture), f"page {v.number}{' · locked' if v.locked else ''}")
+        (
+            str(v.picture),
+            f"page {v.number}{' · locked' if v.locked else ''}{' · draft' if v.status == 'draft' else ''}",
+        )
         for v in page_views(book, session.options.settings)
         if v.picture
     ]
@@ -124,6 +131,98 @@ def _table(book: Book, session: StudioSession) -> list[list[Any]]:
         [v.number, v.status, ", ".join(v.characters), v.prompt]
         for v in page_views(book, session.options.settings)
     ]
+
+
+def _preview_picture(preview: Any) -> Any:
+    """The pages of a live preview side by side, as one picture."""
+    from PIL import Image
+
+    width = sum(image.width for image in preview.images)
+    height = max(image.height for image in preview.images)
+    strip = Image.new("RGB", (width, height), "white")
+    x = 0
+    for image in preview.images:
+        strip.paste(image, (x, 0))
+        x += image.width
+    return strip
+
+
+def _pages(numbers: list[int], one: str, many: str) -> str:
+    """'Page 2 is' / 'Pages 2, 3 are'."""
+    listed = ", ".join(map(str, numbers))
+    return f"Page {listed} {one}" if len(numbers) == 1 else f"Pages {listed} {many}"
+
+
+def _painted_message(result: Any) -> str:
+    """What a paint did, drafts and finals included."""
+    text = f"Done: {len(result.painted)} painted, {len(result.reused)} kept · {result.seconds:.1f} s · PDF written"
+    if result.redrawn_drafts:
+        text += "\n\n" + _pages(result.redrawn_drafts, "was a draft and is", "were drafts and are")
+        text += " now painted in full (new paintings from the same seeds)."
+    if result.drafts:
+        text += "\n\n" + _pages(result.drafts, "is a draft", "are drafts")
+        text += f" ({result.draft_note}). Paint the book without Draft for the finals. {DRAFT_NOTE}"
+    return text
+
+
+def stream_painting(
+    gr: Any,
+    session: StudioSession,
+    path: str,
+    work: Callable[[Book, StudioProgress, Any], Any],
+    previews: bool,
+) -> Any:
+    """Run ``work(book, progress, on_preview)`` in a thread and stream to the page, about once a
+    second: the progress line, the pictures, the page table (at the end) and the live preview.
+
+    With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
+    otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
+    """
+    book = _book(path)
+    job = StudioProgress()
+    if session.jobs.get(book.folder):
+        raise FairytaleError("This book is being painted already; wait for it or press Stop")
+    session.jobs[book.folder] = job
+    outcome: dict[str, Any] = {}
+    latest: dict[str, Any] = {}  # the newest preview: the painting thread writes, this one reads
+
+    def keep(preview: Any) -> None:
+        latest["preview"] = preview
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(book, job, keep if previews else None)
+        except BaseException as exc:  # shown in the page below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
+    thread.start()
+    shown = None
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1.0)  # wake up once a second to show progress
+            newest = latest.get("preview")
+            picture = gr.update()
+            if newest is not None and newest is not shown:
+                shown = newest
+                listed = ", ".join(map(str, newest.pages))
+                picture = gr.update(
+                    value=_preview_picture(newest),
+                    label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
+                    visible=True,
+                )
+            yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
+    finally:
+        session.jobs.pop(book.folder, None)
+    done_preview = gr.update(value=None, visible=False)  # the real pictures are in the gallery now
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, FairytaleError):
+            yield str(error), _pictures(book, session), _table(book, session), done_preview
+            return
+        raise error
+    result = outcome["result"]
+    yield _painted_message(result), _pictures(book, session), _table(book, session), done_preview
 
 
 def _errors(gr: Any, handler: Callable) -> Callable:
@@ -224,7 +323,23 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 with gr.Row():
                     paint = gr.Button("Paint the book", variant="primary", elem_id="paint")
                     stop = gr.Button("Stop", elem_id="stop")
+                with gr.Row():
+                    paint_draft = gr.Checkbox(
+                        label="Draft: quick pictures to look at first", elem_id="paint-draft"
+                    )
+                    show_previews = gr.Checkbox(
+                        label="Show previews while a page is painted", elem_id="show-previews"
+                    )
+                gr.Markdown(DRAFT_NOTE + " Painting without Draft later repaints only the drafted pages.")
                 progress = gr.Markdown("", elem_id="progress")
+                live_preview = gr.Image(
+                    label="Live preview",
+                    type="pil",
+                    interactive=False,
+                    height=300,
+                    visible=False,
+                    elem_id="live-preview",
+                )
                 pictures = gr.Gallery(label="Pictures", columns=4, elem_id="pictures")
 
             # 4. fixing a page
@@ -236,6 +351,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                             label="Picture now", type="filepath", interactive=False, height=360
                         )
                         fix_locked = gr.Checkbox(label="Locked (nothing repaints it)", elem_id="fix-lock")
+                        fix_draft = gr.Checkbox(
+                            label="Draft: paint quick drafts (a final is a new painting, not an enlargement)",
+                            elem_id="fix-draft",
+                        )
                     with gr.Column():
                         fix_prompt = gr.Textbox(label="Prompt", lines=4, elem_id="fix-prompt")
                         fix_repaint = gr.Button(
@@ -257,6 +376,17 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             with gr.Tab("5 · Book", id="book"):
                 make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
                 pdf_file = gr.File(label="The PDF", elem_id="pdf-file")
+                with gr.Row():
+                    export_preset = gr.Dropdown(
+                        label="Print on demand (adds an interior, a wraparound cover and a preflight report)",
+                        choices=[("none", ""), *[(p.label, p.name) for p in PRESETS.values()]],
+                        value="",
+                        elem_id="export-preset",
+                    )
+                    make_epub = gr.Button("Make the EPUB", elem_id="make-epub")
+                export_files = gr.File(
+                    label="EPUB and print files", file_count="multiple", elem_id="export-files"
+                )
                 preview = gr.Gallery(label="Pages as they will print", columns=2, elem_id="preview")
 
         # -- handlers ----------------------------------------------------------------------
@@ -408,48 +538,22 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             [status, pages_table],
         )
 
-        def run_painting(path: str, work: Callable[[Book, StudioProgress], Any]) -> Any:
-            """Run ``work`` in a thread and stream its progress and pictures to the page."""
-            book = _book(path)
-            job = StudioProgress()
-            if session.jobs.get(book.folder):
-                raise FairytaleError("This book is being painted already; wait for it or press Stop")
-            session.jobs[book.folder] = job
-            outcome: dict[str, Any] = {}
+        run_painting = functools.partial(stream_painting, gr, session)
 
-            def target() -> None:
-                try:
-                    outcome["result"] = work(book, job)
-                except BaseException as exc:  # shown in the page below
-                    outcome["error"] = exc
-
-            thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
-            thread.start()
-            try:
-                while thread.is_alive():
-                    thread.join(timeout=1.0)  # wake up once a second to show progress
-                    yield job.describe() or "Loading the model…", _pictures(book, session), gr.update()
-            finally:
-                session.jobs.pop(book.folder, None)
-            error = outcome.get("error")
-            if error is not None:
-                if isinstance(error, FairytaleError):
-                    yield str(error), _pictures(book, session), _table(book, session)
-                    return
-                raise error
-            result = outcome["result"]
-            yield (
-                f"Done: {len(result.painted)} painted, {len(result.reused)} kept · {result.seconds:.1f} s · PDF written",
-                _pictures(book, session),
-                _table(book, session),
-            )
-
-        def paint_all(path: str) -> Any:
+        def paint_all(path: str, draft: bool, previews: bool) -> Any:
             yield from run_painting(
-                path, lambda book, job: paint_book(book, session.options, session.pool, progress=job)
+                path,
+                lambda book, job, on_preview: paint_book(
+                    book, session.options, session.pool, progress=job, draft=draft, on_preview=on_preview
+                ),
+                previews,
             )
 
-        paint.click(_errors(gr, paint_all), [book_state], [progress, pictures, pages_table])
+        paint.click(
+            _errors(gr, paint_all),
+            [book_state, paint_draft, show_previews],
+            [progress, pictures, pages_table, live_preview],
+        )
 
         def stop_painting(path: str | None) -> str:
             job = session.jobs.get(_book(path).folder) if path else None
@@ -481,40 +585,52 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         fixed_outputs = [status, *fix_outputs, pictures, pages_table]
 
-        def repaint_with_prompt(path: str, number: str, prompt: str) -> list[Any]:
+        def as_draft(draft: bool) -> str:
+            return " as a draft" if draft else ""
+
+        def repaint_with_prompt(path: str, number: str, prompt: str, draft: bool) -> list[Any]:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            repaint_page(book, int(number), session.options, session.pool, prompt=prompt)
-            return after_fix(book, number, f"Page {number} painted again from its prompt")
+            repaint_page(book, int(number), session.options, session.pool, prompt=prompt, draft=draft)
+            return after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
 
-        fix_repaint.click(_errors(gr, repaint_with_prompt), [book_state, fix_page, fix_prompt], fixed_outputs)
+        fix_repaint.click(
+            _errors(gr, repaint_with_prompt), [book_state, fix_page, fix_prompt, fix_draft], fixed_outputs
+        )
 
-        def repaint_new_seed(path: str, number: str) -> list[Any]:
+        def repaint_new_seed(path: str, number: str, draft: bool) -> list[Any]:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            result = repaint_page(book, int(number), session.options, session.pool, new_seed=True)
+            result = repaint_page(
+                book, int(number), session.options, session.pool, new_seed=True, draft=draft
+            )
             return after_fix(
-                book, number, f"Page {number} painted again with seed {result.new_seeds.get(int(number))}"
+                book,
+                number,
+                f"Page {number} painted again with seed {result.new_seeds.get(int(number))}{as_draft(draft)}",
             )
 
-        fix_seed.click(_errors(gr, repaint_new_seed), [book_state, fix_page], fixed_outputs)
+        fix_seed.click(_errors(gr, repaint_new_seed), [book_state, fix_page, fix_draft], fixed_outputs)
 
         candidate_seeds = gr.State([])
 
-        def four(path: str, number: str) -> list[Any]:
+        def four(path: str, number: str, draft: bool) -> list[Any]:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            found = [c for c in paint_candidates(book, int(number), session.options, session.pool) if c.image]
+            painted = paint_candidates(book, int(number), session.options, session.pool, draft=draft)
+            found = [c for c in painted if c.image]
             return [
                 [(str(c.image), f"seed {c.seed}") for c in found],
                 [c.seed for c in found],
-                "Click the candidate to use",
+                "Click the candidate to use" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
             ]
 
-        fix_candidates.click(_errors(gr, four), [book_state, fix_page], [candidates, candidate_seeds, status])
+        fix_candidates.click(
+            _errors(gr, four), [book_state, fix_page, fix_draft], [candidates, candidate_seeds, status]
+        )
 
         def pick(path: str, number: str, seeds: list[int], evt: gr.SelectData) -> list[Any]:
             book = _book(path)
@@ -553,6 +669,17 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 
         make_pdf.click(_errors(gr, lay_out), [book_state], [pdf_file, preview, status])
+
+        def publish(path: str, preset: str | None) -> list[Any]:
+            book = _book(path)
+            result = export_book(book, preset=preset or None)
+            files = [str(p) for p in result.files.values()]
+            message = "Written from the painted pictures: " + ", ".join(Path(f).name for f in files)
+            if result.preflight and result.preflight.errors:
+                message += f" · preflight found {len(result.preflight.errors)} problems (see the report)"
+            return [files, message]
+
+        make_epub.click(_errors(gr, publish), [book_state, export_preset], [export_files, status])
     return app
 
 

@@ -49,7 +49,7 @@ from rich.progress import (
 )
 
 from fairytale.errors import FairytaleError
-from fairytale.files import atomic_path, atomic_write_text, ensure_dir, sha256_file
+from fairytale.files import atomic_path, atomic_write_text, ensure_dir, new_folder_mode, sha256_file
 from scraping.discovery import title_from_url
 from scraping.manifest import Manifest
 from scraping.pages import PageRule, classify, is_cover, iter_pages, page_count, square_crop
@@ -337,6 +337,8 @@ def _staging(out: Path, overwrite: bool) -> Iterator[Path]:
         yield staging
         if not existed:
             os.replace(staging, out)
+            # mkdtemp makes 0700 folders whatever the umask: the dataset gets a new folder's mode.
+            os.chmod(out, new_folder_mode())
             return
         old = [out / name for name in OUR_ENTRIES if (out / name).exists() or (out / name).is_symlink()]
         old += [entry for entry in out.iterdir() if entry.name.startswith(STAGING_PREFIX) and entry != staging]

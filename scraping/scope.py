@@ -18,6 +18,7 @@ import contextlib
 import functools
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from fairytale.errors import FairytaleError
@@ -27,10 +28,15 @@ class OffSite(FairytaleError):
     """A URL or a redirect leads somewhere this crawl may not go; nothing was sent there."""
 
 
-def address_kind(host: str) -> str | None:
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Looks a host name up: its addresses, or none when it does not resolve.
+Resolver = Callable[[str], tuple[Address, ...]]
+
+
+def address_kind(host: str, resolve: Resolver | None = None) -> str | None:
     """``"loopback"``, ``"link-local"`` or ``"private"`` when ``host`` is (or resolves to) such an
     address, ``None`` for a public one or a name that does not resolve (the request then fails
-    on its own).
+    on its own). ``resolve`` looks names up (default: the system resolver, cached).
 
     >>> address_kind("127.0.0.1"), address_kind("169.254.169.254"), address_kind("10.1.2.3")
     ('loopback', 'link-local', 'private')
@@ -43,7 +49,7 @@ def address_kind(host: str) -> str | None:
     try:
         addresses = [ipaddress.ip_address(host)]
     except ValueError:
-        addresses = _resolve(host)
+        addresses = (resolve or _resolve)(host)
     kinds = {_kind(address) for address in addresses} - {None}
     # A name with several addresses is as local as its most local one.
     for kind in ("loopback", "link-local", "private"):
@@ -52,7 +58,7 @@ def address_kind(host: str) -> str | None:
     return None
 
 
-def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+def _kind(address: Address) -> str | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_loopback:
@@ -65,7 +71,7 @@ def _kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _resolve(host: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+def _resolve(host: str) -> tuple[Address, ...]:
     # Numeric forms such as "2130706433" or "0x7f.1" resolve without any DNS query.
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
@@ -99,12 +105,14 @@ class SiteScope:
     Links may point anywhere on the web (PDFs live on a CDN), but never at a loopback,
     link-local or private address unless the site itself is on one of that kind. Redirects are
     stricter: a hop must stay on the book site or on a host the site links its PDFs from
-    (:meth:`add_pdf_host`).
+    (:meth:`add_pdf_host`). ``resolve`` looks host names up (default: the system resolver;
+    tests pass their own, so that no name is looked up outside the machine).
     """
 
-    def __init__(self, site_url: str) -> None:
+    def __init__(self, site_url: str, resolve: Resolver | None = None) -> None:
+        self.resolve = resolve or _resolve
         self.site = host_key(site_url)
-        self.site_kind = address_kind(urlsplit(site_url).hostname or "")
+        self.site_kind = address_kind(urlsplit(site_url).hostname or "", self.resolve)
         self.pdf_hosts: set[str] = set()
 
     def add_pdf_host(self, url: str) -> None:
@@ -116,7 +124,7 @@ class SiteScope:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise OffSite(f"not an http(s) URL: {url}")
-        kind = address_kind(parts.hostname)
+        kind = address_kind(parts.hostname, self.resolve)
         if kind is not None and kind != self.site_kind:
             raise OffSite(f"refusing {parts.hostname}: a {kind} address (the book site is not on one)")
 

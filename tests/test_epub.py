@@ -178,6 +178,16 @@ def test_export_command_makes_the_epub_and_refuses_bad_input(tmp_path):
     assert not (tmp_path / "zoe.epub").exists()
 
 
+@pytest.mark.parametrize("options", [["--format", "epub"], ["--preset", "kdp"]])
+def test_export_names_paths_with_brackets_exactly(tmp_path, options):
+    folder = tmp_path / "odd [/] [bold]books"
+    book = fake_book(folder, make_plan(2))
+    result = CliRunner().invoke(app, ["export", str(book), *options])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert str(folder) in " ".join(result.stderr.split())
+
+
 def test_a_plan_that_no_longer_matches_the_pictures_is_refused(tmp_path):
     book = fake_book(tmp_path, make_plan(2))
     save_plan(make_plan(3), book / "plan.json")

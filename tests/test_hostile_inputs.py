@@ -324,3 +324,15 @@ def test_umask_is_respected_for_a_new_book(tmp_path, tiny_sd):
         os.umask(old)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "new" / "z.pdf").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("options", [["--format", "epub"], ["--preset", "kdp"], ["--format", "pdf"]])
+def test_export_refuses_a_page_picture_that_is_a_bomb_in_one_line(tmp_path, options):
+    from tests.publish_support import fake_book
+
+    book = fake_book(tmp_path, make_plan(2))
+    (book / "pages" / "page-01.png").write_bytes(bomb_png())
+    before = snapshot(tmp_path)
+    result = run("export", book, *options)
+    assert_one_line(result, "page-01.png", "too large")
+    assert snapshot(tmp_path) == before

@@ -138,3 +138,15 @@ def test_models_pull_takes_a_hub_id_of_the_users_choice(hub, tiny_qa):
     pulled = hub.run("models", "pull", "qa=someone/my-qa")
     assert pulled.returncode == 0, pulled.stderr
     assert hub.cached("qa", ref="someone/my-qa") and not hub.cached("qa")
+
+
+def test_a_model_id_with_brackets_is_named_exactly_and_an_empty_one_is_refused(hub):
+    # Rich would read "[/]" in the status line as a closing tag and crash.
+    odd = hub.run("models", "pull", "qa=[/]x", offline=True)
+    assert odd.returncode != 0 and "Traceback" not in odd.stderr, odd.stderr
+    assert odd.stderr.startswith("Error:") and "[/]x" in oneline(odd.stderr)
+    # An empty id is no model: it would be read as the current folder and "pulled".
+    empty = hub.run("models", "pull", "qa=", offline=True)
+    assert empty.returncode != 0 and "✓" not in empty.stderr, empty.stderr
+    lines = [line for line in empty.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "No model id after qa=" in lines[0], empty.stderr

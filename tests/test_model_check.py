@@ -80,6 +80,13 @@ def test_every_missing_model_is_named_together(hf_cache, story_path, tmp_path):
         assert model in text
 
 
+def test_book_names_a_missing_model_once_not_again_for_its_tokenizer(hf_cache, story_path, tmp_path):
+    result = CliRunner().invoke(app, ["book", str(story_path), "-o", str(tmp_path / "b.pdf")])
+    line = one_error_line(result)
+    assert line.count("sd14:") == 1 and "(its tokenizer)" not in line, line
+    assert "`fairytale models pull" in line and "sd14" in line.split("models pull", 1)[1]
+
+
 def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_path):
     # The SD 2.1-style model ships no safety checker: the standalone one is needed, and missing.
     from tests.render_support import make_plan, write_plan
@@ -91,6 +98,38 @@ def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     text = " ".join(result.output.split())
     assert "CompVis/stable-diffusion-safety-checker" in text and "`fairytale models pull safety_checker`" in text
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    return lines[0]
+
+
+def test_a_missing_story_is_said_before_the_missing_models(hf_cache, tmp_path):
+    line = one_error_line(CliRunner().invoke(app, ["plan", str(tmp_path / "nowhere.txt"), "-o", str(tmp_path / "p.json")]))
+    assert "Story file not found" in line and "nowhere.txt" in line
+    (tmp_path / "empty.txt").write_text("  \n")
+    line = one_error_line(CliRunner().invoke(app, ["plan", str(tmp_path / "empty.txt"), "-o", str(tmp_path / "p.json")]))
+    assert "is empty" in line
+
+
+def test_a_missing_book_folder_is_said_before_the_missing_clip_model(hf_cache, tmp_path):
+    line = one_error_line(CliRunner().invoke(app, ["evaluate", str(tmp_path / "nowhere")]))
+    assert "Book folder not found" in line
+
+
+@pytest.mark.parametrize("data", ["missing", "empty"])
+def test_missing_or_empty_training_data_is_said_before_the_missing_base_model(hf_cache, tmp_path, data):
+    folder = tmp_path / "pics"
+    if data == "empty":
+        folder.mkdir()
+    result = CliRunner().invoke(
+        app, ["train", "character", "--data", str(folder), "--token", "<pip>", "-o", str(tmp_path / "pip.safetensors")]
+    )
+    line = one_error_line(result)
+    assert ("Training data folder not found" if data == "missing" else "No training pictures") in line
 
 
 @pytest.mark.parametrize("hub", ["refuses", "never answers"])
@@ -128,15 +167,25 @@ def test_cache_only_mode_ends_with_the_command(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(registry, "_reachable", None)
 
+    from transformers.utils import hub as transformers_hub
+
+    # transformers fixes its offline mode when it is first imported: as if that import came
+    # inside the command, after the check set the hub offline.
+    monkeypatch.setattr(transformers_hub, "_is_offline_mode", False)
+
     def check_then_stop(*args, **kwargs):
         registry.use_cache_only()
         assert constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "1"
+        transformers_hub._is_offline_mode = constants.HF_HUB_OFFLINE
         raise SystemExit(0)
 
     monkeypatch.setattr("fairytale.model_check.ensure", check_then_stop)
-    CliRunner().invoke(app, ["evaluate", "."])
+    monkeypatch.setattr("fairytale.evaluation.check_book", lambda *args: None)  # no book needed
+    result = CliRunner().invoke(app, ["evaluate", "."])
+    assert result.exit_code == 0, result.output  # the check ran
     assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
     assert registry._cache_kwargs() == {}
+    assert transformers_hub.is_offline_mode() is False  # the user's own from_pretrained may reach the hub
 
 
 def test_a_lora_role_is_checked_by_its_files(hf_cache, tmp_path):

@@ -13,6 +13,7 @@ from fairytale.notebook import (
     install_skipped,
     offer_download,
     pdf_page_images,
+    plan_tables,
     preview_token,
 )
 
@@ -80,3 +81,21 @@ def test_preview_prompts_must_use_the_token(tmp_path):
     with pytest.raises(FairytaleError, match="at least one prompt"):
         preview_token(embedding, [], tmp_path / "p")
     assert not (tmp_path / "p").exists()
+
+
+def test_plan_tables_show_brackets_as_they_are():
+    from rich.console import Console
+
+    from tests.render_support import make_plan
+
+    plan = make_plan(2)
+    plan.characters[0].name = "Zoe [the brave]"
+    plan.characters[0].description = "a girl in a [red scarf]"
+    plan.pages[0].setting = "the [bold] sea"
+    plan.pages[1].prompt = "odd [/] prompt"
+    console = Console(record=True, width=400)
+    for table in plan_tables(plan):
+        console.print(table)
+    text = console.export_text()
+    for shown in ("Zoe [the brave]", "a girl in a [red scarf]", "the [bold] sea", "odd [/] prompt"):
+        assert shown in text

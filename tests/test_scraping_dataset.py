@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -303,3 +304,12 @@ def test_build_progress_bar_counts_pages(pdf_dir, tmp_path):
     build_dataset(pdf_dir, tmp_path / "ds", dpi=36, size=512, show_progress=True,
                   console=Console(file=screen, force_terminal=True, width=120))
     assert "Pages" in screen.getvalue() and f"{3 * PAGES_PER_BOOK}/{3 * PAGES_PER_BOOK}" in screen.getvalue()
+
+
+def test_a_new_dataset_folder_gets_the_users_normal_permissions(pdf_dir, tmp_path):
+    old = os.umask(0o022)
+    try:
+        build_dataset(pdf_dir, tmp_path / "ds", dpi=72, validation_fraction=0)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ds").stat().st_mode) == 0o755

@@ -1,6 +1,7 @@
 """End to end in a real browser (Debian's headless chromium driven by Playwright) against a studio
-on the tiny models: paste a story → plan → paint → change page 2's prompt and paint it again →
-download the PDF. The downloaded PDF's page-2 picture is the new one, the others are unchanged.
+on the tiny models: paste a story → plan → paint drafts → paint the finals → change page 2's
+prompt and paint it again → download the PDF, make the EPUB. The downloaded PDF's page-2 picture
+is the new one, the others are unchanged.
 
 Every step is photographed (``SHOTS`` in the test's folder, copied to /tmp/studio-shots), and
 the browser may talk to the studio only: any request elsewhere fails the test.
@@ -52,7 +53,7 @@ def wait_for(page, selector: str, text: str) -> None:
 
 
 def test_paste_plan_paint_fix_page_two_and_download(
-    tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path, monkeypatch
+    tiny_sd, tiny_ner, tiny_qa, tiny_nli, tiny_models, tmp_path, monkeypatch
 ):
     chromium = require_browser()
     from playwright.sync_api import expect, sync_playwright
@@ -62,7 +63,7 @@ def test_paste_plan_paint_fix_page_two_and_download(
     for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
         monkeypatch.setenv(name, "")  # put back after the test
     options = StudioOptions(
-        settings=tiny_settings(tiny_sd, steps=2),
+        settings=tiny_settings(tiny_sd, steps=2, draft_lora=str(tiny_models("lcm_lora"))),
         ner_model=str(tiny_ner),
         qa_model=str(tiny_qa),
         nli_model=str(tiny_nli),
@@ -101,12 +102,21 @@ def test_paste_plan_paint_fix_page_two_and_download(
             expect(page.locator("#pages-table")).to_contain_text("to paint")
             shots.take("plan")
 
-            # 2. paint every page
+            # 2. paint every page as a draft, then the finals (which repaint the drafts)
             page.get_by_role("tab", name="3 · Paint").click()
             started = time.perf_counter()
+            page.locator("#paint-draft input").check()
             page.locator("#paint").click()
-            wait_for(page, "#progress", "Done")
+            wait_for(page, "#progress", "Paint the book without Draft")
+            expect(page.locator("#progress")).to_contain_text("not an enlargement")
             expect(page.locator("#pictures img")).to_have_count(pages)
+            assert all(p.draft for p in load_manifest(book_dir).pages)
+            shots.take("drafts")
+            page.locator("#paint-draft input").uncheck()
+            page.locator("#paint").click()
+            wait_for(page, "#progress", "now painted in full")
+            expect(page.locator("#pictures img")).to_have_count(pages)
+            assert not any(p.draft for p in load_manifest(book_dir).pages)
             shots.take("painted")
             before = pdf_picture_pixels(book_dir.with_suffix(".pdf"))
             keys_before = {p.number: p.key for p in load_manifest(book_dir).pages}
@@ -132,6 +142,13 @@ def test_paste_plan_paint_fix_page_two_and_download(
             download_info.value.save_as(downloaded)
             seconds = time.perf_counter() - started
             shots.take("book-preview")
+
+            # 5. the EPUB beside the PDF, from the painted pictures
+            page.locator("#make-epub").click()
+            wait_for(page, "#status", "Written from the painted pictures")
+            expect(page.locator("#export-files")).to_contain_text(".epub")
+            assert book_dir.with_suffix(".epub").is_file()
+            shots.take("epub")
             browser.close()
     finally:
         studio.close()

@@ -146,7 +146,7 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path, tiny_sd, pictures):
 @pytest.mark.parametrize(
     ("flag", "expected"), [([], None), (["--fuse-accumulation"], True), (["--no-fuse-accumulation"], False)]
 )
-def test_fusing_micro_batches_is_the_users_choice(tmp_path, pictures, monkeypatch, flag, expected):
+def test_fusing_micro_batches_is_the_users_choice(tmp_path, tiny_sd, pictures, monkeypatch, flag, expected):
     import training
 
     seen = []
@@ -156,5 +156,6 @@ def test_fusing_micro_batches_is_the_users_choice(tmp_path, pictures, monkeypatc
         raise FairytaleError("stop here")
 
     monkeypatch.setattr(training, "train", fake_train)
-    run("character", "--data", str(pictures), "--token", "<c>", "-o", str(tmp_path / "c.safetensors"), *flag)
+    run("character", "--data", str(pictures), "--token", "<c>", "--model", str(tiny_sd),
+        "-o", str(tmp_path / "c.safetensors"), *flag)  # fmt: skip
     assert seen == [expected]

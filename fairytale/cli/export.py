@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.app import plain, stderr, user_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.publish import PublishOptions, PublishResult
@@ -90,15 +90,16 @@ def print_publish_summary(result: PublishResult) -> None:
     console = stderr()
     names = {"epub": "EPUB", "pdf": "PDF", "interior": "Interior", "cover": "Cover", "preflight": "Preflight"}
     for key, path in result.files.items():
-        console.print(f"[bold]{names.get(key, key)}[/] {path}", highlight=False)
+        console.print(f"[bold]{plain(names.get(key, key))}[/] {plain(path)}", highlight=False)
     if result.preflight:
         colours = {"ok": "green", "warning": "yellow", "error": "bold red"}
         for item in result.preflight.items:
             console.print(
-                f"  [{colours[item.level]}]{item.level:7}[/] {item.check}: {item.detail}", highlight=False
+                f"  [{colours[item.level]}]{item.level:7}[/] {plain(item.check)}: {plain(item.detail)}",
+                highlight=False,
             )
     for warning in result.warnings:
-        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {plain(warning)}", highlight=False)
 
 
 @user_errors

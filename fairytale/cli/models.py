@@ -55,12 +55,18 @@ def pull_models(
     unknown = [role for role, _ in wanted if role not in registry.MODELS]
     if unknown:
         raise FairytaleError(f"Unknown model role(s) {', '.join(unknown)}; known: {', '.join(registry.MODELS)}")
+    # `qa=` would otherwise be read as the current folder, a "local copy" that is no model.
+    empty = [role for role, ref in wanted if ref is not None and not ref.strip()]
+    if empty:
+        raise FairytaleError(
+            f"No model id after {', '.join(f'{role}=' for role in empty)}: give ROLE=HUB_ID or ROLE=FOLDER, or just ROLE"
+        )
     console = stderr()
     for role, ref in wanted:
         spec = registry.MODELS[role]
         # A role with a lighter CPU model needs both: the full one for GPUs, the CPU one.
         for device in ("cuda", "cpu") if spec.cpu_default and ref is None else (None,):
-            with console.status(f"Downloading the {role} model ({ref or spec.default_for(device)})…"):
+            with console.status(f"Downloading the {role} model ({escape(ref or spec.default_for(device))})…"):
                 pulled = registry.pull(role, ref, device=device)
             for note in pulled.notes:
                 console.print(f"[yellow]![/] {escape(note)}", highlight=False)

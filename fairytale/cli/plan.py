@@ -48,10 +48,15 @@ def plan_command(
     from fairytale.files import check_output_path
     from fairytale.plan import save_plan
     from fairytale.planner import PlanStats, plan_story
+    from fairytale.story import read_story
 
     if backend not in registry.BACKENDS:
         raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
     _refuse_overwriting_the_story(story, output)
+    # A missing or unreadable story is said before the models are checked (which may mean
+    # minutes of downloads, or a missing-model line that hides the real mistake); the read is
+    # bounded, and the planner reads the file again.
+    read_story(story, title=title)
     check_output_path(output, overwrite=force)
     console = stderr()
     from fairytale.model_check import ensure, plan_needs

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from fairytale.cli.app import stderr, user_errors
-from fairytale.cli.render import Backend, Device, LowVram, Model, Steps
+from fairytale.cli.render import Backend, Device, DraftLora, DraftSteps, LowVram, Model, Steps
 
 
 @user_errors
@@ -46,6 +46,15 @@ def studio(
     nli_model: Annotated[
         str | None, typer.Option("--nli-model", help="NLI model: hub id or local folder.")
     ] = None,
+    draft_steps: DraftSteps = 4,
+    draft_lora: DraftLora = None,
+    preview_model: Annotated[
+        str | None,
+        typer.Option(
+            "--preview-model",
+            help="Tiny autoencoder for live previews (Show previews): hub id or local folder.",
+        ),
+    ] = None,
     idle_minutes: Annotated[
         float, typer.Option("--idle-minutes", help="Free the loaded model after this many idle minutes.")
     ] = 10.0,
@@ -61,7 +70,16 @@ def studio(
     from fairytale.studio_app import launch_studio
 
     console = stderr()
-    settings = RenderSettings(backend=backend, model=model, steps=steps, device=device, low_vram=low_vram)
+    settings = RenderSettings(
+        backend=backend,
+        model=model,
+        steps=steps,
+        device=device,
+        low_vram=low_vram,
+        draft_steps=draft_steps,
+        draft_lora=draft_lora,
+        preview_model=preview_model,
+    )
     options = StudioOptions(settings=settings, ner_model=ner_model, qa_model=qa_model, nli_model=nli_model)
     if share:
         console.print(

@@ -232,7 +232,10 @@ def _command(kind: str, summary: str):
         )
         console = stderr()
         from fairytale.model_check import ensure, train_needs
+        from training.data import find_training_images
 
+        # A missing or empty --data is said before the base model is checked (or fetched).
+        find_training_images(data)
         ensure(train_needs(backend.value, model, safety_model, validation_prompt is not None), console)
         result = train(config, console=console)
         if result.written:  # the main process of a multi-GPU run

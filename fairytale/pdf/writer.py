@@ -163,10 +163,10 @@ def plan_story_layouts(
 
 
 def _picture_aspect(path: Path) -> float:
-    from PIL import Image
+    from fairytale.images import picture_size
 
-    with Image.open(path) as image:  # reads the header only
-        return image.width / image.height
+    width, height = picture_size(path, what="page picture")  # reads the header only
+    return width / height
 
 
 @contextlib.contextmanager

@@ -36,10 +36,11 @@ class CoverReport:
 
 def _soft_colour(picture: Path) -> tuple[float, float, float]:
     """The cover picture's mean colour, lightened so dark text on it stays readable."""
-    from PIL import Image, ImageStat
+    from PIL import ImageStat
 
-    with Image.open(picture) as image:
-        mean = ImageStat.Stat(image.convert("RGB").resize((32, 32))).mean
+    from fairytale.images import open_rgb
+
+    mean = ImageStat.Stat(open_rgb(picture, what="cover picture").resize((32, 32))).mean
     return tuple(0.75 + 0.25 * channel / 255 for channel in mean)  # type: ignore[return-value]
 
 

@@ -134,11 +134,10 @@ def _picture_file(source: Path, aspect: float | None, quality: int = 88) -> byte
     :data:`MAX_PICTURE_PX` on its longest side."""
     from PIL import Image
 
-    try:
-        with Image.open(source) as image:
-            picture = image.convert("RGB")
-    except OSError as exc:
-        raise FairytaleError(f"Cannot read the picture {source}: {exc}") from exc
+    from fairytale.images import open_rgb
+
+    # The book folder is the user's: a page picture may be anything (a bomb, a text file).
+    picture = open_rgb(source, what="page picture")
     if aspect:
         picture = picture.crop(_crop_box(picture.width, picture.height, aspect))
     if max(picture.size) > MAX_PICTURE_PX:
@@ -336,13 +335,10 @@ def _entry(name: str) -> zipfile.ZipInfo:
 
 
 def _picture_aspect(path: Path) -> float:
-    from PIL import Image
+    from fairytale.images import picture_size
 
-    try:
-        with Image.open(path) as image:
-            return image.width / image.height
-    except OSError as exc:
-        raise FairytaleError(f"Cannot read the picture {path}: {exc}") from exc
+    width, height = picture_size(path, what="page picture")
+    return width / height
 
 
 _CONTAINER = (
