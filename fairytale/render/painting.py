@@ -129,7 +129,7 @@ def paint_pages(
     """Paint every job, repainting flagged pictures, and store the results."""
     report = PaintReport()
     start = time.perf_counter()
-    keys = {job.request.page: job.key for job in jobs}
+    keys = {id(job.request): job.key for job in jobs}  # by request: several jobs may paint one page (studio candidates)
     progress.start_pages(len(jobs))
 
     def on_batch(batch: list[PaintRequest]) -> None:
@@ -146,7 +146,7 @@ def paint_pages(
             outcome = "placeholder" if done.picture is None else "passed" if done.attempts == 1 else "repainted"
             width, height = done.size
             stored = StoredPicture(
-                keys[request.page], request.seed, done.seed, done.attempts, outcome, round(done.seconds, 3), width, height
+                keys[id(request)], request.seed, done.seed, done.attempts, outcome, round(done.seconds, 3), width, height
             )
             report.stored[request.page] = store.put(stored, done.picture)
             message = None
