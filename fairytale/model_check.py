@@ -95,6 +95,8 @@ def render_needs(
     consistency: str | None = None,
     adapter_model: str | None = None,
     adapter_encoder: str | None = None,
+    drift_check: bool = False,
+    clip_model: str | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
     ships none, the x4 upscaler with ``--print``, the LCM-LoRA with ``--draft`` (for the
@@ -115,6 +117,8 @@ def render_needs(
         needs.append(Need(lora_role, draft_lora))
     if consistency and "adapter" in consistency_parts(consistency):
         needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
+    if drift_check:
+        needs.append(Need("clip", clip_model))
     return needs
 
 

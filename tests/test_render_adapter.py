@@ -201,3 +201,26 @@ def test_evaluate_reports_each_characters_likeness_to_its_portrait(adapter_book,
     assert set(scores[1]) == {"zoe"} and set(scores[2]) == {"dad"} and set(scores[4]) == {"zoe", "dad"}
     assert scores[1]["zoe"] == pytest.approx(100.0, abs=1e-3)  # her portrait itself
     assert scores[3]["zoe"] < 100.0
+
+
+def test_the_drift_check_repaints_a_page_below_the_threshold_and_records_it(
+    tiny_sd, tiny_safety_checker, tiny_clip, tmp_path
+):
+    """A threshold of 100 (a region exactly like its portrait) forces every page below it: each
+    is painted again once, the most alike picture is kept and every score is recorded."""
+    plan_path = write_plan(tmp_path, two_character_plan(2))
+    settings = tiny_settings(
+        tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker), drift_check=100.0,
+        max_drift_repaints=1, clip_model=str(tiny_clip),
+    )
+    result = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)
+    assert load_plan(plan_path).character("zoe").reference is not None  # the drift check needs portraits
+    manifest = load_manifest(result.book_dir)
+    for page in manifest.pages:
+        assert set(page.likeness) == set(page.characters) and page.drift_repaints == 1
+        assert all(0 <= v < 100 for v in page.likeness.values())
+    assert result.pictures_painted >= 4 and sum("drifted from its portrait" in w for w in result.warnings) == 2
+    plain = render_book(write_plan(tmp_path, two_character_plan(2), "p.json"), tmp_path / "p.pdf",
+                        settings.with_(drift_check=None), progress=False)
+    assert all(not p.likeness and not p.drift_repaints for p in load_manifest(plain.book_dir).pages)
+    assert load_plan(tmp_path / "p.json").character("zoe").reference is None  # off: no portraits painted

@@ -43,6 +43,9 @@ Consistency = Annotated[
 NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
 AdapterScale = Annotated[float, typer.Option("--adapter-scale", help="--consistency adapter: how strongly the portraits steer, 0 (not at all) to 1 (as trained).")]
 AdapterModel = Annotated[str | None, typer.Option("--adapter-model", help="IP-Adapter weights (hub id, or a local folder/file in the h94/IP-Adapter layout).")]
+DriftCheck = Annotated[float | None, typer.Option("--drift-check", help="Repaint a page whose character's likeness to its portrait (CLIP, 0-100) is below this; off by default (see the README on choosing one).")]
+MaxDriftRepaints = Annotated[int, typer.Option("--max-drift-repaints", help="--drift-check: repaints per page (apart from safety repaints).")]
+ClipModel = Annotated[str | None, typer.Option("--clip-model", help="--drift-check: CLIP model (hub id or local folder).")]
 AdapterEncoder = Annotated[str | None, typer.Option("--adapter-encoder", help="IP-Adapter's image encoder (hub id or local folder holding models/image_encoder).")]
 Steps = Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")]
 Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's: 7.5 for sd14/sd21, 10 for unclip).")]
@@ -135,6 +138,9 @@ def render(
     adapter_scale: AdapterScale = 0.6,
     adapter_model: AdapterModel = None,
     adapter_encoder: AdapterEncoder = None,
+    drift_check: DriftCheck = None,
+    max_drift_repaints: MaxDriftRepaints = 2,
+    clip_model: ClipModel = None,
     pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with, the same for each page listed (default: a new one for each).")] = None,
     steps: Steps = 25,
@@ -187,6 +193,7 @@ def render(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
@@ -196,6 +203,7 @@ def render(
         render_needs(
             backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+            clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
         ),
         stderr(),
     )
@@ -229,6 +237,9 @@ def book(
     adapter_scale: AdapterScale = 0.6,
     adapter_model: AdapterModel = None,
     adapter_encoder: AdapterEncoder = None,
+    drift_check: DriftCheck = None,
+    max_drift_repaints: MaxDriftRepaints = 2,
+    clip_model: ClipModel = None,
     steps: Steps = 25,
     guidance: Guidance = None,
     scheduler: Scheduler = "dpm++",
@@ -274,6 +285,7 @@ def book(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
@@ -290,6 +302,7 @@ def book(
         render_needs(
             backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+            clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
         )
         + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),
         console,

@@ -177,6 +177,7 @@ class _Job:
     draft_pages: set[int] = field(default_factory=set)
     draft_note: str | None = None
     redrawn: list[int] = field(default_factory=list)
+    likeness: dict[int, tuple[dict[str, float], int]] = field(default_factory=dict)  # --drift-check
 
 
 def render_book(
@@ -440,6 +441,8 @@ def _paint_missing(
         )
         job.warnings.extend(report.warnings)
         result.stored, result.pictures_painted, result.seconds = report.stored, report.pictures_painted, report.seconds
+        if job.settings.drift_check is not None:
+            _check_drift(job, illustrator, mine, store, result, reporter)
         result.unet_calls = illustrator.unet_calls - unet_before
     if team.size > 1:
         shares = team.gather((result.seconds, result.pictures_painted, result.unet_calls, job.warnings[warned_before:]))
@@ -449,6 +452,53 @@ def _paint_missing(
         job.warnings[warned_before:] = [w for share in shares for w in share[3]]
         result.stored.update({j.request.page: store.get(j.key) for j in jobs if j.request.page not in result.stored})
     return result
+
+
+def _check_drift(
+    job: _Job, illustrator: Illustrator, jobs: list[PageJob], store: PageStore, painted: _Painted, reporter: RenderProgress
+) -> None:
+    """Step 5, ``--drift-check``: score each painted page's characters against their portraits
+    and repaint a page below the threshold with its next drift seeds, keeping the most alike
+    picture (see :mod:`fairytale.render.drift`)."""
+    from dataclasses import replace
+
+    from fairytale.images import open_rgb
+    from fairytale.render.drift import DriftScorer
+    from fairytale.render.painting import illustrator_loop
+    from fairytale.render.seeds import derive_seed
+
+    reporter.stage("Checking each character against its portrait…")
+    scorer = DriftScorer(job.settings.clip_model, illustrator.device_plan.device)
+    threshold, budget = job.settings.drift_check, job.settings.max_drift_repaints
+    for page_job in jobs:
+        request, kept = page_job.request, painted.stored.get(page_job.request.page)
+        if kept is None or kept.image is None:
+            continue
+        page = job.plan.pages[request.page - 1]
+        picture = open_rgb(kept.image, what=f"picture of page {request.page}")
+        best = scorer.scores(picture, job.plan, page, job.plan_path)
+        repaints, attempts, better = 0, kept.attempts, None
+        while best and min(best.values()) < threshold and repaints < budget:
+            repaints += 1
+            again = request.with_seed(derive_seed("drift", request.seed, repaints))
+            loop = illustrator_loop(illustrator, [again], batch_size=1, max_repaints=job.settings.max_repaints)
+            [done] = [checked for finished in loop for checked in finished]
+            painted.pictures_painted += done.attempts
+            attempts += done.attempts
+            if done.picture is None:
+                continue
+            scores = scorer.scores(done.picture, job.plan, page, job.plan_path)
+            if min(scores.values()) > min(best.values()):
+                best, better = scores, done
+        if better is not None:
+            painted.stored[request.page] = store.put(replace(kept, seed=better.seed, attempts=attempts), better.picture)
+        if best:
+            job.likeness[request.page] = (best, repaints)
+        if repaints:
+            job.warnings.append(
+                f"page {request.page}: a character drifted from its portrait (below {threshold:g}); painted again "
+                f"{repaints} time{'s' if repaints > 1 else ''}, kept the most alike (lowest likeness {min(best.values()):.1f})"
+            )
 
 
 def _page_files(job: _Job, store: PageStore, stored: dict[int, StoredPicture]) -> dict[int, Path]:
@@ -554,6 +604,8 @@ def _write_manifest(
                 layout=pdf_report.layouts[page.number],
                 effective_dpi=pdf_report.effective_dpi[page.number],
                 draft=page.number in job.draft_pages,
+                likeness=job.likeness.get(page.number, ({}, 0))[0],
+                drift_repaints=job.likeness.get(page.number, ({}, 0))[1],
             )
         )
     manifest = Manifest(

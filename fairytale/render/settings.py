@@ -66,6 +66,9 @@ class RenderSettings:
     adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
     adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
     adapter_encoder: str | None = None  # its image encoder (registry role ip_adapter_image_encoder)
+    drift_check: float | None = None  # repaint a page whose character is less like its portrait than this (0-100); None: off
+    max_drift_repaints: int = 2  # drift repaints per page (apart from safety repaints)
+    clip_model: str | None = None  # CLIP for the drift check (registry role clip)
     draft: bool = False  # --draft: quick pictures (LCM-LoRA for SD 1.x, fewer steps otherwise); see render.drafts
     draft_steps: int = 4  # LCM steps of a draft (4-8 is the LCM-LoRA's range)
     draft_lora: str | None = None  # the LCM-LoRA: hub id or local folder (default: the registry's)
@@ -86,6 +89,8 @@ class RenderSettings:
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
             (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}, or tokens+adapter"),
             (0 <= self.adapter_scale <= 2, f"--adapter-scale must be between 0 and 2, not {self.adapter_scale}"),
+            (self.drift_check is None or 0 <= self.drift_check <= 100, f"--drift-check must be between 0 and 100, not {self.drift_check}"),
+            (0 <= self.max_drift_repaints <= 20, f"--max-drift-repaints must be between 0 and 20, not {self.max_drift_repaints}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
             (1 <= self.draft_steps <= 50, f"--draft-steps must be between 1 and 50, not {self.draft_steps}"),
             (self.scheduler != "lcm" or self.draft, "--scheduler lcm only works with the LCM-LoRA: use --draft"),

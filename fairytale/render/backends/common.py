@@ -167,8 +167,8 @@ class Backend:
         return set(consistency_parts(self.consistency(plan)))
 
     def needs_portraits(self, plan: BookPlan) -> bool:
-        """Whether the mode in force paints pages from the characters' reference portraits."""
-        return bool(self.modes(plan) & PORTRAIT_MODES)
+        """Whether the mode in force (or the drift check) needs the characters' reference portraits."""
+        return bool(self.modes(plan) & PORTRAIT_MODES) or self.settings.drift_check is not None
 
     def missing_references(self, plan: BookPlan) -> list[str]:
         """Ids of the main characters whose reference portrait must be painted before the pages
