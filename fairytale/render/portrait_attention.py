@@ -131,6 +131,11 @@ class PortraitAttnProcessor:
 
         batch, _, cells, _ = query.shape
         grid = grid_of(cells, self.state.aspect)
+        # Under model offload the UNet comes to the GPU only for its own call: follow the query.
+        portraits = portraits.to(query.device, query.dtype)
+        for layer in (self.to_k_ip, self.to_v_ip):
+            if layer.weight.device != query.device or layer.weight.dtype != query.dtype:
+                layer.to(query.device, query.dtype)
         regions = self.state.regions
         # rows: the unconditional half of guidance first, then the pages (as the pipeline stacks them)
         pages = len(regions) or batch
