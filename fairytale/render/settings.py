@@ -61,7 +61,7 @@ class RenderSettings:
     layout: str = "auto"
     dpi: int = 300
     jpeg_quality: int = 90
-    consistency: str | None = None  # seed | tokens | reference; None: the strongest the backend has
+    consistency: str | None = None  # seed | tokens | adapter | reference | tokens+adapter; None: the backend's default
     noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
     adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
     adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
