@@ -115,7 +115,8 @@ def render_needs(
     lora_role = drafts.LCM_LORAS.get(painter.family or "")
     if draft and lora_role:
         needs.append(Need(lora_role, draft_lora))
-    if consistency and "adapter" in consistency_parts(consistency):
+    painter_modes = get_backend(backend).consistency_modes
+    if consistency and "adapter" in consistency_parts(consistency) and "adapter" in painter_modes:
         needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
     if drift_check:
         needs.append(Need("clip", clip_model))

@@ -224,3 +224,18 @@ def test_the_drift_check_repaints_a_page_below_the_threshold_and_records_it(
                         settings.with_(drift_check=None), progress=False)
     assert all(not p.likeness and not p.drift_repaints for p in load_manifest(plain.book_dir).pages)
     assert load_plan(tmp_path / "p.json").character("zoe").reference is None  # off: no portraits painted
+
+
+def test_the_cli_says_adapter_is_not_for_sd2_before_checking_models(tiny_sd2, tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+
+    plan_path = write_plan(tmp_path, two_character_plan(2))
+    result = CliRunner().invoke(
+        app, ["render", str(plan_path), "-o", str(tmp_path / "b.pdf"), "--backend", "sd21", "--model", str(tiny_sd2),
+              "--consistency", "adapter", "--quiet"],
+    )
+    assert result.exit_code == 1
+    assert "cannot keep characters alike by 'adapter'" in result.output and "it offers: seed, tokens" in result.output
+    assert "Missing models" not in result.output and len(result.output.strip().splitlines()) == 1

@@ -197,7 +197,10 @@ def render(
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
-    load_plan(plan)
+    from fairytale.render import get_backend
+
+    # an impossible --consistency (adapter on SD 2.x, tokens without tokens) is one line, before models
+    get_backend(settings.backend)(settings).consistency(load_plan(plan))
     check_outputs(output)
     ensure(
         render_needs(
