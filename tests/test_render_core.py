@@ -128,3 +128,34 @@ def test_render_book_reads_as_numbered_steps():
     steps = [line.strip() for line in body.splitlines() if line.strip().startswith("# ") and line.strip()[2].isdigit()]
     assert [int(s[2 : s.index(".")]) for s in steps] == list(range(1, len(steps) + 1)) and len(steps) >= 8
     assert body.count("\n") < 60
+
+
+def test_unclip_through_the_hook_paints_what_a_plain_pipeline_call_paints(tiny_unclip, tiny_safety_checker, tmp_path):
+    """The unCLIP inputs added by the hook (image embedding, noise level) give each picture what
+    one plain ``StableUnCLIPImg2ImgPipeline`` call with that embedding paints."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fairytale.render import load_illustrator
+
+    portrait = tmp_path / "zoe.png"
+    Image.fromarray((np.random.default_rng(3).random((64, 64, 3)) * 255).astype("uint8")).save(portrait)
+    settings = tiny_settings(tiny_unclip, backend="unclip", steps=3, safety_model=str(tiny_safety_checker))
+    with load_illustrator(settings) as illustrator:
+        requests = [
+            PaintRequest(1, "a girl by the sea", "blurry", 21, (portrait,), {"noise_level": 100}),
+            PaintRequest(2, "a lighthouse", "blurry", 22, (), {"noise_level": 100}),
+        ]
+        ours = illustrator.paint(requests)
+        for request, picture in zip(requests, ours, strict=True):
+            embedding = illustrator.pipeline_inputs([request])["image_embeds"]
+            with torch.inference_mode():
+                plain = illustrator.pipe(
+                    prompt=request.prompt, negative_prompt=request.negative_prompt, image_embeds=embedding, noise_level=100,
+                    num_inference_steps=3, guidance_scale=10.0, width=picture.width, height=picture.height,
+                    generator=torch.Generator("cpu").manual_seed(request.seed),
+                ).images[0]
+            difference = np.abs(np.asarray(picture, dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max()
+            assert difference <= 1, (request.page, difference)
+        assert not np.array_equal(np.asarray(ours[0]), np.asarray(ours[1]))
