@@ -7,6 +7,10 @@ alike each character looks from page to page, measured with CLIP.
 * **CLIP-I** (per character on two or more pages): the mean over all pairs of those pages'
   pictures of ``100 · cos(image_a, image_b)`` (higher: more alike). It measures the whole
   picture, so shared backgrounds count too; compare books of the same story, not across stories.
+* **Portrait similarity** (per page and character that has a reference portrait):
+  ``100 · cos(region, portrait)`` between the CLIP embeddings of the character's region of the
+  page (the whole picture when it is the page's only character with a portrait; else its box from
+  the plan, side by side by default, as ``--consistency adapter`` placed it) and its portrait.
 
 Pictures and prompts go through CLIP in batches; pages whose picture is a safety placeholder
 are left out. The CLIP model comes from the registry (role ``clip``,
@@ -37,6 +41,7 @@ class PageScore:
     prompt: str
     characters: list[str]
     clip_t: float
+    portrait: dict[str, float] = field(default_factory=dict)  # character id → similarity to its portrait
 
 
 @dataclass
@@ -150,7 +155,10 @@ def evaluate_book(
             )
         )
 
-    # 5. save
+    # 5. similarity of each character's region to its reference portrait
+    _score_portraits(book_dir, manifest, pages, page_scores, model, processor, device, batch_size)
+
+    # 6. save
     evaluation = Evaluation(
         book_dir=str(book_dir),
         clip_model=registry.resolve("clip", clip_model).label,
@@ -163,3 +171,51 @@ def evaluate_book(
     )
     atomic_write_text(book_dir / EVALUATION_FILE, evaluation.to_json())
     return evaluation
+
+
+def _score_portraits(book_dir, manifest, pages, page_scores, model, processor, device, batch_size) -> None:  # noqa: ANN001
+    """Fill ``PageScore.portrait``: each shown character's region against its portrait."""
+    import torch
+
+    from fairytale.images import open_rgb
+    from fairytale.plan import load_plan, resolve_plan_path
+    from fairytale.render.backends.common import page_regions
+
+    plan_file = (book_dir / manifest.plan).resolve()
+    if not plan_file.is_file():
+        return
+    plan = load_plan(plan_file)
+    portraits = {
+        c.id: resolve_plan_path(plan_file, c.reference.image)
+        for c in plan.characters
+        if c.reference is not None and resolve_plan_path(plan_file, c.reference.image).is_file()
+    }
+    crops, portrait_ids = [], sorted(portraits)
+    for score, page in zip(page_scores, pages, strict=True):
+        if page.number > len(plan.pages):
+            continue
+        plan_page = plan.pages[page.number - 1]
+        ids = [c.id for c in plan.characters if c.reference is not None and c.id in plan_page.characters]
+        boxes = dict(zip(ids, page_regions(plan, plan_page), strict=True))
+        picture = open_rgb(book_dir / page.image, what=f"picture of page {page.number}")
+        for character in ids:
+            if character in portraits:
+                left, top, right, bottom = boxes[character]
+                w, h = picture.size
+                region = picture.crop((round(left * w), round(top * h), round(right * w), round(bottom * h)))
+                crops.append((score, character, region))
+    if not crops:
+        return
+
+    def features(pictures: list) -> torch.Tensor:
+        out = []
+        with torch.inference_mode():
+            for chunk in _batches(pictures, batch_size):
+                inputs = processor(images=chunk, return_tensors="pt").to(device)
+                out.append(model.get_image_features(**inputs))
+        return torch.nn.functional.normalize(torch.cat(out).float(), dim=-1)
+
+    reference = features([open_rgb(portraits[c], what=f"reference portrait of {c}") for c in portrait_ids])
+    regions = features([crop for _, _, crop in crops])
+    for (score, character, _), region in zip(crops, regions, strict=True):
+        score.portrait[character] = round(100 * float(region @ reference[portrait_ids.index(character)]), 3)

@@ -91,12 +91,20 @@ def render_needs(
     upscaler_model: str | None = None,
     draft: bool = False,
     draft_lora: str | None = None,
+    *,
+    consistency: str | None = None,
+    adapter_model: str | None = None,
+    adapter_encoder: str | None = None,
+    drift_check: bool = False,
+    clip_model: str | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
-    ships none, the x4 upscaler with ``--print``, and the LCM-LoRA with ``--draft`` (for the
-    families that have one)."""
+    ships none, the x4 upscaler with ``--print``, the LCM-LoRA with ``--draft`` (for the
+    families that have one), and IP-Adapter with its image encoder when ``--consistency`` uses
+    ``adapter``."""
     from fairytale.render import drafts
     from fairytale.render.backends import get_backend
+    from fairytale.render.settings import consistency_parts
 
     painter = get_backend(backend)
     needs = [Need(painter.role, model)]
@@ -107,6 +115,11 @@ def render_needs(
     lora_role = drafts.LCM_LORAS.get(painter.family or "")
     if draft and lora_role:
         needs.append(Need(lora_role, draft_lora))
+    painter_modes = get_backend(backend).consistency_modes
+    if consistency and "adapter" in consistency_parts(consistency) and "adapter" in painter_modes:
+        needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
+    if drift_check:
+        needs.append(Need("clip", clip_model))
     return needs
 
 

@@ -89,6 +89,24 @@ class Style(_Strict):
     negative_prompt: str = DEFAULT_NEGATIVE
 
 
+class Region(_Strict):
+    """A box in a picture, in fractions of its width and height (0 = left/top, 1 = right/bottom)."""
+
+    left: float = Field(ge=0, le=1)
+    top: float = Field(ge=0, le=1)
+    right: float = Field(ge=0, le=1)
+    bottom: float = Field(ge=0, le=1)
+
+    def box(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Region:
+        if not (self.left < self.right and self.top < self.bottom):
+            raise ValueError("a region needs left < right and top < bottom")
+        return self
+
+
 class Page(_Strict):
     """One page of the book: its text and what its picture shows."""
 
@@ -105,6 +123,11 @@ class Page(_Strict):
     layout: Layout | None = None
     alt_text: str | None = Field(
         default=None, description="The picture described for people who cannot see it; written from the plan when null."
+    )
+    regions: dict[str, Region] | None = Field(
+        default=None,
+        description="Where each character stands in the picture (--consistency adapter): character id → box in "
+        "fractions of the picture. Null: side by side, in the order the page lists them.",
     )
     locked: bool = Field(default=False, description="Keep this page's picture: no render or studio action repaints it.")
     picture: str | None = Field(
@@ -168,6 +191,9 @@ class BookPlan(_Strict):
             unknown = [c for c in page.characters if c not in known]
             if unknown:
                 raise ValueError(f"page {page.number} names unknown characters {unknown}")
+            elsewhere = sorted(set(page.regions or {}) - set(page.characters))
+            if elsewhere:
+                raise ValueError(f"page {page.number} has regions for characters it does not show: {elsewhere}")
         tokens = {embedding.token for embedding in self.embeddings}
         used = [self.style.token] + [c.token for c in self.characters]
         missing = sorted({t for t in used if t and t not in tokens})

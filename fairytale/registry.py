@@ -190,6 +190,26 @@ MODELS: dict[str, ModelSpec] = {
             licence="MIT",
             option="--preview-model",
         ),
+        ModelSpec(
+            role="ip_adapter_sd15",
+            provenance="Tencent AI Lab's IP-Adapter, published by its author (h94); no removal report",
+            default="h94/IP-Adapter",
+            files=("models/ip-adapter_sd15.safetensors",),
+            library="diffusers",
+            purpose="--consistency adapter (SD 1.x): pages conditioned on the characters' portraits",
+            licence="Apache-2.0",
+            option="--adapter-model",
+        ),
+        ModelSpec(
+            role="ip_adapter_image_encoder",
+            provenance="the OpenCLIP ViT-H/14 image encoder IP-Adapter SD 1.5 was trained with, in h94/IP-Adapter",
+            default="h94/IP-Adapter",
+            files=("models/image_encoder/config.json", "models/image_encoder/model.safetensors"),
+            library="transformers",
+            purpose="--consistency adapter: image embeddings of the portraits (CLIP ViT-H/14)",
+            licence="Apache-2.0 (repo); OpenCLIP ViT-H/14 weights MIT",
+            option="--adapter-encoder",
+        ),
     ]
 }
 

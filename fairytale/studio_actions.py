@@ -864,10 +864,9 @@ def use_earlier_picture(book: Book, number: int, key: str) -> BookPlan:
 def repaint_reference(book: Book, character_id: str, options: StudioOptions, pool: IllustratorPool) -> Path:
     """Paint the character's reference portrait again with a new seed (recorded in the plan)."""
     from fairytale.render.backends import PaintRequest
-    from fairytale.render.book import next_seed
+    from fairytale.render.painting import illustrator_loop
     from fairytale.render.references import portrait_prompt
-    from fairytale.render.safety import repaint_seed
-    from fairytale.render.unclip import reference_seed
+    from fairytale.render.seeds import next_seed, reference_seed
 
     plan = book.plan()
     character = _character(plan, character_id)
@@ -878,15 +877,15 @@ def repaint_reference(book: Book, character_id: str, options: StudioOptions, poo
         from fairytale.render import get_backend
 
         illustrator.configure(get_backend(options.settings.backend)(options.settings))
-        for attempt in range(options.settings.max_repaints + 1):
-            seed = repaint_seed(first, attempt) if attempt else first
-            [picture] = illustrator.paint([PaintRequest(0, prompt, plan.style.negative_prompt, seed)])
-            if not illustrator.safety.flagged([picture])[0]:
-                break
-        else:
+        # the paint-and-safety loop of pages (repaints with repaint_seed(first, attempt))
+        request = PaintRequest(0, prompt, plan.style.negative_prompt, first)
+        loop = illustrator_loop(illustrator, [request], batch_size=1, max_repaints=options.settings.max_repaints)
+        [done] = [checked for finished in loop for checked in finished]
+        if done.picture is None:
             raise FairytaleError(
                 f"Every portrait of {character.name} was flagged by the safety checker; change the description"
             )
+        picture, seed = done.picture, done.seed
         path = _reference_path(book, character.id)
         with atomic_path(path) as tmp:
             picture.save(tmp, "PNG")

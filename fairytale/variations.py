@@ -15,9 +15,9 @@ the source picture plus its variations, so one portrait becomes a learned token 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,10 +25,13 @@ from typing import TYPE_CHECKING, Any
 from fairytale import registry
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_path, atomic_write_text, check_output_folder, ensure_dir
+from fairytale.render.seeds import variation_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from PIL import Image
+
+    from fairytale.render.backends import PaintRequest
 
 DEFAULT_GUIDANCE = 3.0  # the model card's
 
@@ -42,12 +45,6 @@ class VariationResult:
     seeds: list[int]
     source_copy: Path | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def variation_seed(seed: int, index: int) -> int:
-    """The seed of variation ``index`` (0, 1, …) of a run with master ``seed``."""
-    digest = hashlib.sha256(f"fairytale-variation:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
 
 
 def clip_preprocess(image: Image.Image, size: int, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -92,8 +89,10 @@ def make_variations(
     :class:`FairytaleError` before anything is loaded or written."""
     import torch
 
+    from fairytale.render.backends import PaintRequest
     from fairytale.render.devices import plan_device
-    from fairytale.render.safety import SafetyChecker, repaint_seed
+    from fairytale.render.painting import paint_checked
+    from fairytale.render.safety import SafetyChecker
 
     # 1. check inputs
     image_path, output_dir = Path(image_path), Path(output_dir)
@@ -130,33 +129,30 @@ def make_variations(
     size = processor.crop_size["height"] if isinstance(processor.crop_size, dict) else int(processor.crop_size)
     pixels = clip_preprocess(picture, size, processor.image_mean, processor.image_std)
 
-    # 4. paint in batches (of the device's size), repainting flagged ones
-    seeds = [variation_seed(seed, i) for i in range(count)]
-    attempts = [0] * count
-    done: dict[int, Any] = {}
-    warnings: list[str] = []
-    pending = list(range(count))
-    batch = 1 if low_vram else max(1, device_plan.batch_size)
-    while pending:
-        chunk, pending = pending[:batch], pending[batch:]
-        generators = [torch.Generator("cpu").manual_seed(seeds[i]) for i in chunk]
+    # 4. paint in batches (of the device's size) through the paint-and-safety loop of pages
+    def paint(requests: Sequence[PaintRequest], on_step: Any = None) -> list[Image.Image]:
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
         with torch.inference_mode():
-            images = pipe(
-                image=pixels.repeat(len(chunk), 1, 1, 1).to(device_plan.device, device_plan.torch_dtype),
+            return pipe(
+                image=pixels.repeat(len(requests), 1, 1, 1).to(device_plan.device, device_plan.torch_dtype),
                 guidance_scale=guidance,
                 num_inference_steps=steps,
                 generator=generators,
                 output_type="pil",
             ).images
-        for index, image, flagged in zip(chunk, images, safety.flagged(images), strict=True):
-            if not flagged:
-                done[index] = image
-            elif attempts[index] < max_repaints:
-                attempts[index] += 1
-                seeds[index] = repaint_seed(variation_seed(seed, index), attempts[index])
-                pending.append(index)
-            else:
+
+    requests = [PaintRequest(i, "", "", variation_seed(seed, i)) for i in range(count)]
+    batch = 1 if low_vram else max(1, device_plan.batch_size)
+    done: dict[int, Any] = {}
+    seeds: dict[int, int] = {}
+    warnings: list[str] = []
+    for finished in paint_checked(paint, safety.flagged, requests, batch_size=batch, max_repaints=max_repaints):
+        for result in finished:
+            index = result.request.page
+            if result.picture is None:
                 warnings.append(f"variation {index + 1} was flagged by the safety checker every time; left out")
+            else:
+                done[index], seeds[index] = result.picture, result.seed
 
     # 5. write (each file atomically), the seeds last
     ensure_dir(output_dir)

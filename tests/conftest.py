@@ -106,6 +106,7 @@ tiny_unclip = _role_fixture("unclip")
 tiny_upscaler = _role_fixture("upscaler")
 tiny_safety_checker = _role_fixture("safety_checker")
 tiny_clip = _role_fixture("clip")
+tiny_ip_adapter = _role_fixture("ip_adapter")
 
 
 @pytest.fixture()

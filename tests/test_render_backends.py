@@ -9,7 +9,7 @@ from PIL import Image
 from fairytale.errors import FairytaleError, PlanError
 from fairytale.plan import Embedding, Reference, load_plan, save_plan
 from fairytale.render import get_backend, load_manifest, render_book
-from fairytale.render.unclip import blend_embeddings
+from fairytale.render.backends.unclip import blend_embeddings
 from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
     make_plan,
     single_torch_thread,

@@ -90,9 +90,11 @@ def evaluate(
     pages.add_column("page", justify="right")
     pages.add_column("CLIP-T", justify="right")
     pages.add_column("characters")
+    pages.add_column("like portrait", justify="right")
     pages.add_column("prompt", overflow="fold")
     for page in result.pages:
-        pages.add_row(str(page.number), f"{page.clip_t:.1f}", plain(", ".join(page.characters)), plain(page.prompt))
+        likeness = ", ".join(f"{plain(c)} {v:.1f}" for c, v in page.portrait.items()) or "–"
+        pages.add_row(str(page.number), f"{page.clip_t:.1f}", plain(", ".join(page.characters)), likeness, plain(page.prompt))
     console.print(pages)
     if result.characters:
         alike = Table(title="Character likeness across pages (CLIP-I)")

@@ -38,9 +38,15 @@ Backend = Annotated[
 ]
 Consistency = Annotated[
     str | None,
-    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens) or reference (unclip: reference portraits). Default: the strongest the backend offers."),
+    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), reference (unclip: reference portraits), or tokens+adapter. Default: the strongest the backend offers without extra models."),
 ]
 NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
+AdapterScale = Annotated[float, typer.Option("--adapter-scale", help="--consistency adapter: how strongly the portraits steer, 0 (not at all) to 1 (as trained).")]
+AdapterModel = Annotated[str | None, typer.Option("--adapter-model", help="IP-Adapter weights (hub id, or a local folder/file in the h94/IP-Adapter layout).")]
+DriftCheck = Annotated[float | None, typer.Option("--drift-check", help="Repaint a page whose character's likeness to its portrait (CLIP, 0-100) is below this; off by default (see the README on choosing one).")]
+MaxDriftRepaints = Annotated[int, typer.Option("--max-drift-repaints", help="--drift-check: repaints per page (apart from safety repaints).")]
+ClipModel = Annotated[str | None, typer.Option("--clip-model", help="--drift-check: CLIP model (hub id or local folder).")]
+AdapterEncoder = Annotated[str | None, typer.Option("--adapter-encoder", help="IP-Adapter's image encoder (hub id or local folder holding models/image_encoder).")]
 Steps = Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")]
 Guidance = Annotated[float | None, typer.Option("--guidance", help="Classifier-free guidance scale (default: the backend's: 7.5 for sd14/sd21, 10 for unclip).")]
 Scheduler = Annotated[str, typer.Option("--scheduler", help="Sampler: dpm++ (default), unipc, euler, euler-a, ddim, pndm, lms, model.")]
@@ -129,6 +135,12 @@ def render(
     backend: Backend = "sd14",
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
+    adapter_scale: AdapterScale = 0.6,
+    adapter_model: AdapterModel = None,
+    adapter_encoder: AdapterEncoder = None,
+    drift_check: DriftCheck = None,
+    max_drift_repaints: MaxDriftRepaints = 2,
+    clip_model: ClipModel = None,
     pages: Annotated[str | None, typer.Option("--pages", help="Repaint only these pages with new seeds, e.g. 3,7 or 2-5.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="With --pages: the seed to repaint them with, the same for each page listed (default: a new one for each).")] = None,
     steps: Steps = 25,
@@ -180,12 +192,24 @@ def render(
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
+        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
-    load_plan(plan)
+    from fairytale.render import get_backend
+
+    # an impossible --consistency (adapter on SD 2.x, tokens without tokens) is one line, before models
+    get_backend(settings.backend)(settings).consistency(load_plan(plan))
     check_outputs(output)
-    ensure(render_needs(backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora), stderr())
+    ensure(
+        render_needs(
+            backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
+            consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+            clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
+        ),
+        stderr(),
+    )
     try:
         result = render_book(plan, output, settings, pages=pages, seed=seed, progress=not quiet)
     except FollowerError:  # under accelerate launch: process 0 has said what went wrong
@@ -213,6 +237,12 @@ def book(
     backend: Backend = "sd14",
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
+    adapter_scale: AdapterScale = 0.6,
+    adapter_model: AdapterModel = None,
+    adapter_encoder: AdapterEncoder = None,
+    drift_check: DriftCheck = None,
+    max_drift_repaints: MaxDriftRepaints = 2,
+    clip_model: ClipModel = None,
     steps: Steps = 25,
     guidance: Guidance = None,
     scheduler: Scheduler = "dpm++",
@@ -257,6 +287,8 @@ def book(
         upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
+        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
@@ -270,7 +302,11 @@ def book(
 
     planning = force or not plan_file.exists()
     ensure(
-        render_needs(backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora)
+        render_needs(
+            backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
+            consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+            clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
+        )
         + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),
         console,
     )

@@ -10,7 +10,7 @@ The API the CLI (``fairytale render``/``book``) and the notebooks call:
   (``render_book(..., on_preview=...)``, :class:`Preview`, :mod:`fairytale.render.previews`);
 * :func:`register_backend` / :class:`Backend` / :class:`PaintRequest` to add backends. Shipped:
   ``sd14`` and ``sd21`` (text to picture) and ``unclip`` (pages painted from the characters'
-  reference portraits, :mod:`fairytale.render.unclip`; portraits by
+  reference portraits, :mod:`fairytale.render.backends.unclip`; portraits by
   :mod:`fairytale.render.references`).
 """
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fairytale import __version__
 from fairytale.book_lock import book_lock
@@ -35,9 +35,7 @@ from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_s
 from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
 from fairytale.render import drafts
 from fairytale.render.backends import Backend, PaintRequest, get_backend
-from fairytale.render.devices import plan_for
 from fairytale.render.distributed import current_team
-from fairytale.render.illustrator import Illustrator
 from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
 from fairytale.render.page_store import PageStore, StoredPicture
@@ -46,8 +44,15 @@ from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDe
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
 from fairytale.render.references import paint_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
+from fairytale.render.seeds import next_seed
+from fairytale.render.session import IllustratorSession
 from fairytale.render.settings import RenderSettings, parse_pages
 from fairytale.render.upscale import UpscaleJob, upscale_pictures
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.devices import DevicePlan
+    from fairytale.render.distributed import Team
+    from fairytale.render.illustrator import Illustrator
 
 
 @dataclass
@@ -103,13 +108,6 @@ def check_outputs(pdf_path: Path) -> tuple[Path, Path]:
     return pdf_path, book_dir
 
 
-def next_seed(seed: int) -> int:
-    """The new seed ``render --pages`` gives a page (derived from its old one, so a repeated
-    command repaints the same way and a repaint killed half-way resumes)."""
-    digest = hashlib.sha256(f"fairytale-new-seed:{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
-
-
 def _uses(token: str, *texts: str) -> bool:
     return any(token in text for text in texts)
 
@@ -155,6 +153,33 @@ def _progress(progress: RenderProgress | bool | None) -> RenderProgress:
     return RichProgress() if progress else QuietProgress()
 
 
+@dataclass
+class _Job:
+    """What a render works on, once its inputs are checked (step 1 of :func:`render_book`)."""
+
+    plan_path: Path
+    pdf_path: Path
+    book_dir: Path
+    settings: RenderSettings
+    plan: BookPlan
+    backend: Backend
+    painter: Backend  # what paints this run's pages: the backend, or its draft settings
+    draft_mark: str | None
+    selected: list[int] | None
+    embeddings: list[LearnedEmbedding]
+    embedding_hashes: dict[str, str]
+    consistency: str
+    width: int
+    height: int
+    pdf_settings: PdfSettings
+    warnings: list[str] = field(default_factory=list)
+    locked_asked: list[int] = field(default_factory=list)
+    draft_pages: set[int] = field(default_factory=set)
+    draft_note: str | None = None
+    redrawn: list[int] = field(default_factory=list)
+    likeness: dict[int, tuple[dict[str, float], int]] = field(default_factory=dict)  # --drift-check
+
+
 def render_book(
     plan_path: Path | str,
     pdf_path: Path | str,
@@ -173,15 +198,15 @@ def render_book(
     ``pages`` (``"3,7"``, ``"2-5"`` or a list) repaints just those pages with new seeds
     (``seed`` to choose one) and records the seeds in the plan file; the other pages are reused.
     ``illustrator`` reuses a loaded model across calls (notebooks); otherwise one is loaded
-    only if some page must be painted. Bad input raises :class:`FairytaleError` before anything
-    is written.
+    only if some page must be painted, and released when the render ends, however it ends. Bad
+    input raises :class:`FairytaleError` before anything is written. ``lay_out=False`` paints
+    and stops there (no page files, PDF or manifest).
 
     With ``settings.draft`` the pages that have no picture yet are painted as drafts (see
     :mod:`fairytale.render.drafts`); a later render without it paints those pages again at full
     quality and reuses every other picture. ``on_preview`` receives a
     :class:`~fairytale.render.previews.Preview` of the batch in progress every
     ``preview_every`` steps.
-    is written. ``lay_out=False`` paints and stops there (no page files, PDF or manifest).
 
     Under ``accelerate launch`` every process calls this: the pages to paint are split between
     them and process 0 lays out the book (see :mod:`fairytale.render.distributed`); the others
@@ -190,287 +215,419 @@ def render_book(
     started = time.perf_counter()
     team = current_team()
     settings = team.place(settings or RenderSettings())
-    plan_path, pdf_path = Path(plan_path), Path(pdf_path)
     reporter = _progress(progress if team.is_main else False)
     with reporter, contextlib.ExitStack() as held:
         # 1. check everything that can be checked before painting; nothing is written yet
-        plan = load_plan(plan_path)
-        backend = get_backend(settings.backend)(settings)
-        # what this run paints with: the backend itself, or its draft settings
-        painter = get_backend(settings.backend)(drafts.draft_settings(settings, backend.family)) if settings.draft else backend
-        draft_mark = drafts.lora_fingerprint(drafts.lora_source(settings, backend.family)) if settings.draft else None
-        selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
-        if seed is not None and selected is None:
-            raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
-        if seed is not None and not 0 <= seed < 2**63:
-            raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
-        pdf_path, book_dir = check_outputs(pdf_path)
-        if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
-            raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
-        embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
-        consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
-        width, height = backend.picture_size()
-        pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
-        _, layout_warnings = plan_story_layouts(
-            [(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height
+        job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator, on_preview, preview_every)
+        team.lead(lambda: held.enter_context(book_lock(job.book_dir)))  # one job per book (a team's: process 0)
+        session = held.enter_context(
+            IllustratorSession(job.backend, reporter, given=illustrator, embeddings=job.embeddings)
         )
-        if illustrator is not None:
-            _check_illustrator(illustrator, backend)
-        if on_preview is not None and preview_every < 1:
-            raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
-        device_plan = illustrator.device_plan if illustrator else None
-        # one painting job per book, across processes: a team's lock is held by its process 0
-        team.lead(lambda: held.enter_context(book_lock(book_dir)))
-
         # 2. new seeds for the pages to repaint (written to the plan once they are painted)
-        new_seeds: dict[int, int] = {}
-        locked_asked = [n for n in selected or [] if plan.pages[n - 1].locked]  # a locked page keeps its picture
-        for number in sorted(set(selected or []) - set(locked_asked)):
-            page = plan.pages[number - 1]
-            new_seeds[number] = seed if seed is not None else next_seed(page.seed)
-            page.seed = new_seeds[number]
-
-        # 2b. reference portraits the backend paints from: painted once, recorded in the plan
-        owned = None
-        reference_warnings: list[str] = []
-        missing = backend.missing_references(plan)
-        if missing and team.is_main:
-            if not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
-                raise FairytaleError(f"Cannot record the reference portraits: the plan file {plan_path} is not writable")
-            if illustrator is None:
-                device_plan = plan_for(settings)
-                reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
-                illustrator = owned = backend.load(device_plan)
-            illustrator.use_embeddings(embeddings)
-            reporter.stage(f"Painting reference portraits of {', '.join(plan.character(i).name for i in missing)}…")
-            reference_warnings = paint_references(
-                illustrator, plan, plan_path, book_dir, missing, max_repaints=settings.max_repaints
-            )
-            # Only the references go into the file now; new page seeds wait until painted (step 5).
-            recorded = load_plan(plan_path)
-            for character_id in missing:
-                recorded.character(character_id).reference = plan.character(character_id).reference
-            save_plan(recorded, plan_path)
-        if missing and team.size > 1:
-            team.wait()  # process 0 has painted the portraits and recorded them in the plan
-            recorded = load_plan(plan_path)
-            for character_id in missing:
-                plan.character(character_id).reference = recorded.character(character_id).reference
-
-        # 3. what is cached and what must be painted (a draft run takes a page's final picture
-        #    when there is one, else its draft, and paints drafts of the rest)
-        store = PageStore(book_dir)
-        jobs: list[PageJob] = []
-        stored: dict[int, StoredPicture] = {}
-        draft_pages: set[int] = set()
-        for page in plan.pages:
-            kept = store.get(page.picture) if page.locked and page.picture else None
-            if kept:  # a locked page keeps the picture it names, whatever its prompt or the settings
-                stored[page.number] = kept
-                continue
-            request = backend.request_for(plan, page, plan_path)
-            used = {t: h for t, h in embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
-            key = backend.picture_key(request, used)
-            found = store.get(key) or adopt_legacy(store, key, backend.legacy_picture_keys(request, used))
-            if draft_mark is not None and not found:
-                request = _as_draft(request, draft_mark)
-                key = painter.picture_key(request, used)
-                found = store.get(key)
-                draft_pages.add(page.number)
-            if found:
-                stored[page.number] = found
-            else:
-                jobs.append(PageJob(request, key))
-        warnings = list(layout_warnings) + reference_warnings
-        warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in locked_asked]
-        draft_note = drafts.describe(settings, backend.family) if draft_pages else None
-        redrawn = sorted(({job.request.page for job in jobs} - draft_pages) & _draft_pages_before(book_dir))
-
-        # 4. paint what is missing (the model is loaded only now, and only if needed); in a
-        #    team, each process paints its share, once all have listed the same jobs
-        team.wait()
-        mine = team.share(jobs)
-        if team.size > 1 and jobs:
-            reporter.stage(f"{len(jobs)} pages to paint, shared by {team.size} processes ({len(mine)} in this one)")
-        paint_seconds, pictures_painted, unet_before, warned_before = 0.0, 0, 0, len(warnings)
-        if mine:
-            if illustrator is None:
-                device_plan = plan_for(settings)
-                reporter.stage(f"Loading {backend.describe_model()} on {device_plan.describe()}…")
-                illustrator = owned = backend.load(device_plan)
-            illustrator.configure(painter)
-            if draft_note:
-                reporter.stage(f"Painting {draft_note}…")
-            if redrawn:
-                reporter.stage(
-                    f"Pages {', '.join(map(str, redrawn))} were drafts: painting them at full quality, as new "
-                    "pictures from the same seeds (not enlargements of the drafts)…"
-                )
-            illustrator.previews = (
-                PreviewDecoder.load(
-                    settings.preview_model, illustrator.device_plan, preview_every, _both(reporter.preview, on_preview)
-                )
-                if on_preview is not None
-                else None  # nobody looks: nothing loaded, nothing decoded
-            )
-            illustrator.use_embeddings(embeddings)
-            for job in mine:
-                if illustrator.prompt_too_long(job.request.prompt):
-                    warnings.append(f"page {job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored")
-            unet_before = illustrator.unet_calls
-            batch = settings.batch_size or illustrator.device_plan.batch_size
-            report = paint_pages(
-                illustrator, mine, store, batch_size=batch, max_repaints=settings.max_repaints, progress=reporter
-            )
-            stored.update(report.stored)
-            paint_seconds, pictures_painted = report.seconds, report.pictures_painted
-            warnings.extend(report.warnings)
-        unet_calls = (illustrator.unet_calls - unet_before) if mine and illustrator else 0
-        if team.size > 1:
-            shares = team.gather((paint_seconds, pictures_painted, unet_calls, warnings[warned_before:]))
-            paint_seconds = max(share[0] for share in shares)
-            pictures_painted, unet_calls = sum(share[1] for share in shares), sum(share[2] for share in shares)
-            warnings = warnings[:warned_before] + [w for share in shares for w in share[3]]
-            stored.update({job.request.page: store.get(job.key) for job in jobs if job.request.page not in stored})
-        if not team.is_main:  # process 0 records the seeds and lays out the book
-            if owned is not None:
-                owned.close()
-            return _painted_only(plan_path, pdf_path, book_dir, mine, started, paint_seconds, pictures_painted, device_plan, settings, unet_calls, warnings)
-
-        # 5. the plan records the seeds of repainted pages
+        new_seeds = _choose_new_seeds(job, seed)
+        # 3. reference portraits the pages are painted from: painted once, recorded in the plan
+        _paint_missing_references(job, session, reporter, team)
+        # 4. what is cached and what must be painted (drafts where a draft run has no picture)
+        store = PageStore(job.book_dir)
+        stored, jobs = _look_up_cache(job, store)
+        # 5. paint what is missing (in a team, this process's share), the model loaded only now
+        report = _paint_missing(job, session, jobs, store, reporter, team, on_preview, preview_every)
+        stored.update(report.stored)
+        # 6. the plan records the seeds of repainted pages (process 0); the others stop here
+        if not team.is_main:
+            return _painted_only(job, report.mine, started, report, session.device_plan, settings)
         if new_seeds:
-            save_plan(plan, plan_path)
+            save_plan(job.plan, job.plan_path)
         if not lay_out:
-            if owned is not None:
-                owned.close()
-            return _painted_only(plan_path, pdf_path, book_dir, jobs, started, paint_seconds, pictures_painted, device_plan, settings, unet_calls, warnings, new_seeds)
-
-        # 6. page files (placeholders drawn for pages that have one)
-        page_files: dict[int, Path] = {}
-        for page in plan.pages:
-            picture = stored[page.number]
-            source = picture.image or _placeholder_file(store, picture.width, picture.height)
-            page_files[page.number] = store.page_file(page.number, source)
-        store.remove_stale_pages(len(plan.pages))
-
-        # 7. --print: upscale (the painting model is freed first: one big model on the GPU)
-        print_files: dict[int, Path] = {}
-        if settings.upscale:
-            if owned is not None:
-                checker = owned.safety
-                owned.close()
-                owned = illustrator = None
-            else:
-                checker = illustrator.safety if illustrator else None
-            device_plan = device_plan or plan_for(settings)
-            upscale_jobs = [
-                UpscaleJob(p.number, page_files[p.number], p.prompt, plan.negative_prompt(p), p.seed)
-                for p in plan.pages
-                if stored[p.number].image is not None
-            ]
-            print_files, upscale_warnings = upscale_pictures(
-                upscale_jobs,
-                book_dir,
-                ref=settings.upscaler_model,
-                steps=settings.upscale_steps,
-                device_plan=device_plan,
-                safety=lambda: checker or SafetyChecker.for_model(backend.role, settings.model, device_plan, settings.safety_model),
-                progress=reporter,
-            )
-            warnings.extend(upscale_warnings)
-        if owned is not None:
-            owned.close()
-
-        # 8. the PDF
+            return _painted_only(job, jobs, started, report, session.device_plan, settings, new_seeds)
+        # 7. page files (placeholders drawn for pages that have one)
+        page_files = _page_files(job, store, stored)
+        # 8. --print: upscale (the painting model is freed first: one big model on the GPU)
+        print_files = _upscale(job, session, page_files, stored, reporter)
+        session.release()
+        # 9. the PDF
         reporter.stage("Writing the PDF…")
-        cover = _cover_page(plan)
-        placed = {n: print_files.get(n, f) for n, f in page_files.items()}
-        contents = BookContents(
-            title=plan.title,
-            author=plan.author,
-            pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
-            cover_picture=placed[cover],
-            credit=f"Pictures painted with {backend.describe_model()} · made with fAIrytale {__version__}",
+        pdf_report, cover = _write_pdf(job, page_files, print_files)
+        # 10. the manifest, last
+        painted_now = {j.request.page for j in jobs}
+        manifest_pages, manifest_path = _write_manifest(
+            job, stored, page_files, print_files, painted_now, pdf_report, cover, session.device_plan
         )
-        pdf_report = write_book_pdf(contents, pdf_path, pdf_settings, picture_cache=ensure_dir(book_dir / "print"))
-        warnings.extend(w for w in pdf_report.warnings if w not in warnings)
-        low = [n for n, dpi in pdf_report.effective_dpi.items() if n and dpi < settings.dpi * 0.8]
-        if low and not settings.upscale:
-            lowest = min(pdf_report.effective_dpi[n] for n in low)
-            warnings.append(
-                f"{len(low)} picture{'s' if len(low) > 1 else ''} print below {settings.dpi} DPI of real detail "
-                f"(lowest {lowest:.0f} DPI); --print upscales them x4 with the SD upscaler"
-            )
 
-        # 9. the manifest, last
-        painted_now = {job.request.page for job in jobs}
-        manifest_pages = []
-        for page in plan.pages:
-            picture = stored[page.number]
-            manifest_pages.append(
-                ManifestPage(
-                    number=page.number,
-                    image=_relative(page_files[page.number], book_dir),
-                    print_image=_relative(print_files[page.number], book_dir) if page.number in print_files else None,
-                    key=picture.key,
-                    prompt=page.prompt,
-                    negative_prompt=plan.negative_prompt(page),
-                    requested_seed=picture.requested_seed,
-                    seed=picture.seed,
-                    characters=list(page.characters),
-                    safety=picture.safety,
-                    attempts=picture.attempts,
-                    painted=page.number in painted_now,
-                    seconds=picture.seconds,
-                    width=picture.width,
-                    height=picture.height,
-                    layout=pdf_report.layouts[page.number],
-                    effective_dpi=pdf_report.effective_dpi[page.number],
-                    draft=page.number in draft_pages,
-                )
-            )
-        manifest = Manifest(
-            title=plan.title,
-            author=plan.author,
-            plan=_relative(plan_path, book_dir),
-            pdf=_relative(pdf_path, book_dir),
-            backend=backend.name,
-            model=backend.describe_model(),
-            model_fingerprint=backend.model_fingerprint(),
-            settings=settings.as_dict()
-            | {"width": width, "height": height, "guidance": backend.guidance, "consistency": consistency},
-            device=device_plan.describe() if device_plan else "none (every picture was cached)",
-            fairytale_version=__version__,
-            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            cover_page=cover,
-            pdf_pages=pdf_report.page_count,
-            pdf_bytes=pdf_report.bytes,
-            pages=manifest_pages,
-            warnings=warnings,
-        )
-        manifest_path = save_manifest(manifest, ensure_dir(book_dir))
-
+    device_plan = session.device_plan
     return RenderResult(
-        pdf=pdf_path,
-        book_dir=book_dir,
+        pdf=job.pdf_path,
+        book_dir=job.book_dir,
         manifest=manifest_path,
-        plan=plan_path,
+        plan=job.plan_path,
         pages=manifest_pages,
         painted=sorted(painted_now),
         reused=sorted(set(page_files) - painted_now),
-        pictures_painted=pictures_painted,
+        pictures_painted=report.pictures_painted,
         seconds=time.perf_counter() - started,
-        paint_seconds=paint_seconds,
+        paint_seconds=report.seconds,
         pdf_report=pdf_report,
         device=device_plan.describe() if device_plan else None,
         settings=settings,
-        unet_calls=unet_calls,
+        unet_calls=report.unet_calls,
         new_seeds=new_seeds,
-        warnings=warnings,
-        drafts=sorted(draft_pages),
-        redrawn_drafts=redrawn,
-        draft_note=draft_note,
+        warnings=job.warnings,
+        drafts=sorted(job.draft_pages),
+        redrawn_drafts=job.redrawn,
+        draft_note=job.draft_note,
     )
+
+
+def _check_inputs(
+    plan_path: Path,
+    pdf_path: Path,
+    settings: RenderSettings,
+    pages: str | list[int] | None,
+    seed: int | None,
+    illustrator: Illustrator | None,
+    on_preview: PreviewCallback | None,
+    preview_every: int,
+) -> _Job:
+    """Step 1: read the plan, choose the backend and check every input a one-line error can
+    name, before anything is loaded or written."""
+    plan = load_plan(plan_path)
+    backend = get_backend(settings.backend)(settings)
+    painter = get_backend(settings.backend)(drafts.draft_settings(settings, backend.family)) if settings.draft else backend
+    draft_mark = drafts.lora_fingerprint(drafts.lora_source(settings, backend.family)) if settings.draft else None
+    selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
+    if seed is not None and selected is None:
+        raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
+    if seed is not None and not 0 <= seed < 2**63:
+        raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
+    pdf_path, book_dir = check_outputs(pdf_path)
+    if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
+        raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
+    embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
+    consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
+    width, height = backend.picture_size()
+    pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
+    _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
+    if illustrator is not None:
+        _check_illustrator(illustrator, backend)
+    if on_preview is not None and preview_every < 1:
+        raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
+    return _Job(
+        plan_path, pdf_path, book_dir, settings, plan, backend, painter, draft_mark, selected, embeddings,
+        embedding_hashes, consistency, width, height, pdf_settings, list(layout_warnings),
+    )
+
+
+def _choose_new_seeds(job: _Job, seed: int | None) -> dict[int, int]:
+    """Step 2: the new seed of each page named by ``--pages`` (set in the plan in memory); a
+    locked page keeps its picture, and so its seed."""
+    job.locked_asked = [n for n in job.selected or [] if job.plan.pages[n - 1].locked]
+    new_seeds: dict[int, int] = {}
+    for number in sorted(set(job.selected or []) - set(job.locked_asked)):
+        page = job.plan.pages[number - 1]
+        new_seeds[number] = seed if seed is not None else next_seed(page.seed)
+        page.seed = new_seeds[number]
+    return new_seeds
+
+
+def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: RenderProgress, team: Team) -> None:
+    """Step 3: paint the reference portraits the mode in force needs and has not got, and
+    record them (only them: new page seeds wait until their pages are painted) in the plan
+    file. In a team, process 0 paints them and the others read them from the plan."""
+    missing = job.backend.missing_references(job.plan)
+    if missing and team.is_main:
+        if not (can_create_files_in(job.plan_path.parent) and _writable(job.plan_path)):
+            raise FairytaleError(f"Cannot record the reference portraits: the plan file {job.plan_path} is not writable")
+        illustrator = session.illustrator()
+        reporter.stage(f"Painting reference portraits of {', '.join(job.plan.character(i).name for i in missing)}…")
+        job.warnings.extend(
+            paint_references(
+                illustrator, job.plan, job.plan_path, job.book_dir, missing,
+                max_repaints=job.settings.max_repaints, batch_size=session.batch_size(),
+            )
+        )
+        recorded = load_plan(job.plan_path)
+        for character_id in missing:
+            recorded.character(character_id).reference = job.plan.character(character_id).reference
+        save_plan(recorded, job.plan_path)
+    if missing and team.size > 1:
+        team.wait()  # process 0 has painted the portraits and recorded them in the plan
+        recorded = load_plan(job.plan_path)
+        for character_id in missing:
+            job.plan.character(character_id).reference = recorded.character(character_id).reference
+
+
+def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture], list[PageJob]]:
+    """Step 4: each page's cache key; the pictures found, and the pages to paint. A locked
+    page keeps the picture it names; a draft run takes a page's final picture when there is
+    one, else its draft, and paints drafts of the rest."""
+    stored: dict[int, StoredPicture] = {}
+    jobs: list[PageJob] = []
+    for page in job.plan.pages:
+        kept = store.get(page.picture) if page.locked and page.picture else None
+        if kept:  # whatever its prompt or the settings
+            stored[page.number] = kept
+            continue
+        request = job.backend.request_for(job.plan, page, job.plan_path)
+        used = {t: h for t, h in job.embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
+        key = job.backend.picture_key(request, used)
+        found = store.get(key) or adopt_legacy(store, key, job.backend.legacy_picture_keys(request, used))
+        if job.draft_mark is not None and not found:
+            request = _as_draft(request, job.draft_mark)
+            key = job.painter.picture_key(request, used)
+            found = store.get(key)
+            job.draft_pages.add(page.number)
+        if found:
+            stored[page.number] = found
+        else:
+            jobs.append(PageJob(request, key))
+    job.warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in job.locked_asked]
+    job.draft_note = drafts.describe(job.settings, job.backend.family) if job.draft_pages else None
+    job.redrawn = sorted(({j.request.page for j in jobs} - job.draft_pages) & _draft_pages_before(job.book_dir))
+    return stored, jobs
+
+
+@dataclass
+class _Painted:
+    stored: dict[int, StoredPicture] = field(default_factory=dict)
+    pictures_painted: int = 0
+    seconds: float = 0.0
+    unet_calls: int = 0
+    mine: list[PageJob] = field(default_factory=list)  # the jobs this process painted
+
+
+def _paint_missing(
+    job: _Job,
+    session: IllustratorSession,
+    jobs: list[PageJob],
+    store: PageStore,
+    reporter: RenderProgress,
+    team: Team,
+    on_preview: PreviewCallback | None,
+    preview_every: int,
+) -> _Painted:
+    """Step 5: paint the pages not in the cache through the paint-and-safety loop; in a team,
+    each process paints its share, once all have listed the same jobs."""
+    team.wait()
+    mine = team.share(jobs)
+    if team.size > 1 and jobs:
+        reporter.stage(f"{len(jobs)} pages to paint, shared by {team.size} processes ({len(mine)} in this one)")
+    result, warned_before = _Painted(mine=mine), len(job.warnings)
+    if mine:
+        illustrator = session.illustrator()
+        illustrator.configure(job.painter)
+        if job.draft_note:
+            reporter.stage(f"Painting {job.draft_note}…")
+        if job.redrawn:
+            reporter.stage(
+                f"Pages {', '.join(map(str, job.redrawn))} were drafts: painting them at full quality, as new "
+                "pictures from the same seeds (not enlargements of the drafts)…"
+            )
+        illustrator.previews = (
+            PreviewDecoder.load(
+                job.settings.preview_model, illustrator.device_plan, preview_every, _both(reporter.preview, on_preview)
+            )
+            if on_preview is not None
+            else None  # nobody looks: nothing loaded, nothing decoded
+        )
+        for page_job in mine:
+            if illustrator.prompt_too_long(page_job.request.prompt):
+                job.warnings.append(
+                    f"page {page_job.request.page}: the prompt is longer than the text encoder reads (77 tokens); the end is ignored"
+                )
+        unet_before = illustrator.unet_calls
+        report = paint_pages(
+            illustrator, mine, store, batch_size=session.batch_size(), max_repaints=job.settings.max_repaints,
+            progress=reporter,
+        )
+        job.warnings.extend(report.warnings)
+        result.stored, result.pictures_painted, result.seconds = report.stored, report.pictures_painted, report.seconds
+        if job.settings.drift_check is not None:
+            _check_drift(job, illustrator, mine, store, result, reporter)
+        result.unet_calls = illustrator.unet_calls - unet_before
+    if team.size > 1:
+        shares = team.gather((result.seconds, result.pictures_painted, result.unet_calls, job.warnings[warned_before:]))
+        result.seconds = max(share[0] for share in shares)
+        result.pictures_painted = sum(share[1] for share in shares)
+        result.unet_calls = sum(share[2] for share in shares)
+        job.warnings[warned_before:] = [w for share in shares for w in share[3]]
+        result.stored.update({j.request.page: store.get(j.key) for j in jobs if j.request.page not in result.stored})
+    return result
+
+
+def _check_drift(
+    job: _Job, illustrator: Illustrator, jobs: list[PageJob], store: PageStore, painted: _Painted, reporter: RenderProgress
+) -> None:
+    """Step 5, ``--drift-check``: score each painted page's characters against their portraits
+    and repaint a page below the threshold with its next drift seeds, keeping the most alike
+    picture (see :mod:`fairytale.render.drift`)."""
+    from dataclasses import replace
+
+    from fairytale.images import open_rgb
+    from fairytale.render.drift import DriftScorer
+    from fairytale.render.painting import illustrator_loop
+    from fairytale.render.seeds import derive_seed
+
+    reporter.stage("Checking each character against its portrait…")
+    scorer = DriftScorer(job.settings.clip_model, illustrator.device_plan.device)
+    threshold, budget = job.settings.drift_check, job.settings.max_drift_repaints
+    for page_job in jobs:
+        request, kept = page_job.request, painted.stored.get(page_job.request.page)
+        if kept is None or kept.image is None:
+            continue
+        page = job.plan.pages[request.page - 1]
+        picture = open_rgb(kept.image, what=f"picture of page {request.page}")
+        best = scorer.scores(picture, job.plan, page, job.plan_path)
+        repaints, attempts, better = 0, kept.attempts, None
+        while best and min(best.values()) < threshold and repaints < budget:
+            repaints += 1
+            again = request.with_seed(derive_seed("drift", request.seed, repaints))
+            loop = illustrator_loop(illustrator, [again], batch_size=1, max_repaints=job.settings.max_repaints)
+            [done] = [checked for finished in loop for checked in finished]
+            painted.pictures_painted += done.attempts
+            attempts += done.attempts
+            if done.picture is None:
+                continue
+            scores = scorer.scores(done.picture, job.plan, page, job.plan_path)
+            if min(scores.values()) > min(best.values()):
+                best, better = scores, done
+        if better is not None:
+            painted.stored[request.page] = store.put(replace(kept, seed=better.seed, attempts=attempts), better.picture)
+        if best:
+            job.likeness[request.page] = (best, repaints)
+        if repaints:
+            job.warnings.append(
+                f"page {request.page}: a character drifted from its portrait (below {threshold:g}); painted again "
+                f"{repaints} time{'s' if repaints > 1 else ''}, kept the most alike (lowest likeness {min(best.values()):.1f})"
+            )
+
+
+def _page_files(job: _Job, store: PageStore, stored: dict[int, StoredPicture]) -> dict[int, Path]:
+    """Step 7: ``pages/page-NN.png`` for every page."""
+    page_files: dict[int, Path] = {}
+    for page in job.plan.pages:
+        picture = stored[page.number]
+        source = picture.image or _placeholder_file(store, picture.width, picture.height)
+        page_files[page.number] = store.page_file(page.number, source)
+    store.remove_stale_pages(len(job.plan.pages))
+    return page_files
+
+
+def _upscale(
+    job: _Job,
+    session: IllustratorSession,
+    page_files: dict[int, Path],
+    stored: dict[int, StoredPicture],
+    reporter: RenderProgress,
+) -> dict[int, Path]:
+    """Step 8 (``--print``): upscale every picture x4, after freeing the painting model."""
+    settings, backend = job.settings, job.backend
+    if not settings.upscale:
+        return {}
+    loaded = session.loaded
+    checker = loaded.safety if loaded else None
+    session.release()
+    device_plan = session.planned_device()
+    upscale_jobs = [
+        UpscaleJob(p.number, page_files[p.number], p.prompt, job.plan.negative_prompt(p), p.seed)
+        for p in job.plan.pages
+        if stored[p.number].image is not None
+    ]
+    print_files, upscale_warnings = upscale_pictures(
+        upscale_jobs,
+        job.book_dir,
+        ref=settings.upscaler_model,
+        steps=settings.upscale_steps,
+        device_plan=device_plan,
+        safety=lambda: checker or SafetyChecker.for_model(backend.role, settings.model, device_plan, settings.safety_model),
+        progress=reporter,
+    )
+    job.warnings.extend(upscale_warnings)
+    return print_files
+
+
+def _write_pdf(job: _Job, page_files: dict[int, Path], print_files: dict[int, Path]) -> tuple[PdfReport, int]:
+    """Step 9: the PDF (print pictures where there are some), and the page on its cover."""
+    settings, plan = job.settings, job.plan
+    cover = _cover_page(plan)
+    placed = {n: print_files.get(n, f) for n, f in page_files.items()}
+    contents = BookContents(
+        title=plan.title,
+        author=plan.author,
+        pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
+        cover_picture=placed[cover],
+        credit=f"Pictures painted with {job.backend.describe_model()} · made with fAIrytale {__version__}",
+    )
+    pdf_report = write_book_pdf(contents, job.pdf_path, job.pdf_settings, picture_cache=ensure_dir(job.book_dir / "print"))
+    job.warnings.extend(w for w in pdf_report.warnings if w not in job.warnings)
+    low = [n for n, dpi in pdf_report.effective_dpi.items() if n and dpi < settings.dpi * 0.8]
+    if low and not settings.upscale:
+        lowest = min(pdf_report.effective_dpi[n] for n in low)
+        job.warnings.append(
+            f"{len(low)} picture{'s' if len(low) > 1 else ''} print below {settings.dpi} DPI of real detail "
+            f"(lowest {lowest:.0f} DPI); --print upscales them x4 with the SD upscaler"
+        )
+    return pdf_report, cover
+
+
+def _write_manifest(
+    job: _Job,
+    stored: dict[int, StoredPicture],
+    page_files: dict[int, Path],
+    print_files: dict[int, Path],
+    painted_now: set[int],
+    pdf_report: PdfReport,
+    cover: int,
+    device_plan: DevicePlan | None,
+) -> tuple[list[ManifestPage], Path]:
+    """Step 10: ``manifest.json``, what the render made and how (written last)."""
+    plan, book_dir, backend = job.plan, job.book_dir, job.backend
+    manifest_pages = []
+    for page in plan.pages:
+        picture = stored[page.number]
+        manifest_pages.append(
+            ManifestPage(
+                number=page.number,
+                image=_relative(page_files[page.number], book_dir),
+                print_image=_relative(print_files[page.number], book_dir) if page.number in print_files else None,
+                key=picture.key,
+                prompt=page.prompt,
+                negative_prompt=plan.negative_prompt(page),
+                requested_seed=picture.requested_seed,
+                seed=picture.seed,
+                characters=list(page.characters),
+                safety=picture.safety,
+                attempts=picture.attempts,
+                painted=page.number in painted_now,
+                seconds=picture.seconds,
+                width=picture.width,
+                height=picture.height,
+                layout=pdf_report.layouts[page.number],
+                effective_dpi=pdf_report.effective_dpi[page.number],
+                draft=page.number in job.draft_pages,
+                likeness=job.likeness.get(page.number, ({}, 0))[0],
+                drift_repaints=job.likeness.get(page.number, ({}, 0))[1],
+            )
+        )
+    manifest = Manifest(
+        title=plan.title,
+        author=plan.author,
+        plan=_relative(job.plan_path, book_dir),
+        pdf=_relative(job.pdf_path, book_dir),
+        backend=backend.name,
+        model=backend.describe_model(),
+        model_fingerprint=backend.model_fingerprint(),
+        settings=job.settings.as_dict()
+        | {"width": job.width, "height": job.height, "guidance": backend.guidance, "consistency": job.consistency},
+        device=device_plan.describe() if device_plan else "none (every picture was cached)",
+        fairytale_version=__version__,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        cover_page=cover,
+        pdf_pages=pdf_report.page_count,
+        pdf_bytes=pdf_report.bytes,
+        pages=manifest_pages,
+        warnings=job.warnings,
+    )
+    return manifest_pages, save_manifest(manifest, ensure_dir(book_dir))
 
 
 def _both(first: PreviewCallback, second: PreviewCallback) -> PreviewCallback:
@@ -498,37 +655,32 @@ def _draft_pages_before(book_dir: Path) -> set[int]:
 
 
 def _painted_only(
-    plan_path: Path,
-    pdf_path: Path,
-    book_dir: Path,
+    job: _Job,
     jobs: list[PageJob],
     started: float,
-    paint_seconds: float,
-    pictures_painted: int,
-    device_plan: object,
+    report: _Painted,
+    device_plan: DevicePlan | None,
     settings: RenderSettings,
-    unet_calls: int,
-    warnings: list[str],
     new_seeds: dict[int, int] | None = None,
 ) -> RenderResult:
     """What a render that stopped after painting made (no pages laid out, no PDF)."""
     return RenderResult(
-        pdf=pdf_path,
-        book_dir=book_dir,
-        manifest=book_dir / "manifest.json",
-        plan=plan_path,
+        pdf=job.pdf_path,
+        book_dir=job.book_dir,
+        manifest=job.book_dir / "manifest.json",
+        plan=job.plan_path,
         pages=[],
-        painted=sorted(job.request.page for job in jobs),
+        painted=sorted(j.request.page for j in jobs),
         reused=[],
-        pictures_painted=pictures_painted,
+        pictures_painted=report.pictures_painted,
         seconds=time.perf_counter() - started,
-        paint_seconds=paint_seconds,
+        paint_seconds=report.seconds,
         pdf_report=None,
-        device=device_plan.describe() if device_plan else None,  # type: ignore[attr-defined]
+        device=device_plan.describe() if device_plan else None,
         settings=settings,
-        unet_calls=unet_calls,
+        unet_calls=report.unet_calls,
         new_seeds=dict(new_seeds or {}),
-        warnings=warnings,
+        warnings=job.warnings,
     )
 
 

@@ -158,11 +158,19 @@ class Illustrator:
     def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
         raise NotImplementedError
 
+    def __enter__(self) -> Illustrator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """``with load_illustrator(...) as illustrator:`` frees the model however the block ends."""
+        self.close()
+
     def _forget_prompts(self) -> None:
         pass
 
     def close(self) -> None:
-        """Free the pipeline (and GPU memory) now rather than at garbage collection."""
+        """Free the pipeline (and GPU memory) now rather than at garbage collection. Closing
+        twice is harmless."""
         import torch
 
         self.pipe = None
@@ -189,6 +197,7 @@ class TextToImageIllustrator(Illustrator):
         if device_plan.device == "cpu":
             _pair_lone_pictures(pipe.unet)
         self._prompt_embeds: dict[str, Any] = {}
+        self._adapter: Any = None  # IP-Adapter (--consistency adapter), loaded on the first page that needs it
         self._drafts = drafts.DraftSwitch(pipe)
 
     def configure(self, backend: Backend) -> None:
@@ -223,11 +232,19 @@ class TextToImageIllustrator(Illustrator):
         return self._prompt_embeds[text]
 
     def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
-        """Paint one picture per request, all in one batch; returns them in order."""
+        """Paint one picture per request, in as few batches as :meth:`batches` allows; returns
+        them in order. Subclasses add their own pipeline inputs through :meth:`pipeline_inputs`
+        (and :meth:`step_callback`), not by painting differently."""
         import torch
 
         if not requests:
             return []
+        groups = self.batches(requests)
+        if len(groups) > 1:
+            painted = {}
+            for group in groups:
+                painted.update(zip(map(id, group), self.paint(group, on_step), strict=True))
+            return [painted[id(r)] for r in requests]
         settings = self.backend.settings
         self._use_draft_weights(settings.draft)
 
@@ -239,15 +256,17 @@ class TextToImageIllustrator(Illustrator):
         #    the same on every device
         generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
 
-        # 3. denoise the batch (with a preview every few steps if someone looks)
+        # 3. the backend's own inputs (reference embeddings, …)
+        extra = self.pipeline_inputs(requests)
+
+        # 4. denoise the batch (with a preview every few steps if someone looks)
         pages = tuple(r.page for r in requests)
 
-        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        def after_step(step: int, latents: Any) -> None:
             if on_step:
-                on_step(step + 1, settings.steps)
-            if self.previews and self.previews.due(step + 1, settings.steps):
-                self.previews.show(pages, step + 1, settings.steps, tensors["latents"])
-            return {}
+                on_step(step, settings.steps)
+            if self.previews and self.previews.due(step, settings.steps):
+                self.previews.show(pages, step, settings.steps, latents)
 
         with torch.inference_mode():
             result = self.pipe(
@@ -259,8 +278,43 @@ class TextToImageIllustrator(Illustrator):
                 height=self.height,
                 generator=generators,
                 output_type="np",
-                callback_on_step_end=step_end,
+                **extra,
+                **self.step_callback(after_step),
             )
 
-        # 4. to pictures (8-bit, as they will be stored and checked)
+        # 5. to pictures (8-bit, as they will be stored and checked)
         return self.pipe.numpy_to_pil(result.images)
+
+    # -- hooks for backends whose pipeline takes more than text --------------------------------
+
+    def batches(self, requests: Sequence[PaintRequest]) -> list[Sequence[PaintRequest]]:
+        """The requests split into groups the pipeline can paint in one call: all of them,
+        unless portraits steer some (one adapter scale and number of portraits per call)."""
+        from fairytale.render.portrait_adapter import SCALE_OPTION, batch_signature
+
+        if self._adapter is None and not any(SCALE_OPTION in r.options for r in requests):
+            return [requests]
+        groups: dict[tuple[float, int], list[PaintRequest]] = {}
+        for request in requests:
+            groups.setdefault(batch_signature(request), []).append(request)
+        return list(groups.values())
+
+    def pipeline_inputs(self, requests: Sequence[PaintRequest]) -> dict[str, Any]:
+        """Extra keyword arguments for the pipeline call painting ``requests``: the portraits'
+        image embeddings once IP-Adapter is in use (loaded by the first request that needs it)."""
+        from fairytale.render.portrait_adapter import SCALE_OPTION, PortraitAdapter
+
+        if self._adapter is None:
+            if not any(SCALE_OPTION in r.options for r in requests):
+                return {}
+            self._adapter = PortraitAdapter(self.pipe, self.backend.settings, self.device_plan)
+        return self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=self.width / self.height)
+
+    def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
+        """The pipeline's per-step callback argument calling ``after_step(steps_done, latents)``."""
+
+        def step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            after_step(step + 1, tensors.get("latents"))
+            return {}
+
+        return {"callback_on_step_end": step_end}

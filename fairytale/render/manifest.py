@@ -44,6 +44,10 @@ class ManifestPage(_Strict):
     layout: str
     effective_dpi: float
     draft: bool = Field(default=False, description="A draft (--draft): a final render paints this page again.")
+    likeness: dict[str, float] = Field(
+        default_factory=dict, description="--drift-check: character id → likeness of its region to its portrait (0-100)."
+    )
+    drift_repaints: int = Field(default=0, description="Pictures painted again because a character drifted from its portrait.")
 
 
 class Manifest(_Strict):

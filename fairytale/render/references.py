@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from fairytale.files import atomic_path, ensure_dir
 from fairytale.plan import Character, Reference
 from fairytale.render.backends import PaintRequest
-from fairytale.render.safety import repaint_seed
-from fairytale.render.unclip import reference_seed
+from fairytale.render.painting import illustrator_loop
+from fairytale.render.seeds import reference_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.plan import BookPlan
@@ -32,30 +32,39 @@ def portrait_prompt(plan: BookPlan, character: Character) -> str:
 
 
 def paint_references(
-    illustrator: Illustrator, plan: BookPlan, plan_file: Path, book_dir: Path, ids: list[str], *, max_repaints: int = 3
+    illustrator: Illustrator,
+    plan: BookPlan,
+    plan_file: Path,
+    book_dir: Path,
+    ids: list[str],
+    *,
+    max_repaints: int = 3,
+    batch_size: int = 1,
 ) -> list[str]:
     """Paint the portraits of characters ``ids`` into ``book_dir/references`` and record them in
-    ``plan`` (the caller saves it). Returns warnings (a portrait flagged every time is left out:
-    its character's pages are then painted from their prompt alone)."""
-    warnings = []
+    ``plan`` (the caller saves it), through the same paint-and-safety loop as pages. Returns
+    warnings (a portrait flagged every time is left out: its character's pages are then painted
+    from their prompt alone)."""
+    warnings: dict[int, str] = {}
     folder = ensure_dir(Path(book_dir) / "references")
-    for character_id in ids:
-        character = plan.character(character_id)
-        prompt = portrait_prompt(plan, character)
-        seed = first_seed = reference_seed(plan.seed, character.id)
-        for attempt in range(max_repaints + 1):
-            if attempt:
-                seed = repaint_seed(first_seed, attempt)
-            request = PaintRequest(0, prompt, plan.style.negative_prompt, seed)
-            [picture] = illustrator.paint([request])
-            if not illustrator.safety.flagged([picture])[0]:
-                break
-        else:
-            warnings.append(f"the reference portrait of {character.name} was flagged every time; its pages use the prompt alone")
-            continue
-        path = folder / f"{character.id}.png"
-        with atomic_path(path) as tmp:
-            picture.save(tmp, "PNG")
-        relative = os.path.relpath(path.resolve(), Path(plan_file).resolve().parent)
-        character.reference = Reference(image=relative, seed=seed, prompt=prompt, model=illustrator.backend.describe_model())
-    return warnings
+    characters = [plan.character(character_id) for character_id in ids]
+    requests = [
+        PaintRequest(index, portrait_prompt(plan, c), plan.style.negative_prompt, reference_seed(plan.seed, c.id))
+        for index, c in enumerate(characters)
+    ]
+    for finished in illustrator_loop(illustrator, requests, batch_size=batch_size, max_repaints=max_repaints):
+        for done in finished:
+            character = characters[done.request.page]
+            if done.picture is None:
+                warnings[done.request.page] = (
+                    f"the reference portrait of {character.name} was flagged every time; its pages use the prompt alone"
+                )
+                continue
+            path = folder / f"{character.id}.png"
+            with atomic_path(path) as tmp:
+                done.picture.save(tmp, "PNG")
+            relative = os.path.relpath(path.resolve(), Path(plan_file).resolve().parent)
+            character.reference = Reference(
+                image=relative, seed=done.seed, prompt=done.request.prompt, model=illustrator.backend.describe_model()
+            )
+    return [warnings[index] for index in sorted(warnings)]

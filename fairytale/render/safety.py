@@ -14,20 +14,15 @@ picture is never even turned into a black square on disk.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from fairytale.render.seeds import repaint_seed  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
     from fairytale.render.devices import DevicePlan
-
-
-def repaint_seed(seed: int, attempt: int) -> int:
-    """The seed of repaint number ``attempt`` (1, 2, …) of a page first painted with ``seed``."""
-    digest = hashlib.sha256(f"fairytale-repaint:{seed}:{attempt}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
 
 
 @contextlib.contextmanager

@@ -9,7 +9,22 @@ from fairytale.errors import FairytaleError
 from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
 
 #: How a character is kept alike from page to page, weakest first (see fairytale.render.backends).
-CONSISTENCY_MODES = ("seed", "tokens", "reference")
+#: ``tokens`` and ``adapter`` combine: ``tokens+adapter``.
+CONSISTENCY_MODES = ("seed", "tokens", "reference", "adapter")
+
+
+def consistency_parts(mode: str) -> list[str]:
+    """The modes a ``--consistency`` value combines (``"tokens+adapter"`` → tokens, adapter)."""
+    return [part.strip() for part in mode.split("+")]
+
+
+def _valid_consistency(mode: str | None) -> bool:
+    if mode is None:
+        return True
+    parts = consistency_parts(mode)
+    if len(parts) > 1 and ("seed" in parts or len(set(parts)) != len(parts)):
+        return False
+    return all(part in CONSISTENCY_MODES for part in parts)
 
 #: ``--precision``: what the UNet, VAE and text encoder compute in. ``auto`` is float16 on CUDA and
 #: float32 elsewhere; ``bf16`` is an opt-in for CPUs with native bfloat16 (pictures change slightly).
@@ -46,8 +61,14 @@ class RenderSettings:
     layout: str = "auto"
     dpi: int = 300
     jpeg_quality: int = 90
-    consistency: str | None = None  # seed | tokens | reference; None: the strongest the backend has
+    consistency: str | None = None  # seed | tokens | adapter | reference | tokens+adapter; None: the backend's default
     noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
+    adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
+    adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
+    adapter_encoder: str | None = None  # its image encoder (registry role ip_adapter_image_encoder)
+    drift_check: float | None = None  # repaint a page whose character is less like its portrait than this (0-100); None: off
+    max_drift_repaints: int = 2  # drift repaints per page (apart from safety repaints)
+    clip_model: str | None = None  # CLIP for the drift check (registry role clip)
     draft: bool = False  # --draft: quick pictures (LCM-LoRA for SD 1.x, fewer steps otherwise); see render.drafts
     draft_steps: int = 4  # LCM steps of a draft (4-8 is the LCM-LoRA's range)
     draft_lora: str | None = None  # the LCM-LoRA: hub id or local folder (default: the registry's)
@@ -66,7 +87,10 @@ class RenderSettings:
             (self.trim.lower() in TRIMS, f"Unknown trim size '{self.trim}'. Choose one of: {', '.join(TRIMS)}"),
             (self.layout in LAYOUT_CHOICES, f"Unknown layout '{self.layout}'. Choose one of: {', '.join(LAYOUT_CHOICES)}"),
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
-            (self.consistency in (None, *CONSISTENCY_MODES), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}"),
+            (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}, or tokens+adapter"),
+            (0 <= self.adapter_scale <= 2, f"--adapter-scale must be between 0 and 2, not {self.adapter_scale}"),
+            (self.drift_check is None or 0 <= self.drift_check <= 100, f"--drift-check must be between 0 and 100, not {self.drift_check}"),
+            (0 <= self.max_drift_repaints <= 20, f"--max-drift-repaints must be between 0 and 20, not {self.max_drift_repaints}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),
             (1 <= self.draft_steps <= 50, f"--draft-steps must be between 1 and 50, not {self.draft_steps}"),
             (self.scheduler != "lcm" or self.draft, "--scheduler lcm only works with the LCM-LoRA: use --draft"),

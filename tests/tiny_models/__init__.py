@@ -13,6 +13,7 @@
 ``upscaler``    SD x4 upscaler pipeline
 ``safety_checker``  standalone safety checker
 ``clip``        CLIP model + processor
+``ip_adapter``  IP-Adapter for the ``sd`` UNet + its image encoder (layout of h94/IP-Adapter)
 ``lcm_lora``    LoRA for the ``sd`` UNet in the LCM-LoRA hub layout (drafts)
 ``taesd``       tiny AutoencoderTiny (live previews)
 ==============  =====================================================================
@@ -38,6 +39,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "upscaler": diffusion.build_upscaler,
     "safety_checker": diffusion.build_safety_checker,
     "clip": diffusion.build_clip,
+    "ip_adapter": diffusion.build_ip_adapter,
     "lcm_lora": diffusion.build_lcm_lora,
     "taesd": diffusion.build_taesd,
 }

@@ -367,3 +367,37 @@ def build_taesd(outdir: Path) -> Path:
     outdir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(outdir, safe_serialization=True)
     return outdir
+
+
+def build_ip_adapter(outdir: Path) -> Path:
+    """IP-Adapter for the tiny SD 1.x UNet, in the layout of the hub repo ``h94/IP-Adapter``:
+    ``models/ip-adapter_sd15.safetensors`` (``image_proj.*``: the image projection to 4 extra
+    tokens; ``ip_adapter.N.to_k_ip/to_v_ip``: keys and values of those tokens for every
+    cross-attention layer, numbered as diffusers' loader reads them) and its CLIP image encoder
+    in ``models/image_encoder``."""
+    import torch
+    from safetensors.torch import save_file
+
+    tokens = 4
+    model = unet(SD1_TEXT_WIDTH)
+    _seed()
+    tensors = {
+        "image_proj.proj.weight": torch.randn(tokens * SD1_TEXT_WIDTH, IMAGE_EMBED_DIM) * 0.2,
+        "image_proj.proj.bias": torch.randn(tokens * SD1_TEXT_WIDTH) * 0.1,
+        "image_proj.norm.weight": torch.ones(SD1_TEXT_WIDTH),
+        "image_proj.norm.bias": torch.zeros(SD1_TEXT_WIDTH),
+    }
+    key_id = 1  # diffusers numbers the cross-attention layers 1, 3, 5, … (the original's layout)
+    for name in model.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = model.get_submodule(name.rsplit(".processor", 1)[0])
+        width = block.to_k.out_features
+        tensors[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(width, SD1_TEXT_WIDTH) * 0.3
+        tensors[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(width, SD1_TEXT_WIDTH) * 0.3
+        key_id += 2
+    folder = Path(outdir) / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / "ip-adapter_sd15.safetensors"))
+    image_encoder().save_pretrained(folder / "image_encoder", safe_serialization=True)
+    return Path(outdir)

@@ -5,8 +5,8 @@ without loading anything, so a re-render whose pictures are all cached never loa
 :meth:`Backend.load` gives an :class:`~fairytale.render.illustrator.Illustrator`, which holds the
 pipeline and paints.
 
-Backends register themselves by name (``@register_backend``), like the real ones and test fakes
-alike. This module ships ``sd14``; image-conditioned backends override
+Each shipped backend lives in a module of its own in this package and is listed by name in
+:data:`fairytale.render.backends.BACKENDS`. Image-conditioned backends override
 :meth:`Backend.request_for` to add the reference pictures a page is painted from, and
 :meth:`Backend.key_fields` to put whatever else decides their pictures into the cache key.
 """
@@ -14,6 +14,7 @@ alike. This module ships ``sd14``; image-conditioned backends override
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fairytale import registry
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import sha256_file
 from fairytale.render.schedulers import check_scheduler
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.devices import DevicePlan
     from fairytale.render.illustrator import Illustrator
     from fairytale.render.settings import RenderSettings
+
+#: modes that paint pages from the characters' reference portraits
+PORTRAIT_MODES = frozenset({"reference", "adapter"})
 
 KEY_FORMAT = 1  # bump when what a key covers changes, so old cache entries are not reused
 
@@ -119,19 +123,22 @@ class Backend:
           character``) fitting this backend's text encoder; the prompts draw them with it.
         * ``reference``: pages are painted from the characters' reference portraits (``unclip``).
         """
-        from fairytale.errors import PlanError
+        from fairytale.render.settings import consistency_parts
 
         wanted = self.settings.consistency
         if wanted is None:
-            strongest = self.consistency_modes[-1]
+            strongest = self.consistency_modes[-1] if self.consistency_modes[-1] != "adapter" else "tokens"
             if strongest == "tokens" and not any(c.token for c in plan.characters if c.main):
                 return "seed"
             return strongest
-        if wanted not in self.consistency_modes:
-            raise FairytaleError(
-                f"Backend '{self.name}' cannot keep characters alike by '{wanted}'; it offers: {', '.join(self.consistency_modes)}"
-            )
-        if wanted == "tokens":
+        for part in consistency_parts(wanted):
+            if part not in self.consistency_modes:
+                why = " (IP-Adapter has weights for SD 1.x only)" if part == "adapter" and self.family == "sd2" else ""
+                raise FairytaleError(
+                    f"Backend '{self.name}' cannot keep characters alike by '{part}'{why}; it offers: "
+                    f"{', '.join(self.consistency_modes)}"
+                )
+        if "tokens" in consistency_parts(wanted):
             missing = [c.name for c in plan.characters if c.main and not c.token]
             if missing:
                 raise PlanError(
@@ -153,14 +160,38 @@ class Backend:
                     )
         return wanted
 
+    def modes(self, plan: BookPlan) -> set[str]:
+        """The modes in force for ``plan`` (``tokens+adapter`` → {tokens, adapter})."""
+        from fairytale.render.settings import consistency_parts
+
+        return set(consistency_parts(self.consistency(plan)))
+
+    def needs_portraits(self, plan: BookPlan) -> bool:
+        """Whether the mode in force (or the drift check) needs the characters' reference portraits."""
+        return bool(self.modes(plan) & PORTRAIT_MODES) or self.settings.drift_check is not None
+
     def missing_references(self, plan: BookPlan) -> list[str]:
-        """Ids of the characters whose reference portrait must be painted before the pages
-        (none unless the backend paints from references)."""
-        return []
+        """Ids of the main characters whose reference portrait must be painted before the pages
+        (none unless the mode in force paints from portraits)."""
+        if not self.needs_portraits(plan):
+            return []
+        return [c.id for c in plan.characters if c.main and c.reference is None]
 
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
-        """What to paint for ``page``: its prompt, negative prompt and seed."""
-        return PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
+        """What to paint for ``page``: its prompt, negative prompt and seed, and in ``adapter``
+        mode its characters' portraits with the adapter's scale and weights."""
+        request = PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
+        if "adapter" not in self.modes(plan):
+            return request
+        from fairytale.render.portrait_adapter import REGIONS_OPTION, SCALE_OPTION, adapter_fingerprint
+
+        if not hasattr(self, "_adapter_fingerprint"):
+            self._adapter_fingerprint = adapter_fingerprint(self.settings)
+        portraits = page_portraits(plan, page, plan_file)
+        options: dict[str, Any] = {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint}
+        if len(portraits) > 1:  # one portrait acts on the whole picture; several, each in its region
+            options[REGIONS_OPTION] = [list(box) for box in page_regions(plan, page)]
+        return PaintRequest(request.page, request.prompt, request.negative_prompt, request.seed, portraits, options)
 
     def key_fields(self, request: PaintRequest, embeddings: dict[str, str]) -> dict[str, Any]:
         """Everything that decides ``request``'s picture. ``embeddings`` maps each learned
@@ -230,71 +261,6 @@ def quiet_loading() -> Iterator[None]:
         logging.enable_progress_bar()
 
 
-BACKENDS: dict[str, type[Backend]] = {}
-
-
-def register_backend(cls: type[Backend]) -> type[Backend]:
-    """Class decorator: make ``cls`` available as ``--backend cls.name``."""
-    BACKENDS[cls.name] = cls
-    return cls
-
-
-def get_backend(name: str) -> type[Backend]:
-    """The backend class called ``name``; an unknown name is a one-line error."""
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise FairytaleError(f"Unknown backend '{name}'. Available: {', '.join(sorted(BACKENDS))}") from None
-
-
-@register_backend
-class StableDiffusion14(Backend):
-    """Stable Diffusion v1.4 (``CompVis/stable-diffusion-v1-4``): text to picture, 512 px."""
-
-    name = "sd14"
-    role = "sd14"
-    family = "sd1"
-    default_guidance = 7.5
-    description = "Stable Diffusion v1.4, 512 px, text to picture"
-
-    def load(self, device_plan: DevicePlan) -> Illustrator:
-        from fairytale.render.illustrator import TextToImageIllustrator
-
-        return TextToImageIllustrator(self, self._pipeline(device_plan), device_plan)
-
-    def _pipeline(self, device_plan: DevicePlan) -> Any:
-        from diffusers import StableDiffusionPipeline
-
-        with quiet_loading():
-            return registry.load_pipeline(
-                self.role,
-                StableDiffusionPipeline,
-                ref=self.settings.model,
-                torch_dtype=device_plan.torch_dtype,
-                use_safetensors=True,
-            )
-
-
-@register_backend
-class StableDiffusion21(StableDiffusion14):
-    """Stable Diffusion 2.1 (``stabilityai/stable-diffusion-2-1``): text to picture, 768 px,
-    v-prediction. Every ``--scheduler`` is built from the model's own scheduler config, so it
-    inherits ``prediction_type="v_prediction"`` (see :mod:`fairytale.render.schedulers`). The
-    repo ships no safety checker: the standalone one is used (``--safety-model``)."""
-
-    name = "sd21"
-    role = "sd21"
-    family = "sd2"
-    default_guidance = 7.5
-    description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
-
-    def load(self, device_plan: DevicePlan) -> Illustrator:
-        from fairytale.render.illustrator import TextToImageIllustrator
-
-        pipe = self._pipeline(device_plan)
-        check_v_prediction(pipe.scheduler, self.source.label)
-        return TextToImageIllustrator(self, pipe, device_plan)
-
 
 def check_v_prediction(scheduler: Any, label: str) -> None:
     """SD 2.x 768 px models predict velocity; an epsilon scheduler paints noise. Say so."""
@@ -305,5 +271,46 @@ def check_v_prediction(scheduler: Any, label: str) -> None:
         )
 
 
-# The image-conditioned backend registers itself on import, like any other.
-from fairytale.render import unclip as _unclip  # noqa: E402,F401
+def page_regions(plan: BookPlan, page: Page) -> list[tuple[float, float, float, float]]:
+    """The region of each character of ``page`` that has a portrait, in the order of
+    :func:`page_portraits`: the plan's (``pages[].regions``), else side by side, as wide as
+    the picture divided among them, in the order the page lists them (the order the text names
+    them)."""
+    shown = [c for c in page.characters if c in {x.id for x in plan.characters if x.reference is not None}]
+    boxes = {}
+    for index, character_id in enumerate(shown):
+        region = (page.regions or {}).get(character_id)
+        boxes[character_id] = region.box() if region else (index / len(shown), 0.0, (index + 1) / len(shown), 1.0)
+    return [boxes[c.id] for c in plan.characters if c.id in boxes]
+
+
+def page_portraits(plan: BookPlan, page: Page, plan_file: Path) -> tuple[Path, ...]:
+    """The reference portraits of the characters ``page`` shows, in the plan's character order
+    (a character without one is left out); a listed picture that is missing or unreadable is a
+    one-line error."""
+    from fairytale.plan import resolve_plan_path
+
+    found = []
+    for character in plan.characters:
+        if character.id not in page.characters or character.reference is None:
+            continue
+        path = resolve_plan_path(plan_file, character.reference.image)
+        if not path.is_file():
+            raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
+        check_picture(path, character.name)
+        found.append(path)
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=256)
+def _checked_picture(path: Path, size: int, mtime_ns: int, name: str) -> None:
+    from fairytale.images import open_picture
+
+    open_picture(path, what=f"reference picture of {name}")
+
+
+def check_picture(path: Path, name: str) -> None:
+    """Refuse a reference picture that is not a readable picture now, before any model loads
+    (checked once per file version, as every page of the character names it)."""
+    stat = path.stat()
+    _checked_picture(path, stat.st_size, stat.st_mtime_ns, name)

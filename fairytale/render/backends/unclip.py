@@ -19,34 +19,28 @@ a zero image embedding (text only), so no second model is loaded: one big pipeli
 
 from __future__ import annotations
 
-import functools
-import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
-from fairytale.errors import PlanError
 from fairytale.files import sha256_file
-from fairytale.plan import resolve_plan_path
-from fairytale.render.backends import (
+from fairytale.render.backends.common import (
     Backend,
     PaintRequest,
     check_v_prediction,
+    page_portraits,
     quiet_loading,
-    register_backend,
 )
-from fairytale.render.illustrator import StepCallback, TextToImageIllustrator
+from fairytale.render.illustrator import TextToImageIllustrator
 
 if TYPE_CHECKING:  # pragma: no cover
-    from PIL import Image
 
     from fairytale.plan import BookPlan, Page
     from fairytale.render.devices import DevicePlan
     from fairytale.render.illustrator import Illustrator
 
 
-@register_backend
 class StableUnCLIP21(Backend):
     """SD 2.1 unCLIP: image embedding + text, 768 px, v-prediction."""
 
@@ -57,26 +51,12 @@ class StableUnCLIP21(Backend):
     description = "Stable Diffusion 2.1 unCLIP, 768 px: reference portrait embedding + page prompt"
     consistency_modes = ("seed", "tokens", "reference")
 
-    def missing_references(self, plan: BookPlan) -> list[str]:
-        if self.consistency(plan) != "reference":
-            return []
-        return [c.id for c in plan.characters if c.main and c.reference is None]
-
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
         request = super().request_for(plan, page, plan_file)
-        if self.consistency(plan) != "reference":
+        if "reference" not in self.modes(plan):
             return request
-        references = []
-        for character in plan.characters:  # plan order: the rule in the module docstring
-            if character.id not in page.characters or character.reference is None:
-                continue
-            path = resolve_plan_path(plan_file, character.reference.image)
-            if not path.is_file():
-                raise PlanError(f"Reference picture of {character.name} not found: {path} (listed in {plan_file})")
-            _check_reference(path, character.name)
-            references.append(path)
         return PaintRequest(
-            request.page, request.prompt, request.negative_prompt, request.seed, tuple(references),
+            request.page, request.prompt, request.negative_prompt, request.seed, page_portraits(plan, page, plan_file),
             {"noise_level": self.settings.noise_level},
         )
 
@@ -166,70 +146,28 @@ class UnCLIPIllustrator(TextToImageIllustrator):
         param = next(self.pipe.image_encoder.parameters())
         return torch.zeros(width, device=param.device, dtype=param.dtype)
 
-    def paint(self, requests: Sequence[PaintRequest], on_step: StepCallback | None = None) -> list[Image.Image]:
-        """Paint one picture per request in one batch, each from its prompt and its
-        references' (blended) image embedding."""
+    def batches(self, requests: Sequence[PaintRequest]) -> list[Sequence[PaintRequest]]:
+        """One noise level per pipeline call (the pipeline takes a single one)."""
+        levels = [self._noise_level(r) for r in requests]
+        if len(set(levels)) == 1:
+            return [requests]
+        half = len(requests) // 2
+        return [requests[:half], requests[half:]]
+
+    def _noise_level(self, request: PaintRequest) -> int:
+        return request.options.get("noise_level", self.backend.settings.noise_level)
+
+    def pipeline_inputs(self, requests: Sequence[PaintRequest]) -> dict[str, Any]:
+        """Each page's references' (blended) image embedding, and the batch's noise level."""
         import torch
 
-        if not requests:
-            return []
-        settings = self.backend.settings
-        noise_levels = {r.options.get("noise_level", settings.noise_level) for r in requests}
-        if len(noise_levels) > 1:  # one batch, one noise level (the pipeline takes a single one)
-            half = len(requests) // 2
-            return self.paint(requests[:half], on_step) + self.paint(requests[half:], on_step)
-
-        # 1. encode prompts (cached) and the reference pictures (cached by content)
-        prompt_embeds = torch.cat([self._embed(r.prompt) for r in requests])
-        negative_embeds = torch.cat([self._embed(r.negative_prompt) for r in requests])
         image_embeds = torch.stack([self._conditioning(r) for r in requests]).to(self.pipe._execution_device)
+        return {"image_embeds": image_embeds, "noise_level": self._noise_level(requests[0])}
 
-        # 2. one generator per page, on the CPU (it also draws the embedding's noise)
-        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
-
-        # 3. denoise the batch (this pipeline still reports steps through the old callback)
-        pages = tuple(r.page for r in requests)
+    def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
+        """This pipeline still reports steps through the old ``callback``."""
 
         def step(index: int, timestep: Any, latents: Any) -> None:
-            if on_step:
-                on_step(index + 1, settings.steps)
-            if self.previews and self.previews.due(index + 1, settings.steps):
-                self.previews.show(pages, index + 1, settings.steps, latents)
+            after_step(index + 1, latents)
 
-        with torch.inference_mode():
-            result = self.pipe(
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                image_embeds=image_embeds,
-                noise_level=noise_levels.pop(),
-                num_inference_steps=settings.steps,
-                guidance_scale=self.backend.guidance,
-                width=self.width,
-                height=self.height,
-                generator=generators,
-                output_type="np",
-                callback=step,
-            )
-
-        # 4. to pictures
-        return self.pipe.numpy_to_pil(result.images)
-
-
-def reference_seed(plan_seed: int, character_id: str) -> int:
-    """The seed a character's reference portrait is painted with (recorded in the plan)."""
-    digest = hashlib.sha256(f"fairytale-reference:{plan_seed}:{character_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 2**63
-
-
-@functools.lru_cache(maxsize=256)
-def _checked_reference(path: Path, size: int, mtime_ns: int, name: str) -> None:
-    from fairytale.images import open_picture
-
-    open_picture(path, what=f"reference picture of {name}")
-
-
-def _check_reference(path: Path, name: str) -> None:
-    """Refuse a reference picture that is not a readable picture now, before any model loads
-    (checked once per file version, as every page of the character names it)."""
-    stat = path.stat()
-    _checked_reference(path, stat.st_size, stat.st_mtime_ns, name)
+        return {"callback": step}
