@@ -17,13 +17,12 @@ weights a few ulps off, and a final painted after a draft must equal one from a 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
 from fairytale.errors import ModelUnavailableError
+from fairytale.render.safety import quiet_diffusers
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.settings import RenderSettings
@@ -38,20 +37,6 @@ FALLBACK_STEPS = 10
 ADAPTER = "fairytale_draft"
 #: guidance of an LCM draft: 1 turns classifier-free guidance off (LCM-LoRA works at 1-2)
 LCM_GUIDANCE = 1.0
-
-
-@contextlib.contextmanager
-def quiet_diffusers() -> Iterator[None]:
-    """Errors only from diffusers while a side model loads: its notes about LoRA prefixes and
-    config keys it ignores are nothing a user can act on."""
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
 
 
 def has_lcm_lora(family: str | None) -> bool:

@@ -58,7 +58,7 @@ class PreviewDecoder:
         device. Under CPU offload it stays on the CPU: it is small and runs between steps."""
         from diffusers import AutoencoderTiny
 
-        from fairytale.render.drafts import quiet_diffusers
+        from fairytale.render.safety import quiet_diffusers
 
         device, dtype = device_plan.side_model_placement()
         with quiet_diffusers():

@@ -26,8 +26,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @contextlib.contextmanager
-def _quiet_diffusers() -> Iterator[None]:
-    # The checker logs its own warning for every flagged picture; we report ours instead.
+def quiet_diffusers() -> Iterator[None]:
+    """Errors only from diffusers for the duration of the block: the safety checker logs its own
+    warning for every flagged picture (we report ours instead), and side models (a LoRA, the
+    tiny autoencoder) log notes about prefixes and config keys nobody can act on."""
     from diffusers.utils import logging
 
     level = logging.get_verbosity()
@@ -98,7 +100,7 @@ class SafetyChecker:
             return []
         pixels = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt").pixel_values
         placeholder = np.zeros((len(images), 1, 1, 3), dtype=np.float32)  # the checker blanks these, not ours
-        with torch.inference_mode(), _quiet_diffusers():
+        with torch.inference_mode(), quiet_diffusers():
             _, flags = self.checker(images=placeholder, clip_input=pixels.to(self.device, self.dtype))
         return [bool(flag) for flag in flags]
 
