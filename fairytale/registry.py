@@ -430,9 +430,12 @@ def unavailable_message(source: ModelSource, reason: str | None = None) -> str:
         where = "HF_HUB_OFFLINE is set"
     else:
         where = "the Hugging Face hub cannot be reached"
+    # A model of the user's choice is pulled by its id (ROLE=HUB_ID), not the role's default.
+    ours = {model.default, model.cpu_default, *model.fallbacks}
+    pull = model.role if source.ref in ours else f"{model.role}={source.ref}"
     return (
         f"Model {source.label} is not in the local cache and {where}. "
-        f"Run `fairytale models pull {model.role}` where the internet is reachable, "
+        f"Run `fairytale models pull {pull}` where the internet is reachable, "
         f"or pass {model.option} PATH to a local copy."
     )
 

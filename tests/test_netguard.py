@@ -108,6 +108,12 @@ def test_name_lookups_and_datagrams_outside_are_refused_in_process(tmp_path, mon
         socket.gethostbyname("huggingface.co")
     with pytest.raises(OutsideNetworkError):
         socket.gethostbyname_ex("huggingface.co")
+    with pytest.raises(OutsideNetworkError):
+        socket.gethostbyaddr("192.0.2.1")  # a PTR query for an outside address
+    with pytest.raises(OutsideNetworkError):
+        socket.getnameinfo(("192.0.2.1", 443), 0)
+    with pytest.raises(OutsideNetworkError):
+        socket.gethostbyaddr("huggingface.co")
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         with pytest.raises(OutsideNetworkError):
@@ -119,9 +125,11 @@ def test_name_lookups_and_datagrams_outside_are_refused_in_process(tmp_path, mon
     finally:
         udp.close()
     text = log.read_text(encoding="utf-8")
-    assert text.count("huggingface.co") == 3 and text.count("192.0.2.1") == 3
+    assert text.count("huggingface.co") == 4 and text.count("192.0.2.1") == 5
     # what stays on the machine still works
     assert socket.getaddrinfo("localhost", 80) and socket.gethostbyname("127.0.0.1") == "127.0.0.1"
+    assert socket.gethostbyaddr("127.0.0.1")[2] == ["127.0.0.1"]
+    assert socket.getnameinfo(("192.0.2.1", 443), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV) == ("192.0.2.1", "443")
 
 
 def test_loopback_datagrams_work():

@@ -54,6 +54,13 @@ def test_missing_pipeline_offline_is_one_clear_line():
         registry.load_pipeline("sd14")
 
 
+def test_a_missing_model_of_the_users_choice_is_pulled_by_its_id():
+    # `models pull qa` would fetch the default, not the model the user asked for.
+    with pytest.raises(ModelUnavailableError) as info:
+        registry.load_qa("someone/my-qa")
+    assert "`fairytale models pull qa=someone/my-qa`" in str(info.value)
+
+
 def test_local_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(ModelUnavailableError, match="not a usable"):
         registry.load_pipeline("sd14", ref=str(tmp_path))

@@ -7,7 +7,9 @@ launch`, notebook kernels, a stand-in hub) imports it as its ``sitecustomize`` a
 too. Connections (``connect``/``connect_ex``) and datagrams with an address (``sendto``,
 ``sendmsg``) must go to loopback; a name lookup (``getaddrinfo``, ``gethostbyname``,
 ``gethostbyname_ex``) may only name a numeric address or this machine (``localhost``, its own
-host name), since looking up any other name is itself a DNS query leaving the machine. A
+host name), since looking up any other name is itself a DNS query leaving the machine; a
+reverse lookup (``gethostbyaddr``, ``getnameinfo``) may only ask about a loopback address or
+this machine's names, since asking for any other address's name is a query too. A
 blocked attempt raises :class:`OutsideNetworkError` *before* any packet is sent and is
 appended to the file named by ``FAIRYTALE_NETGUARD_LOG``, so the test session can fail the
 test even when library code swallows the exception.
@@ -84,6 +86,22 @@ def _lookup_allowed(host: object) -> bool:
     return name == _own_name()
 
 
+def _reverse_lookup_allowed(host: object) -> bool:
+    """A reverse lookup (address → name) that sends no query off the machine: of a loopback
+    address or of this machine's names (a name is looked up forward first, which
+    :func:`_lookup_allowed` judges)."""
+    if not _lookup_allowed(host) or host is None:
+        return False
+    name = (bytes(host).decode("ascii") if isinstance(host, bytes | bytearray) else str(host)).split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(name.rstrip("."))
+    except ValueError:
+        return True  # one of this machine's names
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
 def _own_name() -> str:
     try:
         return _original_gethostname().rstrip(".").lower()
@@ -111,7 +129,8 @@ def _blocked(address: object, what: str = "connect to") -> OutsideNetworkError:
 
 def install() -> None:
     """Wrap ``socket.socket.connect``/``connect_ex``/``sendto``/``sendmsg`` and the module's
-    ``getaddrinfo``/``gethostbyname``/``gethostbyname_ex`` (idempotent)."""
+    ``getaddrinfo``/``gethostbyname``/``gethostbyname_ex``/``gethostbyaddr``/``getnameinfo``
+    (idempotent)."""
     if getattr(socket.socket, "_fairytale_guarded", False):
         return
     original_connect = socket.socket.connect
@@ -121,6 +140,8 @@ def install() -> None:
     original_getaddrinfo = socket.getaddrinfo
     original_gethostbyname = socket.gethostbyname
     original_gethostbyname_ex = socket.gethostbyname_ex
+    original_gethostbyaddr = socket.gethostbyaddr
+    original_getnameinfo = socket.getnameinfo
 
     def connect(self: socket.socket, address: object) -> None:
         if not _allowed(self.family, address):
@@ -161,6 +182,18 @@ def install() -> None:
             raise _blocked(host, "look up")
         return original_gethostbyname_ex(host)
 
+    def gethostbyaddr(host: str) -> tuple[str, list[str], list[str]]:
+        if not _reverse_lookup_allowed(host):
+            raise _blocked(host, "look up the name of")
+        return original_gethostbyaddr(host)
+
+    def getnameinfo(sockaddr: tuple, flags: int) -> tuple[str, str]:
+        host = sockaddr[0] if isinstance(sockaddr, tuple) and sockaddr else sockaddr
+        numeric = flags & socket.NI_NUMERICHOST and flags & socket.NI_NUMERICSERV
+        if not numeric and not _reverse_lookup_allowed(host):
+            raise _blocked(host, "look up the name of")
+        return original_getnameinfo(sockaddr, flags)
+
     socket.socket.connect = connect  # type: ignore[method-assign]
     socket.socket.connect_ex = connect_ex  # type: ignore[method-assign]
     socket.socket.sendto = sendto  # type: ignore[method-assign, assignment]
@@ -168,6 +201,8 @@ def install() -> None:
     socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
     socket.gethostbyname = gethostbyname
     socket.gethostbyname_ex = gethostbyname_ex
+    socket.gethostbyaddr = gethostbyaddr
+    socket.getnameinfo = getnameinfo
     socket.socket._fairytale_guarded = True  # type: ignore[attr-defined]
 
 
