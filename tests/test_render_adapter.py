@@ -126,12 +126,62 @@ def test_modes_combine_and_are_checked():
         RenderSettings(adapter_scale=3.0)
 
 
+ADAPTER_ROLES = {"ip_adapter_sd15", "ip_adapter_image_encoder"}
+
+
 def test_the_model_check_names_the_adapter_models():
+    from fairytale import registry
     from fairytale.model_check import render_needs
 
-    roles = {need.role for need in render_needs("sd14", None, consistency="adapter")}
-    assert {"ip_adapter_sd15", "ip_adapter_image_encoder"} <= roles
-    assert not {"ip_adapter_sd15", "ip_adapter_image_encoder"} & {n.role for n in render_needs("sd14", None)}
+    def roles(*args, **kwargs):
+        return {need.role for need in render_needs(*args, **kwargs)}
+
+    assert ADAPTER_ROLES <= roles("sd14", None, consistency="adapter")
+    assert ADAPTER_ROLES <= roles("sd14", None)  # the default for SD 1.x
+    assert ADAPTER_ROLES <= roles("sd14", None, plan=two_character_plan())
+    assert not ADAPTER_ROLES & roles("sd14", None, consistency="seed")
+    assert not ADAPTER_ROLES & roles("sd21", None) and not ADAPTER_ROLES & roles("unclip", None)
+    assert ADAPTER_ROLES <= set(registry.MODELS)  # `fairytale models pull` (all roles) pulls them
+
+
+def test_a_plan_without_portraits_needs_no_adapter(tiny_sd, tiny_safety_checker, tmp_path):
+    """Default (adapter) mode on a plan whose pages show no character with a portrait: nothing
+    is painted for portraits, IP-Adapter is neither required nor loaded (here none exists), the
+    pictures are keyed as plain ones, and the manifest still records the mode."""
+    from fairytale.model_check import render_needs
+
+    plan = make_plan(3)
+    for page in plan.pages:
+        page.characters = []
+    plan.characters = []
+    assert not ADAPTER_ROLES & {need.role for need in render_needs("sd14", None, plan=plan)}
+    plan_path = write_plan(tmp_path, plan)
+    settings = tiny_settings(tiny_sd, consistency=None, safety_model=str(tiny_safety_checker))
+    result = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)
+    assert load_manifest(result.book_dir).settings["consistency"] == "adapter"
+    assert not (result.book_dir / "references").exists()
+    plain = render_book(
+        write_plan(tmp_path, plan, "plain.json"), tmp_path / "book.pdf",
+        tiny_settings(tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker)), progress=False,
+    )
+    assert plain.painted == [] and plain.reused == [1, 2, 3]  # the same keys as seed mode
+
+
+def test_a_default_render_names_the_missing_adapter_in_one_line(tiny_sd, tiny_safety_checker, tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+
+    plan_path = write_plan(tmp_path, two_character_plan(2))
+    result = CliRunner().invoke(
+        app, ["render", str(plan_path), "-o", str(tmp_path / "b.pdf"), "--model", str(tiny_sd),
+              "--safety-model", str(tiny_safety_checker), "--steps", "2", "--device", "cpu"],
+    )
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "fairytale models pull ip_adapter_sd15 ip_adapter_image_encoder" in line
+    assert not (tmp_path / "b").exists()  # nothing painted or written
 
 
 def test_a_portrait_adds_exactly_nothing_outside_its_region():

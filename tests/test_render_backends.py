@@ -130,13 +130,13 @@ def test_consistency_modes(tiny_sd, tiny_unclip):
     plan = make_plan(2)
     assert get_backend("unclip")(RenderSettings(backend="unclip", model=str(tiny_unclip))).consistency(plan) == "reference"
     sd14 = get_backend("sd14")
-    assert sd14(RenderSettings(model=str(tiny_sd))).consistency(plan) == "seed"
+    assert sd14(RenderSettings(model=str(tiny_sd))).consistency(plan) == "adapter"
     with pytest.raises(FairytaleError, match="offers: seed, tokens"):
         sd14(RenderSettings(model=str(tiny_sd), consistency="reference")).consistency(plan)
     with pytest.raises(PlanError, match="Zoë has no learned token"):
         sd14(RenderSettings(model=str(tiny_sd), consistency="tokens")).consistency(plan)
     plan.character("zoe").token = "<zoe>"
-    assert sd14(RenderSettings(model=str(tiny_sd))).consistency(plan) == "tokens"
+    assert sd14(RenderSettings(model=str(tiny_sd))).consistency(plan) == "tokens+adapter"
     with pytest.raises(PlanError, match="not in the plan's embeddings"):
         sd14(RenderSettings(model=str(tiny_sd), consistency="tokens")).consistency(plan)
     plan.embeddings = [Embedding(token="<zoe>", path="zoe.safetensors", family="sd1")]
@@ -219,3 +219,40 @@ def test_a_missing_reference_picture_is_a_clear_error(tiny_unclip, tiny_safety_c
     with pytest.raises(PlanError, match="Reference picture of Zoë not found"):
         render_book(plan_path, tmp_path / "b.pdf", unclip_settings(tiny_unclip, tiny_safety_checker), progress=False)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(("backend", "default"), [("sd14", "adapter"), ("sd21", "attention"), ("unclip", "reference")])
+def test_the_default_mode_is_the_backends_own_and_ignores_the_cache(backend, default, tiny_sd, tmp_path):
+    """Without --consistency the mode is declared by the backend (what is cached plays no
+    part); every main character with a learned token puts ``tokens+`` in front."""
+    from fairytale.render import RenderSettings
+
+    painter = get_backend(backend)
+    assert painter.default_consistency == default
+    plan = make_plan(2)
+    settings = RenderSettings(backend=backend, model=str(tiny_sd))  # a local folder: nothing read to decide
+    assert painter(settings).consistency(plan) == default
+    plan.characters[1].main = True  # Father: a main character without a token
+    plan.character("zoe").token = "<zoe>"
+    assert painter(settings).consistency(plan) == default
+    plan.character("dad").token = "<dad>"
+    assert painter(settings).consistency(plan) == f"tokens+{default}"
+    for page in plan.pages:
+        page.characters = []
+    plan.characters = []  # no main character: the backend's default alone
+    assert painter(settings).consistency(plan) == default
+    assert painter.default_mode(None) == default  # `book` before planning
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "sd14",
+        pytest.param("sd21", marks=pytest.mark.xfail(strict=True, reason="'attention' comes with the attention-mode branch")),
+        "unclip",
+    ],
+)
+def test_every_default_mode_is_one_the_backend_offers(backend):
+    painter = get_backend(backend)
+    assert painter.default_consistency in painter.consistency_modes
+
