@@ -107,6 +107,34 @@ def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_
         assert not np.array_equal(pixels(after, number), pixels(before, number))
 
 
+def test_regions_in_the_plan_key_only_their_page(adapter_book, tmp_path):
+    """The planner's automatic regions are the boxes the renderer computes for a plan without
+    them (nothing repainted); an edited region survives the render and repaints only its page."""
+    import shutil
+
+    from fairytale.plan import Region
+    from fairytale.scenes import side_by_side
+
+    plan_path, settings, before = adapter_book
+    folder = tmp_path / "copy"
+    shutil.copytree(plan_path.parent, folder)
+    copied = folder / plan_path.name
+    plan = load_plan(copied)
+    plan.pages[3].regions = side_by_side(["zoe", "dad"])
+    save_plan(plan, copied)
+    same = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert same.painted == []
+    plan = load_plan(copied)
+    plan.pages[3].regions["dad"] = Region(left=0.6, top=0.3, right=1.0, bottom=1.0)
+    save_plan(plan, copied)
+    after = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert after.painted == [4]
+    keys_before = {p.number: p.key for p in load_manifest(before.book_dir).pages}
+    keys_after = {p.number: p.key for p in load_manifest(after.book_dir).pages}
+    assert [n for n in keys_before if keys_before[n] != keys_after[n]] == [4]
+    assert load_plan(copied).pages[3].regions["dad"].box() == (0.6, 0.3, 1.0, 1.0)  # kept as edited
+
+
 def test_sd2_adapter_is_a_one_line_error_naming_the_modes_that_work(tiny_sd2, tmp_path):
     with pytest.raises(FairytaleError, match=r"IP-Adapter has weights for SD 1.x only\); it offers: seed, tokens"):
         render_book(

@@ -23,7 +23,8 @@ def pixels(path):
 
 
 def unclip_settings(tiny_unclip, tiny_safety_checker, **changes):
-    return tiny_settings(tiny_unclip, backend="unclip", safety_model=str(tiny_safety_checker), steps=2, **changes)
+    values = dict(backend="unclip", safety_model=str(tiny_safety_checker), steps=2, consistency=None)  # its default: reference
+    return tiny_settings(tiny_unclip, **(values | changes))
 
 
 def test_sd21_renders_a_book(tiny_sd2, tiny_safety_checker, tmp_path):
