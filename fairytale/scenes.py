@@ -325,4 +325,3 @@ def refit_regions(
     left = {key: region.left for key, region in regions.items()}
     ordered = sorted(shown, key=lambda key: (key not in left, left.get(key, 0.0)))
     return side_by_side(ordered)
-

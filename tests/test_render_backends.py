@@ -256,4 +256,3 @@ def test_the_default_mode_is_the_backends_own_and_ignores_the_cache(backend, def
 def test_every_default_mode_is_one_the_backend_offers(backend):
     painter = get_backend(backend)
     assert painter.default_consistency in painter.consistency_modes
-
