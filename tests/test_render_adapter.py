@@ -86,6 +86,24 @@ def test_batch_size_does_not_change_a_page(adapter_book, tiny_sd, tiny_ip_adapte
         assert np.array_equal(pixels(alone, number), pixels(batched, number)), number
 
 
+def test_low_vram_attention_slicing_takes_the_adapter(adapter_book, tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path):
+    """--low-vram slices attention; IP-Adapter loads over it (diffusers' loader alone cannot
+    re-create sliced processors) and the other layers stay sliced."""
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
+    from fairytale.render import load_illustrator
+
+    settings = adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, low_vram=True, batch_size=1)
+    illustrator = load_illustrator(settings)
+    result = render_book(
+        write_plan(tmp_path, two_character_plan(2)), tmp_path / "low.pdf", settings, illustrator=illustrator,
+        progress=False,
+    )
+    assert result.painted == [1, 2]
+    kinds = {type(p).__name__ for p in illustrator.pipe.unet.attn_processors.values()}
+    assert "PortraitAttnProcessor" in kinds and SlicedAttnProcessor.__name__ in kinds
+
+
 def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_book, tmp_path):
     import shutil
 
