@@ -25,6 +25,8 @@ from fairytale.errors import ModelUnavailableError
 if TYPE_CHECKING:  # pragma: no cover
     from rich.console import Console
 
+    from fairytale.plan import BookPlan
+
 
 @dataclass(frozen=True)
 class Need:
@@ -97,13 +99,17 @@ def render_needs(
     adapter_encoder: str | None = None,
     drift_check: bool = False,
     clip_model: str | None = None,
+    plan: BookPlan | None = None,
 ) -> list[Need]:
     """`fairytale render`: the backend's model, the standalone safety checker when that model
     ships none, the x4 upscaler with ``--print``, the LCM-LoRA with ``--draft`` (for the
-    families that have one), and IP-Adapter with its image encoder when ``--consistency`` uses
-    ``adapter``."""
+    families that have one), and IP-Adapter with its image encoder when the mode in force uses
+    ``adapter``: ``consistency``, or without it the backend's default (``adapter`` for
+    ``sd14``). Given the ``plan``, IP-Adapter is left out when no page shows a character with a
+    portrait (nothing would load it); without one (``book`` before planning) it is counted."""
     from fairytale.render import drafts
     from fairytale.render.backends import get_backend
+    from fairytale.render.backends.common import shows_portraits
     from fairytale.render.settings import consistency_parts
 
     painter = get_backend(backend)
@@ -115,8 +121,9 @@ def render_needs(
     lora_role = drafts.LCM_LORAS.get(painter.family or "")
     if draft and lora_role:
         needs.append(Need(lora_role, draft_lora))
-    painter_modes = get_backend(backend).consistency_modes
-    if consistency and "adapter" in consistency_parts(consistency) and "adapter" in painter_modes:
+    modes = consistency_parts(consistency or painter.default_mode(plan))
+    shown = plan is None or shows_portraits(plan)
+    if "adapter" in modes and "adapter" in painter.consistency_modes and shown:
         needs += [Need("ip_adapter_sd15", adapter_model), Need("ip_adapter_image_encoder", adapter_encoder)]
     if drift_check:
         needs.append(Need("clip", clip_model))

@@ -22,7 +22,7 @@ from fairytale.nlp import PlannerModels, load_planner_models
 from fairytale.pages import DEFAULT_WORDS_PER_PAGE, split_pages, tidy
 from fairytale.plan import BookPlan, Character, Page, Source, Style
 from fairytale.prompts import clip_token_counter, fit_prompt, page_parts
-from fairytale.scenes import describe, find_looks, find_scenes
+from fairytale.scenes import describe, drawn_alone, find_looks, find_scenes, side_by_side
 from fairytale.story import read_story
 
 #: At most this many characters count as main characters.
@@ -199,6 +199,7 @@ def plan_story(
         # 6. pages, prompts and seeds
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         rng = random.Random(seed)
+        groups = {character.id: character.members for character in characters if character.members}
         pages = [
             Page(
                 number=number,
@@ -208,6 +209,7 @@ def plan_story(
                 action=scene.action,
                 time_of_day=scene.time_of_day,
                 mood=scene.mood,
+                regions=side_by_side(drawn_alone([key_of[key] for key in scene.named], groups)),
                 prompt="-",
                 seed=rng.randrange(2**31),
             )

@@ -6,6 +6,11 @@
 * **Presence** — a page shows the characters the text mentions on it (by name, phrase or
   pronoun; a group such as "Pip and Tom", or "they", brings its members); a main character
   from the previous page who is not mentioned stays if NLI agrees they are still in the scene.
+* **Regions** — a page showing two or more characters gives each its own part of the picture,
+  side by side in the order the text names them on the page (a group's members stand where the
+  group is named; a character kept on the page without being named comes last). The plan
+  records them (``pages[].regions``) so they can be seen and edited; portrait modes confine
+  each character's portrait to its region.
 * **Setting and action** — QA on the page text; with no answer the setting carries over from
   the previous page (a walk along the river stays at the river).
 * **Time of day and mood** — zero-shot NLI, asked only of the words around a cue ("That
@@ -30,6 +35,7 @@ from fairytale.characters import CastMember
 from fairytale.lexicon import MOOD_CUES, TIME_CUES
 from fairytale.nlp import Choice, PlannerModels, Question
 from fairytale.pages import PageSpan, Sentence
+from fairytale.plan import Region
 
 TIMES_OF_DAY = ("morning", "daytime", "evening", "night")
 MOODS = ("happy", "calm", "sad", "exciting", "scary")
@@ -58,6 +64,8 @@ class PageScene:
     action: str | None
     time_of_day: str | None
     mood: str | None
+    #: the characters in the order the text names them on the page (see :func:`named_order`)
+    named: list[str]
 
 
 #: Looks are read for characters mentioned at least this often (others are drawn by their kind).
@@ -223,9 +231,54 @@ def find_scenes(
                 action=_plain(what.text) if what else None,
                 time_of_day=time_of_day,
                 mood=mood,
+                named=named_order(present[number], members, pages[number]),
             )
         )
     return scenes
+
+
+def named_order(keys: Sequence[str], members: Sequence[CastMember], page: PageSpan) -> list[str]:
+    """``keys`` (characters on ``page``) in the order the page's text first names them. A
+    group's members that the page does not name themselves stand where the group is named, in
+    the group's order; characters the page does not name at all (kept from the page before)
+    come last, in the order given."""
+    by_key = {member.key: member for member in members}
+    position: dict[str, tuple[float, int, int]] = {}
+    for index, key in enumerate(keys):
+        named = [m.start for m in by_key[key].mentions if page.start <= m.start < page.end]
+        position[key] = (min(named), 0, 0) if named else (float("inf"), 0, index)
+    for key in keys:
+        if position[key][0] == float("inf"):
+            continue
+        for index, member in enumerate(by_key[key].members):
+            if member in position and position[member][0] == float("inf"):
+                position[member] = (position[key][0], 1, index)
+    return sorted(keys, key=lambda key: position[key])
+
+
+def side_by_side(characters: Sequence[str]) -> dict[str, Region] | None:
+    """Automatic regions of a page: each character a full-height strip, as wide as the picture
+    divided among them, left to right in the order given; None for fewer than two characters
+    (one character has the whole picture). The same boxes the renderer computes for a plan
+    without regions, when each of them has a portrait.
+
+    >>> {k: r.box() for k, r in side_by_side(["pip", "tom"]).items()}
+    {'pip': (0.0, 0.0, 0.5, 1.0), 'tom': (0.5, 0.0, 1.0, 1.0)}
+    """
+    if len(characters) < 2:
+        return None
+    count = len(characters)
+    return {
+        key: Region(left=index / count, top=0.0, right=(index + 1) / count, bottom=1.0)
+        for index, key in enumerate(characters)
+    }
+
+
+def drawn_alone(characters: Sequence[str], groups: dict[str, Sequence[str]]) -> list[str]:
+    """``characters`` less every group whose members are all among them: such a group is
+    drawn as its members (as the prompt does), so it needs no region of its own."""
+    shown = set(characters)
+    return [key for key in characters if not (groups.get(key) and set(groups[key]) <= shown)]
 
 
 def mood_from(valence: float, arousal: float) -> str | None:
@@ -253,3 +306,22 @@ def _confident(scores: dict[str, float] | None, minimum: float) -> str | None:
         return None
     best = max(scores, key=scores.get)
     return best if scores[best] >= minimum else None
+
+
+def refit_regions(
+    regions: dict[str, Region] | None, characters: Sequence[str], groups: dict[str, Sequence[str]]
+) -> dict[str, Region] | None:
+    """A page's regions once its characters become ``characters`` (an edit). Automatic regions
+    (side-by-side strips, as the planner writes them) are made again: the characters still shown
+    keep their left-to-right order, new ones join on the right. Regions someone edited are kept
+    for the characters still shown (a new character gets the renderer's default). A page
+    without regions (a plan from before they were written) keeps none."""
+    if regions is None:
+        return None
+    strips = side_by_side(list(regions)) or {}
+    if sorted(r.box() for r in regions.values()) != sorted(r.box() for r in strips.values()):
+        return {key: region for key, region in regions.items() if key in characters} or None
+    shown = drawn_alone(characters, groups)
+    left = {key: region.left for key, region in regions.items()}
+    ordered = sorted(shown, key=lambda key: (key not in left, left.get(key, 0.0)))
+    return side_by_side(ordered)

@@ -365,7 +365,11 @@ def save_page(
         unknown = [c for c in characters if c not in known]
         if unknown:
             raise PlanError(f"Page {number}: no character {', '.join(unknown)} in the plan")
+        from fairytale.scenes import refit_regions
+
         page.characters = list(characters)
+        groups = {c.id: c.members for c in plan.characters if c.members}
+        page.regions = refit_regions(page.regions, page.characters, groups)
     _save(book, plan)
     return plan
 

@@ -18,11 +18,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("story", STORIES, ids=[s.stem for s in STORIES])
-def test_every_story_becomes_a_complete_book(story, tiny_ner, tiny_qa, tiny_nli, tiny_sd, tmp_path):
+def test_every_story_becomes_a_complete_book(story, tiny_ner, tiny_qa, tiny_nli, tiny_sd, tiny_ip_adapter, tmp_path):
     pdf = tmp_path / f"{story.stem}.pdf"
-    args = [
+    args = [  # the default consistency mode of sd14: portraits through IP-Adapter (the tiny one)
         "book", story, "-o", pdf, "--model", tiny_sd, "--ner-model", tiny_ner, "--qa-model", tiny_qa,
         "--nli-model", tiny_nli, "--steps", 2, "--device", "cpu", "--seed", 11, "--quiet",
+        "--adapter-model", tiny_ip_adapter, "--adapter-encoder", tiny_ip_adapter,
     ]
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
@@ -46,3 +47,9 @@ def test_every_story_becomes_a_complete_book(story, tiny_ner, tiny_qa, tiny_nli,
     for page_pictures in pictures[2:]:
         assert page_pictures, "a story page without its picture"
         assert all(p["std"] > 1 for p in page_pictures)
+
+    # the mode recorded, and the portraits it painted from recorded in the plan
+    from fairytale.render import load_manifest
+
+    assert load_manifest(tmp_path / story.stem).settings["consistency"] == "adapter"
+    assert all(c.reference is not None for c in plan.characters if c.main)

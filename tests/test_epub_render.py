@@ -33,6 +33,8 @@ def test_render_writes_the_epub_and_the_print_files(tiny_sd, tmp_path):
         out / "zoe.pdf",
         "--model",
         tiny_sd,
+        "--consistency",
+        "seed",
         "--steps",
         2,
         "--device",

@@ -136,14 +136,14 @@ def rendered(tmp_path_factory, tiny_sd):
     plan = make_plan(2)
     plan.pages[0].prompt = "a girl in a [red scarf] by the sea"
     plan_path = write_plan(folder, plan)
-    result = run("render", plan_path, "-o", folder / "zoe.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    result = run("render", plan_path, "-o", folder / "zoe.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
     return folder, plan_path
 
 
 def render_again(rendered, tiny_sd, *extra):
     folder, plan_path = rendered
-    return run("render", plan_path, "-o", folder / "zoe.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", *extra)
+    return run("render", plan_path, "-o", folder / "zoe.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", *extra)
 
 
 def test_brackets_in_a_prompt_survive_the_evaluate_table(rendered, tiny_clip):
@@ -236,7 +236,7 @@ def test_render_refuses_an_embedding_file_with_unexpected_content(kind, suffix, 
     plan.pages[0].prompt = "<zoe> by the sea"
     plan_path = write_plan(tmp_path, plan)
     before = snapshot(tmp_path)
-    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu")
+    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu")
     assert_one_line(result, message)
     assert snapshot(tmp_path) == before
 
@@ -262,7 +262,7 @@ def test_render_refuses_a_plan_token_that_is_a_word(tmp_path, tiny_sd):
     plan.pages[0].prompt = "a tall giraffe by the sea"
     plan_path = write_plan(tmp_path, plan)
     before = snapshot(tmp_path)
-    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet")
     assert_one_line(result, "giraffe", "already knows the token")
     assert snapshot(tmp_path) == before
 
@@ -307,7 +307,7 @@ def test_outputs_have_the_users_normal_permissions(rendered):
 
 def test_evaluate_refuses_a_truncated_page_picture(tmp_path, tiny_sd, tiny_clip):
     plan_path = write_plan(tmp_path, make_plan(1))
-    assert run("render", plan_path, "-o", tmp_path / "z.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet").exit_code == 0
+    assert run("render", plan_path, "-o", tmp_path / "z.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet").exit_code == 0
     page = tmp_path / "z" / "pages" / "page-01.png"
     page.write_bytes(page.read_bytes()[:200])
     result = run("evaluate", tmp_path / "z", "--clip-model", tiny_clip)
@@ -319,7 +319,7 @@ def test_umask_is_respected_for_a_new_book(tmp_path, tiny_sd):
     plan_path = write_plan(tmp_path, make_plan(1))
     old = os.umask(0o027)
     try:
-        result = run("render", plan_path, "-o", tmp_path / "new" / "z.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+        result = run("render", plan_path, "-o", tmp_path / "new" / "z.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet")
     finally:
         os.umask(old)
     assert result.exit_code == 0, result.output

@@ -75,14 +75,18 @@ def test_notebooks_are_valid_committed_clean_and_parameterised(name):
     assert "colab.research.google.com" in notebook.cells[0].source  # the badge
 
 
-def test_generate_book_notebook_makes_the_pdf(tiny_ner, tiny_qa, tiny_nli, tiny_sd, story_path, tmp_path, monkeypatch):
-    values = {
+def test_generate_book_notebook_makes_the_pdf(
+    tiny_ner, tiny_qa, tiny_nli, tiny_sd, tiny_ip_adapter, story_path, tmp_path, monkeypatch
+):
+    values = {  # CONSISTENCY left empty: the default mode, with the tiny IP-Adapter
         "STORY_FILE": str(story_path), "MODEL": str(tiny_sd), "NER_MODEL": str(tiny_ner),
         "QA_MODEL": str(tiny_qa), "NLI_MODEL": str(tiny_nli), "STEPS": 2, "PAGES_TO_SHOW": 2, "SEED": 3,
+        "ADAPTER_MODEL": str(tiny_ip_adapter),
     }
     done = execute("generate_book.ipynb", values, tmp_path, monkeypatch)
 
     plan = load_plan(tmp_path / "book" / "plan.json")
+    assert all(c.reference is not None for c in plan.characters if c.main)  # painted from portraits
     pdf = tmp_path / "book.pdf"
     assert len(pdf_page_texts(pdf)) == len(plan.pages) + 2  # cover, title page, story pages
     assert plan.seed == 3

@@ -148,3 +148,50 @@ def test_groups_with_the_tiny_models(tmp_path, tiny_args):
     by_text = {page.text: set(page.characters) for page in plan.pages}
     assert by_text["They jumped in the river."] == {"ginger-and-milo", "ginger", "milo"}
     assert by_text["The three bears came home. They ate."] == {"three-bears"}
+
+
+def test_pages_with_several_characters_get_regions_in_the_order_the_text_names_them(tmp_path):
+    from fairytale.plan import save_plan
+
+    story = tmp_path / "story.txt"
+    story.write_text(
+        "Ginger was a tall giraffe. Ginger liked mangoes. Ginger walked to the river.\n\n"
+        "Tim the turtle waved at Ginger. They shared a mango.\n\n"
+        "Ginger slept under the tree."
+    )
+    models = fake_models(names=("Ginger", "Tim"))
+    plan = plan_story(story, models=models, count_tokens=word_count, seed=1, words_per_page=12)
+    save_plan(plan, tmp_path / "plan.json")
+    pages = load_plan(tmp_path / "plan.json").pages  # written into plan.json, where users edit them
+    two = [p for p in pages if {"ginger", "tim"} <= set(p.characters)]
+    assert two, [p.characters for p in pages]
+    for page in two:
+        # Ginger is the first character of the cast, but this page names Tim first: Tim stands left
+        assert page.characters.index("ginger") < page.characters.index("tim")
+        boxes = {key: region.box() for key, region in page.regions.items()}
+        assert boxes == {"tim": (0.0, 0.0, 0.5, 1.0), "ginger": (0.5, 0.0, 1.0, 1.0)}
+    assert all(p.regions is None for p in pages if len(p.characters) < 2)
+
+
+def test_named_order_side_by_side_and_edits():
+    from fairytale.characters import CastMember, Mention
+    from fairytale.pages import PageSpan
+    from fairytale.plan import Region
+    from fairytale.scenes import named_order, refit_regions, side_by_side
+
+    def member(key, *starts, members=()):
+        mentions = [Mention(s, s + 1, key, 0, "name") for s in starts]
+        return CastMember(key=key, name=key, named=True, mentions=mentions, members=list(members))
+
+    cast = [member("owl", 2), member("tom"), member("both", 20, members=["pip", "tom"]), member("pip", 15, 50)]
+    page = PageSpan(start=10, end=40, first_sentence=0, last_sentence=1)
+    # owl is named only before the page (kept on it by NLI): last; tom stands where his group is named
+    assert named_order(["owl", "tom", "both", "pip"], cast, page) == ["pip", "both", "tom", "owl"]
+    strips = side_by_side(["a", "b", "c"])
+    assert [strips[k].box()[0] for k in "abc"] == [0.0, 1 / 3, 2 / 3]
+    # automatic regions follow an edit of the page's characters; edited ones are kept
+    assert refit_regions(side_by_side(["b", "a"]), ["a", "b", "c"], {}) == side_by_side(["b", "a", "c"])
+    assert refit_regions(side_by_side(["a", "b"]), ["a"], {}) is None
+    mine = {"a": Region(left=0.1, top=0.2, right=0.4, bottom=0.9), "b": Region(left=0.5, top=0, right=1, bottom=1)}
+    assert refit_regions(mine, ["a", "c"], {}) == {"a": mine["a"]}
+    assert refit_regions(None, ["a", "b"], {}) is None

@@ -86,6 +86,24 @@ def test_batch_size_does_not_change_a_page(adapter_book, tiny_sd, tiny_ip_adapte
         assert np.array_equal(pixels(alone, number), pixels(batched, number)), number
 
 
+def test_low_vram_attention_slicing_takes_the_adapter(adapter_book, tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path):
+    """--low-vram slices attention; IP-Adapter loads over it (diffusers' loader alone cannot
+    re-create sliced processors) and the other layers stay sliced."""
+    from diffusers.models.attention_processor import SlicedAttnProcessor
+
+    from fairytale.render import load_illustrator
+
+    settings = adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, low_vram=True, batch_size=1)
+    illustrator = load_illustrator(settings)
+    result = render_book(
+        write_plan(tmp_path, two_character_plan(2)), tmp_path / "low.pdf", settings, illustrator=illustrator,
+        progress=False,
+    )
+    assert result.painted == [1, 2]
+    kinds = {type(p).__name__ for p in illustrator.pipe.unet.attn_processors.values()}
+    assert "PortraitAttnProcessor" in kinds and SlicedAttnProcessor.__name__ in kinds
+
+
 def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_book, tmp_path):
     import shutil
 
@@ -107,6 +125,34 @@ def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_
         assert not np.array_equal(pixels(after, number), pixels(before, number))
 
 
+def test_regions_in_the_plan_key_only_their_page(adapter_book, tmp_path):
+    """The planner's automatic regions are the boxes the renderer computes for a plan without
+    them (nothing repainted); an edited region survives the render and repaints only its page."""
+    import shutil
+
+    from fairytale.plan import Region
+    from fairytale.scenes import side_by_side
+
+    plan_path, settings, before = adapter_book
+    folder = tmp_path / "copy"
+    shutil.copytree(plan_path.parent, folder)
+    copied = folder / plan_path.name
+    plan = load_plan(copied)
+    plan.pages[3].regions = side_by_side(["zoe", "dad"])
+    save_plan(plan, copied)
+    same = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert same.painted == []
+    plan = load_plan(copied)
+    plan.pages[3].regions["dad"] = Region(left=0.6, top=0.3, right=1.0, bottom=1.0)
+    save_plan(plan, copied)
+    after = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert after.painted == [4]
+    keys_before = {p.number: p.key for p in load_manifest(before.book_dir).pages}
+    keys_after = {p.number: p.key for p in load_manifest(after.book_dir).pages}
+    assert [n for n in keys_before if keys_before[n] != keys_after[n]] == [4]
+    assert load_plan(copied).pages[3].regions["dad"].box() == (0.6, 0.3, 1.0, 1.0)  # kept as edited
+
+
 def test_sd2_adapter_is_a_one_line_error_naming_the_modes_that_work(tiny_sd2, tmp_path):
     with pytest.raises(FairytaleError, match=r"IP-Adapter has weights for SD 1.x only\); it offers: seed, tokens"):
         render_book(
@@ -126,12 +172,62 @@ def test_modes_combine_and_are_checked():
         RenderSettings(adapter_scale=3.0)
 
 
+ADAPTER_ROLES = {"ip_adapter_sd15", "ip_adapter_image_encoder"}
+
+
 def test_the_model_check_names_the_adapter_models():
+    from fairytale import registry
     from fairytale.model_check import render_needs
 
-    roles = {need.role for need in render_needs("sd14", None, consistency="adapter")}
-    assert {"ip_adapter_sd15", "ip_adapter_image_encoder"} <= roles
-    assert not {"ip_adapter_sd15", "ip_adapter_image_encoder"} & {n.role for n in render_needs("sd14", None)}
+    def roles(*args, **kwargs):
+        return {need.role for need in render_needs(*args, **kwargs)}
+
+    assert ADAPTER_ROLES <= roles("sd14", None, consistency="adapter")
+    assert ADAPTER_ROLES <= roles("sd14", None)  # the default for SD 1.x
+    assert ADAPTER_ROLES <= roles("sd14", None, plan=two_character_plan())
+    assert not ADAPTER_ROLES & roles("sd14", None, consistency="seed")
+    assert not ADAPTER_ROLES & roles("sd21", None) and not ADAPTER_ROLES & roles("unclip", None)
+    assert ADAPTER_ROLES <= set(registry.MODELS)  # `fairytale models pull` (all roles) pulls them
+
+
+def test_a_plan_without_portraits_needs_no_adapter(tiny_sd, tiny_safety_checker, tmp_path):
+    """Default (adapter) mode on a plan whose pages show no character with a portrait: nothing
+    is painted for portraits, IP-Adapter is neither required nor loaded (here none exists), the
+    pictures are keyed as plain ones, and the manifest still records the mode."""
+    from fairytale.model_check import render_needs
+
+    plan = make_plan(3)
+    for page in plan.pages:
+        page.characters = []
+    plan.characters = []
+    assert not ADAPTER_ROLES & {need.role for need in render_needs("sd14", None, plan=plan)}
+    plan_path = write_plan(tmp_path, plan)
+    settings = tiny_settings(tiny_sd, consistency=None, safety_model=str(tiny_safety_checker))
+    result = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)
+    assert load_manifest(result.book_dir).settings["consistency"] == "adapter"
+    assert not (result.book_dir / "references").exists()
+    plain = render_book(
+        write_plan(tmp_path, plan, "plain.json"), tmp_path / "book.pdf",
+        tiny_settings(tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker)), progress=False,
+    )
+    assert plain.painted == [] and plain.reused == [1, 2, 3]  # the same keys as seed mode
+
+
+def test_a_default_render_names_the_missing_adapter_in_one_line(tiny_sd, tiny_safety_checker, tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+
+    plan_path = write_plan(tmp_path, two_character_plan(2))
+    result = CliRunner().invoke(
+        app, ["render", str(plan_path), "-o", str(tmp_path / "b.pdf"), "--model", str(tiny_sd),
+              "--safety-model", str(tiny_safety_checker), "--steps", "2", "--device", "cpu"],
+    )
+    assert result.exit_code == 1, result.output
+    line = result.output.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "fairytale models pull ip_adapter_sd15 ip_adapter_image_encoder" in line
+    assert not (tmp_path / "b").exists()  # nothing painted or written
 
 
 def test_a_portrait_adds_exactly_nothing_outside_its_region():

@@ -50,13 +50,13 @@ def plan_file(tmp_path):
 def test_render_paints_lays_out_and_summarises(tiny_sd, plan_file, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    result = run("render", plan_file, "-o", out / "zoe.pdf", "--model", tiny_sd, "--steps", 2, "--device", "cpu", "--bleed")
+    result = run("render", plan_file, "-o", out / "zoe.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--device", "cpu", "--bleed")
     assert result.exit_code == 0, result.output
     assert (out / "zoe.pdf").is_file() and (out / "zoe" / "manifest.json").is_file()
     assert "3 painted, 0 reused" in result.stderr and "s/page" in result.stderr
     assert "Painting pages" in result.stderr  # the progress bar
 
-    again = run("render", plan_file, "-o", out / "zoe.pdf", "--model", tiny_sd, "--steps", 2, "--pages", "2", "--quiet")
+    again = run("render", plan_file, "-o", out / "zoe.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--pages", "2", "--quiet")
     assert again.exit_code == 0 and again.stderr == ""
     assert load_plan(plan_file).pages[1].seed != make_plan(3).pages[1].seed
 
@@ -87,7 +87,7 @@ def test_help_documents_the_commands():
 )
 def test_bad_options_are_refused(tiny_sd, plan_file, tmp_path, extra, message):
     before = snapshot(tmp_path)
-    result = run("render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, *extra)
+    result = run("render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--consistency", "seed", *extra)
     assert_refused(result, message, tmp_path, before)
 
 
@@ -98,14 +98,14 @@ def test_a_missing_embedding_file_is_refused(tiny_sd, tmp_path):
     plan.pages[0].prompt = "<zoe> at the lighthouse"
     plan_path = write_plan(tmp_path, plan)
     before = snapshot(tmp_path)
-    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd)
+    result = run("render", plan_path, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--consistency", "seed")
     assert_refused(result, "Embedding file for <zoe> not found", tmp_path, before)
 
 
 def test_an_output_in_a_missing_folder_is_made(tiny_sd, plan_file, tmp_path):
     # The README's `-o out/ginger.pdf` on a fresh machine: the folder is created, as users expect.
     pdf = tmp_path / "out" / "deeper" / "b.pdf"
-    result = run("render", plan_file, "-o", pdf, "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    result = run("render", plan_file, "-o", pdf, "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
     assert pdf.is_file() and (pdf.parent / "b" / "manifest.json").is_file()
 
@@ -113,13 +113,13 @@ def test_an_output_in_a_missing_folder_is_made(tiny_sd, plan_file, tmp_path):
 def test_an_output_below_a_file_is_refused(tiny_sd, plan_file, tmp_path):
     (tmp_path / "out").write_text("a file, not a folder")
     before = snapshot(tmp_path)
-    result = run("render", plan_file, "-o", tmp_path / "out" / "b.pdf", "--model", tiny_sd)
+    result = run("render", plan_file, "-o", tmp_path / "out" / "b.pdf", "--model", tiny_sd, "--consistency", "seed")
     assert_refused(result, "is not a folder", tmp_path, before)
 
 
 def test_a_read_only_output_is_refused(tiny_sd, plan_file, tmp_path, read_only_folder):
     before = snapshot(tmp_path)
-    result = run("render", plan_file, "-o", read_only_folder / "b.pdf", "--model", tiny_sd)
+    result = run("render", plan_file, "-o", read_only_folder / "b.pdf", "--model", tiny_sd, "--consistency", "seed")
     assert_refused(result, "not writable", tmp_path, before)
     assert not (read_only_folder / "b.pdf").exists()
 
@@ -160,7 +160,7 @@ def test_repainting_needs_a_writable_plan(tiny_sd, plan_file, unwritable_plan, t
     out.mkdir()
     out.chmod(0o700)
     before = snapshot(tmp_path)
-    result = run("render", unwritable_plan, "-o", out / "b.pdf", "--model", tiny_sd, "--pages", "1")
+    result = run("render", unwritable_plan, "-o", out / "b.pdf", "--model", tiny_sd, "--consistency", "seed", "--pages", "1")
     assert_refused(result, "is not writable", tmp_path, before)
 
 
@@ -187,7 +187,7 @@ def test_book_plans_then_renders_and_keeps_the_plan(fake_planner, tiny_sd, tmp_p
     story = tmp_path / "ginger.txt"
     story.write_text("Ginger the Giraffe\n\nGinger was tall.\n", encoding="utf-8")
     pdf = tmp_path / "ginger.pdf"
-    args = ["book", story, "-o", pdf, "--model", tiny_sd, "--steps", 2, "--ner-model", "n", "--qa-model", "q", "--nli-model", "i", "--quiet"]
+    args = ["book", story, "-o", pdf, "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--ner-model", "n", "--qa-model", "q", "--nli-model", "i", "--quiet"]
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert pdf.is_file() and (tmp_path / "ginger" / "plan.json").is_file()
@@ -210,7 +210,7 @@ def test_book_makes_the_output_folder_as_the_readme_example_does(fake_planner, t
     # README: `fairytale book story.txt -o out/ginger.pdf`, on a machine without out/.
     monkeypatch.chdir(tmp_path)
     Path("story.txt").write_text("Ginger the Giraffe\n\nGinger was tall.\n", encoding="utf-8")
-    result = run("book", "story.txt", "-o", "out/ginger.pdf", "--model", tiny_sd, "--steps", 1, "--device", "cpu", "--quiet")
+    result = run("book", "story.txt", "-o", "out/ginger.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 1, "--device", "cpu", "--quiet")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "ginger.pdf").is_file() and (tmp_path / "out" / "ginger" / "plan.json").is_file()
 
@@ -231,7 +231,7 @@ def test_book_end_to_end_with_the_real_planner(tiny_ner, tiny_qa, tiny_nli, tiny
     pdf = tmp_path / "out" / "book.pdf"
     pdf.parent.mkdir()
     result = run(
-        "book", story, "-o", pdf, "--model", tiny_sd, "--ner-model", tiny_ner, "--qa-model", tiny_qa,
+        "book", story, "-o", pdf, "--model", tiny_sd, "--consistency", "seed", "--ner-model", tiny_ner, "--qa-model", tiny_qa,
         "--nli-model", tiny_nli, "--steps", 2, "--device", "cpu", "--quiet",
     )
     assert result.exit_code == 0, result.output

@@ -23,7 +23,7 @@ def test_two_processes_paint_the_same_book_as_one(tiny_sd, tmp_path):
     # Both runs use the same folder (the first is moved aside after): reportlab names a placed
     # picture after its file path, so only books made at the same path can be the same bytes.
     book, alone = tmp_path / "book", tmp_path / "alone"
-    options = ["--model", tiny_sd, "--steps", 2, "--device", "cpu", "--batch-size", 2]
+    options = ["--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--device", "cpu", "--batch-size", 2]
     book.mkdir()
     write_plan(book, make_plan(pages=5))
     one = run_cli("render", book / "plan.json", "-o", book / "book.pdf", *options)
@@ -57,7 +57,7 @@ def test_a_team_respects_another_jobs_lock(tiny_sd, tmp_path):
     plan_path = write_plan(tmp_path)
     with book_lock(tmp_path / "book"):  # another job is painting this book
         done = run_cli(
-            "render", plan_path, "-o", tmp_path / "book.pdf", "--model", tiny_sd, "--steps", 2, "--device", "cpu",
+            "render", plan_path, "-o", tmp_path / "book.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--device", "cpu",
             launcher=accelerate_launch(2),
         )  # fmt: skip
     assert done.returncode != 0
@@ -92,3 +92,32 @@ def test_process_0_paints_the_portraits_the_team_paints_from(tiny_unclip, tiny_s
         alone / "book" / "references" / "zoe.png"
     ).read_bytes()
     assert page_pictures(team / "book") == page_pictures(alone / "book")
+
+
+@pytest.mark.slow
+def test_every_pages_drift_scores_reach_the_manifest(tiny_sd, tiny_clip, tmp_path):
+    """--drift-check in a team: each process scores and repaints its own pages; the manifest
+    that process 0 writes holds every page's likeness scores and drift repaints, as one
+    process alone writes them."""
+    from fairytale.render import load_manifest
+
+    options = [
+        "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--device", "cpu", "--batch-size", 2,
+        "--drift-check", 100, "--max-drift-repaints", 1, "--clip-model", tiny_clip,
+    ]  # fmt: skip
+    plan = make_plan(pages=4)
+    plan.character("dad").main = True  # every page shows a character with a portrait
+    manifests = {}
+    for name, launcher in (("alone", None), ("team", accelerate_launch(2))):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_plan(folder, plan)
+        done = run_cli("render", folder / "plan.json", "-o", folder / "book.pdf", *options, launcher=launcher)
+        assert done.returncode == 0, done.stderr[-3000:]
+        manifests[name] = load_manifest(folder / "book")
+    team = manifests["team"]
+    assert [p.number for p in team.pages if p.likeness] == [1, 2, 3, 4]  # pages of both processes
+    assert all(p.drift_repaints == 1 for p in team.pages)  # nothing reaches 100: one repaint each
+    assert sum("drifted from its portrait" in w for w in team.warnings) == 4
+    for mine, alone in zip(team.pages, manifests["alone"].pages, strict=True):
+        assert (mine.likeness, mine.drift_repaints, mine.key) == (alone.likeness, alone.drift_repaints, alone.key)

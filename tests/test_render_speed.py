@@ -111,7 +111,7 @@ def test_compile_and_threads_are_applied_when_the_pipeline_is_placed(monkeypatch
 
 def test_drafts_through_the_cli(tiny_sd, tiny_models, tmp_path):
     plan_file = write_plan(tmp_path, make_plan(2))
-    common = ["render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--steps", 2, "--device", "cpu"]
+    common = ["render", plan_file, "-o", tmp_path / "b.pdf", "--model", tiny_sd, "--consistency", "seed", "--steps", 2, "--device", "cpu"]
     draft = CliRunner().invoke(app, [str(a) for a in [*common, "--draft", "--draft-lora", tiny_models("lcm_lora")]])
     assert draft.exit_code == 0, draft.output
     text = " ".join(draft.stderr.split())

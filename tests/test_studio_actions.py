@@ -268,3 +268,22 @@ def test_a_book_made_by_the_cli_opens_as_it_is(book, options, pool):
     assert opened.pdf == made.pdf
     assert [v.status for v in page_views(opened, options.settings)] == ["painted"] * 3
     assert paint_book(opened, options, pool).painted == []
+
+
+def test_editing_a_pages_characters_keeps_its_regions_in_step(book):
+    """Automatic regions (as the planner writes them) follow the page's new characters; regions
+    someone placed are kept for the characters still shown."""
+    from fairytale.plan import Region, save_plan
+    from fairytale.scenes import side_by_side
+
+    plan = book.plan()
+    plan.pages[0].characters = ["zoe", "dad"]
+    plan.pages[0].regions = side_by_side(["dad", "zoe"])
+    save_plan(plan, book.plan_file)
+    assert save_page(book, 1, characters=["zoe"]).pages[0].regions is None  # one character: the whole picture
+    save_page(book, 1, characters=["zoe", "dad"])
+    plan = book.plan()
+    placed = Region(left=0.0, top=0.5, right=0.5, bottom=1.0)
+    plan.pages[0].regions = {"zoe": placed, "dad": Region(left=0.5, top=0, right=1, bottom=1)}
+    save_plan(plan, book.plan_file)
+    assert save_page(book, 1, characters=["zoe"]).pages[0].regions == {"zoe": placed}

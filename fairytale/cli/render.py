@@ -38,7 +38,7 @@ Backend = Annotated[
 ]
 Consistency = Annotated[
     str | None,
-    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), reference (unclip: reference portraits), or tokens+adapter. Default: the strongest the backend offers without extra models."),
+    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), reference (unclip: reference portraits), or tokens+adapter. Default by backend: adapter (sd14), attention (sd21), reference (unclip); tokens+ that when every main character has a learned token."),
 ]
 NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
 AdapterScale = Annotated[float, typer.Option("--adapter-scale", help="--consistency adapter: how strongly the portraits steer, 0 (not at all) to 1 (as trained).")]
@@ -200,13 +200,15 @@ def render(
     from fairytale.render import get_backend
 
     # an impossible --consistency (adapter on SD 2.x, tokens without tokens) is one line, before models
-    get_backend(settings.backend)(settings).consistency(load_plan(plan))
+    planned = load_plan(plan)
+    get_backend(settings.backend)(settings).consistency(planned)
     check_outputs(output)
     ensure(
         render_needs(
             backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
             clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
+            plan=planned,
         ),
         stderr(),
     )
@@ -306,6 +308,7 @@ def book(
             backend, model, safety_model, print_quality, upscaler_model, draft, draft_lora,
             consistency=consistency, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
             clip_model=clip_model if drift_check is not None else None, drift_check=drift_check is not None,
+            plan=None if planning else load_plan(plan_file),  # not planned yet: its pages may show characters
         )
         + (plan_needs(ner_model, qa_model, nli_model, backend, model, device) if planning else []),
         console,

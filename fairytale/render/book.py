@@ -445,11 +445,15 @@ def _paint_missing(
             _check_drift(job, illustrator, mine, store, result, reporter)
         result.unet_calls = illustrator.unet_calls - unet_before
     if team.size > 1:
-        shares = team.gather((result.seconds, result.pictures_painted, result.unet_calls, job.warnings[warned_before:]))
+        # Each process scored (--drift-check) and counted only its own pages: process 0, which
+        # writes the manifest, gathers every page's likeness scores and drift repaints.
+        mine_only = (result.seconds, result.pictures_painted, result.unet_calls, job.warnings[warned_before:], job.likeness)
+        shares = team.gather(mine_only)
         result.seconds = max(share[0] for share in shares)
         result.pictures_painted = sum(share[1] for share in shares)
         result.unet_calls = sum(share[2] for share in shares)
         job.warnings[warned_before:] = [w for share in shares for w in share[3]]
+        job.likeness = {page: scored for share in shares for page, scored in share[4].items()}
         result.stored.update({j.request.page: store.get(j.key) for j in jobs if j.request.page not in result.stored})
     return result
 

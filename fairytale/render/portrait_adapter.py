@@ -94,6 +94,7 @@ class PortraitAdapter:
         self._load()
 
     def _load(self) -> None:
+        from diffusers.models.attention_processor import AttnProcessor2_0
         from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
         device, dtype = self.device_plan.side_model_placement()
@@ -113,9 +114,15 @@ class PortraitAdapter:
             ref, kwargs = source.ref, {"subfolder": folder, "weight_name": name}
             if source.revision:
                 kwargs["revision"] = source.revision
+        # The loader re-creates every other layer's processor from its class with no arguments,
+        # which fails for sliced attention (--low-vram): it loads over plain processors, and
+        # the other layers get their own back once ours are in (below).
+        before = dict(self.pipe.unet.attn_processors)
+        self.pipe.unet.set_attn_processor(AttnProcessor2_0())
         try:
             self.pipe.load_ip_adapter(ref, image_encoder_folder=None, **kwargs)
         except (OSError, ValueError, KeyError) as exc:  # missing file, no network, or weights for another UNet
+            self.pipe.unet.set_attn_processor(before)
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelUnavailableError(registry.unavailable_message(source, reason)) from exc
         # The portraits' tokens are projected here, page by page, and handed to our processors
@@ -128,6 +135,9 @@ class PortraitAdapter:
         unet.register_to_config(encoder_hid_dim_type=None)
         self.regions = RegionState()
         self.processors = install(unet, self.regions)
+        unet.set_attn_processor(
+            {name: p if hasattr(p, "to_k_ip") else before[name] for name, p in unet.attn_processors.items()}
+        )
         for processor in self.processors:
             _one_row_at_a_time(processor.to_k_ip)
             _one_row_at_a_time(processor.to_v_ip)

@@ -62,8 +62,10 @@ class Backend:
     family: ClassVar[str | None]  # text encoder family its learned tokens must fit (None: no text)
     default_guidance: ClassVar[float] = 7.5
     description: ClassVar[str] = ""
-    #: the ``--consistency`` modes it offers, weakest first (the strongest is the default)
+    #: the ``--consistency`` modes it offers, weakest first
     consistency_modes: ClassVar[tuple[str, ...]] = ("seed", "tokens")
+    #: the mode used when ``--consistency`` is not given (see :meth:`consistency`)
+    default_consistency: ClassVar[str] = "seed"
 
     def __init__(self, settings: RenderSettings) -> None:
         self.settings = settings
@@ -114,23 +116,28 @@ class Backend:
 
     def consistency(self, plan: BookPlan) -> str:
         """The ``--consistency`` mode in force for ``plan``: the one asked for, else the
-        strongest this backend offers (``tokens`` only when some main character has a learned
-        token; ``seed`` otherwise). Asking for one it lacks is a one-line error.
+        backend's declared :attr:`default_consistency` (``adapter`` for SD 1.x, ``attention``
+        for SD 2.x, ``reference`` for unCLIP), combined with ``tokens`` when every main
+        character of the plan has a learned token (``tokens+adapter``). The default is decided
+        by the backend and the plan's content alone, never by what happens to be cached. Asking
+        for a mode the backend lacks is a one-line error.
 
         * ``seed``: each page is painted from its prompt (which describes its characters) and its
           recorded seed; nothing else ties pages together.
         * ``tokens``: every main character must have a learned token (``fairytale train
           character``) fitting this backend's text encoder; the prompts draw them with it.
         * ``reference``: pages are painted from the characters' reference portraits (``unclip``).
+        * ``adapter``: pages are steered by the portraits through IP-Adapter (SD 1.x).
+
+        Portrait modes cost nothing on a plan whose pages show no character with a portrait:
+        no portrait is painted, no extra model is loaded or required, and its pages are painted
+        (and keyed) as in ``seed`` mode; the mode is still the one recorded in the manifest.
         """
         from fairytale.render.settings import consistency_parts
 
         wanted = self.settings.consistency
         if wanted is None:
-            strongest = self.consistency_modes[-1] if self.consistency_modes[-1] != "adapter" else "tokens"
-            if strongest == "tokens" and not any(c.token for c in plan.characters if c.main):
-                return "seed"
-            return strongest
+            return self.default_mode(plan)
         for part in consistency_parts(wanted):
             if part not in self.consistency_modes:
                 why = " (IP-Adapter has weights for SD 1.x only)" if part == "adapter" and self.family == "sd2" else ""
@@ -160,6 +167,16 @@ class Backend:
                     )
         return wanted
 
+    @classmethod
+    def default_mode(cls, plan: BookPlan | None = None) -> str:
+        """The mode without ``--consistency``: :attr:`default_consistency`, preceded by
+        ``tokens+`` when every main character of ``plan`` has a learned token (a plan's content,
+        not the cache; a plan without main characters, or no plan yet, has none)."""
+        main = [c for c in plan.characters if c.main] if plan is not None else []
+        if main and all(c.token for c in main):
+            return "tokens" if cls.default_consistency in ("seed", "tokens") else f"tokens+{cls.default_consistency}"
+        return cls.default_consistency
+
     def modes(self, plan: BookPlan) -> set[str]:
         """The modes in force for ``plan`` (``tokens+adapter`` → {tokens, adapter})."""
         from fairytale.render.settings import consistency_parts
@@ -183,11 +200,13 @@ class Backend:
         request = PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
         if "adapter" not in self.modes(plan):
             return request
+        portraits = page_portraits(plan, page, plan_file)
+        if not portraits:  # painted exactly as without the adapter, which is then never loaded
+            return request
         from fairytale.render.portrait_adapter import REGIONS_OPTION, SCALE_OPTION, adapter_fingerprint
 
         if not hasattr(self, "_adapter_fingerprint"):
             self._adapter_fingerprint = adapter_fingerprint(self.settings)
-        portraits = page_portraits(plan, page, plan_file)
         options: dict[str, Any] = {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint}
         if len(portraits) > 1:  # one portrait acts on the whole picture; several, each in its region
             options[REGIONS_OPTION] = [list(box) for box in page_regions(plan, page)]
@@ -282,6 +301,13 @@ def page_regions(plan: BookPlan, page: Page) -> list[tuple[float, float, float, 
         region = (page.regions or {}).get(character_id)
         boxes[character_id] = region.box() if region else (index / len(shown), 0.0, (index + 1) / len(shown), 1.0)
     return [boxes[c.id] for c in plan.characters if c.id in boxes]
+
+
+def shows_portraits(plan: BookPlan) -> bool:
+    """Whether some page of ``plan`` shows a character that has a reference portrait, or will
+    be given one (a main character): if none does, portrait modes need no extra model."""
+    with_portrait = {c.id for c in plan.characters if c.main or c.reference is not None}
+    return any(with_portrait.intersection(page.characters) for page in plan.pages)
 
 
 def page_portraits(plan: BookPlan, page: Page, plan_file: Path) -> tuple[Path, ...]:

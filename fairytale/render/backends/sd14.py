@@ -21,6 +21,7 @@ class StableDiffusion14(Backend):
     default_guidance = 7.5
     description = "Stable Diffusion v1.4, 512 px, text to picture"
     consistency_modes = ("seed", "tokens", "adapter")
+    default_consistency = "adapter"  # IP-Adapter from the characters' portraits
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
         from fairytale.render.illustrator import TextToImageIllustrator

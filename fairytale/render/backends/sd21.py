@@ -24,6 +24,7 @@ class StableDiffusion21(StableDiffusion14):
     default_guidance = 7.5
     description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
     consistency_modes = ("seed", "tokens")  # IP-Adapter has no SD 2.x weights
+    default_consistency = "attention"  # shared attention with the portraits: no extra weights
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
         from fairytale.render.illustrator import TextToImageIllustrator

@@ -50,6 +50,7 @@ class StableUnCLIP21(Backend):
     default_guidance = 10.0  # the pipeline's (and model card's) default
     description = "Stable Diffusion 2.1 unCLIP, 768 px: reference portrait embedding + page prompt"
     consistency_modes = ("seed", "tokens", "reference")
+    default_consistency = "reference"
 
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
         request = super().request_for(plan, page, plan_file)
