@@ -261,3 +261,33 @@ def test_a_worker_told_one_thread_encodes_the_pictures_of_its_pdf_on_one_thread(
     )
     assert [book.status for book in report.books] == ["made"], report.books
     assert pools and set(pools) == {1}
+
+
+def test_a_pool_worker_ends_without_tearing_its_modules_down(tmp_path):
+    """A worker process of `--workers N` ends as soon as its exit handlers ran: the library
+    does not wait seconds for torch, flair and diffusers to be torn down module by module."""
+    import subprocess
+    import sys
+
+    from tests.library_support import cli_env
+
+    witness = tmp_path / "torn-down"
+    child = (
+        "import multiprocessing, sys\n"
+        "from fairytale.library import PlanOptions, _start_worker\n"
+        "from fairytale.render import RenderSettings\n"
+        "class Witness:\n"
+        "    def __del__(self, open=open, path=sys.argv[1]):  # builtins are gone by then\n"
+        "        open(path, 'w').close()\n"
+        "witness = Witness()  # deleted (and the file written) only if the interpreter tears down\n"
+        "_start_worker(RenderSettings(device='cpu'), PlanOptions(), 1, multiprocessing.Value('i', 0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(witness)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not witness.exists()
