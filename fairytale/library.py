@@ -15,7 +15,8 @@ through three stages: **plan** (the story read by the language models, ``plan.js
 * **Where it runs.** By default on this machine, in ``workers`` processes (one, in this
   process, unless told otherwise), each keeping its models loaded from book to book; or on a
   Ray cluster (:mod:`fairytale.library_ray`): planning and layout as CPU tasks, painting on
-  actors that each hold a GPU and keep the pipeline loaded across books.
+  actors that each hold a GPU and keep the pipeline loaded across books (without GPUs, actors
+  on one CPU each make whole books).
 """
 
 from __future__ import annotations

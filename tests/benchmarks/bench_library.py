@@ -15,7 +15,8 @@ thread (torch's kernels and the PDF's picture encoding), and does every stage of
 
 Each configuration runs in a fresh Python process from an empty output folder, so both pay the
 same start-up (imports, model loading), which the "whole run" figure includes and the "after
-start-up" one (first to last finished book) leaves out. Bar (issue 15): 2 workers ≥ 1.6× the
+start-up" one (first to last finished book) leaves out. "Cores busy" is the CPU time of the
+configuration's processes (Ray's included) per second: about 1 and 2 on a quiet machine. Bar (issue 15): 2 workers ≥ 1.6× the
 books per minute of one, judged on the whole run. On a machine shared with other jobs the
 figures move with them: the load average is printed before and after.
 """
