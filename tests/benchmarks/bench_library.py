@@ -24,9 +24,9 @@ figures move with them: the load average is printed before and after.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -83,10 +83,23 @@ def run(stories: Path, out: Path, models: Path, **where) -> dict[str, float]:
     }
 
 
+def cores_busy() -> float:
+    """CPU seconds of this process and of every process it started (ended or running: Ray's
+    daemons and workers too), per second of this process's life."""
+    import psutil  # installed with accelerate
+
+    me = psutil.Process()
+    cpu = sum(me.cpu_times()[:4])  # user, system, and those of the children that ended
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            cpu += sum(child.cpu_times()[:4])
+    return cpu / (time.time() - me.create_time())
+
+
 def run_one(where: str, workers: int, stories: Path, out: Path, models: Path) -> dict[str, float]:
     """One configuration, in this (fresh) process."""
     if where == "here":
-        return run(stories, out, models, workers=workers, threads=1)
+        return run(stories, out, models, workers=workers, threads=1) | {"cores": cores_busy()}
     import ray
 
     from tests.library_support import local_ray
@@ -95,27 +108,22 @@ def run_one(where: str, workers: int, stories: Path, out: Path, models: Path) ->
     with local_ray(num_cpus=workers) as address:  # one CPU per worker, and no more
         ray_start = time.perf_counter() - began
         result = run(stories, out, models, ray_address=address, painters=workers)
+        cores = cores_busy()
     assert not ray.is_initialized()
-    return result | {"ray_start": ray_start}
+    return result | {"ray_start": ray_start, "cores": cores}
 
 
 def measure(where: str, workers: int, stories: Path, out: Path, models: Path) -> dict[str, float]:
-    """``run_one`` in a fresh Python process: nothing imported or loaded beforehand. Adds the
-    CPU seconds of that process and everything it started (Ray's daemons and workers included),
-    per second of its life: about the cores the configuration kept busy."""
+    """``run_one`` in a fresh Python process: nothing imported or loaded beforehand."""
     command = [sys.executable, "-m", "tests.benchmarks.bench_library", "--one", where, str(workers)]
     command += ["--stories", str(stories), "--out", str(out), "--models", str(models)]
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, **ONE_THREAD)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    before, began = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=900)
-    wall = time.perf_counter() - began
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{where} with {workers} worker(s) failed:\n{done.stderr[-3000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"cores": cpu / wall}
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
