@@ -16,7 +16,8 @@ thread (torch's kernels and the PDF's picture encoding), and does every stage of
 Each configuration runs in a fresh Python process from an empty output folder, so both pay the
 same start-up (imports, model loading), which the "whole run" figure includes and the "after
 start-up" one (first to last finished book) leaves out. "Cores busy" is the CPU time of the
-configuration's processes (Ray's included) per second: about 1 and 2 on a quiet machine. Bar (issue 15): 2 workers ≥ 1.6× the
+configuration's processes (Ray's included) per second: about 1 and 2 on a quiet machine;
+"Ray daemons" the share of it that Ray's own processes (GCS, raylet, ...) took. Bar (issue 15): 2 workers ≥ 1.6× the
 books per minute of one, judged on the whole run. On a machine shared with other jobs the
 figures move with them: the load average is printed before and after.
 """
@@ -83,23 +84,29 @@ def run(stories: Path, out: Path, models: Path, **where) -> dict[str, float]:
     }
 
 
-def cores_busy() -> float:
-    """CPU seconds of this process and of every process it started (ended or running: Ray's
-    daemons and workers too), per second of this process's life."""
+def cores_busy() -> tuple[float, float]:
+    """CPU seconds per second of this process's life: of this process and every process it
+    started (ended or running: Ray's daemons and workers too), and of Ray's daemons alone
+    (the running processes that are no Ray worker, ``ray::...``)."""
     import psutil  # installed with accelerate
 
     me = psutil.Process()
     cpu = sum(me.cpu_times()[:4])  # user, system, and those of the children that ended
+    daemons = 0.0
     for child in me.children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            cpu += sum(child.cpu_times()[:4])
-    return cpu / (time.time() - me.create_time())
+            times = child.cpu_times()
+            cpu += sum(times[:4])
+            if not child.name().startswith("ray::"):
+                daemons += times.user + times.system
+    alive = time.time() - me.create_time()
+    return cpu / alive, daemons / alive
 
 
 def run_one(where: str, workers: int, stories: Path, out: Path, models: Path) -> dict[str, float]:
     """One configuration, in this (fresh) process."""
     if where == "here":
-        return run(stories, out, models, workers=workers, threads=1) | {"cores": cores_busy()}
+        return run(stories, out, models, workers=workers, threads=1) | {"cores": cores_busy()[0]}
     import ray
 
     from tests.library_support import local_ray
@@ -108,9 +115,9 @@ def run_one(where: str, workers: int, stories: Path, out: Path, models: Path) ->
     with local_ray(num_cpus=workers) as address:  # one CPU per worker, and no more
         ray_start = time.perf_counter() - began
         result = run(stories, out, models, ray_address=address, painters=workers)
-        cores = cores_busy()
+        cores, daemons = cores_busy()
     assert not ray.is_initialized()
-    return result | {"ray_start": ray_start, "cores": cores}
+    return result | {"ray_start": ray_start, "cores": cores, "daemons": daemons}
 
 
 def measure(where: str, workers: int, stories: Path, out: Path, models: Path) -> dict[str, float]:
@@ -158,15 +165,16 @@ def main() -> None:
         print(f"{args.books} books, CPUs: {os.cpu_count()}, load average before: {_load()}", flush=True)
         configs = [("here", 1), ("here", 2)] + ([] if args.skip_ray else [("ray", 1), ("ray", 2)])
         results = {}
-        header = f"{'where':<6}{'workers':>8}{'books':>7}{'whole run':>11}{'after start-up':>16}{'1st book':>10}{'cores busy':>12}{'Ray start':>11}"
+        header = f"{'where':<6}{'workers':>8}{'books':>7}{'whole run':>11}{'after start-up':>16}{'1st book':>10}{'cores busy':>12}{'Ray start':>11}{'Ray daemons':>13}"
         rows = []
         for where, workers in configs:
             r = measure(where, workers, stories, work / f"out-{where}-{workers}", models)
             results[(where, workers)] = r
             ray_start = f"{r['ray_start']:.1f} s" if "ray_start" in r else ""
+            daemons = f"{r['daemons']:.2f} cores" if "daemons" in r else ""
             rows.append(
                 f"{where:<6}{workers:>8}{r['made']:>7}{r['whole']:>11.1f}{r['steady']:>16.1f}"
-                f"{r['first']:>8.1f} s{r['cores']:>12.2f}{ray_start:>11}"
+                f"{r['first']:>8.1f} s{r['cores']:>12.2f}{ray_start:>11}{daemons:>13}"
             )
             print(f"  done: {where}, {workers} worker(s), {r['seconds']:.0f} s", flush=True)
         print("\nbooks per minute (tiny models, 1 thread per worker)")
