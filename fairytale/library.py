@@ -15,12 +15,15 @@ through three stages: **plan** (the story read by the language models, ``plan.js
 * **Where it runs.** By default on this machine, in ``workers`` processes (one, in this
   process, unless told otherwise), each keeping its models loaded from book to book; or on a
   Ray cluster (:mod:`fairytale.library_ray`): planning and layout as CPU tasks, painting on
-  actors that each hold a GPU and keep the pipeline loaded across books.
+  actors that each hold a GPU and keep the pipeline loaded across books (without GPUs, actors
+  on one CPU each make whole books).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -366,13 +369,15 @@ def make_library(
     ray_address: str | None = None,
     painters: int | None = None,
     stage_timeout: float | None = None,
+    split_stages: bool | None = None,
     progress: bool = True,
 ) -> LibraryReport:
     """Plan, paint and lay out every story of ``stories_dir`` into ``out`` (see the module
     docstring). ``workers`` processes on this machine (each on ``threads`` CPU threads), or
     the Ray cluster at ``ray_address`` ("auto": the one this machine belongs to) with
-    ``painters`` painting actors (default: one per GPU). Never raises for one book: failures
-    are in the report."""
+    ``painters`` actors (default: one painter per GPU; on a cluster without GPUs, one actor per
+    CPU making whole books; ``split_stages`` chooses, see :mod:`fairytale.library_ray`).
+    Never raises for one book: failures are in the report."""
     from fairytale.render import get_backend
 
     started = time.perf_counter()
@@ -397,7 +402,15 @@ def make_library(
             from fairytale.library_ray import make_on_ray
 
             where = make_on_ray(
-                todo, settings, plan_options, ray_address, painters, stage_timeout, view, outcomes
+                todo,
+                settings,
+                plan_options,
+                ray_address,
+                painters,
+                stage_timeout,
+                view,
+                outcomes,
+                split_stages,
             )
         elif workers == 1 or len(todo) <= 1:
             where = "this process"
@@ -408,6 +421,18 @@ def make_library(
     return LibraryReport([outcomes[b.name] for b in books], time.perf_counter() - started, where)
 
 
+def use_threads(threads: int | None) -> None:
+    """Keep this process's work on ``threads`` CPU threads (None: as it is): torch's kernels
+    and the scaling and encoding of the PDF's pictures."""
+    if threads:
+        import torch
+
+        from fairytale.pdf import writer
+
+        torch.set_num_threads(threads)
+        writer.PICTURE_THREADS = threads
+
+
 def _make_here(
     books: Iterable[LibraryBook],
     settings: RenderSettings,
@@ -416,10 +441,7 @@ def _make_here(
     view: LibraryProgress,
     outcomes: dict[str, BookOutcome],
 ) -> None:
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    use_threads(threads)
     workshop = Workshop(settings, plan_options)
     try:
         for book in books:
@@ -434,18 +456,29 @@ def _make_here(
 _WORKSHOP: Workshop | None = None
 
 
-def _start_worker(
-    settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, gpus: int
-) -> None:
-    global _WORKSHOP
-    import torch
+def _end_without_teardown() -> None:
+    """The last exit handler of a pool worker: its books are made and its files closed, so the
+    process ends here instead of tearing its modules down one by one (seconds with torch,
+    flair and diffusers loaded, which the library would wait for)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
-    torch.set_num_threads(threads)
+
+def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any) -> None:
+    global _WORKSHOP
+    atexit.register(_end_without_teardown)  # registered first, so it runs after every other handler
+    use_threads(threads)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
-    if gpus and settings.device in (None, "cuda"):
-        settings = settings.with_(device=f"cuda:{index % gpus}")  # one GPU per worker, in turn
+    if settings.device in (None, "cuda"):
+        import torch
+
+        # One GPU per worker, in turn (counted here: the coordinator never loads torch for it).
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus:
+            settings = settings.with_(device=f"cuda:{index % gpus}")
     _WORKSHOP = Workshop(settings, plan_options)
 
 
@@ -466,9 +499,6 @@ def _make_in_pool(
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    import torch
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
@@ -476,7 +506,7 @@ def _make_in_pool(
         max_workers=min(workers, len(books)),
         mp_context=context,
         initializer=_start_worker,
-        initargs=(settings, plan_options, threads, counter, gpus),
+        initargs=(settings, plan_options, threads, counter),
     ) as pool:
         futures = {pool.submit(_make_in_worker, book): book for book in books}
         for future in as_completed(futures):

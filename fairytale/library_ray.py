@@ -1,12 +1,17 @@
 """``fairytale library --ray``: the books of a library made on a Ray cluster.
 
+On a cluster with GPUs the stages are split, so that the GPUs only paint:
+
 * **Planning** and **layout** are Ray tasks on one CPU each; each worker process keeps the
   planner's models loaded for the next story it gets.
-* **Painting** runs on actors, one per GPU (``num_gpus=1``; on a cluster without GPUs, one
-  CPU each), each holding its loaded pipeline for its whole life, book after book. A book is
-  given to the next free painter.
+* **Painting** runs on actors, one per GPU (``num_gpus=1``), each holding its loaded pipeline
+  for its whole life, book after book. A book is given to the next free painter.
 * Books move through the stages independently: while one is painted, the next is planned and
   the previous laid out. A book that fails at any stage is reported; the others go on.
+
+On a cluster without GPUs, splitting buys nothing (every stage wants the same CPUs) and costs
+models loaded in more processes: each actor holds one CPU and makes whole books (plan, paint,
+lay out) with every model loaded once, like a local worker; one actor per CPU by default.
 
 Every node must have fAIrytale installed (``pip install "fairytale-books[ray]"``), the models
 in its Hugging Face cache (``fairytale models pull``) and the stories and output folders at
@@ -20,7 +25,15 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
-from fairytale.library import BookOutcome, LibraryBook, LibraryProgress, PlanOptions, Workshop, describe_error
+from fairytale.library import (
+    BookOutcome,
+    LibraryBook,
+    LibraryProgress,
+    PlanOptions,
+    Workshop,
+    describe_error,
+    use_threads,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render import RenderSettings
@@ -61,12 +74,26 @@ def lay_out_task(book: LibraryBook, settings: RenderSettings, plan_options: Plan
 class Painter:
     """Ray actor: paints books with one pipeline, loaded on first use and kept."""
 
-    def __init__(self, settings: RenderSettings) -> None:
+    def __init__(self, settings: RenderSettings, threads: int | None = None) -> None:
+        use_threads(threads)
         self.workshop = Workshop(settings, PlanOptions())
 
     def paint(self, book: LibraryBook) -> dict[str, Any]:
         result = self.workshop.paint(book)
         return {"painted": len(result.painted)}
+
+
+class BookMaker:
+    """Ray actor: makes whole books (plan, paint, lay out), its models loaded once and kept."""
+
+    def __init__(
+        self, settings: RenderSettings, plan_options: PlanOptions, threads: int | None = None
+    ) -> None:
+        use_threads(threads)
+        self.workshop = Workshop(settings, plan_options)
+
+    def make(self, book: LibraryBook) -> BookOutcome:
+        return self.workshop.make(book)  # never raises for the book: a failure is in the outcome
 
 
 def _connect(address: str) -> None:
@@ -93,8 +120,12 @@ def make_on_ray(
     stage_timeout: float | None,
     view: LibraryProgress,
     outcomes: dict[str, BookOutcome],
+    split_stages: bool | None = None,
 ) -> str:
-    """Make ``books`` on the Ray cluster at ``address``; fills ``outcomes``. Returns where it ran."""
+    """Make ``books`` on the Ray cluster at ``address``; fills ``outcomes``. Returns where it ran.
+
+    ``split_stages``: planning and layout as tasks, painting on actors (None: when the cluster
+    has GPUs); otherwise each actor makes whole books (see the module docstring)."""
     try:
         import ray
         from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -104,19 +135,28 @@ def make_on_ray(
     _connect(address)
     resources = ray.cluster_resources()
     gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
-    count = painters or max(1, gpus)
+    split = bool(gpus) if split_stages is None else split_stages
+    # By default: one painter per GPU; without GPUs, one painter (split) or one book maker per CPU.
+    count = painters or max(1, gpus if gpus else 1 if split else cpus)
+    threads: int | None = None
     if gpus:
         if count > gpus:
             raise FairytaleError(f"--painters {count}: the cluster has {gpus} GPU(s), one per painter")
         actor_options: dict[str, Any] = {"num_gpus": 1}
     else:
-        # No GPU anywhere: painters paint on one CPU each, and leave CPUs for planning and layout.
-        if count >= cpus:
+        # No GPU anywhere: each actor works on one CPU, on one thread.
+        if split and count >= cpus:
             raise FairytaleError(
                 f"--painters {count}: the cluster has {cpus} CPU(s) and no GPU; leave at least one CPU for planning and layout"
             )
+        if count > cpus:
+            raise FairytaleError(
+                f"--painters {count}: the cluster has {cpus} CPU(s) and no GPU, one per book maker"
+            )
         actor_options = {"num_cpus": 1}
-    where = f"Ray ({cpus} CPUs, {gpus} GPUs, {count} painter{'s' if count > 1 else ''})"
+        threads = 1
+    kind = "painter" if split else "book maker"
+    where = f"Ray ({cpus} CPUs, {gpus} GPUs, {count} {kind}{'s' if count > 1 else ''})"
     if not books:
         return where
 
@@ -125,10 +165,16 @@ def make_on_ray(
     started = {book.name: time.perf_counter() for book in books}
     planned: dict[str, bool] = {}
     painted: dict[str, int] = {}
-    painter_class = ray.remote(**actor_options)(Painter)
-    actors = [painter_class.remote(settings) for _ in range(count)]
+    if split:
+        actor_class = ray.remote(**actor_options)(Painter)
+        actor_args: tuple[Any, ...] = (settings, threads)
+    else:
+        actor_class = ray.remote(**actor_options)(BookMaker)
+        actor_args = (settings, plan_options, threads)
+    actors = [actor_class.remote(*actor_args) for _ in range(count)]
     free = list(actors)
-    waiting_for_painter: deque[LibraryBook] = deque()
+    # Books waiting for a free actor: planned ones to paint, or (whole books) all of them.
+    waiting_for_painter: deque[LibraryBook] = deque() if split else deque(books)
     running: dict[Any, tuple[LibraryBook, str, Any, float]] = {}  # ref -> (book, stage, actor, since)
 
     def submit(book: LibraryBook, stage: str, actor: Any = None) -> None:
@@ -136,6 +182,8 @@ def make_on_ray(
             ref = planning.remote(book, settings, plan_options)
         elif stage == "paint":
             ref = actor.paint.remote(book)
+        elif stage == "make":
+            ref = actor.make.remote(book)
         else:
             ref = laying_out.remote(book, settings, plan_options)
         running[ref] = (book, stage, actor, time.perf_counter())
@@ -147,16 +195,17 @@ def make_on_ray(
         outcomes[book.name] = outcome
         view.done(outcome)
 
-    for book in books:
-        submit(book, "plan")
+    if split:
+        for book in books:
+            submit(book, "plan")
     try:
         while running or waiting_for_painter:
             while free and waiting_for_painter:
-                submit(waiting_for_painter.popleft(), "paint", free.pop())
+                submit(waiting_for_painter.popleft(), "paint" if split else "make", free.pop())
             if not running:
-                # Every painter died: nothing can paint the books still waiting.
+                # Every actor died: nothing can paint the books still waiting.
                 for book in waiting_for_painter:
-                    fail(book, "no painter left (every painting actor died; see the cluster's logs)")
+                    fail(book, f"no {kind} left (every one died; see the cluster's logs)")
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             now = time.perf_counter()
@@ -164,8 +213,8 @@ def make_on_ray(
                 book, stage, actor, _since = running.pop(ref)
                 try:
                     value = ray.get(ref, timeout=60)
-                except RayActorError as exc:  # the painter died with the book: it is not reused
-                    fail(book, f"its painter died while painting ({exc.__class__.__name__})")
+                except RayActorError as exc:  # the actor died with the book: it is not reused
+                    fail(book, f"its {kind} died while working on it ({exc.__class__.__name__})")
                     continue
                 except RayTaskError as exc:
                     if actor is not None:
@@ -181,6 +230,10 @@ def make_on_ray(
                     planned[book.name] = bool(value)
                     view.stage("planned")
                     waiting_for_painter.append(book)
+                elif stage == "make":  # a whole book, made or failed
+                    free.append(actor)
+                    outcomes[book.name] = value
+                    view.done(value)
                 elif stage == "paint":
                     free.append(actor)
                     painted[book.name] = value["painted"]
@@ -201,11 +254,12 @@ def make_on_ray(
                         if actor is not None:
                             ray.kill(actor)  # it may be stuck; a fresh one takes its place
                             actors.remove(actor)
-                            actors.append(painter_class.remote(settings))
+                            actors.append(actor_class.remote(*actor_args))
                             free.append(actors[-1])
                         else:
                             ray.cancel(ref, force=True)
-                        fail(book, f"{stage} took longer than {stage_timeout:.0f} s and was stopped")
+                        what = "making the book" if stage == "make" else stage
+                        fail(book, f"{what} took longer than {stage_timeout:.0f} s and was stopped")
     finally:
         for ref, (_book, _stage, actor, _since) in running.items():
             ray.cancel(ref, force=actor is None)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairytale.cli import app
-from fairytale.library import LibraryBook, is_finished
+from fairytale.library import LibraryBook, PlanOptions, is_finished, make_library
 from fairytale.render import RenderSettings
 from tests.library_support import book_contents, cache_times, local_ray, page_pictures, run_cli
 
@@ -130,8 +130,9 @@ def test_library_here_makes_the_books_of_fairytale_book_and_resumes(
     stories, reference = library_case
     out = tmp_path / "books"
     args = ["library", stories, "--out", out, *options(tiny_sd, tiny_ner, tiny_qa, tiny_nli)]
-    done = run_cli(*args)
+    done = run_cli(*args, "--workers", 2, "--threads", 1)  # two worker processes
     check_library_run(done, out, reference)
+    assert "on 2 worker processes" in said(done)
 
     before = {name: cache_times(out / name) for name in GOOD}
     pdf_written = (out / "zoe_lighthouse.pdf").stat().st_mtime_ns
@@ -155,7 +156,7 @@ def test_library_here_makes_the_books_of_fairytale_book_and_resumes(
 def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path):
     stories, reference = library_case
     out = tmp_path / "books"
-    # Two CPUs: one for the painting actor (no GPU here), one for planning and layout tasks.
+    # No GPU: by default one actor per CPU, each making whole books.
     with local_ray(num_cpus=2) as address:
         args = [
             "library",
@@ -168,11 +169,24 @@ def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, ti
         ]
         done = run_cli(*args, timeout=900)
         check_library_run(done, out, reference)
-        assert "Ray (2 CPUs, 0 GPUs, 1 painter)" in said(done)
+        assert "Ray (2 CPUs, 0 GPUs, 2 book makers)" in said(done)
 
         before = {name: cache_times(out / name) for name in GOOD}
         rerun = run_cli(*args, timeout=600)
         check_rerun_paints_nothing(rerun, out, before)
+
+        # The stages split as on a cluster with GPUs: planning and layout as tasks on one CPU,
+        # painting on an actor holding the other.
+        split_out = tmp_path / "split"
+        report = make_library(
+            stories, split_out, RenderSettings(model=str(tiny_sd), steps=2, device="cpu"),
+            PlanOptions(seed=11, words_per_page=60, ner_model=str(tiny_ner), qa_model=str(tiny_qa), nli_model=str(tiny_nli)),
+            ray_address=address, split_stages=True, progress=False,
+        )  # fmt: skip
+        assert report.where == "Ray (2 CPUs, 0 GPUs, 1 painter)"
+        assert [book.name for book in report.failed] == ["broken"]
+        for name in GOOD:
+            assert page_pictures(split_out / name) == page_pictures(reference / name)
 
 
 def test_a_plan_of_another_version_of_the_story_fails_that_story_only(tiny_sd, tmp_path):
@@ -203,3 +217,77 @@ def test_two_stories_that_would_make_one_book_are_refused(tmp_path):
     result = CliRunner().invoke(app, ["library", str(tmp_path), "--out", str(tmp_path / "books")])
     assert result.exit_code == 1
     assert "Two stories would make the same book: fox" in said(result)
+
+
+def test_a_worker_told_one_thread_encodes_the_pictures_of_its_pdf_on_one_thread(
+    tiny_sd, tmp_path, monkeypatch
+):
+    """`--threads 1` is one core's worth of work: the PDF's pictures are not scaled and encoded
+    on a thread per CPU beside it."""
+    import concurrent.futures
+
+    from fairytale.files import sha256_file
+    from fairytale.pdf import writer
+    from tests.render_support import make_plan, write_plan
+
+    pools = []
+
+    class CountingPool(concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, max_workers=None, **kwargs):
+            pools.append(max_workers)
+            super().__init__(max_workers=max_workers, **kwargs)
+
+    monkeypatch.setattr(writer, "ThreadPoolExecutor", CountingPool)
+    monkeypatch.setattr(writer, "PICTURE_THREADS", writer.PICTURE_THREADS)  # restored afterwards
+    monkeypatch.setattr("os.cpu_count", lambda: 4)  # as on a machine with more cores than threads asked
+    import torch
+
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # leave this test process's threads be
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    story = stories / "tale.txt"
+    story.write_text("Once upon a time there was a fox.", encoding="utf-8")
+    plan = make_plan(pages=2)
+    plan.source.sha256 = sha256_file(story)  # planned already: only painting and layout run
+    (tmp_path / "books" / "tale").mkdir(parents=True)
+    write_plan(tmp_path / "books" / "tale", plan)
+
+    report = make_library(
+        stories,
+        tmp_path / "books",
+        RenderSettings(model=str(tiny_sd), steps=2, device="cpu"),
+        threads=1,
+        progress=False,
+    )
+    assert [book.status for book in report.books] == ["made"], report.books
+    assert pools and set(pools) == {1}
+
+
+def test_a_pool_worker_ends_without_tearing_its_modules_down(tmp_path):
+    """A worker process of `--workers N` ends as soon as its exit handlers ran: the library
+    does not wait seconds for torch, flair and diffusers to be torn down module by module."""
+    import subprocess
+    import sys
+
+    from tests.library_support import cli_env
+
+    witness = tmp_path / "torn-down"
+    child = (
+        "import multiprocessing, sys\n"
+        "from fairytale.library import PlanOptions, _start_worker\n"
+        "from fairytale.render import RenderSettings\n"
+        "class Witness:\n"
+        "    def __del__(self, open=open, path=sys.argv[1]):  # builtins are gone by then\n"
+        "        open(path, 'w').close()\n"
+        "witness = Witness()  # deleted (and the file written) only if the interpreter tears down\n"
+        "_start_worker(RenderSettings(device='cpu'), PlanOptions(), 1, multiprocessing.Value('i', 0))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child, str(witness)],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not witness.exists()

@@ -91,7 +91,10 @@ def library(
     ] = None,
     painters: Annotated[
         int | None,
-        typer.Option("--painters", help="With --ray: painting actors (default: one per GPU of the cluster)."),
+        typer.Option(
+            "--painters",
+            help="With --ray: painting actors (default: one per GPU of the cluster); without GPUs, actors making whole books (default: one per CPU).",
+        ),
     ] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author shown on every cover.")] = None,
     words_per_page: Annotated[

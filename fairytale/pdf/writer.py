@@ -234,10 +234,15 @@ def _cover_layout(title: str, author: str | None, fonts: FontFamily, geometry: P
     return band, (title_block, title_box), (author_block, author_box)
 
 
+#: Threads that scale and encode a book's pictures (None: one per CPU, at most 8). A process
+#: told to work on N threads (a `fairytale library` worker) sets it, so that it keeps to them.
+PICTURE_THREADS: int | None = None
+
+
 def _prepare_all(jobs: dict[int, PictureJob], cache: Path, settings: PdfSettings) -> dict[int, PreparedPicture]:
     # Identical jobs (the cover and a full-bleed page of the same picture) are prepared once.
     unique = {job: None for job in jobs.values()}
-    workers = max(1, min(8, os.cpu_count() or 1, len(unique)))
+    workers = max(1, min(PICTURE_THREADS or min(8, os.cpu_count() or 1), len(unique)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
             job: pool.submit(prepare_picture, job, cache, dpi=settings.dpi, quality=settings.jpeg_quality)
