@@ -122,7 +122,7 @@ def _linears_per_picture(unet: Any) -> None:
             continue
         module._fairytale_per_picture = True
 
-        def forward(x: torch.Tensor, whole: Callable[[torch.Tensor], torch.Tensor] = module.forward) -> torch.Tensor:
+        def forward(x: torch.Tensor, whole: Callable[..., torch.Tensor] = module.forward) -> torch.Tensor:
             if x.ndim == 3 and x.shape[0] > 1:
                 return torch.cat([whole(picture) for picture in x.split(1)])
             return whole(x)
