@@ -215,26 +215,27 @@ def bench_painting(args) -> None:
             return result.paint_seconds
 
         # 1. final paint at equal settings
-        plain_times, ours_times, plain_loads, ours_loads = [], [], [], []
-        for round_ in range(args.rounds):
-            folder = work / f"plain{round_}"
-            folder.mkdir()
-            plain_times.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.steps, size), plain_loads))
-            ours_times.append(_timed(lambda round_=round_: ours(f"ours{round_}", settings), ours_loads))
-        result = ours.last
-        diffs = [
-            np.abs(
-                np.asarray(Image.open(work / "plain0" / f"page-{p.number:02d}.png"), dtype=np.int16)
-                - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
-            ).max()
-            for p in result.pages
-        ]
-        print(f"final paint, {args.steps} steps, DPM-Solver++:")
-        print(f"  plain loop (1 pipeline call per page): {_summary(plain_times, plain_loads)}")
-        print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times, ours_loads)}")
-        print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
-              f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
-        print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
+        if not args.skip_final:
+            plain_times, ours_times, plain_loads, ours_loads = [], [], [], []
+            for round_ in range(args.rounds):
+                folder = work / f"plain{round_}"
+                folder.mkdir()
+                plain_times.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.steps, size), plain_loads))
+                ours_times.append(_timed(lambda round_=round_: ours(f"ours{round_}", settings), ours_loads))
+            result = ours.last
+            diffs = [
+                np.abs(
+                    np.asarray(Image.open(work / "plain0" / f"page-{p.number:02d}.png"), dtype=np.int16)
+                    - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
+                ).max()
+                for p in result.pages
+            ]
+            print(f"final paint, {args.steps} steps, DPM-Solver++:")
+            print(f"  plain loop (1 pipeline call per page): {_summary(plain_times, plain_loads)}")
+            print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times, ours_loads)}")
+            print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
+                  f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
+            print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
 
         # 2. drafts vs the plain final at the usual step count
         if args.draft:
@@ -349,6 +350,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating plain/ours rounds; the best of each counts")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip-painting", action="store_true")
+    parser.add_argument("--skip-final", action="store_true", help="skip the final paint ours vs plain (time --draft/--previews alone)")
     parser.add_argument("--skip-pdf", action="store_true")
     parser.add_argument("--noisy", action="store_true", help="also time the PDF with pure-noise pictures")
     args = parser.parse_args()
