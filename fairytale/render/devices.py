@@ -9,6 +9,9 @@
   ``OMP_NUM_THREADS`` says otherwise). ``--precision bf16`` is an opt-in for CPUs with native
   bfloat16 (AVX512-BF16 or AMX): faster, and the pictures change slightly.
 * ``--compile`` (CUDA): ``torch.compile`` of the UNet; the first batch pays for the compilation.
+  Not offered on CPUs: measured on a full-size SD 1.4 UNet (inductor, weights frozen, 256²,
+  batch 8, 2 cores) it took 9 minutes to compile and saved 8 % per call, less than channels-last
+  cost (and the batch-invariance hooks would break the graph).
 """
 
 from __future__ import annotations
