@@ -8,7 +8,7 @@ and the PDF build.
 1. **Final paint, ours vs plain.** A plan painted on the CPU, first with the loop a user would
    write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
    guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then with
-   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, channels-last,
+   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, its memory layout,
    the safety check, the page cache). Models are loaded before the clock starts, for both; the
    runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
    ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
