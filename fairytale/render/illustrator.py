@@ -217,7 +217,10 @@ class TextToImageIllustrator(Illustrator):
         self._model_scheduler = pipe.scheduler
         pipe.scheduler = make_scheduler(backend.settings.scheduler, self._model_scheduler)
         pipe.set_progress_bar_config(disable=True)  # ours shows pages; see fairytale.render.progress
-        pipe.vae.enable_slicing()  # one picture at a time through the VAE: less memory, batch-invariant
+        # One picture at a time through the VAE: less memory, and batch-invariant. One decode call
+        # for a batch of 4 was measured (full-size VAE, 256², CPU) no faster (18.6 vs 17.6 CPU
+        # seconds) and, with two threads, a few ulps off the pictures decoded alone.
+        pipe.vae.enable_slicing()
         device_plan.place(pipe)
         _channels_last(pipe, device_plan)
         # Attention otherwise runs through torch's scaled_dot_product_attention (diffusers'
