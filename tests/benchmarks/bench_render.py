@@ -179,7 +179,7 @@ def bench_painting(args) -> None:
         plan = make_plan(args.pages)
         settings = RenderSettings(
             model=str(model), steps=args.steps, device="cpu", batch_size=args.batch_size, width=args.size,
-            height=args.size, precision=args.precision, compile=args.compile,
+            height=args.size, precision=args.precision,
         )
 
         pipe = StableDiffusionPipeline.from_pretrained(model)
@@ -192,17 +192,12 @@ def bench_painting(args) -> None:
               f"CPU, torch threads {torch.get_num_threads()}, {illustrator.device_plan.describe()}, "
               f"load average {os.getloadavg()[0]:.1f} at start (shared machine)", flush=True)
 
-        # warm-up (first calls pay for kernel selection; --compile: for the compilation, of
-        # each batch size the runs use), not timed with the runs
+        # warm-up (first calls pay for kernel selection, for the batch size the runs use), not timed
         warm = make_plan(args.pages)
         (work / "warm").mkdir()
         plain_loop(pipe, make_plan(1), work / "warm", 1, size)
         save_plan(warm, work / "warm" / "plan.json")
-        start = time.perf_counter()
         render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
-        if args.compile:
-            print(f"compiling the UNet (first batch, 1 step, included): {time.perf_counter() - start:.1f} s, "
-                  f"load {os.getloadavg()[0]:.1f}", flush=True)
 
         def ours(name: str, run_settings, **kwargs) -> float:
             folder = work / name
@@ -338,7 +333,6 @@ def main() -> None:
     parser.add_argument("--models-dir", help="where to build (and reuse) the benchmark's models (default: a temp folder)")
     parser.add_argument("--size", type=int, default=None, help="picture size (default: the model's)")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (CPUs with native bfloat16)")
-    parser.add_argument("--compile", action="store_true", help="ours with --compile (torch.compile of the UNet; compile time printed apart)")
     parser.add_argument("--draft", action="store_true", help="also time drafts (4 LCM steps) against the plain final")
     parser.add_argument("--draft-reference-steps", type=int, default=25)
     parser.add_argument("--draft-rounds", type=int, default=2)
