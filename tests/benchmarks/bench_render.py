@@ -8,7 +8,7 @@ and the PDF build.
 1. **Final paint, ours vs plain.** A plan painted on the CPU, first with the loop a user would
    write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
    guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then with
-   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, channels-last,
+   :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, its memory layout,
    the safety check, the page cache). Models are loaded before the clock starts, for both; the
    runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
    ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
@@ -140,10 +140,19 @@ def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
     return time.perf_counter() - start
 
 
-def _summary(times: list[float]) -> str:
+def _timed(run, loads: list[float]) -> float:
+    """``run()``'s seconds; the 1-minute load average at its end goes to ``loads`` (the machine
+    may be shared: a timing is only as good as the load it ran under)."""
+    seconds = run()
+    loads.append(os.getloadavg()[0])
+    return seconds
+
+
+def _summary(times: list[float], loads: list[float]) -> str:
     import statistics
 
-    return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {', '.join(f'{t:.2f}' for t in times)})"
+    rounds = ", ".join(f"{t:.2f} (load {load:.1f})" for t, load in zip(times, loads, strict=True))
+    return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {rounds})"
 
 
 def bench_painting(args) -> None:
@@ -180,13 +189,13 @@ def bench_painting(args) -> None:
         size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
         illustrator = load_illustrator(settings)
         print(f"model: {'full-size random-weight SD 1.4' if args.full_size else model}, {size}x{size}, {args.pages} pages, "
-              f"CPU, torch threads {torch.get_num_threads()}, precision {illustrator.device_plan.dtype}, "
+              f"CPU, torch threads {torch.get_num_threads()}, {illustrator.device_plan.describe()}, "
               f"load average {os.getloadavg()[0]:.1f} at start (shared machine)", flush=True)
 
-        # warm-up (first calls pay for kernel selection), not timed
-        warm = make_plan(1)
+        # warm-up (first calls pay for kernel selection, for the batch size the runs use), not timed
+        warm = make_plan(args.pages)
         (work / "warm").mkdir()
-        plain_loop(pipe, warm, work / "warm", 1, size)
+        plain_loop(pipe, make_plan(1), work / "warm", 1, size)
         save_plan(warm, work / "warm" / "plan.json")
         render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
 
@@ -201,41 +210,42 @@ def bench_painting(args) -> None:
             return result.paint_seconds
 
         # 1. final paint at equal settings
-        plain_times, ours_times = [], []
-        for round_ in range(args.rounds):
-            folder = work / f"plain{round_}"
-            folder.mkdir()
-            plain_times.append(plain_loop(pipe, plan, folder, args.steps, size))
-            ours_times.append(ours(f"ours{round_}", settings))
-        result = ours.last
-        diffs = [
-            np.abs(
-                np.asarray(Image.open(work / "plain0" / f"page-{p.number:02d}.png"), dtype=np.int16)
-                - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
-            ).max()
-            for p in result.pages
-        ]
-        print(f"final paint, {args.steps} steps, DPM-Solver++:")
-        print(f"  plain loop (1 pipeline call per page): {_summary(plain_times)}")
-        print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times)}")
-        print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
-              f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
-        print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
+        if not args.skip_final:
+            plain_times, ours_times, plain_loads, ours_loads = [], [], [], []
+            for round_ in range(args.rounds):
+                folder = work / f"plain{round_}"
+                folder.mkdir()
+                plain_times.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.steps, size), plain_loads))
+                ours_times.append(_timed(lambda round_=round_: ours(f"ours{round_}", settings), ours_loads))
+            result = ours.last
+            diffs = [
+                np.abs(
+                    np.asarray(Image.open(work / "plain0" / f"page-{p.number:02d}.png"), dtype=np.int16)
+                    - np.asarray(Image.open(result.book_dir / p.image), dtype=np.int16)
+                ).max()
+                for p in result.pages
+            ]
+            print(f"final paint, {args.steps} steps, DPM-Solver++:")
+            print(f"  plain loop (1 pipeline call per page): {_summary(plain_times, plain_loads)}")
+            print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times, ours_loads)}")
+            print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
+                  f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
+            print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
 
         # 2. drafts vs the plain final at the usual step count
         if args.draft:
             lora = random_lcm_lora(model, models / "lcm_lora") if not (models / "lcm_lora").is_dir() else models / "lcm_lora"
             draft = settings.with_(draft=True, draft_lora=str(lora), draft_steps=4)
             ours("draft-warm", draft.with_(draft_steps=1))
-            plain_ref, draft_times = [], []
+            plain_ref, draft_times, plain_loads, draft_loads = [], [], [], []
             for round_ in range(args.draft_rounds):
                 folder = work / f"plain-ref{round_}"
                 folder.mkdir()
-                plain_ref.append(plain_loop(pipe, plan, folder, args.draft_reference_steps, size))
-                draft_times.append(ours(f"draft{round_}", draft))
+                plain_ref.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.draft_reference_steps, size), plain_loads))
+                draft_times.append(_timed(lambda round_=round_: ours(f"draft{round_}", draft), draft_loads))
             print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
-            print(f"  plain final: {_summary(plain_ref)}")
-            print(f"  draft:       {_summary(draft_times)}")
+            print(f"  plain final: {_summary(plain_ref, plain_loads)}")
+            print(f"  draft:       {_summary(draft_times, draft_loads)}")
             print(f"  ratio draft/plain final: {min(draft_times) / min(plain_ref):.3f}   (bar: <= 0.20)", flush=True)
 
         # 3. previews every 5 steps vs none
@@ -243,13 +253,15 @@ def bench_painting(args) -> None:
             taesd = random_taesd(models / "taesd") if not (models / "taesd").is_dir() else models / "taesd"
             with_previews = settings.with_(steps=args.preview_steps, preview_model=str(taesd))
             shown = []
-            off, on = [], []
+            off, on, off_loads, on_loads = [], [], [], []
             for round_ in range(args.rounds):
-                off.append(ours(f"previews-off{round_}", with_previews))
-                on.append(ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5))
+                off.append(_timed(lambda round_=round_: ours(f"previews-off{round_}", with_previews), off_loads))
+                on.append(_timed(
+                    lambda round_=round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5), on_loads
+                ))
             print(f"previews every 5 steps, {args.preview_steps} steps ({len(shown) // args.rounds} previews per render):")
-            print(f"  without: {_summary(off)}")
-            print(f"  with:    {_summary(on)}")
+            print(f"  without: {_summary(off, off_loads)}")
+            print(f"  with:    {_summary(on, on_loads)}")
             print(f"  overhead: {min(on) / min(off) - 1:+.1%} (best vs best; bar: <= 5 %)", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -332,6 +344,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating plain/ours rounds; the best of each counts")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip-painting", action="store_true")
+    parser.add_argument("--skip-final", action="store_true", help="skip the final paint ours vs plain (time --draft/--previews alone)")
     parser.add_argument("--skip-pdf", action="store_true")
     parser.add_argument("--noisy", action="store_true", help="also time the PDF with pure-noise pictures")
     args = parser.parse_args()
