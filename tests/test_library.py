@@ -42,6 +42,23 @@ def test_painters_go_with_ray(tmp_path):
     assert "--painters goes with --ray" in said(result)
 
 
+def test_every_missing_model_is_named_before_the_first_story(tmp_path, monkeypatch):
+    # Before, a default sd14 library started and each story failed on its own at its first
+    # page showing a character (IP-Adapter missing), after minutes of planning.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    shutil.copy(STORIES / "ginger_giraffe.txt", stories)
+    result = CliRunner().invoke(app, ["library", str(stories), "--out", str(tmp_path / "books")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    text = said(result)
+    assert "ip_adapter_sd15" in text and "ip_adapter_image_encoder" in text and "ner" in text, text
+    assert "fairytale models pull" in text and not (tmp_path / "books" / "ginger_giraffe").exists()
+    assert len([line for line in lines if "models pull" in line]) == 1
+
+
 def test_a_book_is_finished_only_if_laid_out_after_its_plan_with_these_settings(tmp_path):
     book = LibraryBook(tmp_path / "a.txt", tmp_path / "out" / "a.pdf")
     settings = RenderSettings(steps=2)

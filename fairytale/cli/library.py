@@ -9,6 +9,9 @@ import typer
 
 from fairytale.cli.app import stderr, user_errors
 from fairytale.cli.render import (
+    AdapterEncoder,
+    AdapterModel,
+    AdapterScale,
     Backend,
     BatchSize,
     Bleed,
@@ -118,6 +121,9 @@ def library(
     model: Model = None,
     backend: Backend = "sd14",
     consistency: Consistency = None,
+    adapter_scale: AdapterScale = 0.6,
+    adapter_model: AdapterModel = None,
+    adapter_encoder: AdapterEncoder = None,
     noise_level: NoiseLevel = 0,
     steps: Steps = 25,
     guidance: Guidance = None,
@@ -150,7 +156,8 @@ def library(
         backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, safety_model=safety_model,
         max_repaints=max_repaints, trim=trim, bleed=bleed, layout=layout, consistency=consistency,
-        noise_level=noise_level,
+        noise_level=noise_level, adapter_scale=adapter_scale, adapter_model=adapter_model,
+        adapter_encoder=adapter_encoder,
     )  # fmt: skip
     plan_options = PlanOptions(
         author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model, qa_model=qa_model,
@@ -158,6 +165,21 @@ def library(
     )  # fmt: skip
     if ray is None and painters is not None:
         raise FairytaleError("--painters goes with --ray (on this machine, use --workers)")
+    if ray is None:
+        # Here, every model a book needs is checked before the first story starts (missing ones
+        # named in one line); on a cluster the models come from each node's own cache.
+        from fairytale.library import find_books
+        from fairytale.model_check import ensure, plan_needs, render_needs
+
+        find_books(stories, out)  # a missing or empty stories folder is said first
+        ensure(
+            render_needs(
+                backend, model, safety_model, consistency=consistency, adapter_model=adapter_model,
+                adapter_encoder=adapter_encoder,
+            )
+            + plan_needs(ner_model, qa_model, nli_model, backend, model, device),
+            stderr(),
+        )  # fmt: skip
     report = make_library(
         stories, out, settings, plan_options, workers=workers, threads=threads, ray_address=ray, painters=painters,
         progress=not quiet,
