@@ -64,7 +64,8 @@ def run(stories: Path, out: Path, models: Path, **where) -> dict[str, float]:
     from fairytale.library import PlanOptions, make_library
     from fairytale.render import RenderSettings
 
-    settings = RenderSettings(model=str(models / "sd"), steps=2, device="cpu")
+    # seed mode: what is measured is how books spread over workers, not a consistency mode
+    settings = RenderSettings(model=str(models / "sd"), steps=2, device="cpu", consistency="seed")
     plan_options = PlanOptions(
         seed=11,
         words_per_page=60,
