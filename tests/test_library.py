@@ -196,7 +196,7 @@ def test_library_on_ray_makes_the_same_books(library_case, tiny_sd, tiny_ner, ti
         # painting on an actor holding the other.
         split_out = tmp_path / "split"
         report = make_library(
-            stories, split_out, RenderSettings(model=str(tiny_sd), steps=2, device="cpu"),
+            stories, split_out, RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"),
             PlanOptions(seed=11, words_per_page=60, ner_model=str(tiny_ner), qa_model=str(tiny_qa), nli_model=str(tiny_nli)),
             ray_address=address, split_stages=True, progress=False,
         )  # fmt: skip
@@ -272,7 +272,7 @@ def test_a_worker_told_one_thread_encodes_the_pictures_of_its_pdf_on_one_thread(
     report = make_library(
         stories,
         tmp_path / "books",
-        RenderSettings(model=str(tiny_sd), steps=2, device="cpu"),
+        RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"),
         threads=1,
         progress=False,
     )
