@@ -23,7 +23,9 @@ class StableDiffusion21(StableDiffusion14):
     family = "sd2"
     default_guidance = 7.5
     description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
-    consistency_modes = ("seed", "tokens")  # IP-Adapter has no SD 2.x weights
+    # IP-Adapter has no SD 2.x weights. Attention before tokens: the default (the last, see
+    # Backend.consistency) stays what it was.
+    consistency_modes = ("seed", "attention", "tokens")
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
         from fairytale.render.illustrator import TextToImageIllustrator

@@ -1,0 +1,304 @@
+"""``--consistency attention``: a page's self-attention also looks at its characters' portraits.
+
+No extra weights: while a page is painted, every self-attention layer (``attn1``) of the UNet
+attends, besides the page's own keys and values, to those of each of its characters' reference
+portraits at the same denoising step, and only inside that character's region of the picture.
+
+* **Portrait pass.** Before each UNet call of a batch, the batch's distinct portraits go through
+  the UNet once (in a canonical order, so a portrait's pass never depends on the batch): each
+  portrait's latent (its picture at the page's size through the VAE encoder, once per file
+  content) is noised to the call's timestep with diffusers' own forward process
+  (``DDPMScheduler.add_noise``: the variance-preserving form every SD scheduler hands the UNet),
+  with noise from the portrait's recorded seed, and conditioned on the portrait's recorded
+  prompt. The self-attention layers record the portraits' keys and values.
+* **Page pass.** Each ``attn1`` computes the plain attention exactly as diffusers'
+  ``AttnProcessor2_0`` does; then, page row by page row (batch invariance), for each of the
+  page's characters, the attention of the region's queries over ``[page K; portrait K]`` /
+  ``[page V; portrait V]``, and adds ``strength × (shared − plain)`` there. Outside every region
+  nothing is added, and at strength 0 (or for a page without portraits) the picture is bit for
+  bit the plain one.
+
+Regions are those of the adapter (:func:`fairytale.render.backends.common.page_regions`; one
+portrait acts on the whole picture), rasterised the same way
+(:func:`fairytale.render.portrait_attention.region_mask`). IP-Adapter's processors sit on the
+cross-attention layers (``attn2``), these on ``attn1``: both modes combine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fairytale.files import sha256_file
+from fairytale.render.portrait_attention import Box, grid_of, region_mask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.backends import PaintRequest
+
+#: the request option that carries a page's attention strength (present only in attention mode)
+STRENGTH_OPTION = "attention_strength"
+#: the request option that carries, per portrait of the page, the [seed, prompt] of its pass
+PORTRAITS_OPTION = "attention_portraits"
+#: the request option with each portrait's region (shared with the adapter)
+REGIONS_OPTION = "regions"
+
+PortraitKey = tuple[str, int, str]  # content digest, seed, prompt
+
+
+@dataclass
+class SharedState:
+    """What the ``attn1`` processors of one UNet read during a pipeline call."""
+
+    #: "off" (plain attention), "record" (the portrait pass) or "share" (the pages' pass)
+    mode: str = "off"
+    aspect: float = 1.0  # the picture's width / height
+    #: per page of the call: its strength and, per portrait, (index in the portrait pass, region)
+    pages: list[tuple[float, list[tuple[int, Box | None]]]] = field(default_factory=list)
+
+
+def _plain_attention(attn: Any, hidden_states: Any, encoder_hidden_states: Any, attention_mask: Any, temb: Any):
+    """diffusers' ``AttnProcessor2_0`` up to the output projection, keeping what we need:
+    (merged heads output, query, key, value, residual, shape info)."""
+    import torch.nn.functional as F
+
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    shape = None
+    if input_ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        shape = (channel, height, width)
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+    batch_size, sequence_length, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)
+    value = attn.to_v(encoder_hidden_states)
+    inner_dim = key.shape[-1]
+    head_dim = inner_dim // attn.heads
+    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+    return out, query, key, value, residual, shape
+
+
+class SharedAttnProcessor:
+    """Self-attention that records the portraits' keys and values, then lets each page's
+    regions attend to them too (see the module docstring)."""
+
+    def __init__(self, state: SharedState) -> None:
+        self.state = state
+        self.keys: Any = None  # (portraits, heads, cells, head_dim) of the last portrait pass
+        self.values: Any = None
+
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Any,
+        encoder_hidden_states: Any = None,
+        attention_mask: Any = None,
+        temb: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        out, query, key, value, residual, shape = _plain_attention(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb
+        )
+        if self.state.mode == "record":
+            self.keys, self.values = key, value
+        elif self.state.mode == "share" and self.keys is not None:
+            out = self.share(out, query, key, value)
+        out = attn.to_out[0](out)
+        out = attn.to_out[1](out)
+        if shape is not None:
+            out = out.transpose(-1, -2).reshape(out.shape[0], *shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def share(self, plain: Any, query: Any, key: Any, value: Any) -> Any:
+        """``plain`` (batch, cells, heads·head_dim) with, row by row, each portrait's shared
+        attention mixed in by the page's strength inside its region; other cells untouched."""
+        import torch
+        import torch.nn.functional as F
+
+        batch, heads, cells, head_dim = query.shape
+        grid = grid_of(cells, self.state.aspect)
+        pages = self.state.pages
+        out = plain.clone()
+        for row in range(batch):
+            # rows: the unconditional half of guidance first, then the pages (as the pipeline
+            # stacks them); a lone picture paired with itself (CPU) is row 0 twice
+            strength, portraits = pages[row % len(pages)]
+            if not strength or not portraits:
+                continue
+            total = torch.zeros_like(plain[row])
+            for index, box in portraits:
+                k = torch.cat([key[row : row + 1], self.keys[index : index + 1].to(key.device, key.dtype)], dim=2)
+                v = torch.cat([value[row : row + 1], self.values[index : index + 1].to(value.device, value.dtype)], dim=2)
+                if box is None:
+                    cells_in = torch.arange(cells, device=query.device)
+                else:
+                    cells_in = region_mask(box, *grid).nonzero().squeeze(1).to(query.device)
+                if not len(cells_in):
+                    continue
+                shared = F.scaled_dot_product_attention(query[row : row + 1, :, cells_in], k, v, dropout_p=0.0, is_causal=False)
+                shared = shared.transpose(1, 2).reshape(len(cells_in), heads * head_dim).to(plain.dtype)
+                total.index_add_(0, cells_in, shared - plain[row, cells_in])
+            out[row] = plain[row] + strength * total
+        return out
+
+
+class SharedAttention:
+    """Shared attention in one pipeline: installs the processors and the UNet hook once, keeps
+    each portrait's latent and noise, and prepares every batch (:meth:`inputs`).
+
+    ``embed`` encodes a prompt (the illustrator's cache); ``portrait_pass`` is a context in which
+    the portrait pass runs (the illustrator mutes IP-Adapter there: a portrait is not steered by
+    the pages' portraits)."""
+
+    def __init__(
+        self,
+        pipe: Any,
+        embed: Callable[[str], Any],
+        portrait_pass: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    ) -> None:
+        self.pipe = pipe
+        self.embed = embed
+        self.portrait_pass = portrait_pass
+        self.state = SharedState()
+        self.processors: list[SharedAttnProcessor] = []
+        self._portraits: list[tuple[PortraitKey, Path]] = []
+        self._latents: dict[tuple[str, int, int], Any] = {}
+        self._noise: dict[tuple[int, int, int], Any] = {}
+        self._noiser: Any = None
+        self._recording = False
+        self.install()
+        # First of the UNet's pre-hooks: the portrait pass must be done before the hooks that
+        # reshape the page call (pairing a lone picture on CPU) look at it.
+        pipe.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True, prepend=True)
+
+    def install(self) -> None:
+        """Put our processors on every ``attn1`` layer, keeping every other processor (the
+        adapter's on ``attn2``). Called for every batch: loading IP-Adapter, or attention
+        slicing, replaces all processors, and ours come back here."""
+        unet = self.pipe.unet
+        current = unet.attn_processors
+        mine = [p for name, p in current.items() if name.endswith("attn1.processor")]
+        if self.processors and all(isinstance(p, SharedAttnProcessor) and p.state is self.state for p in mine):
+            return
+        self.processors = []
+        processors = {}
+        for name, processor in current.items():
+            if name.endswith("attn1.processor"):
+                processor = SharedAttnProcessor(self.state)
+                self.processors.append(processor)
+            processors[name] = processor
+        unet.set_attn_processor(processors)
+
+    def inputs(self, requests: Sequence[PaintRequest], aspect: float = 1.0) -> dict[str, Any]:
+        """Prepare the processors for a batch: each page's strength and portraits (with their
+        regions), and the batch's distinct portraits in a canonical order. Adds no pipeline
+        inputs."""
+        from diffusers import DDPMScheduler
+
+        self.install()
+        distinct: dict[PortraitKey, Path] = {}
+        pages: list[tuple[float, list[tuple[PortraitKey, Box | None]]]] = []
+        for request in requests:
+            strength = float(request.options.get(STRENGTH_OPTION, 0.0))
+            described = request.options.get(PORTRAITS_OPTION) or []
+            regions = request.options.get(REGIONS_OPTION) or [None] * len(request.references)
+            entries: list[tuple[PortraitKey, Box | None]] = []
+            if strength:
+                for path, (seed, prompt), box in zip(request.references, described, regions, strict=True):
+                    key = (sha256_file(path), int(seed), str(prompt))
+                    distinct.setdefault(key, path)
+                    entries.append((key, tuple(box) if box is not None else None))
+            pages.append((strength, entries))
+        order = sorted(distinct)
+        index = {key: i for i, key in enumerate(order)}
+        self._portraits = [(key, distinct[key]) for key in order]
+        self.state.pages = [(strength, [(index[k], box) for k, box in entries]) for strength, entries in pages]
+        self.state.aspect = aspect
+        self.state.mode = "share" if order else "off"
+        self._noiser = DDPMScheduler.from_config(self.pipe.scheduler.config)
+        return {}
+
+    # -- the portrait pass ----------------------------------------------------------------
+
+    def _before_unet(self, unet: Any, args: tuple, kwargs: dict) -> None:
+        """Before a page call: run the batch's portraits through the UNet at its timestep, the
+        processors recording their keys and values."""
+        if self._recording or self.state.mode == "off" or not self._portraits:
+            return
+        import torch
+
+        sample = args[0] if args else kwargs["sample"]
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        if torch.is_tensor(timestep) and timestep.ndim:
+            timestep = timestep[:1]
+        height, width = sample.shape[-2:]
+        latents = torch.cat([self._noised(key, path, height, width, timestep) for key, path in self._portraits])
+        latents = latents.to(sample.device, sample.dtype)
+        embeds = torch.cat([self.embed(key[2]) for key, _ in self._portraits]).to(sample.device)
+        extra = {}
+        if kwargs.get("timestep_cond") is not None:  # LCM's guidance embedding: one row, as for the pages
+            extra["timestep_cond"] = kwargs["timestep_cond"][:1].expand(len(self._portraits), -1)
+        self._recording = True
+        self.state.mode = "record"
+        try:
+            with self.portrait_pass():
+                unet(latents, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)
+        finally:
+            self._recording = False
+            self.state.mode = "share"
+
+    def _noised(self, key: PortraitKey, path: Path, height: int, width: int, timestep: Any) -> Any:
+        """The portrait's latent noised to ``timestep`` (float32, on the latent's device)."""
+        import torch
+
+        digest, seed, _ = key
+        latent = self._latent(digest, path, height, width)
+        if (seed, height, width) not in self._noise:
+            generator = torch.Generator("cpu").manual_seed(seed)
+            self._noise[(seed, height, width)] = torch.randn(latent.shape, generator=generator, dtype=torch.float32)
+        noise = self._noise[(seed, height, width)].to(latent.device)
+        steps = self._noiser.config.num_train_timesteps
+        t = torch.as_tensor(timestep).reshape(-1)[:1].float().round().long().clamp(0, steps - 1).to(latent.device)
+        return self._noiser.add_noise(latent, noise, t)
+
+    def _latent(self, digest: str, path: Path, height: int, width: int) -> Any:
+        """The portrait's VAE latent (mean × scaling factor, float32) for a latent grid of
+        height×width, computed once per content and size."""
+        if (digest, height, width) not in self._latents:
+            import torch
+
+            from fairytale.images import open_rgb
+
+            vae = self.pipe.vae
+            scale = self.pipe.vae_scale_factor
+            picture = open_rgb(path, what="reference portrait")
+            pixels = self.pipe.image_processor.preprocess(picture, height=height * scale, width=width * scale)
+            device = self.pipe._execution_device
+            with torch.inference_mode():
+                encoded = vae.encode(pixels.to(device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
+            self._latents[(digest, height, width)] = encoded.float()
+        return self._latents[(digest, height, width)]
