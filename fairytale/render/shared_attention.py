@@ -104,8 +104,11 @@ class SharedAttnProcessor:
     """Self-attention that records the portraits' keys and values, then lets each page's
     regions attend to them too (see the module docstring)."""
 
-    def __init__(self, state: SharedState) -> None:
-        self.state = state
+    def __init__(self, state: SharedState | None = None) -> None:
+        # diffusers' load_ip_adapter rebuilds every self-attention processor by calling its class
+        # with no arguments: such a one has a state of its own, always "off" (plain attention),
+        # until SharedAttention.install puts ours back.
+        self.state = state if state is not None else SharedState()
         self.keys: Any = None  # (portraits, heads, cells, head_dim) of the last portrait pass
         self.values: Any = None
 
