@@ -311,15 +311,14 @@ class TextToImageIllustrator(Illustrator):
         from fairytale.render.shared_attention import STRENGTH_OPTION, SharedAttention
 
         extra: dict[str, Any] = {}
-        aspect = self.width / self.height
         if self._adapter is None and any(SCALE_OPTION in r.options for r in requests):
             self._adapter = PortraitAdapter(self.pipe, self.backend.settings, self.device_plan)
         if self._adapter is not None:
-            extra |= self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=aspect)
+            extra |= self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=self.width / self.height)
         if self._attention is None and any(STRENGTH_OPTION in r.options for r in requests):
             self._attention = SharedAttention(self.pipe, self._embed, self._portrait_pass)
         if self._attention is not None:
-            extra |= self._attention.inputs(requests, aspect=aspect)
+            extra |= self._attention.inputs(requests, self.width, self.height)
         return extra
 
     @contextlib.contextmanager

@@ -111,6 +111,7 @@ class SharedAttnProcessor:
         self.state = state if state is not None else SharedState()
         self.keys: Any = None  # (portraits, heads, cells, head_dim) of the last portrait pass
         self.values: Any = None
+        self._regions: dict[tuple[Box | None, tuple[int, int]], Any] = {}
 
     def __call__(
         self,
@@ -156,10 +157,7 @@ class SharedAttnProcessor:
             for index, box in portraits:
                 k = torch.cat([key[row : row + 1], self.keys[index : index + 1].to(key.device, key.dtype)], dim=2)
                 v = torch.cat([value[row : row + 1], self.values[index : index + 1].to(value.device, value.dtype)], dim=2)
-                if box is None:
-                    cells_in = torch.arange(cells, device=query.device)
-                else:
-                    cells_in = region_mask(box, *grid).nonzero().squeeze(1).to(query.device)
+                cells_in = self._cells(box, grid, query.device)
                 if not len(cells_in):
                     continue
                 shared = F.scaled_dot_product_attention(query[row : row + 1, :, cells_in], k, v, dropout_p=0.0, is_causal=False)
@@ -167,6 +165,17 @@ class SharedAttnProcessor:
                 total.index_add_(0, cells_in, shared - plain[row, cells_in])
             out[row] = plain[row] + strength * total
         return out
+
+    def _cells(self, box: Box | None, grid: tuple[int, int], device: Any) -> Any:
+        """Indices of the latent cells inside ``box`` on ``grid`` (all of them for None)."""
+        import torch
+
+        if (box, grid) not in self._regions:
+            if box is None:
+                self._regions[(box, grid)] = torch.arange(grid[0] * grid[1])
+            else:
+                self._regions[(box, grid)] = region_mask(box, *grid).nonzero().squeeze(1)
+        return self._regions[(box, grid)].to(device)
 
 
 class SharedAttention:
@@ -192,6 +201,8 @@ class SharedAttention:
         self._latents: dict[tuple[str, int, int], Any] = {}
         self._noise: dict[tuple[int, int, int], Any] = {}
         self._noiser: Any = None
+        self._embeds: list[Any] = []
+        self._latent_size = (0, 0)
         self._recording = False
         self.install()
         # First of the UNet's pre-hooks: the portrait pass must be done before the hooks that
@@ -216,10 +227,10 @@ class SharedAttention:
             processors[name] = processor
         unet.set_attn_processor(processors)
 
-    def inputs(self, requests: Sequence[PaintRequest], aspect: float = 1.0) -> dict[str, Any]:
-        """Prepare the processors for a batch: each page's strength and portraits (with their
-        regions), and the batch's distinct portraits in a canonical order. Adds no pipeline
-        inputs."""
+    def inputs(self, requests: Sequence[PaintRequest], width: int, height: int) -> dict[str, Any]:
+        """Prepare the processors for a batch of width×height pictures: each page's strength and
+        portraits (with their regions), and the batch's distinct portraits in a canonical order,
+        with their latents and prompts. Adds no pipeline inputs."""
         from diffusers import DDPMScheduler
 
         self.install()
@@ -239,8 +250,15 @@ class SharedAttention:
         order = sorted(distinct)
         index = {key: i for i, key in enumerate(order)}
         self._portraits = [(key, distinct[key]) for key in order]
+        # Latents and prompts now (each once), not between two UNet calls, where under model
+        # offload the VAE or the text encoder would be brought back to the GPU.
+        scale = self.pipe.vae_scale_factor
+        self._latent_size = (height // scale, width // scale)
+        for (digest, _, _), path in self._portraits:
+            self._latent(digest, path, *self._latent_size)
+        self._embeds = [self.embed(prompt) for (_, _, prompt), _ in self._portraits]
         self.state.pages = [(strength, [(index[k], box) for k, box in entries]) for strength, entries in pages]
-        self.state.aspect = aspect
+        self.state.aspect = width / height
         self.state.mode = "share" if order else "off"
         self._noiser = DDPMScheduler.from_config(self.pipe.scheduler.config)
         return {}
@@ -258,10 +276,10 @@ class SharedAttention:
         timestep = args[1] if len(args) > 1 else kwargs["timestep"]
         if torch.is_tensor(timestep) and timestep.ndim:
             timestep = timestep[:1]
-        height, width = sample.shape[-2:]
+        height, width = self._latent_size
         latents = torch.cat([self._noised(key, path, height, width, timestep) for key, path in self._portraits])
         latents = latents.to(sample.device, sample.dtype)
-        embeds = torch.cat([self.embed(key[2]) for key, _ in self._portraits]).to(sample.device)
+        embeds = torch.cat(self._embeds).to(sample.device)
         extra = {}
         if kwargs.get("timestep_cond") is not None:  # LCM's guidance embedding: one row, as for the pages
             extra["timestep_cond"] = kwargs["timestep_cond"][:1].expand(len(self._portraits), -1)
