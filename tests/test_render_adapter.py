@@ -108,7 +108,7 @@ def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_
 
 
 def test_sd2_adapter_is_a_one_line_error_naming_the_modes_that_work(tiny_sd2, tmp_path):
-    with pytest.raises(FairytaleError, match=r"IP-Adapter has weights for SD 1.x only\); it offers: seed, attention, tokens"):
+    with pytest.raises(FairytaleError, match=r"IP-Adapter has weights for SD 1.x only\); it offers: seed, tokens"):
         render_book(
             write_plan(tmp_path, two_character_plan(2)), tmp_path / "b.pdf",
             tiny_settings(tiny_sd2, backend="sd21", consistency="adapter"), progress=False,
@@ -237,5 +237,5 @@ def test_the_cli_says_adapter_is_not_for_sd2_before_checking_models(tiny_sd2, tm
               "--consistency", "adapter", "--quiet"],
     )
     assert result.exit_code == 1
-    assert "cannot keep characters alike by 'adapter'" in result.output and "it offers: seed, attention, tokens" in result.output
+    assert "cannot keep characters alike by 'adapter'" in result.output and "it offers: seed, tokens" in result.output
     assert "Missing models" not in result.output and len(result.output.strip().splitlines()) == 1

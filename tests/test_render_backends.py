@@ -23,7 +23,8 @@ def pixels(path):
 
 
 def unclip_settings(tiny_unclip, tiny_safety_checker, **changes):
-    return tiny_settings(tiny_unclip, backend="unclip", safety_model=str(tiny_safety_checker), steps=2, **changes)
+    values = dict(backend="unclip", safety_model=str(tiny_safety_checker), steps=2, consistency=None)  # its default: reference
+    return tiny_settings(tiny_unclip, **(values | changes))
 
 
 def test_sd21_renders_a_book(tiny_sd2, tiny_safety_checker, tmp_path):
@@ -183,9 +184,9 @@ def test_every_backend_through_the_cli_then_evaluate(backend, tiny_sd, tiny_sd2,
     assert first.exit_code == 0, first.output
     manifest = load_manifest(tmp_path / "book")
     assert manifest.backend == backend and [p.safety for p in manifest.pages] == ["passed"] * 3
-    expected = {"sd14": "seed", "sd21": "seed", "unclip": "reference"}[backend]
+    expected = {"sd14": "seed", "sd21": "attention", "unclip": "reference"}[backend]
     assert manifest.settings["consistency"] == expected and manifest.settings["low_vram"]
-    assert (load_plan(plan_path).character("zoe").reference is not None) == (backend == "unclip")
+    assert (load_plan(plan_path).character("zoe").reference is not None) == (backend != "sd14")
     again = runner.invoke(app, [*args, "--noise-level", "100"] if backend == "unclip" else args)
     assert again.exit_code == 0 and not any(p.painted for p in load_manifest(tmp_path / "book").pages)
     scored = runner.invoke(app, ["evaluate", str(tmp_path / "book"), "--clip-model", str(tiny_clip)])

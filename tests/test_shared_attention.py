@@ -246,7 +246,7 @@ def test_modes_combine_and_are_checked(tiny_sd, tiny_sd2, tiny_unclip):
     }
     sd21 = get_backend("sd21")(RenderSettings(backend="sd21", model=str(tiny_sd2), consistency="attention"))
     assert sd21.consistency(plan) == "attention" and sd21.needs_portraits(plan)
-    assert get_backend("sd21")(RenderSettings(backend="sd21", model=str(tiny_sd2))).consistency(plan) == "seed"  # default as before
+    assert get_backend("sd21")(RenderSettings(backend="sd21", model=str(tiny_sd2))).consistency(plan) == "attention"
     unclip = get_backend("unclip")(RenderSettings(backend="unclip", model=str(tiny_unclip), consistency="attention"))
     with pytest.raises(FairytaleError, match="cannot keep characters alike by 'attention'"):
         unclip.consistency(plan)
@@ -277,6 +277,13 @@ def test_adapter_keys_are_those_before_attention_existed(tmp_path, monkeypatch):
     ]
     attention = get_backend("sd14")(settings.with_(consistency="adapter+attention"))
     assert attention.picture_key(attention.request_for(plan, plan.pages[0], path), {}) != keys[0]
+    # a page showing no character with a portrait is painted and keyed as in seed mode
+    plan.character("dad").reference = None
+    seed = get_backend("sd14")(settings.with_(consistency="seed"))
+    for mode in ("attention", "adapter+attention"):
+        painter = get_backend("sd14")(settings.with_(consistency=mode))
+        request = painter.request_for(plan, plan.pages[1], path)
+        assert not request.options and painter.picture_key(request, {}) == seed.picture_key(request, {})
 
 
 def test_the_cli_takes_the_attention_strength(tiny_sd, tiny_safety_checker, tmp_path):

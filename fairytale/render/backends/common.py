@@ -189,6 +189,8 @@ class Backend:
         from fairytale.render.portrait_adapter import REGIONS_OPTION, SCALE_OPTION, adapter_fingerprint
 
         portraits = page_portraits(plan, page, plan_file)
+        if not portraits:  # painted (and keyed) exactly as in seed mode; nothing extra is loaded
+            return request
         options: dict[str, Any] = {}
         if "adapter" in modes:
             if not hasattr(self, "_adapter_fingerprint"):

@@ -23,9 +23,7 @@ class StableDiffusion21(StableDiffusion14):
     family = "sd2"
     default_guidance = 7.5
     description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
-    # IP-Adapter has no SD 2.x weights. Attention before tokens: the default (the last, see
-    # Backend.consistency) stays what it was.
-    consistency_modes = ("seed", "attention", "tokens")
+    consistency_modes = ("seed", "tokens", "attention")  # IP-Adapter has no SD 2.x weights
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
         from fairytale.render.illustrator import TextToImageIllustrator
