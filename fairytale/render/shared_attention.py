@@ -27,6 +27,7 @@ cross-attention layers (``attn2``), these on ``attn1``: both modes combine.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,9 @@ class SharedAttention:
         self._embeds: list[Any] = []
         self._latent_size = (0, 0)
         self._recording = False
+        #: UNet passes of portraits so far, and the seconds they took (for the benchmark)
+        self.portrait_passes = 0
+        self.portrait_seconds = 0.0
         self.install()
         # First of the UNet's pre-hooks: the portrait pass must be done before the hooks that
         # reshape the page call (pairing a lone picture on CPU) look at it.
@@ -285,12 +289,15 @@ class SharedAttention:
             extra["timestep_cond"] = kwargs["timestep_cond"][:1].expand(len(self._portraits), -1)
         self._recording = True
         self.state.mode = "record"
+        started = time.perf_counter()
         try:
             with self.portrait_pass():
                 unet(latents, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)
         finally:
             self._recording = False
             self.state.mode = "share"
+        self.portrait_passes += 1
+        self.portrait_seconds += time.perf_counter() - started
 
     def _noised(self, key: PortraitKey, path: Path, height: int, width: int, timestep: Any) -> Any:
         """The portrait's latent noised to ``timestep`` (float32, on the latent's device)."""

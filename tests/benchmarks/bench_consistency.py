@@ -110,6 +110,10 @@ def bench_modes(args) -> None:
             render_book(plan_path, work / f"{mode}.pdf", base.with_(consistency=mode), illustrator=illustrator, progress=False)
             times[mode] = time.perf_counter() - started
             print(f"{mode:18} {times[mode]:7.1f} s  ({args.pages} pages, {args.size}², {args.steps} steps)")
+            shared = illustrator._attention
+            if "attention" in mode and shared is not None:
+                print(f"{'':18} of which the portraits' UNet passes: {shared.portrait_seconds:.1f} s ({shared.portrait_passes} passes)")
+                shared.portrait_seconds, shared.portrait_passes = 0.0, 0
         for mode in modes[1:]:
             print(f"{mode} / seed = {times[mode] / times['seed']:.2f}  (bar {bars.get(mode, 'none')})")
 
