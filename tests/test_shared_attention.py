@@ -226,9 +226,10 @@ def test_adapter_and_attention_processors_coexist_whichever_loads_first(
             backend = get_backend("sd14")(settings.with_(consistency=mode))
             illustrator.paint([backend.request_for(plan, plan.pages[-1], plan_path)])
             processors = illustrator.pipe.unet.attn_processors
-            attn1 = {type(p) for n, p in processors.items() if n.endswith("attn1.processor")}
+            attn1 = [p for n, p in processors.items() if n.endswith("attn1.processor")]
             attn2 = {type(p) for n, p in processors.items() if n.endswith("attn2.processor")}
-            assert attn1 == {SharedAttnProcessor} and attn2 == {cross}, mode
+            assert all(isinstance(p, SharedAttnProcessor) for p in attn1) and attn2 == {cross}, mode
+            assert all(p.state is illustrator._attention.state for p in attn1), mode  # ours, not fresh copies
 
 
 def test_modes_combine_and_are_checked(tiny_sd, tiny_sd2, tiny_unclip):
@@ -301,3 +302,21 @@ def test_the_cli_takes_the_attention_strength(tiny_sd, tiny_safety_checker, tmp_
     assert load_manifest(tmp_path / "b").settings["attention_strength"] == 0.8
     bad = CliRunner().invoke(app, ["render", str(plan_path), "-o", str(tmp_path / "c.pdf"), "--attention-strength", "3"])
     assert bad.exit_code == 1 and "--attention-strength must be between 0 and 1" in bad.output
+
+
+def test_attention_slicing_placed_again_does_not_drop_shared_attention(portrait_plan, tiny_sd, tiny_safety_checker, tmp_path):
+    """--low-vram slices attention, and under offload the pipeline is placed again after every
+    loader (every processor replaced): the next batch paints with shared attention all the same."""
+    from fairytale.render import load_illustrator
+    from fairytale.render.backends import PaintRequest, get_backend
+
+    plan = without_tokens(portrait_plan)
+    plan_path = write_plan(tmp_path, plan)
+    settings = attention_settings(tiny_sd, tiny_safety_checker, steps=2, low_vram=True)
+    request = get_backend("sd14")(settings).request_for(plan, plan.pages[-1], plan_path)
+    with load_illustrator(settings) as illustrator:
+        shared = np.asarray(illustrator.paint([request])[0])
+        illustrator.device_plan.place(illustrator.pipe)  # as after loading a LoRA or learned tokens under offload
+        again = np.asarray(illustrator.paint([request])[0])
+        plain = np.asarray(illustrator.paint([PaintRequest(request.page, request.prompt, request.negative_prompt, request.seed)])[0])
+    assert np.array_equal(shared, again) and not np.array_equal(shared, plain)
