@@ -16,7 +16,8 @@ portraits at the same denoising step, and only inside that character's region of
   page's characters, the attention of the region's queries over ``[page K; portrait K]`` /
   ``[page V; portrait V]``, and adds ``strength × (shared − plain)`` there. Outside every region
   nothing is added, and at strength 0 (or for a page without portraits) the picture is bit for
-  bit the plain one.
+  bit the plain one. Everything a page adds is computed on its own rows, so pages with other
+  portraits, strengths or none share a batch freely (no batch signature, unlike IP-Adapter).
 
 Regions are those of the adapter (:func:`fairytale.render.backends.common.page_regions`; one
 portrait acts on the whole picture), rasterised the same way
@@ -112,7 +113,7 @@ class SharedAttnProcessor:
         self.state = state if state is not None else SharedState()
         self.keys: Any = None  # (portraits, heads, cells, head_dim) of the last portrait pass
         self.values: Any = None
-        self._regions: dict[tuple[Box | None, tuple[int, int]], Any] = {}
+        self._regions: dict[tuple[Box | None, tuple[int, int], str], Any] = {}
 
     def __call__(
         self,
@@ -171,12 +172,11 @@ class SharedAttnProcessor:
         """Indices of the latent cells inside ``box`` on ``grid`` (all of them for None)."""
         import torch
 
-        if (box, grid) not in self._regions:
-            if box is None:
-                self._regions[(box, grid)] = torch.arange(grid[0] * grid[1])
-            else:
-                self._regions[(box, grid)] = region_mask(box, *grid).nonzero().squeeze(1)
-        return self._regions[(box, grid)].to(device)
+        key = (box, grid, str(device))  # kept on the device: no copy per layer, row and step
+        if key not in self._regions:
+            cells = torch.arange(grid[0] * grid[1]) if box is None else region_mask(box, *grid).nonzero().squeeze(1)
+            self._regions[key] = cells.to(device)
+        return self._regions[key]
 
 
 class SharedAttention:
