@@ -113,7 +113,7 @@ class SharedAttnProcessor:
         self.state = state if state is not None else SharedState()
         self.keys: Any = None  # (portraits, heads, cells, head_dim) of the last portrait pass
         self.values: Any = None
-        self._regions: dict[tuple[Box | None, tuple[int, int], str], Any] = {}
+        self._regions: dict[tuple[Box | None, tuple[int, int]], tuple[int, int, int, int]] = {}
 
     def __call__(
         self,
@@ -141,41 +141,61 @@ class SharedAttnProcessor:
 
     def share(self, plain: Any, query: Any, key: Any, value: Any) -> Any:
         """``plain`` (batch, cells, heads·head_dim) with, row by row, each portrait's shared
-        attention mixed in by the page's strength inside its region; other cells untouched."""
+        attention mixed in by the page's strength inside its region; other cells untouched.
+
+        A region rasterised by cell centres is a rectangle of the latent grid, so its queries
+        and its output are plain slices (no gather or scatter), and each portrait's keys and
+        values sit once per call in a buffer behind which each row's own are copied."""
         import torch
         import torch.nn.functional as F
 
         batch, heads, cells, head_dim = query.shape
-        grid = grid_of(cells, self.state.aspect)
+        height, width = grid_of(cells, self.state.aspect)
         pages = self.state.pages
         out = plain.clone()
+        grid_out = out.view(batch, height, width, heads * head_dim)
+        grid_plain = plain.view(batch, height, width, heads * head_dim)
+        grid_query = query.reshape(batch, heads, height, width, head_dim)
+        keys: dict[int, tuple[Any, Any]] = {}
         for row in range(batch):
             # rows: the unconditional half of guidance first, then the pages (as the pipeline
             # stacks them); a lone picture paired with itself (CPU) is row 0 twice
             strength, portraits = pages[row % len(pages)]
             if not strength or not portraits:
                 continue
-            total = torch.zeros_like(plain[row])
             for index, box in portraits:
-                k = torch.cat([key[row : row + 1], self.keys[index : index + 1].to(key.device, key.dtype)], dim=2)
-                v = torch.cat([value[row : row + 1], self.values[index : index + 1].to(value.device, value.dtype)], dim=2)
-                cells_in = self._cells(box, grid, query.device)
-                if not len(cells_in):
+                top, bottom, left, right = self._rectangle(box, (height, width))
+                if top >= bottom or left >= right:
                     continue
-                shared = F.scaled_dot_product_attention(query[row : row + 1, :, cells_in], k, v, dropout_p=0.0, is_causal=False)
-                shared = shared.transpose(1, 2).reshape(len(cells_in), heads * head_dim).to(plain.dtype)
-                total.index_add_(0, cells_in, shared - plain[row, cells_in])
-            out[row] = plain[row] + strength * total
+                if index not in keys:
+                    keys[index] = tuple(
+                        torch.cat([mine[:1], theirs[index : index + 1].to(mine.device, mine.dtype)], dim=2)
+                        for mine, theirs in ((key, self.keys), (value, self.values))
+                    )
+                k, v = keys[index]
+                k[:, :, :cells].copy_(key[row : row + 1])
+                v[:, :, :cells].copy_(value[row : row + 1])
+                q = grid_query[row : row + 1, :, top:bottom, left:right].reshape(1, heads, -1, head_dim)
+                shared = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+                shared = shared.transpose(1, 2).reshape(bottom - top, right - left, heads * head_dim).to(plain.dtype)
+                # in place on the fresh result: out += strength × (shared − plain), no temporaries
+                grid_out[row, top:bottom, left:right] += shared.sub_(grid_plain[row, top:bottom, left:right]).mul_(strength)
         return out
 
-    def _cells(self, box: Box | None, grid: tuple[int, int], device: Any) -> Any:
-        """Indices of the latent cells inside ``box`` on ``grid`` (all of them for None)."""
-        import torch
-
-        key = (box, grid, str(device))  # kept on the device: no copy per layer, row and step
+    def _rectangle(self, box: Box | None, grid: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) cell bounds of ``box`` on ``grid``, rasterised as
+        :func:`region_mask` does (the whole grid for None)."""
+        key = (box, grid)
         if key not in self._regions:
-            cells = torch.arange(grid[0] * grid[1]) if box is None else region_mask(box, *grid).nonzero().squeeze(1)
-            self._regions[key] = cells.to(device)
+            if box is None:
+                self._regions[key] = (0, grid[0], 0, grid[1])
+            else:
+                mask = region_mask(box, *grid).view(grid).bool()
+                rows, columns = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+                if not len(rows) or not len(columns):
+                    self._regions[key] = (0, 0, 0, 0)
+                else:
+                    self._regions[key] = (int(rows[0]), int(rows[-1]) + 1, int(columns[0]), int(columns[-1]) + 1)
         return self._regions[key]
 
 
