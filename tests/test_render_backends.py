@@ -190,8 +190,7 @@ def test_every_backend_through_the_cli_then_evaluate(
     assert manifest.backend == backend and [p.safety for p in manifest.pages] == ["passed"] * 3
     expected = {"sd14": "adapter", "sd21": "attention", "unclip": "reference"}[backend]
     assert manifest.settings["consistency"] == expected and manifest.settings["low_vram"]
-    if backend != "sd21":  # (sd21's attention mode paints from portraits once it lands)
-        assert load_plan(plan_path).character("zoe").reference is not None
+    assert load_plan(plan_path).character("zoe").reference is not None  # every default mode paints portraits
     again = runner.invoke(app, [*args, "--noise-level", "100"] if backend == "unclip" else args)
     assert again.exit_code == 0 and not any(p.painted for p in load_manifest(tmp_path / "book").pages)
     scored = runner.invoke(app, ["evaluate", str(tmp_path / "book"), "--clip-model", str(tiny_clip)])
@@ -250,14 +249,7 @@ def test_the_default_mode_is_the_backends_own_and_ignores_the_cache(backend, def
     assert painter.default_mode(None) == default  # `book` before planning
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        "sd14",
-        pytest.param("sd21", marks=pytest.mark.xfail(strict=True, reason="'attention' comes with the attention-mode branch")),
-        "unclip",
-    ],
-)
+@pytest.mark.parametrize("backend", ["sd14", "sd21", "unclip"])
 def test_every_default_mode_is_one_the_backend_offers(backend):
     painter = get_backend(backend)
     assert painter.default_consistency in painter.consistency_modes

@@ -38,10 +38,11 @@ Backend = Annotated[
 ]
 Consistency = Annotated[
     str | None,
-    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), reference (unclip: reference portraits), or tokens+adapter. Default by backend: adapter (sd14), attention (sd21), reference (unclip); tokens+ that when every main character has a learned token."),
+    typer.Option("--consistency", help="Keep characters alike by: seed, tokens (learned character tokens), adapter (SD 1.x: IP-Adapter from reference portraits), attention (sd14/sd21: each page's attention shares its characters' portraits, no extra weights), reference (unclip: reference portraits), or a combination: tokens+adapter, tokens+attention, adapter+attention, tokens+adapter+attention. Default by backend: adapter (sd14), attention (sd21), reference (unclip); tokens+ that when every main character has a learned token."),
 ]
 NoiseLevel = Annotated[int, typer.Option("--noise-level", help="unclip: noise on the reference embedding, 0 (most alike) to 1000 (freest).")]
 AdapterScale = Annotated[float, typer.Option("--adapter-scale", help="--consistency adapter: how strongly the portraits steer, 0 (not at all) to 1 (as trained).")]
+AttentionStrength = Annotated[float, typer.Option("--attention-strength", help="--consistency attention: how much a page's attention follows its characters' portraits, 0 (not at all) to 1 (fully).")]
 AdapterModel = Annotated[str | None, typer.Option("--adapter-model", help="IP-Adapter weights (hub id, or a local folder/file in the h94/IP-Adapter layout).")]
 DriftCheck = Annotated[float | None, typer.Option("--drift-check", help="Repaint a page whose character's likeness to its portrait (CLIP, 0-100) is below this; off by default (see the README on choosing one).")]
 MaxDriftRepaints = Annotated[int, typer.Option("--max-drift-repaints", help="--drift-check: repaints per page (apart from safety repaints).")]
@@ -136,6 +137,7 @@ def render(
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
     adapter_scale: AdapterScale = 0.6,
+    attention_strength: AttentionStrength = 0.5,
     adapter_model: AdapterModel = None,
     adapter_encoder: AdapterEncoder = None,
     drift_check: DriftCheck = None,
@@ -193,6 +195,7 @@ def render(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        attention_strength=attention_strength,
         drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
@@ -240,6 +243,7 @@ def book(
     consistency: Consistency = None,
     noise_level: NoiseLevel = 0,
     adapter_scale: AdapterScale = 0.6,
+    attention_strength: AttentionStrength = 0.5,
     adapter_model: AdapterModel = None,
     adapter_encoder: AdapterEncoder = None,
     drift_check: DriftCheck = None,
@@ -290,6 +294,7 @@ def book(
         bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
         draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
         adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
+        attention_strength=attention_strength,
         drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
     )
     get_backend(backend)  # an unknown backend fails before minutes of planning

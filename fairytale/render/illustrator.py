@@ -14,8 +14,9 @@ Painting a batch reads like a diffusers pipeline, in numbered steps (see
 
 from __future__ import annotations
 
+import contextlib
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
@@ -212,6 +213,8 @@ class Illustrator:
 class TextToImageIllustrator(Illustrator):
     """Stable Diffusion text-to-picture (SD 1.x and, with its own scheduler config, SD 2.x)."""
 
+    _attention: Any = None  # shared attention (--consistency attention), set up by the first page that needs it
+
     def __init__(self, backend: Backend, pipe: Any, device_plan: DevicePlan) -> None:
         super().__init__(backend, pipe, device_plan)
         self._model_scheduler = pipe.scheduler
@@ -338,14 +341,36 @@ class TextToImageIllustrator(Illustrator):
 
     def pipeline_inputs(self, requests: Sequence[PaintRequest]) -> dict[str, Any]:
         """Extra keyword arguments for the pipeline call painting ``requests``: the portraits'
-        image embeddings once IP-Adapter is in use (loaded by the first request that needs it)."""
+        image embeddings once IP-Adapter is in use, and the portraits of shared attention
+        (each loaded by the first request that needs it). The adapter comes first: loading it
+        replaces every attention processor, and shared attention puts its own back."""
         from fairytale.render.portrait_adapter import SCALE_OPTION, PortraitAdapter
+        from fairytale.render.shared_attention import STRENGTH_OPTION, SharedAttention
 
-        if self._adapter is None:
-            if not any(SCALE_OPTION in r.options for r in requests):
-                return {}
+        extra: dict[str, Any] = {}
+        if self._adapter is None and any(SCALE_OPTION in r.options for r in requests):
             self._adapter = PortraitAdapter(self.pipe, self.backend.settings, self.device_plan)
-        return self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=self.width / self.height)
+        if self._adapter is not None:
+            extra |= self._adapter.inputs(requests, guided=self.backend.guidance > 1, aspect=self.width / self.height)
+        if self._attention is None and any(STRENGTH_OPTION in r.options for r in requests):
+            self._attention = SharedAttention(self.pipe, self._embed, self._portrait_pass)
+        if self._attention is not None:
+            extra |= self._attention.inputs(requests, self.width, self.height)
+        return extra
+
+    @contextlib.contextmanager
+    def _portrait_pass(self) -> Iterator[None]:
+        """Shared attention's portrait pass runs with IP-Adapter muted: a portrait's keys and
+        values do not depend on the portraits of the pages being painted."""
+        regions = self._adapter.regions if self._adapter is not None else None
+        saved = regions.tokens if regions is not None else None
+        if regions is not None:
+            regions.tokens = None
+        try:
+            yield
+        finally:
+            if regions is not None:
+                regions.tokens = saved
 
     def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
         """The pipeline's per-step callback argument calling ``after_step(steps_done, latents)``."""

@@ -9,8 +9,11 @@ from fairytale.errors import FairytaleError
 from fairytale.pdf.layout import LAYOUT_CHOICES, TRIMS
 
 #: How a character is kept alike from page to page, weakest first (see fairytale.render.backends).
-#: ``tokens`` and ``adapter`` combine: ``tokens+adapter``.
-CONSISTENCY_MODES = ("seed", "tokens", "reference", "adapter")
+#: ``tokens``, ``adapter`` and ``attention`` combine: ``tokens+adapter``, ``adapter+attention``, …
+CONSISTENCY_MODES = ("seed", "tokens", "reference", "adapter", "attention")
+#: the combinations the SD 1.x backend offers (any modes but ``seed`` combine, each at most once;
+#: the backend says which it offers)
+CONSISTENCY_COMBOS = ("tokens+adapter", "tokens+attention", "adapter+attention", "tokens+adapter+attention")
 
 
 def consistency_parts(mode: str) -> list[str]:
@@ -61,11 +64,12 @@ class RenderSettings:
     layout: str = "auto"
     dpi: int = 300
     jpeg_quality: int = 90
-    consistency: str | None = None  # seed | tokens | adapter | reference | tokens+adapter; None: the backend's default
+    consistency: str | None = None  # a CONSISTENCY_MODES value or a CONSISTENCY_COMBOS one; None: the backend's default
     noise_level: int = 0  # unclip: noise added to the reference embedding (0 = most alike, up to 1000)
     adapter_scale: float = 0.6  # --consistency adapter: how strongly portraits steer (0: not at all, 1: as trained)
     adapter_model: str | None = None  # IP-Adapter weights (registry role ip_adapter_sd15)
     adapter_encoder: str | None = None  # its image encoder (registry role ip_adapter_image_encoder)
+    attention_strength: float = 0.5  # --consistency attention: how much a page's attention follows its portraits (0: not at all, 1: fully)
     drift_check: float | None = None  # repaint a page whose character is less like its portrait than this (0-100); None: off
     max_drift_repaints: int = 2  # drift repaints per page (apart from safety repaints)
     clip_model: str | None = None  # CLIP for the drift check (registry role clip)
@@ -87,8 +91,9 @@ class RenderSettings:
             (self.trim.lower() in TRIMS, f"Unknown trim size '{self.trim}'. Choose one of: {', '.join(TRIMS)}"),
             (self.layout in LAYOUT_CHOICES, f"Unknown layout '{self.layout}'. Choose one of: {', '.join(LAYOUT_CHOICES)}"),
             (72 <= self.dpi <= 1200, f"--dpi must be between 72 and 1200, not {self.dpi}"),
-            (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES)}, or tokens+adapter"),
+            (_valid_consistency(self.consistency), f"Unknown consistency '{self.consistency}'. Choose one of: {', '.join(CONSISTENCY_MODES + CONSISTENCY_COMBOS)}"),
             (0 <= self.adapter_scale <= 2, f"--adapter-scale must be between 0 and 2, not {self.adapter_scale}"),
+            (0 <= self.attention_strength <= 1, f"--attention-strength must be between 0 and 1, not {self.attention_strength}"),
             (self.drift_check is None or 0 <= self.drift_check <= 100, f"--drift-check must be between 0 and 100, not {self.drift_check}"),
             (0 <= self.max_drift_repaints <= 20, f"--max-drift-repaints must be between 0 and 20, not {self.max_drift_repaints}"),
             (0 <= self.noise_level <= 1000, f"--noise-level must be between 0 and 1000, not {self.noise_level}"),

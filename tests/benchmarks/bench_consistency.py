@@ -1,14 +1,14 @@
 """Consistency benchmarks: each backend paints the same book, then ``evaluate`` scores it; and
-the cost of ``--consistency adapter`` over ``seed`` on the full-size model.
+the cost of ``--consistency adapter`` and ``attention`` over ``seed`` on the full-size model.
 
     python tests/benchmarks/bench_consistency.py [--models DIR] [--pages 6] [--steps 4]
     python tests/benchmarks/bench_consistency.py --modes [--size 256] [--pages 4] [--steps 6]
 
 ``--modes``: SD 1.4 at its real size with random weights (``configs/sd14``), random IP-Adapter
 weights of the real shapes and a random ViT-H/14 image encoder (``configs/ip_adapter``), on the
-CPU: a book of ``--pages`` pages each showing two characters is painted in ``seed`` mode and in
-``adapter`` mode with one loaded model; the two portraits are painted first and timed apart.
-Bar: adapter ≤ 1.25 × seed.
+CPU: a book of ``--pages`` pages each showing two characters is painted in ``seed`` mode, then in
+each of ``--mode-list`` (default ``adapter,attention``) with one loaded model; the two portraits
+are painted first and timed apart. Bars: adapter ≤ 1.25 × seed, attention ≤ 1.5 × seed.
 
 With the tiny random models (built here from ``tests/tiny_models`` unless ``--models`` names a
 folder holding ``sd``, ``sd2``, ``unclip``, ``safety_checker`` and ``clip``) the scores say
@@ -103,12 +103,19 @@ def bench_modes(args) -> None:
         save_plan(plan, plan_path)
         print(f"portraits (2, painted apart): {time.perf_counter() - started:.1f} s")
         times = {}
-        for mode in ("seed", "adapter"):
+        bars = {"adapter": "≤ 1.25; includes loading the adapter and encoder", "attention": "≤ 1.5"}
+        modes = ["seed", *(m for m in args.mode_list.split(",") if m and m != "seed")]
+        for mode in modes:
             started = time.perf_counter()
             render_book(plan_path, work / f"{mode}.pdf", base.with_(consistency=mode), illustrator=illustrator, progress=False)
             times[mode] = time.perf_counter() - started
-            print(f"{mode:8} {times[mode]:7.1f} s  ({args.pages} pages, {args.size}², {args.steps} steps)")
-        print(f"adapter / seed = {times['adapter'] / times['seed']:.2f}  (bar ≤ 1.25; includes loading the adapter and encoder)")
+            print(f"{mode:18} {times[mode]:7.1f} s  ({args.pages} pages, {args.size}², {args.steps} steps)")
+            shared = illustrator._attention
+            if "attention" in mode and shared is not None:
+                print(f"{'':18} of which the portraits' UNet passes: {shared.portrait_seconds:.1f} s ({shared.portrait_passes} passes)")
+                shared.portrait_seconds, shared.portrait_passes = 0.0, 0
+        for mode in modes[1:]:
+            print(f"{mode} / seed = {times[mode] / times['seed']:.2f}  (bar {bars.get(mode, 'none')})")
 
 
 def main() -> None:
@@ -116,7 +123,8 @@ def main() -> None:
     parser.add_argument("--models", help="folder with the tiny model roles (default: build them here)")
     parser.add_argument("--pages", type=int, default=6)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--modes", action="store_true", help="adapter vs seed on the full-size random SD 1.4")
+    parser.add_argument("--modes", action="store_true", help="adapter and attention vs seed on the full-size random SD 1.4")
+    parser.add_argument("--mode-list", default="adapter,attention", help="--modes: the modes timed against seed")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

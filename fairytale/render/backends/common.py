@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.settings import RenderSettings
 
 #: modes that paint pages from the characters' reference portraits
-PORTRAIT_MODES = frozenset({"reference", "adapter"})
+PORTRAIT_MODES = frozenset({"reference", "adapter", "attention"})
 
 KEY_FORMAT = 1  # bump when what a key covers changes, so old cache entries are not reused
 
@@ -195,19 +195,29 @@ class Backend:
         return [c.id for c in plan.characters if c.main and c.reference is None]
 
     def request_for(self, plan: BookPlan, page: Page, plan_file: Path) -> PaintRequest:
-        """What to paint for ``page``: its prompt, negative prompt and seed, and in ``adapter``
-        mode its characters' portraits with the adapter's scale and weights."""
+        """What to paint for ``page``: its prompt, negative prompt and seed; in ``adapter`` mode
+        its characters' portraits with the adapter's scale and weights, in ``attention`` mode
+        the portraits with the strength and each portrait's seed and prompt (several portraits:
+        each with its region)."""
         request = PaintRequest(page.number, page.prompt, plan.negative_prompt(page), page.seed)
-        if "adapter" not in self.modes(plan):
+        modes = self.modes(plan)
+        if not modes & {"adapter", "attention"}:
             return request
         portraits = page_portraits(plan, page, plan_file)
-        if not portraits:  # painted exactly as without the adapter, which is then never loaded
+        if not portraits:  # painted (and keyed) exactly as in seed mode; nothing extra is loaded
             return request
         from fairytale.render.portrait_adapter import REGIONS_OPTION, SCALE_OPTION, adapter_fingerprint
 
-        if not hasattr(self, "_adapter_fingerprint"):
-            self._adapter_fingerprint = adapter_fingerprint(self.settings)
-        options: dict[str, Any] = {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint}
+        options: dict[str, Any] = {}
+        if "adapter" in modes:
+            if not hasattr(self, "_adapter_fingerprint"):
+                self._adapter_fingerprint = adapter_fingerprint(self.settings)
+            options |= {SCALE_OPTION: self.settings.adapter_scale, "adapter": self._adapter_fingerprint}
+        if "attention" in modes:
+            from fairytale.render.shared_attention import PORTRAITS_OPTION, STRENGTH_OPTION
+
+            options[STRENGTH_OPTION] = self.settings.attention_strength
+            options[PORTRAITS_OPTION] = [list(p) for p in portrait_passes(plan, page)]
         if len(portraits) > 1:  # one portrait acts on the whole picture; several, each in its region
             options[REGIONS_OPTION] = [list(box) for box in page_regions(plan, page)]
         return PaintRequest(request.page, request.prompt, request.negative_prompt, request.seed, portraits, options)
@@ -308,6 +318,24 @@ def shows_portraits(plan: BookPlan) -> bool:
     be given one (a main character): if none does, portrait modes need no extra model."""
     with_portrait = {c.id for c in plan.characters if c.main or c.reference is not None}
     return any(with_portrait.intersection(page.characters) for page in plan.pages)
+
+
+def portrait_passes(plan: BookPlan, page: Page) -> list[tuple[int, str]]:
+    """(seed, prompt) of each portrait of ``page`` (in the order of :func:`page_portraits`) for
+    shared attention's portrait pass: those it was painted with; for the user's own picture
+    (no seed, no prompt) a seed derived from the plan's and the character's, and the prompt a
+    portrait of it would be painted from."""
+    from fairytale.render.references import portrait_prompt
+    from fairytale.render.seeds import derive_seed
+
+    passes = []
+    for character in plan.characters:
+        if character.id not in page.characters or character.reference is None:
+            continue
+        reference = character.reference
+        seed = reference.seed if reference.seed is not None else derive_seed("portrait-pass", plan.seed, character.id)
+        passes.append((seed, reference.prompt or portrait_prompt(plan, character)))
+    return passes
 
 
 def page_portraits(plan: BookPlan, page: Page, plan_file: Path) -> tuple[Path, ...]:

@@ -20,7 +20,7 @@ class StableDiffusion14(Backend):
     family = "sd1"
     default_guidance = 7.5
     description = "Stable Diffusion v1.4, 512 px, text to picture"
-    consistency_modes = ("seed", "tokens", "adapter")
+    consistency_modes = ("seed", "tokens", "attention", "adapter")
     default_consistency = "adapter"  # IP-Adapter from the characters' portraits
 
     def load(self, device_plan: DevicePlan) -> Illustrator:

@@ -23,7 +23,7 @@ class StableDiffusion21(StableDiffusion14):
     family = "sd2"
     default_guidance = 7.5
     description = "Stable Diffusion 2.1, 768 px, v-prediction, text to picture"
-    consistency_modes = ("seed", "tokens")  # IP-Adapter has no SD 2.x weights
+    consistency_modes = ("seed", "tokens", "attention")  # IP-Adapter has no SD 2.x weights
     default_consistency = "attention"  # shared attention with the portraits: no extra weights
 
     def load(self, device_plan: DevicePlan) -> Illustrator:
