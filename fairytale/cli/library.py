@@ -12,6 +12,7 @@ from fairytale.cli.render import (
     AdapterEncoder,
     AdapterModel,
     AdapterScale,
+    AttentionStrength,
     Backend,
     BatchSize,
     Bleed,
@@ -124,6 +125,7 @@ def library(
     adapter_scale: AdapterScale = 0.6,
     adapter_model: AdapterModel = None,
     adapter_encoder: AdapterEncoder = None,
+    attention_strength: AttentionStrength = 0.5,
     noise_level: NoiseLevel = 0,
     steps: Steps = 25,
     guidance: Guidance = None,
@@ -157,7 +159,7 @@ def library(
         height=height, batch_size=batch_size, device=device, low_vram=low_vram, safety_model=safety_model,
         max_repaints=max_repaints, trim=trim, bleed=bleed, layout=layout, consistency=consistency,
         noise_level=noise_level, adapter_scale=adapter_scale, adapter_model=adapter_model,
-        adapter_encoder=adapter_encoder,
+        adapter_encoder=adapter_encoder, attention_strength=attention_strength,
     )  # fmt: skip
     plan_options = PlanOptions(
         author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model, qa_model=qa_model,
