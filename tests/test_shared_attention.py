@@ -102,6 +102,19 @@ def test_the_shared_term_is_exactly_zero_outside_a_characters_region():
     assert torch.equal(shared[:, ~inside], plain[:, ~inside])
     assert (shared[:, inside] != plain[:, inside]).any(dim=-1).all()
     assert torch.equal(zero, plain)
+    # With guidance only the conditional half (the second row) shares; the unconditional stays plain.
+    state.pages, state.guided = [(0.7, [(0, zoe), (1, dad)])], True
+    with torch.inference_mode():
+        guided = processor(attn, pages)
+    assert torch.equal(guided[0], plain[0]) and torch.equal(guided[1], shared[1])
+    # Layers at the picture's full latent resolution stay plain, recording nothing either.
+    state.full_cells = cells
+    with torch.inference_mode():
+        state.mode = "record"
+        processor(attn, portraits)
+        state.mode = "share"
+        full = processor(attn, pages)
+    assert torch.equal(full, plain) and processor.keys is None
 
 
 def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(attention_book, tmp_path):

@@ -355,7 +355,7 @@ class TextToImageIllustrator(Illustrator):
         if self._attention is None and any(STRENGTH_OPTION in r.options for r in requests):
             self._attention = SharedAttention(self.pipe, self._embed, self._portrait_pass)
         if self._attention is not None:
-            extra |= self._attention.inputs(requests, self.width, self.height)
+            extra |= self._attention.inputs(requests, self.width, self.height, guided=self.backend.guidance > 1)
         return extra
 
     @contextlib.contextmanager
