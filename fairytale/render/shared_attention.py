@@ -208,6 +208,11 @@ class SharedAttnProcessor:
         return self._regions[key]
 
 
+class _PortraitPassDone(Exception):
+    """Raised at the full-resolution up block during the portrait pass: every layer that shares
+    has recorded its keys and values, so the rest of the UNet is not computed."""
+
+
 class SharedAttention:
     """Shared attention in one pipeline: installs the processors and the UNet hook once, keeps
     each portrait's latent and noise, and prepares every batch (:meth:`inputs`).
@@ -241,6 +246,14 @@ class SharedAttention:
         # First of the UNet's pre-hooks: the portrait pass must be done before the hooks that
         # reshape the page call (pairing a lone picture on CPU) look at it.
         pipe.unet.register_forward_pre_hook(self._before_unet, with_kwargs=True, prepend=True)
+        # Full-resolution layers do not share, so the portrait pass ends where the last up
+        # block (back at the full latent resolution) begins.
+        if getattr(pipe.unet, "up_blocks", None):
+            pipe.unet.up_blocks[-1].register_forward_pre_hook(self._stop_portrait_pass)
+
+    def _stop_portrait_pass(self, module: Any, args: Any) -> None:
+        if self._recording:
+            raise _PortraitPassDone
 
     def install(self) -> None:
         """Put our processors on every ``attn1`` layer, keeping every other processor (the
@@ -329,11 +342,13 @@ class SharedAttention:
         extra = {}
         if kwargs.get("timestep_cond") is not None:  # LCM's guidance embedding: one row, as for the pages
             extra["timestep_cond"] = kwargs["timestep_cond"][:1].expand(len(self._portraits), -1)
+        for processor in self.processors:  # a layer the pass does not reach shares nothing
+            processor.keys = processor.values = None
         self._recording = True
         self.state.mode = "record"
         started = time.perf_counter()
         try:
-            with self.portrait_pass():
+            with self.portrait_pass(), contextlib.suppress(_PortraitPassDone):
                 unet(latents, timestep, encoder_hidden_states=embeds, return_dict=False, **extra)
         finally:
             self._recording = False
