@@ -60,6 +60,60 @@ def grid_of(cells: int, aspect: float) -> tuple[int, int]:
     return height, cells // height
 
 
+def plain_attention(attn: Any, hidden_states: Any, encoder_hidden_states: Any, attention_mask: Any, temb: Any):
+    """diffusers' ``AttnProcessor2_0`` up to the output projection, keeping what our processors
+    add to: (merged heads output, query, key, value, residual, (channel, height, width) of a
+    4-d input or None)."""
+    import torch.nn.functional as F
+
+    residual = hidden_states
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    input_ndim = hidden_states.ndim
+    shape = None
+    if input_ndim == 4:
+        batch_size, channel, height, width = hidden_states.shape
+        shape = (channel, height, width)
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+    batch_size, sequence_length, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+    if attention_mask is not None:
+        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
+        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    query = attn.to_q(hidden_states)
+    if encoder_hidden_states is None:
+        encoder_hidden_states = hidden_states
+    elif attn.norm_cross:
+        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+    key = attn.to_k(encoder_hidden_states)
+    value = attn.to_v(encoder_hidden_states)
+    inner_dim = key.shape[-1]
+    head_dim = inner_dim // attn.heads
+    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
+    out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
+    return out, query, key, value, residual, shape
+
+
+def finish_attention(attn: Any, out: Any, residual: Any, shape: tuple[int, int, int] | None) -> Any:
+    """The rest of ``AttnProcessor2_0`` after :func:`plain_attention` (and what was added to
+    its output): output projection, shape, residual, rescaling."""
+    out = attn.to_out[0](out)
+    out = attn.to_out[1](out)
+    if shape is not None:
+        out = out.transpose(-1, -2).reshape(out.shape[0], *shape)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 class PortraitAttnProcessor:
     """Cross-attention with text and, per page, its portraits' IP-Adapter tokens (see module)."""
 
@@ -78,50 +132,13 @@ class PortraitAttnProcessor:
         temb: Any = None,
         **kwargs: Any,
     ) -> Any:
-        import torch.nn.functional as F
-
         portraits = self.state.tokens
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
+        out, query, _, _, residual, shape = plain_attention(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb
         )
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key = attn.to_k(encoder_hidden_states)
-        value = attn.to_v(encoder_hidden_states)
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-
         if portraits is not None and self.scale != 0:
-            hidden_states = hidden_states + self.portrait_attention(query, portraits, attn.heads, head_dim)
-
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+            out = out + self.portrait_attention(query, portraits, attn.heads, query.shape[-1])
+        return finish_attention(attn, out, residual, shape)
 
     def portrait_attention(self, query: Any, portraits: Any, heads: int, head_dim: int) -> Any:
         """The portraits' contribution, page by page and portrait by portrait, each times its

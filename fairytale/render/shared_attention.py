@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale.files import sha256_file
-from fairytale.render.portrait_attention import Box, grid_of, region_mask
+from fairytale.render.portrait_attention import Box, finish_attention, grid_of, plain_attention, region_mask
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.backends import PaintRequest
@@ -67,47 +67,6 @@ class SharedState:
     full_cells: int = 0
 
 
-def _plain_attention(attn: Any, hidden_states: Any, encoder_hidden_states: Any, attention_mask: Any, temb: Any):
-    """diffusers' ``AttnProcessor2_0`` up to the output projection, keeping what we need:
-    (merged heads output, query, key, value, residual, shape info)."""
-    import torch.nn.functional as F
-
-    residual = hidden_states
-    if attn.spatial_norm is not None:
-        hidden_states = attn.spatial_norm(hidden_states, temb)
-    input_ndim = hidden_states.ndim
-    shape = None
-    if input_ndim == 4:
-        batch_size, channel, height, width = hidden_states.shape
-        shape = (channel, height, width)
-        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-    batch_size, sequence_length, _ = hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-    if attention_mask is not None:
-        attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-        attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-    if attn.group_norm is not None:
-        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-    query = attn.to_q(hidden_states)
-    if encoder_hidden_states is None:
-        encoder_hidden_states = hidden_states
-    elif attn.norm_cross:
-        encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-    key = attn.to_k(encoder_hidden_states)
-    value = attn.to_v(encoder_hidden_states)
-    inner_dim = key.shape[-1]
-    head_dim = inner_dim // attn.heads
-    query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-    if attn.norm_q is not None:
-        query = attn.norm_q(query)
-    if attn.norm_k is not None:
-        key = attn.norm_k(key)
-    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False)
-    out = out.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim).to(query.dtype)
-    return out, query, key, value, residual, shape
-
-
 class SharedAttnProcessor:
     """Self-attention that records the portraits' keys and values, then lets each page's
     regions attend to them too (see the module docstring)."""
@@ -130,7 +89,7 @@ class SharedAttnProcessor:
         temb: Any = None,
         **kwargs: Any,
     ) -> Any:
-        out, query, key, value, residual, shape = _plain_attention(
+        out, query, key, value, residual, shape = plain_attention(
             attn, hidden_states, encoder_hidden_states, attention_mask, temb
         )
         if self.state.mode == "record":
@@ -138,13 +97,7 @@ class SharedAttnProcessor:
             self.keys, self.values = (None, None) if full else (key, value)
         elif self.state.mode == "share" and self.keys is not None:
             out = self.share(out, query, key, value)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if shape is not None:
-            out = out.transpose(-1, -2).reshape(out.shape[0], *shape)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return finish_attention(attn, out, residual, shape)
 
     def share(self, plain: Any, query: Any, key: Any, value: Any) -> Any:
         """``plain`` (batch, cells, heads·head_dim) with, row by row, each portrait's shared
