@@ -61,6 +61,14 @@ def make_plan(pages: int = 3, **overrides) -> BookPlan:
     return BookPlan(**fields)
 
 
+def two_character_plan(pages: int = 4):
+    """Zoë on odd pages, her father on even ones, both on the last page; both are main."""
+    plan = make_plan(pages)
+    plan.character("dad").main = True
+    plan.pages[-1].characters = ["zoe", "dad"]
+    return plan
+
+
 def write_plan(folder: Path, plan: BookPlan | None = None, name: str = "plan.json") -> Path:
     path = Path(folder) / name
     save_plan(plan or make_plan(), path)

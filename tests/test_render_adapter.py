@@ -14,16 +14,9 @@ from tests.render_support import (  # noqa: F401  (single_torch_thread is an aut
     make_plan,
     single_torch_thread,
     tiny_settings,
+    two_character_plan,
     write_plan,
 )
-
-
-def two_character_plan(pages: int = 4):
-    """Zoë on odd pages, her father on even ones, both on the last page; both are main."""
-    plan = make_plan(pages)
-    plan.character("dad").main = True
-    plan.pages[-1].characters = ["zoe", "dad"]
-    return plan
 
 
 def adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, **changes):

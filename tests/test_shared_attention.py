@@ -13,19 +13,11 @@ from fairytale.errors import FairytaleError
 from fairytale.plan import Embedding, Reference, load_plan, save_plan
 from fairytale.render import RenderSettings, load_manifest, render_book
 from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
-    make_plan,
     single_torch_thread,
     tiny_settings,
+    two_character_plan,
     write_plan,
 )
-
-
-def two_character_plan(pages: int = 4):
-    """Zoë on odd pages, her father on even ones, both on the last page; both are main."""
-    plan = make_plan(pages)
-    plan.character("dad").main = True
-    plan.pages[-1].characters = ["zoe", "dad"]
-    return plan
 
 
 def pixels(result, number):
