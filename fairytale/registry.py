@@ -440,6 +440,16 @@ def unavailable_message(source: ModelSource, reason: str | None = None) -> str:
     )
 
 
+def local_weights_file(source: ModelSource, name: str) -> Path:
+    """The weights file of a local ``source``: ``source.ref`` itself when it is a file, else
+    ``name`` inside that folder (hub layout); missing, it is the one-line unavailable error."""
+    path = Path(source.ref)
+    found = path / name if path.is_dir() else path
+    if not found.is_file():
+        raise ModelUnavailableError(unavailable_message(source, f"no {name} in the folder"))
+    return found
+
+
 @contextlib.contextmanager
 def _loading(source: ModelSource) -> Iterator[None]:
     """Turn the hub's 'not found / not reachable' errors into one clear line."""

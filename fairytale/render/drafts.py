@@ -17,7 +17,6 @@ weights a few ulps off, and a final painted after a draft must equal one from a 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
@@ -73,17 +72,9 @@ def lora_fingerprint(source: registry.ModelSource | None) -> str:
         return "fewer-steps"
     if not source.local:
         return f"{source.ref}@{source.revision or 'main'}"
-    path = _weights_file(source)
+    path = registry.local_weights_file(source, LORA_WEIGHTS)
     stat = path.stat()
     return f"local:{path.name}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _weights_file(source: registry.ModelSource) -> Path:
-    path = Path(source.ref)
-    found = path / LORA_WEIGHTS if path.is_dir() else path
-    if not found.is_file():
-        raise ModelUnavailableError(registry.unavailable_message(source, f"no {LORA_WEIGHTS} in the folder"))
-    return found
 
 
 class DraftSwitch:
@@ -118,7 +109,7 @@ class DraftSwitch:
     def _load(self, source: registry.ModelSource) -> None:
         kwargs: dict[str, Any] = {"adapter_name": ADAPTER}
         if source.local:
-            path = _weights_file(source)
+            path = registry.local_weights_file(source, LORA_WEIGHTS)
             ref, kwargs["weight_name"] = str(path.parent), path.name
         else:
             ref, kwargs["weight_name"] = source.ref, LORA_WEIGHTS

@@ -45,14 +45,6 @@ SCALE_OPTION = "adapter_scale"
 REGIONS_OPTION = "regions"
 
 
-def _weights_file(source: registry.ModelSource) -> Path:
-    path = Path(source.ref)
-    found = path / WEIGHTS if path.is_dir() else path
-    if not found.is_file():
-        raise ModelUnavailableError(registry.unavailable_message(source, f"no {WEIGHTS} in the folder"))
-    return found
-
-
 def adapter_fingerprint(settings: RenderSettings) -> str:
     """Names the IP-Adapter weights and image encoder in a page's cache key."""
     parts = []
@@ -61,7 +53,7 @@ def adapter_fingerprint(settings: RenderSettings) -> str:
         if not source.local:
             parts.append(f"{source.ref}@{source.revision or 'main'}:{name}")
             continue
-        path = _weights_file(source) if role == ADAPTER_ROLE else Path(source.ref)
+        path = registry.local_weights_file(source, WEIGHTS) if role == ADAPTER_ROLE else Path(source.ref)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         parts.append("local:" + ",".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files))
     return "|".join(parts)
@@ -107,7 +99,7 @@ class PortraitAdapter:
         self.pipe.register_modules(image_encoder=self.encoder)  # so the loader does not load another
         source = registry.resolve(ADAPTER_ROLE, self.settings.adapter_model)
         if source.local:
-            path = _weights_file(source)
+            path = registry.local_weights_file(source, WEIGHTS)
             ref, kwargs = str(path.parent), {"subfolder": "", "weight_name": path.name}
         else:
             folder, name = WEIGHTS.rsplit("/", 1)
