@@ -170,3 +170,41 @@ def pdf_char_boxes(path: Path, page_index: int) -> list[tuple[str, tuple[float, 
         return boxes
     finally:
         document.close()
+
+
+def pixels(result, number: int):
+    """Page ``number``'s picture in a render result, as an array."""
+    import numpy as np
+    from PIL import Image
+
+    page = next(p for p in result.pages if p.number == number)
+    return np.asarray(Image.open(result.book_dir / page.image))
+
+
+def check_a_new_portrait_repaints_only_its_pages(
+    plan_path: Path, settings: RenderSettings, before, tmp_path: Path
+) -> None:
+    """In a copy of a book made from ``two_character_plan(4)`` (Zoë on pages 1 and 3, her
+    father on 2 and 4), the father's portrait replaced by the user's own picture (no seed, no
+    prompt): his pages are painted again and change, Zoë's alone are reused unchanged."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from fairytale.plan import Reference, load_plan
+    from fairytale.render import render_book
+
+    folder = tmp_path / "copy"
+    shutil.copytree(plan_path.parent, folder)
+    copied = folder / plan_path.name
+    plan = load_plan(copied)
+    Image.fromarray(np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)).save(folder / "my-dad.png")
+    plan.character("dad").reference = Reference(image="my-dad.png")
+    save_plan(plan, copied)
+    after = render_book(copied, folder / "book.pdf", settings, progress=False)
+    assert after.painted == [2, 4]  # dad's pages; Zoë's alone are reused
+    for number in (1, 3):
+        assert np.array_equal(pixels(after, number), pixels(before, number))
+    for number in (2, 4):
+        assert not np.array_equal(pixels(after, number), pixels(before, number))

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from fairytale.errors import FairytaleError
 from fairytale.plan import load_plan, save_plan
 from fairytale.render import load_manifest, render_book
 from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    check_a_new_portrait_repaints_only_its_pages,
     make_plan,
+    pixels,
     single_torch_thread,
     tiny_settings,
     two_character_plan,
@@ -27,11 +28,6 @@ def adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, **changes):
         safety_model=str(tiny_safety_checker),
     )
     return tiny_settings(tiny_sd, **(values | changes))
-
-
-def pixels(result, number):
-    page = next(p for p in result.pages if p.number == number)
-    return np.asarray(Image.open(result.book_dir / page.image))
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +94,7 @@ def test_low_vram_attention_slicing_takes_the_adapter(adapter_book, tiny_sd, tin
 
 
 def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(adapter_book, tmp_path):
-    import shutil
-
-    plan_path, settings, before = adapter_book
-    folder = tmp_path / "copy"
-    shutil.copytree(plan_path.parent, folder)
-    copied = folder / plan_path.name
-    plan = load_plan(copied)
-    mine = folder / "my-dad.png"
-    Image.fromarray(np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)).save(mine)
-    plan.character("dad").reference.image = "my-dad.png"
-    plan.character("dad").reference.seed = None
-    save_plan(plan, copied)
-    after = render_book(copied, folder / "book.pdf", settings, progress=False)
-    assert after.painted == [2, 4]  # dad's pages; Zoë's alone are reused
-    for number in (1, 3):
-        assert np.array_equal(pixels(after, number), pixels(before, number))
-    for number in (2, 4):
-        assert not np.array_equal(pixels(after, number), pixels(before, number))
+    check_a_new_portrait_repaints_only_its_pages(*adapter_book, tmp_path)
 
 
 def test_regions_in_the_plan_key_only_their_page(adapter_book, tmp_path):

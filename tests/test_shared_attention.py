@@ -3,26 +3,21 @@ portraits at the same step, inside each character's region; and the modes combin
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from fairytale.errors import FairytaleError
-from fairytale.plan import Embedding, Reference, load_plan, save_plan
+from fairytale.plan import Embedding, Reference, load_plan
 from fairytale.render import RenderSettings, load_manifest, render_book
 from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    check_a_new_portrait_repaints_only_its_pages,
+    pixels,
     single_torch_thread,
     tiny_settings,
     two_character_plan,
     write_plan,
 )
-
-
-def pixels(result, number):
-    page = next(p for p in result.pages if p.number == number)
-    return np.asarray(Image.open(result.book_dir / page.image))
 
 
 def attention_settings(model, tiny_safety_checker, **changes):
@@ -110,21 +105,7 @@ def test_the_shared_term_is_exactly_zero_outside_a_characters_region():
 
 
 def test_a_new_portrait_repaints_only_the_pages_that_show_its_character(attention_book, tmp_path):
-    plan_path, settings, before = attention_book
-    folder = tmp_path / "copy"
-    shutil.copytree(plan_path.parent, folder)
-    copied = folder / plan_path.name
-    plan = load_plan(copied)
-    mine = folder / "my-dad.png"
-    Image.fromarray(np.full((64, 64, 3), (200, 40, 40), dtype=np.uint8)).save(mine)
-    plan.character("dad").reference = Reference(image="my-dad.png")  # the user's own: no seed, no prompt
-    save_plan(plan, copied)
-    after = render_book(copied, folder / "book.pdf", settings, progress=False)
-    assert after.painted == [2, 4]  # dad's pages; Zoë's alone are reused
-    for number in (1, 3):
-        assert np.array_equal(pixels(after, number), pixels(before, number))
-    for number in (2, 4):
-        assert not np.array_equal(pixels(after, number), pixels(before, number))
+    check_a_new_portrait_repaints_only_its_pages(*attention_book, tmp_path)
 
 
 @pytest.fixture(scope="module")
