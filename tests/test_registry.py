@@ -100,3 +100,12 @@ def test_models_list_and_pull_cli():
     offline = runner.invoke(app, ["models", "pull", "qa"])
     assert offline.exit_code != 0
     assert "HF_HUB_OFFLINE" in offline.output
+
+
+def test_a_local_folder_without_its_weights_file_is_one_line(tmp_path):
+    source = registry.resolve("lcm_lora_sd15", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match=r"no pytorch_lora_weights\.safetensors in the folder") as info:
+        registry.local_weights_file(source, "pytorch_lora_weights.safetensors")
+    assert "\n" not in str(info.value)
+    (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"")
+    assert registry.local_weights_file(source, "pytorch_lora_weights.safetensors") == tmp_path / "pytorch_lora_weights.safetensors"
