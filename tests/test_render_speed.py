@@ -130,20 +130,26 @@ def test_token_linears_compute_each_picture_alone_so_two_threads_keep_pictures_b
     """With two threads, MKL splits a 128-row product (2 pictures × 64 tokens, the 8×8 layers
     of SD 1.4 at 256²) differently from a 256-row one: found on the full-size UNet, where a
     page came out a few ulps apart in a batch of 1 and of 2 pages."""
+    import copy
+
     import torch
 
-    from fairytale.render.illustrator import _linears_per_picture
+    from fairytale.render.unet_tuning import linears_per_picture
 
     torch.manual_seed(0)
     block = torch.nn.Sequential(torch.nn.Linear(1280, 1280), torch.nn.GELU(), torch.nn.Linear(1280, 1280))
-    _linears_per_picture(block)
-    _linears_per_picture(block)  # again (after an adapter is loaded): each layer switched once
+    plain = copy.deepcopy(block)
+    linears_per_picture(block)
+    linears_per_picture(block)  # again (after an adapter is loaded): each layer switched once
     products = []
-    original = torch.nn.functional.linear
+    functions = {"linear": torch.nn.functional.linear, "addmm": torch.addmm}
 
-    def record(x, *args, **kwargs):
-        products.append(tuple(x.shape))
-        return original(x, *args, **kwargs)
+    def recorder(name, rows_argument):
+        def record(*args, **kwargs):
+            products.append((name, tuple(args[rows_argument].shape)))
+            return functions[name](*args, **kwargs)
+
+        return record
 
     tokens = torch.randn(4, 64, 1280)
     threads = torch.get_num_threads()
@@ -152,14 +158,17 @@ def test_token_linears_compute_each_picture_alone_so_two_threads_keep_pictures_b
         with torch.inference_mode():
             four = block(tokens)
             two = torch.cat([block(tokens[:2]), block(tokens[2:])])
+            alone = torch.cat([plain(picture) for picture in tokens.split(1)])
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(torch.nn.functional, "linear", record)
+                patch.setattr(torch.nn.functional, "linear", recorder("linear", 0))
+                patch.setattr(torch, "addmm", recorder("addmm", 1))
                 block(tokens)
                 block(tokens[0, :5])  # not a batch of token rows: one product as before
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(four, two)
-    assert products == [(1, 64, 1280)] * 8 + [(5, 1280)] * 2
+    assert torch.equal(four, alone)  # each picture's numbers are those of the layer on it alone
+    assert products == [("addmm", (64, 1280))] * 8 + [("linear", (5, 1280))] * 2
 
 
 def test_the_unet_goes_channels_last_except_in_float32_on_a_cpu():
@@ -168,14 +177,86 @@ def test_the_unet_goes_channels_last_except_in_float32_on_a_cpu():
 
     import torch
 
-    from fairytale.render.illustrator import _channels_last
+    from fairytale.render.unet_tuning import channels_last
 
     def layouts(device: str, dtype: str) -> tuple[bool, bool]:
         pipe = types.SimpleNamespace(unet=torch.nn.Conv2d(4, 8, 3), vae=torch.nn.Conv2d(4, 8, 3))
-        _channels_last(pipe, DevicePlan(device, dtype, 4, low_vram=False, offload=False))
+        channels_last(pipe, DevicePlan(device, dtype, 4, low_vram=False, offload=False))
         last = torch.channels_last
         return pipe.unet.weight.is_contiguous(memory_format=last), pipe.vae.weight.is_contiguous(memory_format=last)
 
     assert layouts("cpu", "float32") == (False, True)
     assert layouts("cpu", "bfloat16") == (True, True)
     assert layouts("cuda", "float16") == (True, True)
+
+
+_FAULTS_OF_A_REALLOCATION = """
+import resource, sys
+import torch
+from fairytale.render.devices import DevicePlan
+if sys.argv[1] == "placed":
+    DevicePlan("cpu", "float32", 1, low_vram=False, offload=False).place(torch.nn.Linear(1, 1))
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):  # the first round warms up; the second is measured
+    before = faults()
+    for _ in range(4):
+        block = torch.empty(64 * 2**20 // 4)  # 64 MiB, as large as a UNet activation
+        block.fill_(1.0)
+        del block
+    measured = faults() - before
+print(measured)
+"""
+
+
+@pytest.mark.skipif(not __import__("platform").libc_ver()[0] == "glibc", reason="the setting is glibc's")
+def test_painting_on_a_cpu_reuses_freed_memory_instead_of_faulting_in_fresh_pages():
+    """Without the setting every 64 MiB block is mapped afresh (16384 page faults each); a
+    pipeline placed on the CPU keeps freed blocks for the next allocation."""
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> int:
+        run = subprocess.run([sys.executable, "-c", _FAULTS_OF_A_REALLOCATION, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout.split()[-1])
+
+    assert faults("plain") >= 4 * 16384 * 0.9
+    assert faults("placed") < 16384 * 0.1
+
+
+def test_a_prompts_cross_attention_keys_and_values_are_computed_once_per_painting():
+    """The same prompt-embeddings tensor at every step: its keys and values are computed at the
+    first step and reused; another tensor (even with equal values) or one changed in place is
+    computed afresh, and the numbers are the layer's own."""
+    import torch
+
+    from fairytale.render.unet_tuning import text_projections_once
+
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_k, self.to_v, self.to_q = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+
+    unet = torch.nn.Module()
+    unet.attn1, unet.attn2 = Attention(), Attention()
+    computed = []
+    for name, layer in unet.named_modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.forward = lambda x, name=name, whole=layer.forward: computed.append(name) or whole(x)
+    text_projections_once(unet)
+    text_projections_once(unet)  # again (after an adapter is loaded): each layer wrapped once
+
+    prompt = torch.randn(2, 77, 8)
+    first = unet.attn2.to_k(prompt)
+    assert torch.equal(unet.attn2.to_k(prompt), first) and computed == ["attn2.to_k"]
+    unet.attn2.to_k(prompt.clone())  # equal values, another tensor
+    unet.attn2.to_v(prompt)
+    unet.attn1.to_k(prompt), unet.attn1.to_k(prompt)  # self-attention keys change every step: not kept
+    assert computed == ["attn2.to_k", "attn2.to_k", "attn2.to_v", "attn1.to_k", "attn1.to_k"]
+    with torch.no_grad():
+        prompt.mul_(2)  # changed in place: computed afresh
+        assert torch.equal(unet.attn2.to_v(prompt), torch.nn.functional.linear(prompt, unet.attn2.to_v.weight, unet.attn2.to_v.bias))
+    with torch.inference_mode():
+        frozen = torch.randn(2, 77, 8)
+        unet.attn2.to_k(frozen), unet.attn2.to_k(frozen)
+    assert computed[5:] == ["attn2.to_v", "attn2.to_k"]

@@ -6,7 +6,8 @@
   GPU), attention computed in slices, and one page per batch.
 * Apple MPS: float32 (float16 gives black pictures on some macOS versions), one page at a time.
 * CPU: float32, four pages per batch, one torch thread per physical core (unless
-  ``OMP_NUM_THREADS`` says otherwise). ``--precision bf16`` is an opt-in for CPUs with native
+  ``OMP_NUM_THREADS`` says otherwise), freed tensor memory kept for reuse (on glibc; see
+  :mod:`fairytale.render.cpu_memory`). ``--precision bf16`` is an opt-in for CPUs with native
   bfloat16 (AVX512-BF16 or AMX): faster, and the pictures change slightly.
 * ``--compile`` (CUDA): ``torch.compile`` of the UNet; the first batch pays for the compilation.
   Not offered on CPUs: measured on a full-size SD 1.4 UNet (inductor, weights frozen, 256²,
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
+from fairytale.render.cpu_memory import reuse_freed_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.settings import RenderSettings
@@ -61,6 +63,8 @@ class DevicePlan:
             import torch
 
             torch.set_num_threads(self.threads)
+        if self.device == "cpu":
+            reuse_freed_memory()
         if self.compile_unet and not getattr(pipe.unet, "_fairytale_compiled", False):
             pipe.unet.compile()  # in place: the module (and its hooks) stay what they are
             pipe.unet._fairytale_compiled = True

@@ -7,9 +7,10 @@ Painting a batch reads like a diffusers pipeline, in numbered steps (see
   every page) and handed to the pipeline as ``prompt_embeds``;
 * **pages are denoised together**, one UNet call per step for the whole batch;
 * **each page's picture depends only on its own prompt, seed and settings**: every page has its
-  own generator, so its starting noise is the same whatever batch it is in, and the two places
+  own generator, so its starting noise is the same whatever batch it is in, and the places
   where the *batch size* leaks into floating-point results are closed (see
-  :func:`_batch_invariant`). Same plan → same pictures, bit for bit on CPU, with any batch size.
+  :mod:`fairytale.render.unet_tuning`). Same plan → same pictures, bit for bit on CPU, with any
+  batch size.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
-from fairytale.render import drafts
+from fairytale.render import drafts, unet_tuning
 from fairytale.render.safety import SafetyChecker
 from fairytale.render.schedulers import make_scheduler
 
@@ -32,121 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.previews import PreviewDecoder
 
 StepCallback = Callable[[int, int], None]
-
-
-def _batch_invariant(unet: Any) -> None:
-    """Make the UNet's per-page results independent of the batch they are computed in.
-
-    On CPU, BLAS picks a different matrix kernel for a 2-row product than for an 8-row one, so
-    the timestep embedding (the same row for every page in a batch) comes out a few ulps apart
-    with different batch sizes, and the difference reaches the picture. Here those small
-    layers of the timestep path compute one row and broadcast it when all rows are equal,
-    which is also less work. A layer a LoRA adapter wraps (drafts) is hooked as a whole, so
-    the adapter's branch computes one row too; call this again after loading one (layers
-    already hooked are left alone). (The VAE, the other such place, is checked by the tests
-    to decode a batch exactly as it decodes each picture alone.)
-    """
-    import torch
-
-    def shares_rows(x: torch.Tensor) -> bool:
-        return x.ndim == 2 and x.shape[0] > 1 and torch.equal(x, x[:1].expand_as(x))
-
-    for name, module in unet.named_modules():
-        in_time_path = (name.startswith("time_embedding.") and name.count(".") == 1) or name.endswith("time_emb_proj")
-        linear_like = isinstance(module, torch.nn.Linear) or hasattr(module, "base_layer")  # peft wraps a Linear
-        if not (in_time_path and linear_like) or getattr(module, "_fairytale_one_row", False):
-            continue
-        module._fairytale_one_row = True
-        rows: dict[str, int | None] = {"n": None}
-
-        def before(mod, args, rows=rows):
-            rows["n"] = args[0].shape[0] if shares_rows(args[0]) else None
-            return (args[0][:1], *args[1:]) if rows["n"] else None
-
-        def after(mod, args, output, rows=rows):
-            return output.expand(rows["n"], -1) if rows["n"] else None
-
-        module.register_forward_pre_hook(before)
-        module.register_forward_hook(after)
-
-
-def _pair_lone_pictures(unet: Any) -> None:
-    """Run a UNet call on one picture as a call on two copies of it, and keep the first.
-
-    On CPU the convolution kernels chosen for a batch of one differ from those for two or more,
-    which give the same result for a picture whatever else is in the batch. Classifier-free
-    guidance always doubles the batch; a draft (no guidance) of a page painted alone would be a
-    few ulps off the same page painted in a batch, so it is paired with itself.
-    """
-    import torch
-
-    state = {"paired": False}
-
-    def before(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        sample = args[0] if args else kwargs["sample"]
-        state["paired"] = sample.shape[0] == 1
-        if not state["paired"]:
-            return None
-
-        def twice(value: Any) -> Any:
-            return torch.cat([value, value]) if torch.is_tensor(value) and value.ndim and value.shape[0] == 1 else value
-
-        return tuple(twice(a) for a in args), {k: twice(v) for k, v in kwargs.items()}
-
-    def after(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
-        if not state["paired"]:
-            return None
-        if isinstance(output, tuple):
-            return (output[0][:1], *output[1:])
-        output.sample = output.sample[:1]
-        return output
-
-    unet.register_forward_pre_hook(before, with_kwargs=True)
-    unet.register_forward_hook(after, with_kwargs=True)
-
-
-def _linears_per_picture(unet: Any) -> None:
-    """Compute the UNet's token-wise linear layers (attention projections, feed-forward) one
-    picture at a time.
-
-    With more than one thread, the CPU's BLAS splits a matrix product of few rows (an 8×8-token
-    layer: 64 rows per picture) differently for 2 pictures than for 4 or 8, so a page's result
-    depended on its batch by a few ulps (found on the full-size SD 1.4 at 256², two threads).
-    One product per picture has the same shape in every batch. The cost is small: these layers
-    are a small share of the UNet's work. Call this again after loading an adapter (its new
-    layers); layers already switched are left alone.
-    """
-    import torch
-
-    for module in unet.modules():
-        if not isinstance(module, torch.nn.Linear) or getattr(module, "_fairytale_per_picture", False):
-            continue
-        module._fairytale_per_picture = True
-
-        def forward(x: torch.Tensor, whole: Callable[..., torch.Tensor] = module.forward) -> torch.Tensor:
-            if x.ndim == 3 and x.shape[0] > 1:
-                return torch.cat([whole(picture) for picture in x.split(1)])
-            return whole(x)
-
-        module.forward = forward
-
-
-def _channels_last(pipe: Any, device_plan: DevicePlan) -> None:
-    """Keep the VAE's convolution weights, and the UNet's unless it paints in float32 on a CPU,
-    in channels-last memory.
-
-    Measured on a full-size SD 1.4 at 256² on an AVX-512/AMX CPU (one thread, CPU seconds per
-    batch-8 UNet call, layouts alternated in one process): in float32 channels-last is slower
-    (13.4 s vs 11.5 s), in bfloat16 faster (2.7 s vs 3.2 s); the VAE decode is a little faster
-    (16.5 s vs 17.6 s for four pictures). On CUDA channels-last feeds the tensor cores. Batch
-    invariance does not depend on it: the VAE decodes one picture at a time, and the UNet never
-    sees a batch of one on CPU (:func:`_pair_lone_pictures`).
-    """
-    import torch
-
-    unet_too = device_plan.device != "cpu" or device_plan.dtype != "float32"
-    for model in (pipe.unet, pipe.vae) if unet_too else (pipe.vae,):
-        model.to(memory_format=torch.channels_last)
 
 
 class Illustrator:
@@ -225,15 +111,10 @@ class TextToImageIllustrator(Illustrator):
         # seconds) and, with two threads, a few ulps off the pictures decoded alone.
         pipe.vae.enable_slicing()
         device_plan.place(pipe)
-        _channels_last(pipe, device_plan)
         # Attention otherwise runs through torch's scaled_dot_product_attention (diffusers'
         # default processor on torch >= 2): flash / memory-efficient kernels on CUDA.
-        _batch_invariant(pipe.unet)
-        if device_plan.device == "cpu":
-            _linears_per_picture(pipe.unet)
         pipe.unet.register_forward_pre_hook(self._count_unet_call)
-        if device_plan.device == "cpu":
-            _pair_lone_pictures(pipe.unet)
+        unet_tuning.prepare(pipe, device_plan)
         self._prompt_embeds: dict[str, Any] = {}
         self._adapter: Any = None  # IP-Adapter (--consistency adapter), loaded on the first page that needs it
         self._drafts = drafts.DraftSwitch(pipe)
@@ -249,12 +130,9 @@ class TextToImageIllustrator(Illustrator):
             self._drafts.off()
             return
         if self._drafts.on(source):
-            _batch_invariant(self.pipe.unet)  # the adapter wrapped the timestep layers
-            if self.device_plan.device == "cpu":
-                _linears_per_picture(self.pipe.unet)  # and added layers of its own
             if self.device_plan.offload:
                 self.device_plan.place(self.pipe)  # the loader re-adds offload hooks for the CPU
-            _channels_last(self.pipe, self.device_plan)  # the adapter's own convolutions too
+            unet_tuning.after_adapter(self.pipe, self.device_plan)
 
     def _count_unet_call(self, module: Any, args: Any) -> None:
         self.unet_calls += 1

@@ -9,8 +9,9 @@ and the PDF build.
    write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
    guidance, size and seeds, the pipeline's own safety checker, one PNG per page), then with
    :func:`fairytale.render.render_book` (batches, prompt embeddings encoded once, its memory layout,
-   the safety check, the page cache). Models are loaded before the clock starts, for both; the
-   runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
+   the safety check, the page cache). The plain loop runs in a process of its own, as a user's
+   script would (our render tunes its own process: fairytale.render.cpu_memory). Models are
+   loaded before the clock starts, for both; the runs alternate for ``--rounds`` rounds and the best and median of each are printed. With
    ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
    ``tests/benchmarks/configs/sd14``, plus a random ViT-L/14 safety checker), else the tiny test
    model (which measures per-call overhead only). Bar (full size, 256², 4 pages, 6 steps):
@@ -140,6 +141,45 @@ def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
     return time.perf_counter() - start
 
 
+class PlainLoop:
+    """The plain loop in a process of its own, with its pipeline loaded before the clock: a user's
+    script, untouched by what our render sets for its own process (glibc's allocator thresholds,
+    :mod:`fairytale.render.cpu_memory`)."""
+
+    def __init__(self, model: Path, size: int) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_plain_worker, args=(child, str(model), size), daemon=True)
+        self._process.start()
+        self._connection.recv()  # loaded and warmed up
+
+    def run(self, pages: int, steps: int, folder: Path) -> float:
+        self._connection.send((pages, steps, str(folder)))
+        return self._connection.recv()
+
+    def close(self) -> None:
+        self._connection.send(None)
+        self._process.join(60)
+
+
+def _plain_worker(connection, model: str, size: int) -> None:
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    from fairytale.render.schedulers import SCHEDULERS
+
+    pipe = StableDiffusionPipeline.from_pretrained(model)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **SCHEDULERS["dpm++"][1])
+    pipe.set_progress_bar_config(disable=True)
+    with tempfile.TemporaryDirectory() as warm:  # first calls pay for kernel selection: not timed
+        plain_loop(pipe, make_plan(1), Path(warm), 1, size)
+    connection.send("ready")
+    while (request := connection.recv()) is not None:
+        pages, steps, folder = request
+        connection.send(plain_loop(pipe, make_plan(pages), Path(folder), steps, size))
+
+
 def _timed(run, loads: list[float]) -> float:
     """``run()``'s seconds; the 1-minute load average at its end goes to ``loads`` (the machine
     may be shared: a timing is only as good as the load it ran under)."""
@@ -160,12 +200,10 @@ def bench_painting(args) -> None:
     --draft-reference-steps; then (--previews) the cost of previews every 5 steps."""
     import numpy as np
     import torch
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
     from PIL import Image
 
     from fairytale.plan import save_plan
     from fairytale.render import RenderSettings, load_illustrator, render_book
-    from fairytale.render.schedulers import SCHEDULERS
 
     work = Path(tempfile.mkdtemp(prefix="bench-render-"))
     try:
@@ -182,12 +220,9 @@ def bench_painting(args) -> None:
             height=args.size, precision=args.precision,
         )
 
-        pipe = StableDiffusionPipeline.from_pretrained(model)
-        _, overrides, _ = SCHEDULERS["dpm++"]
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **overrides)
-        pipe.set_progress_bar_config(disable=True)
-        size = args.size or pipe.unet.config.sample_size * pipe.vae_scale_factor
         illustrator = load_illustrator(settings)
+        size = args.size or illustrator.pipe.unet.config.sample_size * illustrator.pipe.vae_scale_factor
+        plain = PlainLoop(model, size)
         print(f"model: {'full-size random-weight SD 1.4' if args.full_size else model}, {size}x{size}, {args.pages} pages, "
               f"CPU, torch threads {torch.get_num_threads()}, {illustrator.device_plan.describe()}, "
               f"load average {os.getloadavg()[0]:.1f} at start (shared machine)", flush=True)
@@ -195,7 +230,6 @@ def bench_painting(args) -> None:
         # warm-up (first calls pay for kernel selection, for the batch size the runs use), not timed
         warm = make_plan(args.pages)
         (work / "warm").mkdir()
-        plain_loop(pipe, make_plan(1), work / "warm", 1, size)
         save_plan(warm, work / "warm" / "plan.json")
         render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
 
@@ -215,7 +249,7 @@ def bench_painting(args) -> None:
             for round_ in range(args.rounds):
                 folder = work / f"plain{round_}"
                 folder.mkdir()
-                plain_times.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.steps, size), plain_loads))
+                plain_times.append(_timed(lambda folder=folder: plain.run(args.pages, args.steps, folder), plain_loads))
                 ours_times.append(_timed(lambda round_=round_: ours(f"ours{round_}", settings), ours_loads))
             result = ours.last
             diffs = [
@@ -241,7 +275,7 @@ def bench_painting(args) -> None:
             for round_ in range(args.draft_rounds):
                 folder = work / f"plain-ref{round_}"
                 folder.mkdir()
-                plain_ref.append(_timed(lambda folder=folder: plain_loop(pipe, plan, folder, args.draft_reference_steps, size), plain_loads))
+                plain_ref.append(_timed(lambda folder=folder: plain.run(args.pages, args.draft_reference_steps, folder), plain_loads))
                 draft_times.append(_timed(lambda round_=round_: ours(f"draft{round_}", draft), draft_loads))
             print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
             print(f"  plain final: {_summary(plain_ref, plain_loads)}")
@@ -263,6 +297,7 @@ def bench_painting(args) -> None:
             print(f"  without: {_summary(off, off_loads)}")
             print(f"  with:    {_summary(on, on_loads)}")
             print(f"  overhead: {min(on) / min(off) - 1:+.1%} (best vs best; bar: <= 5 %)", flush=True)
+        plain.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
