@@ -56,11 +56,10 @@ class PreviewDecoder:
     def load(cls, ref: str | None, device_plan: DevicePlan, every: int, callback: PreviewCallback) -> PreviewDecoder:
         """The tiny autoencoder of the registry (or ``ref``: hub id or folder), on the painting
         device. Under CPU offload it stays on the CPU: it is small and runs between steps."""
+        import torch
         from diffusers import AutoencoderTiny
 
         from fairytale.render.safety import quiet_diffusers
-
-        import torch
 
         device, dtype = device_plan.side_model_placement()
         with quiet_diffusers():
