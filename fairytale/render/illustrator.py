@@ -132,7 +132,7 @@ class TextToImageIllustrator(Illustrator):
         if self._drafts.on(source):
             if self.device_plan.offload:
                 self.device_plan.place(self.pipe)  # the loader re-adds offload hooks for the CPU
-            unet_tuning.after_adapter(self.pipe, self.device_plan)
+            unet_tuning.prepare_layers(self.pipe, self.device_plan)
 
     def _count_unet_call(self, module: Any, args: Any) -> None:
         self.unet_calls += 1

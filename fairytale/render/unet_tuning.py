@@ -2,9 +2,10 @@
 they are painted in (bit for bit on CPU), the memory layout per device, and work done once per
 painting rather than once per step.
 
-Each function changes the modules it is given in place and may be called again after an adapter
-(LoRA, IP-Adapter) added layers: layers already prepared are left alone. :func:`prepare` applies
-what a device needs when a pipeline is loaded; :func:`after_adapter` what an adapter's new layers need.
+Each function changes the modules it is given in place. :func:`prepare` applies what a device
+needs, once, when a pipeline is loaded; its layer-by-layer part, :func:`prepare_layers`, is called
+again after an adapter (LoRA, IP-Adapter) adds or wraps layers, and leaves layers already prepared
+alone.
 """
 
 from __future__ import annotations
@@ -18,23 +19,20 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def prepare(pipe: Any, device_plan: DevicePlan) -> None:
     """Everything below that ``device_plan``'s device needs, on a pipeline just placed there."""
+    prepare_layers(pipe, device_plan)
+    if device_plan.device == "cpu":
+        pair_lone_pictures(pipe.unet)  # hooks on the whole UNet: once
+
+
+def prepare_layers(pipe: Any, device_plan: DevicePlan) -> None:
+    """The layer-by-layer part of :func:`prepare`; call it again after an adapter added or
+    wrapped layers (a LoRA wraps the timestep layers and brings convolutions of its own)."""
     channels_last(pipe, device_plan)
     batch_invariant(pipe.unet)
     if device_plan.device == "cpu":
         linears_per_picture(pipe.unet)
-        pair_lone_pictures(pipe.unet)
     if not device_plan.compile_unet:  # a compiled graph would re-check the kept inputs at every call
         text_projections_once(pipe.unet)
-
-
-def after_adapter(pipe: Any, device_plan: DevicePlan) -> None:
-    """The same for the layers an adapter just added or wrapped (a LoRA wraps the timestep layers)."""
-    batch_invariant(pipe.unet)
-    if device_plan.device == "cpu":
-        linears_per_picture(pipe.unet)
-    if not device_plan.compile_unet:
-        text_projections_once(pipe.unet)
-    channels_last(pipe, device_plan)  # the adapter's own convolutions too
 
 
 def batch_invariant(unet: Any) -> None:
