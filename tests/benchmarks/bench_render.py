@@ -196,6 +196,23 @@ def _summary(times: list[float], loads: list[float]) -> str:
     return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {rounds})"
 
 
+def _alternate(rounds: int, first, second) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``first(round_)`` and ``second(round_)`` timed in turn for ``rounds`` rounds (so both see
+    the same machine): their seconds and the load after each, as (first, first loads, second,
+    second loads)."""
+    first_times, first_loads, second_times, second_loads = [], [], [], []
+    for round_ in range(rounds):
+        first_times.append(_timed(lambda round_=round_: first(round_), first_loads))
+        second_times.append(_timed(lambda round_=round_: second(round_), second_loads))
+    return first_times, first_loads, second_times, second_loads
+
+
+def plain_run(plain: PlainLoop, pages: int, steps: int, folder: Path) -> float:
+    """The plain loop into a fresh ``folder``."""
+    folder.mkdir()
+    return plain.run(pages, steps, folder)
+
+
 def bench_painting(args) -> None:
     """Final paint ours vs plain at equal settings; then (--draft) drafts vs the plain final at
     --draft-reference-steps; then (--previews) the cost of previews every 5 steps."""
@@ -247,12 +264,11 @@ def bench_painting(args) -> None:
 
         # 1. final paint at equal settings
         if not args.skip_final:
-            plain_times, ours_times, plain_loads, ours_loads = [], [], [], []
-            for round_ in range(args.rounds):
-                folder = work / f"plain{round_}"
-                folder.mkdir()
-                plain_times.append(_timed(lambda folder=folder: plain.run(args.pages, args.steps, folder), plain_loads))
-                ours_times.append(_timed(lambda round_=round_: ours(f"ours{round_}", settings), ours_loads))
+            plain_times, plain_loads, ours_times, ours_loads = _alternate(
+                args.rounds,
+                lambda round_: plain_run(plain, args.pages, args.steps, work / f"plain{round_}"),
+                lambda round_: ours(f"ours{round_}", settings),
+            )
             result = ours.last
             diffs = [
                 np.abs(
@@ -273,12 +289,11 @@ def bench_painting(args) -> None:
             lora = random_lcm_lora(model, models / "lcm_lora") if not (models / "lcm_lora").is_dir() else models / "lcm_lora"
             draft = settings.with_(draft=True, draft_lora=str(lora), draft_steps=4)
             ours("draft-warm", draft.with_(draft_steps=1))
-            plain_ref, draft_times, plain_loads, draft_loads = [], [], [], []
-            for round_ in range(args.draft_rounds):
-                folder = work / f"plain-ref{round_}"
-                folder.mkdir()
-                plain_ref.append(_timed(lambda folder=folder: plain.run(args.pages, args.draft_reference_steps, folder), plain_loads))
-                draft_times.append(_timed(lambda round_=round_: ours(f"draft{round_}", draft), draft_loads))
+            plain_ref, plain_loads, draft_times, draft_loads = _alternate(
+                args.draft_rounds,
+                lambda round_: plain_run(plain, args.pages, args.draft_reference_steps, work / f"plain-ref{round_}"),
+                lambda round_: ours(f"draft{round_}", draft),
+            )
             print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
             print(f"  plain final: {_summary(plain_ref, plain_loads)}")
             print(f"  draft:       {_summary(draft_times, draft_loads)}")
@@ -297,12 +312,11 @@ def bench_painting(args) -> None:
                 making.append(time.perf_counter() - start)
 
             PreviewDecoder.show = timed_show
-            off, on, off_loads, on_loads = [], [], [], []
-            for round_ in range(args.rounds):
-                off.append(_timed(lambda round_=round_: ours(f"previews-off{round_}", with_previews), off_loads))
-                on.append(_timed(
-                    lambda round_=round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5), on_loads
-                ))
+            off, off_loads, on, on_loads = _alternate(
+                args.rounds,
+                lambda round_: ours(f"previews-off{round_}", with_previews),
+                lambda round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5),
+            )
             print(f"previews every 5 steps, {args.preview_steps} steps ({len(shown) // args.rounds} previews per render):")
             print(f"  without: {_summary(off, off_loads)}")
             print(f"  with:    {_summary(on, on_loads)}")
