@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from fairytale.book_lock import book_lock
 from fairytale.errors import FairytaleError, PlanError
-from fairytale.files import atomic_path, atomic_write_text, ensure_dir, sha256_file
+from fairytale.files import atomic_path, atomic_write_text, ensure_dir
 from fairytale.plan import BookPlan, Page, Reference, load_plan, save_plan
 from fairytale.render.progress import RenderProgress
 from fairytale.render.settings import RenderSettings
@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.publish import PublishResult
     from fairytale.render import RenderResult
     from fairytale.render.illustrator import Illustrator
+    from fairytale.render.page_keys import PageKeys
+    from fairytale.render.page_store import PageStore
     from fairytale.render.previews import PreviewCallback
 
 PLAN_NAME = "plan.json"
@@ -247,88 +249,53 @@ class PageView:
     status: PageStatus
 
 
-class _Keys:
-    """Cache keys of a book's pages, computed the way ``render_book`` computes them (drafts
-    included: a page without a final picture may have a draft, keyed apart)."""
+def _page_keys(book: Book, settings: RenderSettings) -> PageKeys:
+    """The book's cache keys, made as ``render_book`` makes them; drafts are keyed too wherever
+    the LCM-LoRA is at hand, since a page without a final picture may have a draft."""
+    from fairytale.render import drafts, get_backend
+    from fairytale.render.page_keys import PageKeys, embedding_hashes
 
-    def __init__(self, book: Book, settings: RenderSettings) -> None:
-        from fairytale.render import drafts, get_backend
-        from fairytale.render.page_store import PageStore
+    plan = book.plan()
+    backend = get_backend(settings.backend)(settings.with_(draft=False))
+    painter = get_backend(settings.backend)(drafts.draft_settings(settings.with_(draft=True), backend.family))
+    try:
+        draft_mark: str | None = drafts.lora_fingerprint(drafts.lora_source(settings, backend.family))
+    except FairytaleError:
+        if settings.draft:
+            raise  # painting drafts needs the LoRA: say so now, in one line
+        draft_mark = None  # no LoRA here: no draft can be in the cache either
+    return PageKeys(plan, book.plan_file, backend, embedding_hashes(plan, book.plan_file), painter, draft_mark)
 
-        self.book, self.plan = book, book.plan()
-        self.backend = get_backend(settings.backend)(settings.with_(draft=False))
-        self.drafting = settings.draft
-        # what drafts are painted with and how their keys are marked (as render_book does)
-        self.painter = get_backend(settings.backend)(
-            drafts.draft_settings(settings.with_(draft=True), self.backend.family)
-        )
-        try:
-            self.draft_mark: str | None = drafts.lora_fingerprint(
-                drafts.lora_source(settings, self.backend.family)
-            )
-        except FairytaleError:
-            if settings.draft:
-                raise  # painting drafts needs the LoRA: say so now, in one line
-            self.draft_mark = None  # no LoRA here: no draft can be in the cache either
-        self.store = PageStore(book.folder)
-        self.hashes = {}
-        for entry in self.plan.embeddings:
-            from fairytale.plan import resolve_plan_path
 
-            path = resolve_plan_path(book.plan_file, entry.path)
-            if path.is_file():
-                self.hashes[entry.token] = sha256_file(path)
+def _store(book: Book) -> PageStore:
+    from fairytale.render.page_store import PageStore
 
-    def request(self, page: Page, seed: int | None = None) -> Any:
-        request = self.backend.request_for(self.plan, page, self.book.plan_file)
-        return request if seed is None else request.with_seed(seed)
+    return PageStore(book.folder)
 
-    def key(self, request: Any) -> str:
-        used = {t: h for t, h in self.hashes.items() if t in request.prompt or t in request.negative_prompt}
-        return self.backend.picture_key(request, used)
 
-    def draft(self, request: Any) -> tuple[Any, str]:
-        """The draft request of ``request`` and its cache key."""
-        from fairytale.render.book import _as_draft
-
-        if self.draft_mark is None:
-            raise FairytaleError("Drafts need the LCM-LoRA, which is not available here")
-        used = {t: h for t, h in self.hashes.items() if t in request.prompt or t in request.negative_prompt}
-        drafted = _as_draft(request, self.draft_mark)
-        return drafted, self.painter.picture_key(drafted, used)
-
-    def view(self, page: Page) -> PageView:
-        kept = self.store.get(page.picture) if page.locked and page.picture else None
-        key = kept.key if kept else self.key(self.request(page))
-        found = kept or self.store.get(key)
-        drafted = False
-        if not found and self.draft_mark is not None:
-            _, draft_key = self.draft(self.request(page))
-            found = self.store.get(draft_key)
-            if found:
-                key, drafted = draft_key, True
-        status: PageStatus = (
-            "locked"
-            if page.locked and found
-            else ("draft" if drafted else "painted" if found else "to paint")
-        )
-        return PageView(
-            page.number,
-            page.text,
-            page.prompt,
-            list(page.characters),
-            page.seed,
-            page.locked,
-            key,
-            found.image if found else None,
-            status,
-        )
+def _view(keys: PageKeys, store: PageStore, page: Page) -> PageView:
+    cached = keys.look_up(page, store, drafts=keys.draft_mark is not None)
+    found = cached.found
+    status: PageStatus = (
+        "locked" if page.locked and found else ("draft" if cached.draft and found else "painted" if found else "to paint")
+    )
+    return PageView(
+        page.number,
+        page.text,
+        page.prompt,
+        list(page.characters),
+        page.seed,
+        page.locked,
+        cached.key,
+        found.image if found else None,
+        status,
+    )
 
 
 def page_views(book: Book, settings: RenderSettings) -> list[PageView]:
     """Every page with its current picture from the cache and whether it must be painted."""
-    keys = _Keys(book, settings)
-    return [keys.view(page) for page in keys.plan.pages]
+    keys, store = _page_keys(book, settings), _store(book)
+    return [_view(keys, store, page) for page in keys.plan.pages]
 
 
 def pages_to_paint(book: Book, settings: RenderSettings) -> list[int]:
@@ -710,7 +677,7 @@ def paint_candidates(
     from fairytale.render.progress import QuietProgress
 
     settings = _settings(options, draft)
-    keys = _Keys(book, settings)
+    keys, store = _page_keys(book, settings), _store(book)
     page = book.page(keys.plan, number)
     if page.locked:
         raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
@@ -718,10 +685,10 @@ def paint_candidates(
     for seed in candidate_seeds(page.seed, count):
         request = keys.request(page, seed)
         key = keys.key(request)
-        if draft and keys.store.get(key) is None:
+        if draft and store.get(key) is None:
             request, key = keys.draft(request)
         jobs.append(PageJob(request, key))
-    missing = [job for job in jobs if keys.store.get(job.key) is None]
+    missing = [job for job in jobs if store.get(job.key) is None]
     if missing:
         with book_lock(book.folder), pool.borrow(settings) as illustrator:
             illustrator.configure(keys.painter if draft else keys.backend)
@@ -729,14 +696,14 @@ def paint_candidates(
             paint_pages(
                 illustrator,
                 missing,
-                keys.store,
+                store,
                 batch_size=batch,
                 max_repaints=settings.max_repaints,
                 progress=QuietProgress(),
             )
     candidates = []
     for job in jobs:
-        found = keys.store.get(job.key)
+        found = store.get(job.key)
         candidates.append(Candidate(job.request.seed, job.key, found.image if found else None))
         _remember(book, number, job.key, job.request.prompt, job.request.negative_prompt, job.request.seed)
     return candidates
@@ -760,7 +727,7 @@ def lock_page(book: Book, number: int, settings: RenderSettings, locked: bool = 
     plan = book.plan()
     page = book.page(plan, number)
     if locked:
-        view = _Keys(book, settings).view(page)
+        view = _view(_page_keys(book, settings), _store(book), page)
         page.picture = view.key if view.picture else None
         page.locked = True
     else:

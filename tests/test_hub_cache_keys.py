@@ -69,3 +69,20 @@ def test_old_books_are_adopted_and_a_mirror_repaints_nothing(cached_tiny_sd, tin
 
     mirrored = render_book(plan_path, pdf, settings.with_(model="test-mirror/tiny-sd"), progress=False)
     assert mirrored.painted == [] and mirrored.reused == [1, 2]
+
+
+def test_the_studio_shows_an_old_books_pictures_as_painted(cached_tiny_sd, tmp_path, monkeypatch):
+    """The studio looks pages up as render_book does (one PageKeys): old keys are adopted there too."""
+    from fairytale.studio_actions import open_book, page_views, pages_to_paint
+
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    settings = tiny_settings("test-original/tiny-sd")
+    with monkeypatch.context() as patch:
+        patch.setattr(Backend, "model_fingerprint", lambda self: f"{self.source.ref}@{self.source.revision or 'main'}")
+        old = render_book(write_plan(folder, make_plan(2)), tmp_path / "zoe.pdf", settings, progress=False)
+    assert old.painted == [1, 2]
+    book = open_book(folder)
+    views = page_views(book, settings)
+    assert [v.status for v in views] == ["painted", "painted"] and all(v.picture for v in views)
+    assert pages_to_paint(book, settings) == []

@@ -34,10 +34,10 @@ from fairytale.files import can_create_files_in, check_output_path, ensure_dir, 
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
 from fairytale.render import drafts
-from fairytale.render.backends import Backend, PaintRequest, get_backend
+from fairytale.render.backends import Backend, get_backend
 from fairytale.render.distributed import current_team
-from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
+from fairytale.render.page_keys import PageKeys, uses
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
 from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDecoder
@@ -108,17 +108,13 @@ def check_outputs(pdf_path: Path) -> tuple[Path, Path]:
     return pdf_path, book_dir
 
 
-def _uses(token: str, *texts: str) -> bool:
-    return any(token in text for text in texts)
-
-
 def _embeddings(plan: BookPlan, plan_path: Path, backend: Backend) -> tuple[list[LearnedEmbedding], dict[str, str]]:
     """The learned tokens some page uses: read (to check them now, before any painting) and
     hashed (for the cache keys)."""
     texts = [t for page in plan.pages for t in (page.prompt, plan.negative_prompt(page))]
     loaded, hashes = [], {}
     for entry in plan.embeddings:
-        if not _uses(entry.token, *texts):
+        if not uses(entry.token, *texts):
             continue
         path = resolve_plan_path(plan_path, entry.path)
         if not path.is_file():
@@ -360,26 +356,17 @@ def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture
     """Step 4: each page's cache key; the pictures found, and the pages to paint. A locked
     page keeps the picture it names; a draft run takes a page's final picture when there is
     one, else its draft, and paints drafts of the rest."""
+    keys = PageKeys(job.plan, job.plan_path, job.backend, job.embedding_hashes, job.painter, job.draft_mark)
     stored: dict[int, StoredPicture] = {}
     jobs: list[PageJob] = []
     for page in job.plan.pages:
-        kept = store.get(page.picture) if page.locked and page.picture else None
-        if kept:  # whatever its prompt or the settings
-            stored[page.number] = kept
-            continue
-        request = job.backend.request_for(job.plan, page, job.plan_path)
-        used = {t: h for t, h in job.embedding_hashes.items() if _uses(t, request.prompt, request.negative_prompt)}
-        key = job.backend.picture_key(request, used)
-        found = store.get(key) or adopt_legacy(store, key, job.backend.legacy_picture_keys(request, used))
-        if job.draft_mark is not None and not found:
-            request = _as_draft(request, job.draft_mark)
-            key = job.painter.picture_key(request, used)
-            found = store.get(key)
+        cached = keys.look_up(page, store, drafts=job.draft_mark is not None)
+        if cached.draft:
             job.draft_pages.add(page.number)
-        if found:
-            stored[page.number] = found
-        else:
-            jobs.append(PageJob(request, key))
+        if cached.found:
+            stored[page.number] = cached.found
+        elif cached.request is not None:
+            jobs.append(PageJob(cached.request, cached.key))
     job.warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in job.locked_asked]
     job.draft_note = drafts.describe(job.settings, job.backend.family) if job.draft_pages else None
     job.redrawn = sorted(({j.request.page for j in jobs} - job.draft_pages) & _draft_pages_before(job.book_dir))
@@ -640,14 +627,6 @@ def _both(first: PreviewCallback, second: PreviewCallback) -> PreviewCallback:
         second(preview)
 
     return call
-
-
-def _as_draft(request: PaintRequest, mark: str) -> PaintRequest:
-    """The draft of ``request``: the same page and seed, keyed apart by what paints drafts."""
-    return PaintRequest(
-        request.page, request.prompt, request.negative_prompt, request.seed, request.references,
-        {**request.options, "draft": mark},
-    )
 
 
 def _draft_pages_before(book_dir: Path) -> set[int]:

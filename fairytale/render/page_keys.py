@@ -1,0 +1,116 @@
+"""Which cached picture belongs to which page: the one place a page's cache key is made and
+looked up, for :func:`~fairytale.render.render_book` and for the studio alike.
+
+A page's key names everything its picture depends on (prompt, seed, model, settings, the hashes
+of the learned tokens it uses; see :meth:`~fairytale.render.backends.Backend.picture_key`). A
+locked page keeps the picture it names, whatever its prompt. A draft has a key of its own,
+marked by what paints drafts, so a final render never takes a draft for a final picture.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fairytale.errors import FairytaleError
+from fairytale.files import sha256_file
+from fairytale.plan import BookPlan, Page, resolve_plan_path
+from fairytale.render.backends import PaintRequest
+from fairytale.render.legacy_keys import adopt_legacy
+from fairytale.render.page_store import PageStore, StoredPicture
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fairytale.render.backends import Backend
+
+
+def uses(token: str, *texts: str) -> bool:
+    """Whether a learned token appears in any of ``texts`` (then its file is part of the key)."""
+    return any(token in text for text in texts)
+
+
+def embedding_hashes(plan: BookPlan, plan_path: Path) -> dict[str, str]:
+    """The content hash of each learned-token file the plan lists and that exists."""
+    hashes = {}
+    for entry in plan.embeddings:
+        path = resolve_plan_path(plan_path, entry.path)
+        if path.is_file():
+            hashes[entry.token] = sha256_file(path)
+    return hashes
+
+
+def as_draft(request: PaintRequest, mark: str) -> PaintRequest:
+    """The draft of ``request``: the same page and seed, keyed apart by what paints drafts."""
+    return PaintRequest(
+        request.page, request.prompt, request.negative_prompt, request.seed, request.references,
+        {**request.options, "draft": mark},
+    )
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A page looked up in the cache: what would paint it, its key, and the picture found."""
+
+    request: PaintRequest | None  # None for a locked page, which is never painted
+    key: str
+    found: StoredPicture | None
+    draft: bool = False  # request and key are the page's draft's
+    locked: bool = False  # the picture a locked page names
+
+
+class PageKeys:
+    """Cache keys of a plan's pages.
+
+    ``backend`` keys final pictures; ``painter`` (the backend with draft settings) and
+    ``draft_mark`` (the LCM-LoRA's fingerprint) key drafts, and are None where drafts cannot
+    be painted. ``hashes`` maps learned tokens to the hashes of their files.
+    """
+
+    def __init__(
+        self,
+        plan: BookPlan,
+        plan_path: Path,
+        backend: Backend,
+        hashes: dict[str, str],
+        painter: Backend | None = None,
+        draft_mark: str | None = None,
+    ) -> None:
+        self.plan, self.plan_path, self.backend, self.hashes = plan, plan_path, backend, hashes
+        self.painter, self.draft_mark = painter, draft_mark
+
+    def request(self, page: Page, seed: int | None = None) -> PaintRequest:
+        """What paints ``page`` (with ``seed`` instead of its own, for candidates)."""
+        request = self.backend.request_for(self.plan, page, self.plan_path)
+        return request if seed is None else request.with_seed(seed)
+
+    def _used(self, request: PaintRequest) -> dict[str, str]:
+        return {t: h for t, h in self.hashes.items() if uses(t, request.prompt, request.negative_prompt)}
+
+    def key(self, request: PaintRequest) -> str:
+        return self.backend.picture_key(request, self._used(request))
+
+    def draft(self, request: PaintRequest) -> tuple[PaintRequest, str]:
+        """The draft request of ``request`` and its key."""
+        if self.draft_mark is None or self.painter is None:
+            raise FairytaleError("Drafts need the LCM-LoRA, which is not available here")
+        drafted = as_draft(request, self.draft_mark)
+        return drafted, self.painter.picture_key(drafted, self._used(request))
+
+    def find(self, request: PaintRequest, key: str, store: PageStore) -> StoredPicture | None:
+        """The picture stored under ``key``, or one an older version filed under an older key of
+        the same request (then filed under ``key`` too)."""
+        return store.get(key) or adopt_legacy(store, key, self.backend.legacy_picture_keys(request, self._used(request)))
+
+    def look_up(self, page: Page, store: PageStore, drafts: bool = False) -> CachedPage:
+        """``page`` in the cache: its locked picture, else its final picture, else, with
+        ``drafts``, its draft (found or to paint)."""
+        kept = store.get(page.picture) if page.locked and page.picture else None
+        if kept:  # whatever its prompt or the settings
+            return CachedPage(None, kept.key, kept, locked=True)
+        request = self.request(page)
+        key = self.key(request)
+        found = self.find(request, key, store)
+        if found or not drafts:
+            return CachedPage(request, key, found)
+        drafted, draft_key = self.draft(request)
+        return CachedPage(drafted, draft_key, store.get(draft_key), draft=True)
