@@ -71,3 +71,27 @@ def test_version():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0
     assert result.output.startswith("fairytale ")
+
+
+def test_painting_commands_pass_each_setting_option_to_the_render_settings():
+    """render, book and library build RenderSettings from their parameters by name: every
+    parameter is a settings field (maybe renamed) or one the command keeps for itself, so an
+    option named unlike its field cannot be dropped without notice."""
+    import inspect
+    from dataclasses import fields
+
+    from fairytale.cli.library import library
+    from fairytale.cli.render import _FIELD_OF, book, render, render_settings
+    from fairytale.render import RenderSettings
+
+    own = {
+        "plan", "story", "stories", "output", "out", "pages", "seed", "quiet", "formats", "preset", "paper",
+        "spine_width", "facing", "title", "author", "words_per_page", "force", "ner_model", "qa_model",
+        "nli_model", "workers", "threads", "ray", "painters",
+    }  # fmt: skip
+    names = {f.name for f in fields(RenderSettings)}
+    for command in (render, book, library):
+        parameters = inspect.signature(command).parameters
+        assert not [p for p in parameters if _FIELD_OF.get(p, p) not in names and p not in own], command.__name__
+    settings = render_settings({"steps": 7, "print_quality": True, "compile_unet": True, "quiet": True, "seed": 5})
+    assert (settings.steps, settings.upscale, settings.compile) == (7, True, True)

@@ -31,6 +31,7 @@ from fairytale.cli.render import (
     Steps,
     Trim,
     Width,
+    render_settings,
 )
 from fairytale.errors import FairytaleError
 
@@ -151,16 +152,9 @@ def library(
     [bold]fairytale library stories/ --out books/[/]
     [bold]fairytale library stories/ --out /shared/books/ --ray auto[/]
     """
+    settings = render_settings(locals())  # first: before any other name is bound here
     from fairytale.library import PlanOptions, make_library
-    from fairytale.render import RenderSettings
 
-    settings = RenderSettings(
-        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
-        height=height, batch_size=batch_size, device=device, low_vram=low_vram, safety_model=safety_model,
-        max_repaints=max_repaints, trim=trim, bleed=bleed, layout=layout, consistency=consistency,
-        noise_level=noise_level, adapter_scale=adapter_scale, adapter_model=adapter_model,
-        adapter_encoder=adapter_encoder, attention_strength=attention_strength,
-    )  # fmt: skip
     plan_options = PlanOptions(
         author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model, qa_model=qa_model,
         nli_model=nli_model, device=device,

@@ -7,8 +7,9 @@ pictures, a cache that makes re-runs and resumed runs paint only what is missing
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -77,10 +78,21 @@ Precision = Annotated[
 Compile = Annotated[bool, typer.Option("--compile", help="torch.compile the UNet (CUDA): the first batch takes a minute or two longer, the rest are faster.")]
 
 
-def _settings(**options) -> RenderSettings:
+#: Command parameters that set a RenderSettings field of another name.
+_FIELD_OF = {"print_quality": "upscale", "compile_unet": "compile"}
+
+
+def render_settings(parameters: Mapping[str, Any]) -> RenderSettings:
+    """The RenderSettings a command's parameters ask for (pass ``locals()`` first thing in the
+    command): each parameter named as a settings field, or renamed in ``_FIELD_OF``, sets it;
+    the others (output, quiet, the planner's models…) are the command's own."""
+    from dataclasses import fields
+
     from fairytale.render import RenderSettings
 
-    return RenderSettings(**options)
+    names = {f.name for f in fields(RenderSettings)}
+    values = {_FIELD_OF.get(name, name): value for name, value in parameters.items()}
+    return RenderSettings(**{name: value for name, value in values.items() if name in names})
 
 
 def _size(count: int) -> str:
@@ -182,22 +194,13 @@ def render(
     Several GPUs: [bold]accelerate launch --num_processes 4 -m fairytale render PLAN -o BOOK.pdf[/]
     splits the pages to paint between the processes; process 0 lays out the book.
     """
+    settings = render_settings(locals())  # first: before any other name is bound here
     from fairytale.model_check import ensure, render_needs
     from fairytale.plan import load_plan
     from fairytale.render import check_outputs, render_book
     from fairytale.render.distributed import FollowerError
 
     # Bad options, a bad plan or output are said before missing models.
-    settings = _settings(
-        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
-        height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
-        upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
-        draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
-        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
-        attention_strength=attention_strength,
-        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
-    )
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     from fairytale.render import get_backend
@@ -283,20 +286,11 @@ def book(
 
     [bold]fairytale book story.txt -o out/ginger.pdf[/]
     """
+    settings = render_settings(locals())  # first: before any other name is bound here
     from fairytale.files import ensure_dir, sha256_file
     from fairytale.plan import load_plan, save_plan
     from fairytale.render import check_outputs, get_backend, render_book
 
-    settings = _settings(
-        backend=backend, model=model, steps=steps, guidance=guidance, scheduler=scheduler, width=width,
-        height=height, batch_size=batch_size, device=device, low_vram=low_vram, upscale=print_quality,
-        upscaler_model=upscaler_model, safety_model=safety_model, max_repaints=max_repaints, trim=trim,
-        bleed=bleed, layout=layout, consistency=consistency, noise_level=noise_level, draft=draft,
-        draft_steps=draft_steps, draft_lora=draft_lora, precision=precision, compile=compile_unet,
-        adapter_scale=adapter_scale, adapter_model=adapter_model, adapter_encoder=adapter_encoder,
-        attention_strength=attention_strength,
-        drift_check=drift_check, max_drift_repaints=max_drift_repaints, clip_model=clip_model,
-    )
     get_backend(backend)  # an unknown backend fails before minutes of planning
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
