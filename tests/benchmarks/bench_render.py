@@ -306,17 +306,22 @@ def bench_painting(args) -> None:
             shown = []
             making = []  # seconds inside the previews' own work (decode + pictures), with previews on
 
-            def timed_show(decoder, *args, show=PreviewDecoder.show):
+            original_show = PreviewDecoder.show
+
+            def timed_show(decoder, *args):
                 start = time.perf_counter()
-                show(decoder, *args)
+                original_show(decoder, *args)
                 making.append(time.perf_counter() - start)
 
             PreviewDecoder.show = timed_show
-            off, off_loads, on, on_loads = _alternate(
-                args.rounds,
-                lambda round_: ours(f"previews-off{round_}", with_previews),
-                lambda round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5),
-            )
+            try:
+                off, off_loads, on, on_loads = _alternate(
+                    args.rounds,
+                    lambda round_: ours(f"previews-off{round_}", with_previews),
+                    lambda round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5),
+                )
+            finally:
+                PreviewDecoder.show = original_show
             print(f"previews every 5 steps, {args.preview_steps} steps ({len(shown) // args.rounds} previews per render):")
             print(f"  without: {_summary(off, off_loads)}")
             print(f"  with:    {_summary(on, on_loads)}")
