@@ -125,13 +125,18 @@ def test_pages_option_repaints_only_those_pages_and_records_their_seeds(tiny_sd,
     assert back.painted == [] and np.array_equal(pixels(back.book_dir / back.pages[1].image), old[2])
 
 
-def test_batch_size_does_not_change_any_picture(tiny_sd, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batch_size_does_not_change_any_picture(tiny_sd, tmp_path, precision):
+    from fairytale.render.devices import cpu_has_bf16
+
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bfloat16")
     plan = make_plan(5)
     results = {}
     for batch in (1, 4):
         folder = tmp_path / f"batch{batch}"
         folder.mkdir()
-        settings = tiny_settings(tiny_sd, batch_size=batch)
+        settings = tiny_settings(tiny_sd, batch_size=batch, precision=precision)
         results[batch] = render_book(write_plan(folder, plan), folder / "b.pdf", settings, progress=False)
     one, four = results[1], results[4]
     assert one.unet_calls == 5 * 3 and four.unet_calls == 2 * 3  # batches of 1 vs 4+1
