@@ -234,3 +234,24 @@ def test_records_are_what_a_resumed_run_trusts(rendered):
     result, _, _ = rendered
     record = json.loads((result.book_dir / "cache" / f"{result.pages[0].key}.json").read_text())
     assert record["safety"] == "passed" and record["seed"] == result.pages[0].seed
+
+
+def test_repainting_pages_keeps_plan_edits_saved_while_they_paint(tiny_sd, tmp_path):
+    """--pages records the new seeds in the plan file as it is then, not as it was read: the
+    studio saves pages while another is painted."""
+    from fairytale.render.progress import QuietProgress
+
+    plan_path = write_plan(tmp_path, make_plan(3))
+    settings = tiny_settings(tiny_sd, steps=2, batch_size=1)
+    render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+
+    class EditWhilePainting(QuietProgress):
+        def start_pages(self, total: int) -> None:
+            plan = load_plan(plan_path)
+            plan.pages[0].text = "Edited while page 2 was painted."
+            save_plan(plan, plan_path)
+
+    result = render_book(plan_path, tmp_path / "b.pdf", settings, pages="2", progress=EditWhilePainting())
+    after = load_plan(plan_path)
+    assert result.painted == [2] and after.pages[1].seed == result.new_seeds[2]
+    assert after.pages[0].text == "Edited while page 2 was painted."

@@ -233,7 +233,7 @@ def render_book(
         if not team.is_main:
             return _painted_only(job, report.mine, started, report, session.device_plan, settings)
         if new_seeds:
-            save_plan(job.plan, job.plan_path)
+            _record_new_seeds(job, new_seeds)
         if not lay_out:
             return _painted_only(job, jobs, started, report, session.device_plan, settings, new_seeds)
         # 7. page files (placeholders drawn for pages that have one)
@@ -323,6 +323,16 @@ def _choose_new_seeds(job: _Job, seed: int | None) -> dict[int, int]:
         new_seeds[number] = seed if seed is not None else next_seed(page.seed)
         page.seed = new_seeds[number]
     return new_seeds
+
+
+def _record_new_seeds(job: _Job, new_seeds: dict[int, int]) -> None:
+    """Step 6: the repainted pages' new seeds into the plan file, read again first so that edits
+    saved while the pages were painted (the studio saves pages meanwhile) are kept."""
+    recorded = load_plan(job.plan_path)
+    for number, seed in new_seeds.items():
+        if number <= len(recorded.pages):
+            recorded.pages[number - 1].seed = seed
+    save_plan(recorded, job.plan_path)
 
 
 def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: RenderProgress, team: Team) -> None:
