@@ -651,14 +651,11 @@ class Candidate:
 
 def candidate_seeds(seed: int, count: int = CANDIDATES) -> list[int]:
     """The seeds the candidates of a page with ``seed`` are painted with (the same each time,
-    so asking again shows the same candidates from the cache)."""
-    from fairytale.render.book import next_seed
+    so asking again shows the same candidates from the cache, and none of the seeds that
+    "paint again with a new seed" goes through)."""
+    from fairytale.render.seeds import candidate_seed
 
-    seeds = []
-    for _ in range(count):
-        seed = next_seed(seed)
-        seeds.append(seed)
-    return seeds
+    return [candidate_seed(seed, index) for index in range(count)]
 
 
 def paint_candidates(

@@ -164,6 +164,16 @@ def test_four_candidates_and_the_chosen_one_becomes_the_page(book, options, pool
     assert 1 in result.reused and result.pages[0].key == candidates[2].key
 
 
+def test_a_new_seed_after_rejected_candidates_paints_a_new_picture(book, options, pool):
+    paint_book(book, options, pool)
+    candidates = paint_candidates(book, 1, options, pool)
+    seen = {c.key for c in candidates}
+    for _ in range(2):  # none chosen; "paint again with a new seed", twice
+        again = repaint_page(book, 1, options, pool, new_seed=True)
+        assert again.painted == [1] and again.pages[0].key not in seen
+        seen.add(again.pages[0].key)
+
+
 def test_new_description_marks_the_pages_showing_the_character(book, options, pool):
     paint_book(book, options, pool)
     lock_page(book, 3, options.settings)

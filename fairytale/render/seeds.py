@@ -13,7 +13,7 @@ MAX_SEED = 2**63  # seeds are non-negative and fit a signed 64-bit integer (torc
 
 
 def derive_seed(kind: str, *parts: object) -> int:
-    """The seed for ``kind`` (``"repaint"``, ``"reference"``, ``"variation"``, ``"new-seed"``)
+    """The seed for ``kind`` (``"repaint"``, ``"reference"``, ``"variation"``, ``"candidate"``, ``"new-seed"``)
     derived from ``parts``: the first 8 bytes of SHA-256 of ``fairytale-KIND:PART:PART…``."""
     text = ":".join([f"fairytale-{kind}", *map(str, parts)])
     digest = hashlib.sha256(text.encode()).digest()
@@ -33,6 +33,12 @@ def reference_seed(plan_seed: int, character_id: str) -> int:
 def variation_seed(seed: int, index: int) -> int:
     """The seed of variation ``index`` (0, 1, …) of a ``fairytale vary`` run with master ``seed``."""
     return derive_seed("variation", seed, index)
+
+
+def candidate_seed(seed: int, index: int) -> int:
+    """The seed of candidate ``index`` (0, 1, …) the studio paints for a page with ``seed``
+    (apart from :func:`next_seed`'s, so a new seed never brings back a rejected candidate)."""
+    return derive_seed("candidate", seed, index)
 
 
 def next_seed(seed: int) -> int:
