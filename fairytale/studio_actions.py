@@ -725,8 +725,11 @@ def lock_page(book: Book, number: int, settings: RenderSettings, locked: bool = 
     page = book.page(plan, number)
     if locked:
         view = _view(_page_keys(book, settings), _store(book), page)
-        page.picture = view.key if view.picture else None
-        page.locked = True
+        if view.status == "draft":
+            raise FairytaleError(f"Page {number} shows a draft: paint it in full first, then lock it")
+        if view.picture is None:
+            raise FairytaleError(f"Page {number} has no picture yet: paint it first, then lock it")
+        page.picture, page.locked = view.key, True
     else:
         page.locked, page.picture = False, None
     _save(book, plan)

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fairytale.errors import FairytaleError
 from fairytale.render import load_manifest
 from fairytale.render.previews import PreviewDecoder
 from fairytale.studio_actions import (
     IllustratorPool,
     StudioOptions,
+    lock_page,
     open_book,
     page_views,
     pages_to_paint,
@@ -128,3 +130,17 @@ def test_previews_come_at_the_interval_and_none_when_off(book, options, pool, mo
     quiet = repaint_page(book, 3, options, pool, new_seed=True)  # no callback: no previews
     assert quiet.painted == [2, 3] and quiet.redrawn_drafts == [2]  # the draft of page 2 is painted in full
     assert len(seen) == 6 and len(draft_seen) == 3  # the earlier callbacks were not called again
+
+
+def test_a_page_locks_only_on_a_final_picture(book, options, pool):
+    """A lock keeps a finished picture for good: not nothing, and not a draft a final render
+    would otherwise repaint."""
+    with pytest.raises(FairytaleError, match="Page 1 has no picture yet"):
+        lock_page(book, 1, options.settings)
+    paint_book(book, options, pool, draft=True)
+    with pytest.raises(FairytaleError, match="Page 1 shows a draft"):
+        lock_page(book, 1, options.settings)
+    assert not book.plan().pages[0].locked
+    paint_book(book, options, pool)
+    plan = lock_page(book, 1, options.settings)
+    assert plan.pages[0].locked and plan.pages[0].picture == page_views(book, options.settings)[0].key
