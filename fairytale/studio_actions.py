@@ -689,6 +689,7 @@ def paint_candidates(
     if missing:
         with book_lock(book.folder), pool.borrow(settings) as illustrator:
             illustrator.configure(keys.painter if draft else keys.backend)
+            _teach_learned_tokens(illustrator, book, keys.plan, keys.backend)
             batch = settings.batch_size or illustrator.device_plan.batch_size
             paint_pages(
                 illustrator,
@@ -704,6 +705,14 @@ def paint_candidates(
         candidates.append(Candidate(job.request.seed, job.key, found.image if found else None))
         _remember(book, number, job.key, job.request.prompt, job.request.negative_prompt, job.request.seed)
     return candidates
+
+
+def _teach_learned_tokens(illustrator: Illustrator, book: Book, plan: BookPlan, backend: Any) -> None:
+    """The plan's learned tokens into a borrowed illustrator, as a render's session teaches them
+    (else a token would be read as plain text while the cache key names its file)."""
+    from fairytale.render.page_keys import learned_tokens
+
+    illustrator.use_embeddings(learned_tokens(plan, book.plan_file, backend)[0])
 
 
 def choose_candidate(book: Book, number: int, seed: int) -> BookPlan:
@@ -847,7 +856,9 @@ def repaint_reference(book: Book, character_id: str, options: StudioOptions, poo
     with book_lock(book.folder), pool.borrow(options.settings) as illustrator:
         from fairytale.render import get_backend
 
-        illustrator.configure(get_backend(options.settings.backend)(options.settings))
+        backend = get_backend(options.settings.backend)(options.settings)
+        illustrator.configure(backend)
+        _teach_learned_tokens(illustrator, book, plan, backend)
         # the paint-and-safety loop of pages (repaints with repaint_seed(first, attempt))
         request = PaintRequest(0, prompt, plan.style.negative_prompt, first)
         loop = illustrator_loop(illustrator, [request], batch_size=1, max_repaints=options.settings.max_repaints)

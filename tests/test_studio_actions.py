@@ -297,3 +297,36 @@ def test_editing_a_pages_characters_keeps_its_regions_in_step(book):
     plan.pages[0].regions = {"zoe": placed, "dad": Region(left=0.5, top=0, right=1, bottom=1)}
     save_plan(plan, book.plan_file)
     assert save_page(book, 1, characters=["zoe"]).pages[0].regions == {"zoe": placed}
+
+
+def test_candidates_are_painted_with_the_plans_learned_tokens(tiny_sd, tmp_path):
+    """A candidate is the picture a render paints with its seed: the borrowed model is taught
+    the plan's learned tokens first (its cache key names the token's file)."""
+    import shutil
+
+    import torch
+
+    from fairytale.embeddings import save_embedding
+    from fairytale.plan import Embedding
+
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    save_embedding(folder / "style.safetensors", "<zoe-style>", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)) * 5, family="sd1")
+    plan = make_plan(1)
+    plan.pages[0].prompt = "<zoe-style> <zoe-style> a lighthouse"
+    plan.embeddings = [Embedding(token="<zoe-style>", path="style.safetensors", family="sd1")]
+    write_plan(folder, plan)
+    options = StudioOptions(settings=tiny_settings(tiny_sd, batch_size=1, steps=2))
+    fresh = IllustratorPool(idle_seconds=3600)  # nothing painted with it yet
+    try:
+        [candidate] = paint_candidates(open_book(folder), 1, options, fresh, count=1)
+    finally:
+        fresh.release()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(folder / "style.safetensors", elsewhere)
+    plan.pages[0].seed = candidate.seed
+    result = render_book(write_plan(elsewhere, plan), tmp_path / "elsewhere.pdf", options.settings, progress=False)
+    assert result.pages[0].key == candidate.key
+    assert np.array_equal(pixels(result.book_dir / result.pages[0].image), pixels(candidate.image))

@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING
 
 from fairytale import __version__
 from fairytale.book_lock import book_lock
-from fairytale.embeddings import LearnedEmbedding, describe_family, read_embedding
-from fairytale.errors import FairytaleError, PlanError
-from fairytale.files import can_create_files_in, check_output_path, ensure_dir, sha256_file
+from fairytale.embeddings import LearnedEmbedding
+from fairytale.errors import FairytaleError
+from fairytale.files import can_create_files_in, check_output_path, ensure_dir
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
-from fairytale.plan import BookPlan, load_plan, resolve_plan_path, save_plan
+from fairytale.plan import BookPlan, load_plan, save_plan
 from fairytale.render import drafts
 from fairytale.render.backends import Backend, get_backend
 from fairytale.render.distributed import current_team
 from fairytale.render.manifest import Manifest, ManifestPage, load_manifest, save_manifest
-from fairytale.render.page_keys import PageKeys, uses
+from fairytale.render.page_keys import PageKeys, learned_tokens
 from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
 from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDecoder
@@ -106,27 +106,6 @@ def check_outputs(pdf_path: Path) -> tuple[Path, Path]:
     if book_dir.is_dir() and not can_create_files_in(book_dir):
         raise FairytaleError(f"Book folder is not writable: {book_dir}")
     return pdf_path, book_dir
-
-
-def _embeddings(plan: BookPlan, plan_path: Path, backend: Backend) -> tuple[list[LearnedEmbedding], dict[str, str]]:
-    """The learned tokens some page uses: read (to check them now, before any painting) and
-    hashed (for the cache keys)."""
-    texts = [t for page in plan.pages for t in (page.prompt, plan.negative_prompt(page))]
-    loaded, hashes = [], {}
-    for entry in plan.embeddings:
-        if not uses(entry.token, *texts):
-            continue
-        path = resolve_plan_path(plan_path, entry.path)
-        if not path.is_file():
-            raise PlanError(f"Embedding file for {entry.token} not found: {path} (listed in {plan_path})")
-        if entry.family and backend.family and entry.family != backend.family:
-            raise PlanError(
-                f"Embedding {entry.token} ({path}) is for {describe_family(entry.family, 0)}, but backend "
-                f"'{backend.name}' uses {describe_family(backend.family, 0)}. Render with the backend it was trained for."
-            )
-        loaded.append(read_embedding(path, token=entry.token))
-        hashes[entry.token] = sha256_file(path)
-    return loaded, hashes
 
 
 def _cover_page(plan: BookPlan) -> int:
@@ -298,7 +277,7 @@ def _check_inputs(
     pdf_path, book_dir = check_outputs(pdf_path)
     if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
         raise FairytaleError(f"Cannot record the new seeds: the plan file {plan_path} is not writable")
-    embeddings, embedding_hashes = _embeddings(plan, plan_path, backend)
+    embeddings, embedding_hashes = learned_tokens(plan, plan_path, backend)
     consistency = backend.consistency(plan)  # an impossible --consistency fails here, before painting
     width, height = backend.picture_size()
     pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)

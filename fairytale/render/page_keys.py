@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fairytale.errors import FairytaleError
+from fairytale.embeddings import LearnedEmbedding, describe_family, read_embedding
+from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import sha256_file
 from fairytale.plan import BookPlan, Page, resolve_plan_path
 from fairytale.render.backends import PaintRequest
@@ -37,6 +38,27 @@ def embedding_hashes(plan: BookPlan, plan_path: Path) -> dict[str, str]:
         if path.is_file():
             hashes[entry.token] = sha256_file(path)
     return hashes
+
+
+def learned_tokens(plan: BookPlan, plan_path: Path, backend: Backend) -> tuple[list[LearnedEmbedding], dict[str, str]]:
+    """The learned tokens some page uses: read (to check them now, before any painting, and to
+    teach the painting model) and hashed (for the cache keys)."""
+    texts = [t for page in plan.pages for t in (page.prompt, plan.negative_prompt(page))]
+    loaded, hashes = [], {}
+    for entry in plan.embeddings:
+        if not uses(entry.token, *texts):
+            continue
+        path = resolve_plan_path(plan_path, entry.path)
+        if not path.is_file():
+            raise PlanError(f"Embedding file for {entry.token} not found: {path} (listed in {plan_path})")
+        if entry.family and backend.family and entry.family != backend.family:
+            raise PlanError(
+                f"Embedding {entry.token} ({path}) is for {describe_family(entry.family, 0)}, but backend "
+                f"'{backend.name}' uses {describe_family(backend.family, 0)}. Render with the backend it was trained for."
+            )
+        loaded.append(read_embedding(path, token=entry.token))
+        hashes[entry.token] = sha256_file(path)
+    return loaded, hashes
 
 
 def as_draft(request: PaintRequest, mark: str) -> PaintRequest:
