@@ -674,10 +674,11 @@ def paint_candidates(
     from fairytale.render.progress import QuietProgress
 
     settings = _settings(options, draft)
+    if book.page(book.plan(), number).locked:
+        raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
+    _paint_missing_portraits(book, settings.with_(draft=False), pool)  # the pages' keys name them
     keys, store = _page_keys(book, settings), _store(book)
     page = book.page(keys.plan, number)
-    if page.locked:
-        raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
     jobs = []
     for seed in candidate_seeds(page.seed, count):
         request = keys.request(page, seed)
@@ -705,6 +706,31 @@ def paint_candidates(
         candidates.append(Candidate(job.request.seed, job.key, found.image if found else None))
         _remember(book, number, job.key, job.request.prompt, job.request.negative_prompt, job.request.seed)
     return candidates
+
+
+def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: IllustratorPool) -> None:
+    """Paint and record the reference portraits the consistency mode needs and the plan lacks,
+    as a render does before its pages: a page's key names its characters' portraits, so a
+    candidate painted without them would be repainted by the next render."""
+    from fairytale.render import get_backend
+    from fairytale.render.references import paint_references
+
+    backend = get_backend(settings.backend)(settings)
+    plan = book.plan()
+    missing = backend.missing_references(plan)
+    if not missing:
+        return
+    with book_lock(book.folder), pool.borrow(settings) as illustrator:
+        illustrator.configure(backend)
+        _teach_learned_tokens(illustrator, book, plan, backend)
+        batch = settings.batch_size or illustrator.device_plan.batch_size
+        paint_references(
+            illustrator, plan, book.plan_file, book.folder, missing, max_repaints=settings.max_repaints, batch_size=batch
+        )
+        recorded = book.plan()  # the plan as it is now: only the portraits change
+        for character_id in missing:
+            recorded.character(character_id).reference = plan.character(character_id).reference
+        _save(book, recorded)
 
 
 def _teach_learned_tokens(illustrator: Illustrator, book: Book, plan: BookPlan, backend: Any) -> None:

@@ -330,3 +330,15 @@ def test_candidates_are_painted_with_the_plans_learned_tokens(tiny_sd, tmp_path)
     result = render_book(write_plan(elsewhere, plan), tmp_path / "elsewhere.pdf", options.settings, progress=False)
     assert result.pages[0].key == candidate.key
     assert np.array_equal(pixels(result.book_dir / result.pages[0].image), pixels(candidate.image))
+
+
+def test_a_candidate_chosen_before_the_portraits_exist_is_kept_by_the_next_paint(book, tiny_sd, pool):
+    """In a portrait mode a page's key names its characters' portraits: candidates paint the
+    missing portraits first, as a render does, so the chosen one is not repainted later."""
+    options = StudioOptions(settings=tiny_settings(tiny_sd, batch_size=1, steps=2, consistency="attention"))
+    candidates = paint_candidates(book, 1, options, pool, count=2)
+    main = [c for c in book.plan().characters if c.main]
+    assert main and all(c.reference for c in main)
+    choose_candidate(book, 1, candidates[1].seed)
+    result = paint_book(book, options, pool)
+    assert 1 in result.reused and result.pages[0].key == candidates[1].key
