@@ -288,6 +288,8 @@ def test_the_drift_check_repaints_a_page_below_the_threshold_and_records_it(
         assert set(page.likeness) == set(page.characters) and page.drift_repaints == 1
         assert all(0 <= v < 100 for v in page.likeness.values())
     assert result.pictures_painted >= 4 and sum("drifted from its portrait" in w for w in result.warnings) == 2
+    again = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)  # all cached: said, not hidden
+    assert again.painted == [] and any("pages 1, 2 were reused from the cache unchecked" in w for w in again.warnings)
     plain = render_book(write_plan(tmp_path, two_character_plan(2), "p.json"), tmp_path / "p.pdf",
                         settings.with_(drift_check=None), progress=False)
     assert all(not p.likeness and not p.drift_repaints for p in load_manifest(plain.book_dir).pages)

@@ -357,6 +357,12 @@ def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture
         elif cached.request is not None:
             jobs.append(PageJob(cached.request, cached.key))
     job.warnings += [f"page {n} is locked: it keeps its picture (unlock it to repaint it)" for n in job.locked_asked]
+    unchecked = sorted(n for n in stored if not job.plan.pages[n - 1].locked)
+    if job.settings.drift_check is not None and unchecked:
+        job.warnings.append(
+            f"--drift-check checks the pages it paints: pages {', '.join(map(str, unchecked))} were reused from the "
+            "cache unchecked (repaint them with --pages to check them)"
+        )
     job.draft_note = drafts.describe(job.settings, job.backend.family) if job.draft_pages else None
     job.redrawn = sorted(({j.request.page for j in jobs} - job.draft_pages) & _draft_pages_before(job.book_dir))
     return stored, jobs
