@@ -744,6 +744,10 @@ def _teach_learned_tokens(illustrator: Illustrator, book: Book, plan: BookPlan, 
 def choose_candidate(book: Book, number: int, seed: int) -> BookPlan:
     """Make the candidate painted with ``seed`` page ``number``'s picture: the seed goes into the
     plan, so every render (CLI too) finds that picture in the cache."""
+    from fairytale.render.seeds import MAX_SEED
+
+    if not (isinstance(seed, int) and 0 <= seed < MAX_SEED):
+        raise FairytaleError(f"A seed is a whole number from 0 to 2^63-1, not {seed}")
     plan = book.plan()
     page = book.page(plan, number)
     if page.locked:

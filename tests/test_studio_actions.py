@@ -342,3 +342,10 @@ def test_a_candidate_chosen_before_the_portraits_exist_is_kept_by_the_next_paint
     choose_candidate(book, 1, candidates[1].seed)
     result = paint_book(book, options, pool)
     assert 1 in result.reused and result.pages[0].key == candidates[1].key
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 1.5])
+def test_choosing_a_seed_out_of_range_is_one_line(book, seed):
+    with pytest.raises(FairytaleError, match="A seed is a whole number from 0 to 2\\^63-1"):
+        choose_candidate(book, 1, seed)
+    assert book.plan().pages[0].seed != seed

@@ -272,7 +272,7 @@ def _check_inputs(
     selected = parse_pages(",".join(map(str, pages)) if isinstance(pages, list) else pages, len(plan.pages))
     if seed is not None and selected is None:
         raise FairytaleError("--seed goes with --pages: it sets the seed of the pages you repaint")
-    if seed is not None and not 0 <= seed < 2**63:
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < 2**63):
         raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
     pdf_path, book_dir = check_outputs(pdf_path)
     if selected and not (can_create_files_in(plan_path.parent) and _writable(plan_path)):
