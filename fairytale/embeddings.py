@@ -15,7 +15,9 @@ text encoder it was not trained for (:func:`check_fits`).
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,9 +283,35 @@ def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[st
                 added.append(embedding.token)
             continue
         dtype = pipe.text_encoder.get_input_embeddings().weight.dtype
-        pipe.load_textual_inversion({embedding.token: embedding.vectors.to(dtype)}, token=embedding.token)
+        with _quiet_transformers():
+            pipe.load_textual_inversion({embedding.token: embedding.vectors.to(dtype)}, token=embedding.token)
         added.append(embedding.token)
     return added
+
+
+def unload_from_pipeline(pipe: Any, tokens: dict[str, int]) -> None:
+    """Take learned tokens (token → number of vectors) out of a pipeline again, through diffusers'
+    own ``unload_textual_inversion``: the tokenizer reads them as plain text once more."""
+    names = [f"{token}_{i}" if i else token for token, count in tokens.items() for i in range(count)]
+    known = set(pipe.tokenizer.get_vocab())
+    present = [name for name in names if name in known]
+    if present:
+        with _quiet_transformers():
+            pipe.unload_textual_inversion(present)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Errors only from transformers in the block: resizing the token table logs how it fills
+    new rows, which the learned vectors then overwrite."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 def _replace_known_token(pipe: Any, embedding: LearnedEmbedding, vocab: dict[str, int], torch: Any) -> bool:

@@ -230,6 +230,33 @@ def test_learned_tokens_from_the_plan_in_both_file_formats(tiny_sd, tmp_path):
     assert after.pages[1].key == before.pages[1].key
 
 
+def test_a_reused_model_forgets_the_learned_tokens_of_an_earlier_book(tiny_sd, tmp_path):
+    """A book that lists no learned token reads "<zoe-style>" as plain text, as a fresh load
+    does, even in a model another book taught that token (studio, notebooks)."""
+    import torch
+
+    taught, plain, fresh = (tmp_path / name for name in ("taught", "plain", "fresh"))
+    for folder in (taught, plain, fresh):
+        folder.mkdir()
+    save_embedding(taught / "style.safetensors", "<zoe-style>", torch.randn(2, 32, generator=torch.Generator().manual_seed(0)) * 5, family="sd1")
+    with_token = make_plan(1)
+    with_token.pages[0].prompt = "<zoe-style> a lighthouse"
+    with_token.embeddings = [Embedding(token="<zoe-style>", path="style.safetensors", family="sd1")]
+    without = make_plan(1)
+    without.pages[0].prompt = "<zoe-style> a lighthouse"  # the same text, no token listed
+    settings = tiny_settings(tiny_sd, steps=2, batch_size=1)
+    illustrator = load_illustrator(settings)
+    render_book(write_plan(taught, with_token), taught / "b.pdf", settings, illustrator=illustrator, progress=False)
+    reused = render_book(write_plan(plain, without), plain / "b.pdf", settings, illustrator=illustrator, progress=False)
+    alone = render_book(write_plan(fresh, without), fresh / "b.pdf", settings, progress=False)
+    assert reused.pages[0].key == alone.pages[0].key
+    assert np.array_equal(pixels(reused.book_dir / reused.pages[0].image), pixels(alone.book_dir / alone.pages[0].image))
+    again = render_book(taught / "plan.json", taught / "b2.pdf", settings, illustrator=illustrator, progress=False)
+    assert again.painted == [1]  # another book folder: painted again, with the token taught anew
+    first = (taught / "b" / "cache" / f"{again.pages[0].key}.png")
+    assert np.array_equal(pixels(again.book_dir / again.pages[0].image), pixels(first))
+
+
 def test_records_are_what_a_resumed_run_trusts(rendered):
     result, _, _ = rendered
     record = json.loads((result.book_dir / "cache" / f"{result.pages[0].key}.json").read_text())

@@ -20,7 +20,7 @@ import gc
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fairytale.embeddings import LearnedEmbedding, load_into_pipeline
+from fairytale.embeddings import LearnedEmbedding, load_into_pipeline, unload_from_pipeline
 from fairytale.render import drafts, unet_tuning
 from fairytale.render.safety import SafetyChecker
 from fairytale.render.schedulers import make_scheduler
@@ -47,6 +47,7 @@ class Illustrator:
         self.unet_calls = 0
         #: live previews of the batch in progress (None: nobody looks; see render.previews)
         self.previews: PreviewDecoder | None = None
+        self._learned: dict[str, int] = {}  # learned tokens in the pipeline → their vector counts
 
     def configure(self, backend: Backend) -> None:
         """Paint with ``backend``'s settings from now on (the same model, but steps, guidance,
@@ -55,8 +56,15 @@ class Illustrator:
         self.width, self.height = backend.picture_size()
 
     def use_embeddings(self, embeddings: list[LearnedEmbedding]) -> list[str]:
-        """Teach the pipeline the learned tokens (diffusers' own loader); returns those added."""
-        added = load_into_pipeline(self.pipe, embeddings)
+        """Teach the pipeline the learned tokens (diffusers' own loader) and only them: tokens an
+        earlier book taught are taken out again, so a reused model (studio, notebook) reads them
+        as plain text, as a fresh load does. Returns the tokens added, changed or taken out."""
+        wanted = {e.token: e.num_vectors for e in embeddings}
+        stale = {t: n for t, n in self._learned.items() if wanted.get(t) != n}
+        if stale:
+            unload_from_pipeline(self.pipe, stale)
+        added = load_into_pipeline(self.pipe, embeddings) + list(stale)
+        self._learned = wanted
         if added:
             if self.device_plan.offload:
                 # diffusers' loader puts the offload hooks back for the text encoder's device,
