@@ -126,6 +126,18 @@ def test_sd2_has_no_lcm_lora_so_its_drafts_take_fewer_steps_and_say_so(tiny_sd2,
     assert "no LCM-LoRA" in result.draft_note and f"({FALLBACK_STEPS} instead of 12)" in result.draft_note
 
 
+def test_sd2_drafts_at_a_drafts_steps_or_fewer_are_the_final_pictures(tiny_sd2, tiny_safety_checker, tmp_path):
+    """A draft that would be the final picture itself is painted and kept as one: the final
+    render paints nothing again."""
+    settings = tiny_settings(tiny_sd2, backend="sd21", safety_model=str(tiny_safety_checker), steps=FALLBACK_STEPS)
+    plan_path = write_plan(tmp_path, make_plan(2))
+    drafted = render_book(plan_path, tmp_path / "b.pdf", settings.with_(draft=True), progress=False)
+    assert drafted.painted == [1, 2] and drafted.drafts == [] and drafted.draft_note is None
+    assert any("painted as final ones" in w for w in drafted.warnings)
+    final = render_book(plan_path, tmp_path / "b.pdf", settings, progress=False)
+    assert final.painted == [] and [p.key for p in final.pages] == [p.key for p in drafted.pages]
+
+
 def test_a_missing_lora_is_one_clear_line(tiny_sd, tmp_path):
     plan_path = write_plan(tmp_path, make_plan(1))
     with pytest.raises(ModelUnavailableError, match="does not exist"):

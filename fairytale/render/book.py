@@ -282,6 +282,12 @@ def _check_inputs(
     width, height = backend.picture_size()
     pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
     _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
+    if settings.draft and drafts.same_as_final(settings, backend.family):
+        layout_warnings = [
+            *layout_warnings,
+            f"--draft: this model has no LCM-LoRA and {settings.steps} steps are no more than a draft takes "
+            f"({drafts.FALLBACK_STEPS}): the pictures are painted as final ones",
+        ]
     if illustrator is not None:
         _check_illustrator(illustrator, backend)
     if on_preview is not None and preview_every < 1:

@@ -49,6 +49,12 @@ def draft_settings(settings: RenderSettings, family: str | None) -> RenderSettin
     return settings.with_(steps=min(settings.steps, FALLBACK_STEPS))
 
 
+def same_as_final(settings: RenderSettings, family: str | None) -> bool:
+    """Whether a draft would be the final picture itself: no LCM-LoRA, and no more steps than a
+    draft takes. Such a page is painted (and keyed) as a final."""
+    return not has_lcm_lora(family) and settings.steps <= FALLBACK_STEPS
+
+
 def describe(settings: RenderSettings, family: str | None) -> str:
     """How drafts are painted, in words for the user."""
     if has_lcm_lora(family):

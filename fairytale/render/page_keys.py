@@ -17,6 +17,7 @@ from fairytale.embeddings import LearnedEmbedding, describe_family, read_embeddi
 from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import sha256_file
 from fairytale.plan import BookPlan, Page, resolve_plan_path
+from fairytale.render import drafts as draft_rules
 from fairytale.render.backends import PaintRequest
 from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.page_store import PageStore, StoredPicture
@@ -99,6 +100,8 @@ class PageKeys:
     ) -> None:
         self.plan, self.plan_path, self.backend, self.hashes = plan, plan_path, backend, hashes
         self.painter, self.draft_mark = painter, draft_mark
+        #: a draft would be the final picture (no LCM-LoRA, few steps): it is keyed as one
+        self.drafts_are_finals = draft_rules.same_as_final(backend.settings, backend.family)
 
     def request(self, page: Page, seed: int | None = None) -> PaintRequest:
         """What paints ``page`` (with ``seed`` instead of its own, for candidates)."""
@@ -112,7 +115,10 @@ class PageKeys:
         return self.backend.picture_key(request, self._used(request))
 
     def draft(self, request: PaintRequest) -> tuple[PaintRequest, str]:
-        """The draft request of ``request`` and its key."""
+        """The draft request of ``request`` and its key (``request``'s own where a draft would be
+        the final picture)."""
+        if self.drafts_are_finals:
+            return request, self.key(request)
         if self.draft_mark is None or self.painter is None:
             raise FairytaleError("Drafts need the LCM-LoRA, which is not available here")
         drafted = as_draft(request, self.draft_mark)
@@ -132,7 +138,7 @@ class PageKeys:
         request = self.request(page)
         key = self.key(request)
         found = self.find(request, key, store)
-        if found or not drafts:
+        if found or not drafts or self.drafts_are_finals:
             return CachedPage(request, key, found)
         drafted, draft_key = self.draft(request)
         return CachedPage(drafted, draft_key, store.get(draft_key), draft=True)
