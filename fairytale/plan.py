@@ -131,7 +131,9 @@ class Page(_Strict):
     )
     locked: bool = Field(default=False, description="Keep this page's picture: no render or studio action repaints it.")
     picture: str | None = Field(
-        default=None, description="Cache key of the picture a locked page keeps (a chosen candidate or an earlier picture)."
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",  # a key names a file in the book's cache, nothing outside it
+        description="Cache key of the picture a locked page keeps (a chosen candidate or an earlier picture).",
     )
 
 

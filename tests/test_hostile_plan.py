@@ -145,3 +145,15 @@ def test_plan_of_dev_zero_is_one_line(tmp_path, tiny_args):
     result = CliRunner().invoke(app, ["plan", "/dev/zero", "-o", str(out), *tiny_args])
     assert result.exit_code == 1 and "not a regular file" in result.output
     assert "Traceback" not in result.output and not out.exists()
+
+
+@pytest.mark.parametrize("picture", ["../../../etc/passwd", "/tmp/x", "ABCDEF" * 6, "0" * 31])
+def test_a_locked_pages_picture_names_only_a_cache_key(picture):
+    """A shared plan cannot point a locked page at a file outside the book's cache."""
+    data = _plan_data()
+    data["pages"][0].update(locked=True, picture=picture)
+    with pytest.raises(PlanError) as info:
+        parse_plan(json.dumps(data))
+    assert "pages.0.picture:" in str(info.value) and _one_line(str(info.value))
+    data["pages"][0]["picture"] = "0123456789abcdef" * 2
+    assert parse_plan(json.dumps(data)).pages[0].picture == "0123456789abcdef" * 2
