@@ -157,3 +157,12 @@ def test_a_locked_pages_picture_names_only_a_cache_key(picture):
     assert "pages.0.picture:" in str(info.value) and _one_line(str(info.value))
     data["pages"][0]["picture"] = "0123456789abcdef" * 2
     assert parse_plan(json.dumps(data)).pages[0].picture == "0123456789abcdef" * 2
+
+
+def test_a_manifest_that_is_not_text_is_one_line(tmp_path):
+    from fairytale.render import load_manifest
+
+    (tmp_path / "manifest.json").write_bytes(b"\xff\xfe{\x00")
+    with pytest.raises(FairytaleError, match="not a valid manifest: not UTF-8 text") as info:
+        load_manifest(tmp_path)
+    assert _one_line(str(info.value))

@@ -97,6 +97,10 @@ def load_manifest(book_dir: Path) -> Manifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise FairytaleError(f"{path} is not a valid manifest: {where}: {first['msg']}") from None
+    except UnicodeDecodeError:
+        raise FairytaleError(f"{path} is not a valid manifest: not UTF-8 text") from None
+    except OSError as exc:
+        raise FairytaleError(f"Cannot read the manifest {path}: {exc.strerror or exc}") from None
 
 
 def resolve_in_book(book_dir: Path, relative: str) -> Path:
