@@ -180,6 +180,26 @@ def test_large_pictures_are_upscaled_in_blended_tiles(tiny_sd, tiny_upscaler, tm
     assert seam < 3 * nearby + 1
 
 
+def test_a_flagged_upscale_is_remembered_not_made_again_at_every_render(tiny_upscaler, tmp_path, monkeypatch):
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.full((64, 64, 3), 128, dtype="uint8")).save(picture)
+    job = UpscaleJob(1, picture, "a lighthouse", "ugly", 3)
+
+    class FlagsAll:
+        def flagged(self, pictures):
+            return [True for _ in pictures]
+
+    run = dict(ref=str(tiny_upscaler), steps=2, device_plan=plan_device("cpu"), progress=None, tile=32)
+    files, warnings = upscale_pictures([job], tmp_path, safety=FlagsAll, **run)
+    assert files == {} and warnings == ["page 1: the upscaled picture was flagged; printed from the original instead"]
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("upscaled again")
+
+    monkeypatch.setattr(Upscaler, "load", not_again)
+    assert upscale_pictures([job], tmp_path, safety=not_again, **run) == (files, warnings)
+
+
 def test_our_painting_matches_a_plain_pipeline_call(tiny_sd):
     """Cached prompt embeddings, classifier-free guidance with a negative prompt, a batch of
     pages: each picture is what one plain pipeline call with its prompt and seed paints."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale import registry
-from fairytale.files import atomic_path, ensure_dir, sha256_file
+from fairytale.files import atomic_path, atomic_write_text, ensure_dir, sha256_file
 from fairytale.render.legacy_keys import adopt_legacy_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -207,8 +207,10 @@ def upscale_pictures(
             adopt_legacy_file(targets[job.page], [folder / f"{name}.png" for name in old_names])
     # A damaged upscaled picture (a copy cut short) is made again rather than failing the PDF.
     results = {page: path for page, path in targets.items() if path.is_file() and _decodes(path)}
-    missing = [job for job in jobs if job.page not in results]
-    warnings: list[str] = []
+    # an upscale the checker flagged is remembered: the same picture and settings upscale the same
+    flagged = {job.page for job in jobs if job.page not in results and _flag_mark(targets[job.page]).is_file()}
+    warnings = [_FLAGGED.format(page=page) for page in sorted(flagged)]
+    missing = [job for job in jobs if job.page not in results and job.page not in flagged]
     if not missing:
         return results, warnings
     (progress or RenderProgress()).stage(f"Upscaling {len(missing)} picture{'s' if len(missing) > 1 else ''} x4 for print…")
@@ -220,7 +222,8 @@ def upscale_pictures(
         for job in missing:
             bigger = upscaler.upscale(open_picture(job.picture, what=f"picture of page {job.page}"), job)
             if checker.flagged([bigger])[0]:
-                warnings.append(f"page {job.page}: the upscaled picture was flagged; printed from the original instead")
+                warnings.append(_FLAGGED.format(page=job.page))
+                atomic_write_text(_flag_mark(targets[job.page]), "flagged by the safety checker\n")
                 continue
             with atomic_path(targets[job.page]) as tmp:
                 bigger.save(tmp, "PNG")
@@ -228,6 +231,14 @@ def upscale_pictures(
     finally:
         upscaler.close()
     return results, warnings
+
+
+_FLAGGED = "page {page}: the upscaled picture was flagged; printed from the original instead"
+
+
+def _flag_mark(target: Path) -> Path:
+    """The file that records that the upscale meant for ``target`` was flagged."""
+    return target.with_suffix(".flagged")
 
 
 def _decodes(path: Path) -> bool:
