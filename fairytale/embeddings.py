@@ -15,15 +15,14 @@ text encoder it was not trained for (:func:`check_fits`).
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_path
+from fairytale.quiet_logs import errors_only
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -283,7 +282,7 @@ def load_into_pipeline(pipe: Any, embeddings: list[LearnedEmbedding]) -> list[st
                 added.append(embedding.token)
             continue
         dtype = pipe.text_encoder.get_input_embeddings().weight.dtype
-        with _quiet_transformers():
+        with errors_only("transformers"):  # resizing the token table notes how it fills new rows
             pipe.load_textual_inversion({embedding.token: embedding.vectors.to(dtype)}, token=embedding.token)
         added.append(embedding.token)
     return added
@@ -296,22 +295,8 @@ def unload_from_pipeline(pipe: Any, tokens: dict[str, int]) -> None:
     known = set(pipe.tokenizer.get_vocab())
     present = [name for name in names if name in known]
     if present:
-        with _quiet_transformers():
+        with errors_only("transformers"):  # resizing the token table notes how it fills new rows
             pipe.unload_textual_inversion(present)
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Errors only from transformers in the block: resizing the token table logs how it fills
-    new rows, which the learned vectors then overwrite."""
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
 
 
 def _replace_known_token(pipe: Any, embedding: LearnedEmbedding, vocab: dict[str, int], torch: Any) -> bool:

@@ -534,15 +534,10 @@ def _transformers_pipeline(task: str, role: str, ref: str | None, device: str | 
     with _loading(source):
         tokenizer = AutoTokenizer.from_pretrained(source.ref, **kwargs)
         model = model_cls.from_pretrained(source.ref, **kwargs)
-    from transformers.utils import logging as hf_logging
+    from fairytale.quiet_logs import errors_only
 
-    # pipeline() warns "Device set to use cpu" unconditionally; the user chose the device.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with errors_only("transformers"):  # pipeline() warns "Device set to use cpu" whoever chose it
         return pipeline(task, model=model, tokenizer=tokenizer, device=device or "cpu")
-    finally:
-        hf_logging.set_verbosity(verbosity)
 
 
 def load_qa(ref: str | None = None, device: str | None = None) -> Pipeline:

@@ -14,9 +14,9 @@ picture is never even turned into a black square on disk.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from fairytale.quiet_logs import errors_only
 from fairytale.render.seeds import repaint_seed  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,19 +25,11 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.devices import DevicePlan
 
 
-@contextlib.contextmanager
-def quiet_diffusers() -> Iterator[None]:
+def quiet_diffusers() -> contextlib.AbstractContextManager[None]:
     """Errors only from diffusers for the duration of the block: the safety checker logs its own
     warning for every flagged picture (we report ours instead), and side models (a LoRA, the
     tiny autoencoder) log notes about prefixes and config keys nobody can act on."""
-    from diffusers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
+    return errors_only("diffusers")
 
 
 class SafetyChecker:
