@@ -121,6 +121,20 @@ def test_plan_refuses_to_overwrite_its_own_story(tmp_path, tiny_args):
         assert story.read_bytes() == original
 
 
+def test_book_refuses_to_overwrite_its_own_story(tmp_path, tiny_args):
+    """book writes the PDF and, in the book folder, plan.json and manifest.json: none of them may
+    be the story."""
+    original = STORY.read_bytes()
+    runner = CliRunner()
+    (tmp_path / "b").mkdir()
+    for story, output in ((tmp_path / "s.pdf", tmp_path / "s.pdf"), (tmp_path / "b" / "plan.json", tmp_path / "b.pdf")):
+        story.write_bytes(original)
+        result = runner.invoke(app, ["book", str(story), "-o", str(output), "--force", "--steps", "1", *tiny_args])
+        assert result.exit_code == 1, result.output
+        assert "is the story file itself" in result.output and "Traceback" not in result.output
+        assert story.read_bytes() == original
+
+
 def test_plan_output_names_are_printed_as_written(tmp_path, tiny_args):
     out = tmp_path / "plan [draft].json"
     result = CliRunner().invoke(app, ["plan", str(STORY), "-o", str(out), "--seed", "1", *tiny_args])

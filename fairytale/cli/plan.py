@@ -52,7 +52,7 @@ def plan_command(
 
     if backend not in registry.BACKENDS:
         raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
-    _refuse_overwriting_the_story(story, output)
+    refuse_overwriting_the_story(story, output)
     # A missing or unreadable story is said before the models are checked (which may mean
     # minutes of downloads, or a missing-model line that hides the real mistake); the read is
     # bounded, and the planner reads the file again.
@@ -90,19 +90,20 @@ def plan_command(
     )
 
 
-def _refuse_overwriting_the_story(story: Path, output: Path) -> None:
-    """``-o`` naming the story itself (the same path, a symlink to it or a hard link) would
-    replace the story with its plan, even with --force: refuse before anything else."""
+def refuse_overwriting_the_story(story: Path, *outputs: Path) -> None:
+    """An output that is the story itself (the same path, a symlink to it or a hard link) would
+    replace the story, even with --force: refuse before anything else."""
     import os
 
     from fairytale.errors import FairytaleError
 
-    try:
-        same = os.path.samefile(story, output)
-    except OSError:  # one of them does not exist: they cannot be the same file
-        same = False
-    if same:
-        raise FairytaleError(f"-o {output} is the story file itself: the plan would overwrite it")
+    for output in outputs:
+        try:
+            same = os.path.samefile(story, output)
+        except OSError:  # one of them does not exist: they cannot be the same file
+            same = False
+        if same:
+            raise FairytaleError(f"{output} is the story file itself: writing it would overwrite the story")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ from fairytale.cli.export import (
     print_publish_summary,
     publish_options,
 )
+from fairytale.cli.plan import refuse_overwriting_the_story
 from fairytale.errors import FairytaleError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -298,6 +299,7 @@ def book(
         raise FairytaleError(f"Story file not found: {story}")
     pdf, book_dir = check_outputs(output)
     plan_file = book_dir / "plan.json"
+    refuse_overwriting_the_story(story, pdf, plan_file, book_dir / "manifest.json")
     console = stderr()
     from fairytale.model_check import ensure, plan_needs, render_needs
 
