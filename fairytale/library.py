@@ -351,7 +351,9 @@ class LibraryProgress:
             "finished": "already finished",
             "failed": outcome.error or "failed",
         }[outcome.status]
-        self._progress.console.print(f"{mark} {outcome.name}: {detail}", highlight=False, markup=True)
+        from rich.markup import escape  # names and errors are the user's text: no markup in them
+
+        self._progress.console.print(f"{mark} {escape(outcome.name)}: {escape(detail)}", highlight=False, markup=True)
         self._progress.update(self._task, advance=1)
 
 

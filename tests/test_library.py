@@ -308,3 +308,20 @@ def test_a_pool_worker_ends_without_tearing_its_modules_down(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert not witness.exists()
+
+
+def test_names_and_errors_holding_brackets_are_printed_as_they_are(capsys):
+    """A story's name or error is the user's text: "[/b]" in it is printed, not read as markup
+    (which raised and abandoned the books still to make)."""
+    from fairytale.cli.library import print_report
+    from fairytale.library import BookOutcome, LibraryProgress, LibraryReport
+
+    failed = BookOutcome("w[/b]", Path("w[/b].pdf"), "failed", error="page 1 lists an unknown character '[/b]'")
+    made = BookOutcome("a[red]b", Path("a[red]b.pdf"), "made", pages=2, painted=2)
+    with LibraryProgress(2) as progress:
+        progress.done(failed)
+        progress.done(made)
+    print_report(LibraryReport(books=[failed, made], seconds=1.0, where="here"))
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "w[/b]: page 1 lists an unknown character '[/b]'" in text and "a[red]b" in text

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from fairytale.cli.app import stderr, user_errors
+from fairytale.cli.app import plain, stderr, user_errors
 from fairytale.cli.render import (
     AdapterEncoder,
     AdapterModel,
@@ -55,11 +55,11 @@ def print_report(report: LibraryReport) -> None:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     styles = {"made": "green", "finished": "dim", "failed": "red"}
     for book in report.books:
-        state = {"made": "made", "finished": "already finished", "failed": f"failed: {book.error}"}[
+        state = {"made": "made", "finished": "already finished", "failed": f"failed: {plain(book.error)}"}[
             book.status
         ]
         table.add_row(
-            book.name, f"[{styles[book.status]}]{state}[/]", str(book.pages or ""), str(book.painted), str(book.reused),
+            plain(book.name), f"[{styles[book.status]}]{state}[/]", str(book.pages or ""), str(book.painted), str(book.reused),
             f"{book.seconds:.0f} s" if book.status == "made" else "",
         )  # fmt: skip
     stderr().print(table, highlight=False)
@@ -91,7 +91,7 @@ def library(
         str | None,
         typer.Option(
             "--ray",
-            help="Run on a Ray cluster: auto (the cluster this machine belongs to) or its address (HOST:PORT). Needs the [ray] extra.",
+            help="Run on a Ray cluster: auto (the cluster this machine belongs to) or its address (HOST:PORT). Needs the \\[ray] extra.",
         ),
     ] = None,
     painters: Annotated[
