@@ -56,6 +56,10 @@ def test_ingramspark_takes_its_spine_width_from_the_user():
         (lambda: cover_spec(get_preset("kdp"), "8.5x8.5", 24, "cream"), "KDP has no paper 'cream'"),
         (lambda: cover_spec(get_preset("kdp"), "8.5x8.5", 24, spine_width=-1), "--spine-width"),
         (lambda: PublishOptions(formats=(), preset="kdp", paper="white-70"), "KDP has no paper 'white-70'"),
+        # checked with the options, before a render paints or an export writes anything
+        (lambda: PublishOptions(formats=(), preset="kdp", spine_width=-1.0), "--spine-width must be between 0 and 4"),
+        (lambda: PublishOptions(formats=(), preset="kdp", spine_width=float("nan")), "--spine-width must be between"),
+        (lambda: PublishOptions(formats=(), preset="ingramspark"), "pass it with --spine-width INCHES"),
     ],
 )
 def test_bad_preset_input_is_one_clear_error(call, message):
