@@ -60,6 +60,16 @@ def check_output_folder(folder: Path, what: str = "Output folder") -> Path:
     return folder
 
 
+def check_text_name(path: Path) -> None:
+    """Refuse a path that is not valid UTF-8 text (Linux lets a name hold any bytes): paths go
+    into plans, manifests and PDFs, which hold text, and would fail there after the work."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise FairytaleError(f"{shown}: the name is not valid UTF-8 text; rename it") from None
+
+
 def check_output_path(path: Path, *, overwrite: bool = True) -> Path:
     """Check that ``path`` can be written: its folder exists and is writable, or can be made.
 
@@ -67,6 +77,7 @@ def check_output_path(path: Path, *, overwrite: bool = True) -> Path:
     Raises :class:`FairytaleError` with one clear line otherwise. Returns the path.
     """
     path = Path(path)
+    check_text_name(path)
     parent = path.parent if str(path.parent) else Path(".")
     check_output_folder(parent)
     if path.is_dir():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fairytale.errors import FairytaleError
+from fairytale.files import check_text_name
 
 #: Refuse files larger than this before decoding: a picture book is a few kilobytes.
 MAX_BYTES = 512 * 1024
@@ -56,6 +57,7 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """At most ``limit + 1`` bytes of the regular file ``path`` (one more than allowed tells the
     caller it is too long without reading a 4 GB file whole). Devices, FIFOs and sockets are
     refused before anything is read: ``/dev/zero`` never ends and a FIFO may never answer."""
+    check_text_name(path)
     try:
         # Non-blocking, so that opening a FIFO with no writer returns at once to be refused.
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))

@@ -180,3 +180,20 @@ def test_a_manifest_that_is_not_text_is_one_line(tmp_path):
     with pytest.raises(FairytaleError, match="not a valid manifest: not UTF-8 text") as info:
         load_manifest(tmp_path)
     assert _one_line(str(info.value))
+
+
+def test_names_that_are_not_utf8_are_refused_before_any_work(tmp_path, tiny_args):
+    """Linux names may hold any bytes; plans, manifests and PDFs hold text: one line, up front."""
+    from fairytale.files import check_output_path
+
+    odd = tmp_path / os.fsdecode(b"bad\xff")
+    odd.mkdir()
+    story = odd / "s.txt"
+    story.write_bytes(STORY.read_bytes())
+    result = CliRunner().invoke(app, ["plan", str(story), "-o", str(tmp_path / "p.json"), *tiny_args])
+    assert result.exit_code == 1 and "bad\\xff/s.txt: the name is not valid UTF-8 text" in result.output
+    assert not (tmp_path / "p.json").exists()
+    with pytest.raises(FairytaleError, match="not valid UTF-8 text"):
+        check_output_path(odd / "book.pdf")
+    with pytest.raises(FairytaleError, match="not valid UTF-8 text"):
+        load_plan(odd / "plan.json")
