@@ -70,7 +70,7 @@ Draft = Annotated[
     bool,
     typer.Option("--draft", help="Quick draft pictures: 4 steps with the LCM-LoRA (SD 1.x; fewer steps on other models). Render again without it for the final pictures."),
 ]
-DraftSteps = Annotated[int, typer.Option("--draft-steps", help="LCM steps of a draft picture (4-8).")]
+DraftSteps = Annotated[int, typer.Option("--draft-steps", help="LCM steps of a draft picture, 1-50 (the LCM-LoRA is made for 4-8).")]
 DraftLora = Annotated[str | None, typer.Option("--draft-lora", help="The LCM-LoRA for drafts: hub id or local folder.")]
 Precision = Annotated[
     str,
