@@ -282,19 +282,19 @@ def _check_inputs(
     width, height = backend.picture_size()
     pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
     _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
+    warnings = list(layout_warnings)
     if settings.draft and drafts.same_as_final(settings, backend.family):
-        layout_warnings = [
-            *layout_warnings,
+        warnings.append(
             f"--draft: this model has no LCM-LoRA and {settings.steps} steps are no more than a draft takes "
-            f"({drafts.FALLBACK_STEPS}): the pictures are painted as final ones",
-        ]
+            f"({drafts.FALLBACK_STEPS}): the pictures are painted as final ones"
+        )
     if illustrator is not None:
         _check_illustrator(illustrator, backend)
     if on_preview is not None and preview_every < 1:
         raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
     return _Job(
         plan_path, pdf_path, book_dir, settings, plan, backend, painter, draft_mark, selected, embeddings,
-        embedding_hashes, consistency, width, height, pdf_settings, list(layout_warnings),
+        embedding_hashes, consistency, width, height, pdf_settings, warnings,
     )
 
 
