@@ -713,7 +713,7 @@ def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: Illustr
     as a render does before its pages: a page's key names its characters' portraits, so a
     candidate painted without them would be repainted by the next render."""
     from fairytale.render import get_backend
-    from fairytale.render.references import paint_references
+    from fairytale.render.references import paint_references, record_references
 
     backend = get_backend(settings.backend)(settings)
     plan = book.plan()
@@ -727,10 +727,7 @@ def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: Illustr
         paint_references(
             illustrator, plan, book.plan_file, book.folder, missing, max_repaints=settings.max_repaints, batch_size=batch
         )
-        recorded = book.plan()  # the plan as it is now: only the portraits change
-        for character_id in missing:
-            recorded.character(character_id).reference = plan.character(character_id).reference
-        _save(book, recorded)
+        record_references(book.plan_file, plan, missing)
 
 
 def _teach_learned_tokens(illustrator: Illustrator, book: Book, plan: BookPlan, backend: Any) -> None:

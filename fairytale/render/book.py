@@ -42,7 +42,7 @@ from fairytale.render.page_store import PageStore, StoredPicture
 from fairytale.render.painting import PageJob, paint_pages
 from fairytale.render.previews import EVERY, Preview, PreviewCallback, PreviewDecoder
 from fairytale.render.progress import QuietProgress, RenderProgress, RichProgress
-from fairytale.render.references import paint_references
+from fairytale.render.references import paint_references, record_references
 from fairytale.render.safety import SafetyChecker, placeholder_picture
 from fairytale.render.seeds import next_seed
 from fairytale.render.session import IllustratorSession
@@ -336,10 +336,7 @@ def _paint_missing_references(job: _Job, session: IllustratorSession, reporter: 
                 max_repaints=job.settings.max_repaints, batch_size=session.batch_size(),
             )
         )
-        recorded = load_plan(job.plan_path)
-        for character_id in missing:
-            recorded.character(character_id).reference = job.plan.character(character_id).reference
-        save_plan(recorded, job.plan_path)
+        record_references(job.plan_path, job.plan, missing)
     if missing and team.size > 1:
         team.wait()  # process 0 has painted the portraits and recorded them in the plan
         recorded = load_plan(job.plan_path)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fairytale.files import atomic_path, ensure_dir
-from fairytale.plan import Character, Reference
+from fairytale.plan import Character, Reference, load_plan, save_plan
 from fairytale.render.backends import PaintRequest
 from fairytale.render.painting import illustrator_loop
 from fairytale.render.seeds import reference_seed
@@ -68,3 +68,12 @@ def paint_references(
                 image=relative, seed=done.seed, prompt=done.request.prompt, model=illustrator.backend.describe_model()
             )
     return [warnings[index] for index in sorted(warnings)]
+
+
+def record_references(plan_file: Path, painted: BookPlan, ids: list[str]) -> None:
+    """Write the portraits of characters ``ids`` that :func:`paint_references` put in ``painted``
+    into the plan file as it is now (read again: edits saved while they were painted are kept)."""
+    recorded = load_plan(plan_file)
+    for character_id in ids:
+        recorded.character(character_id).reference = painted.character(character_id).reference
+    save_plan(recorded, plan_file)
