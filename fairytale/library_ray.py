@@ -96,19 +96,38 @@ class BookMaker:
         return self.workshop.make(book)  # never raises for the book: a failure is in the outcome
 
 
+def _no_cluster(address: str, reason: object) -> FairytaleError:
+    return FairytaleError(
+        f"No Ray cluster at '{address}' ({reason}). Start one (`ray start --head`, `ray up cluster.yaml`, "
+        "KubeRay) or pass its address, e.g. --ray 10.0.0.5:6379"
+    )
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT address must answer within ``timeout`` seconds: Ray itself retries an
+    unreachable one for many minutes before it gives up."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", or a form Ray reads itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise _no_cluster(address, f"nothing answers there: {exc.strerror or exc}") from None
+
+
 def _connect(address: str) -> None:
     import ray
 
     if ray.is_initialized():
         return
+    _check_reachable(address)
     try:
         # Workers' output stays in the cluster's logs: the driver shows one view of the books.
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     except ConnectionError as exc:
-        raise FairytaleError(
-            f"No Ray cluster at '{address}' ({exc}). Start one (`ray start --head`, `ray up cluster.yaml`, "
-            "KubeRay) or pass its address, e.g. --ray 10.0.0.5:6379"
-        ) from None
+        raise _no_cluster(address, exc) from None
 
 
 def make_on_ray(

@@ -325,3 +325,20 @@ def test_names_and_errors_holding_brackets_are_printed_as_they_are(capsys):
     out = capsys.readouterr()
     text = out.out + out.err
     assert "w[/b]: page 1 lists an unknown character '[/b]'" in text and "a[red]b" in text
+
+
+def test_a_ray_address_where_nothing_answers_is_one_line_at_once():
+    """Ray retries an unreachable cluster for many minutes; the library asks first (127.0.0.1 only)."""
+    import socket
+
+    from fairytale.errors import FairytaleError
+    from fairytale.library_ray import _check_reachable
+
+    with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(FairytaleError, match=f"No Ray cluster at '127.0.0.1:{port}' \\(nothing answers there"):
+        _check_reachable(f"127.0.0.1:{port}")
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        _check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # answers: Ray takes it from here
+    _check_reachable("auto")
