@@ -36,6 +36,22 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_GUIDANCE = 3.0  # the model card's
 
 
+def check_options(count: int, seed: int, steps: int, guidance: float, max_repaints: int = 3) -> None:
+    """Refuse numbers no painting can use, in one line naming the option and its range, as
+    ``fairytale render`` does (cheap: the CLI calls it before any model is looked at). A
+    guidance of nan or inf would paint black pictures (and nan is no JSON for variations.json)."""
+    checks = [
+        (1 <= count <= 100, f"-n must be between 1 and 100, not {count}"),
+        (0 <= seed < 2**63, f"--seed must be between 0 and 2^63-1, not {seed}"),
+        (1 <= steps <= 500, f"--steps must be between 1 and 500, not {steps}"),
+        (0 <= guidance <= 50, f"--guidance must be between 0 and 50, not {guidance}"),  # False for nan
+        (0 <= max_repaints <= 20, f"max_repaints must be between 0 and 20, not {max_repaints}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise FairytaleError(message)
+
+
 @dataclass
 class VariationResult:
     """What :func:`make_variations` wrote."""
@@ -96,10 +112,7 @@ def make_variations(
 
     # 1. check inputs
     image_path, output_dir = Path(image_path), Path(output_dir)
-    if not 1 <= count <= 100:
-        raise FairytaleError(f"-n must be between 1 and 100, not {count}")
-    if not 0 <= seed < 2**63:
-        raise FairytaleError(f"--seed must be between 0 and 2^63-1, not {seed}")
+    check_options(count, seed, steps, guidance, max_repaints)
     picture = _read_picture(image_path)
     if output_dir.exists() and not output_dir.is_dir():
         raise FairytaleError(f"Output must be a folder, but {output_dir} is a file")

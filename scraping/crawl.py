@@ -306,9 +306,15 @@ def _prepare_out(out: Path) -> None:
 
 
 def _check_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise FairytaleError(f"--base-url must be an http(s) URL such as {DEFAULT_BASE_URL} (got {base_url!r})")
+    """The listing page of ``base_url``, or one line saying why it is not a usable address."""
+    wanted = f"--base-url must be an http(s) URL such as {DEFAULT_BASE_URL} (got {base_url!r})"
+    try:
+        parts = urlsplit(base_url.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", …
+        raise FairytaleError(f"{wanted}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FairytaleError(wanted)
     return listing_url(base_url)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 import urllib.robotparser
 from collections.abc import Callable, Iterator
@@ -49,6 +50,10 @@ USER_AGENT = (
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 5
+#: The longest ``delay`` between requests (``--delay``): longer is no crawl at all.
+MAX_DELAY = 600.0
+#: The longest connect or read timeout (``--timeout``): a server silent this long is not answering.
+MAX_TIMEOUT = 600.0
 """Hops a request may take before it is given up (robots.txt: RFC 9309 asks for at least five)."""
 MAX_ROBOTS_BYTES = 500 * 1024
 """robots.txt beyond this size is ignored, as Google does (its documented limit is 500 KiB)."""
@@ -108,10 +113,25 @@ class HttpConfig:
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
+        # nan passes every comparison below unnoticed (and would remove the wait), inf
+        # overflows time.sleep: numbers of seconds must be finite.
         if self.delay < 0:
             raise FairytaleError(f"The delay between requests cannot be negative (got {self.delay} s)")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise FairytaleError("Timeouts must be positive numbers of seconds")
+        if not (math.isfinite(self.delay) and self.delay <= MAX_DELAY):
+            raise FairytaleError(
+                f"--delay must be a number of seconds between 0 and {MAX_DELAY:g}, not {self.delay}"
+            )
+        if not (math.isfinite(self.read_timeout) and 0 < self.read_timeout <= MAX_TIMEOUT):
+            raise FairytaleError(
+                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:g} (got {self.read_timeout})"
+            )
+        if not (math.isfinite(self.connect_timeout) and 0 < self.connect_timeout <= MAX_TIMEOUT):
+            raise FairytaleError(f"Timeouts must be positive numbers of seconds, at most {MAX_TIMEOUT:g}")
+        seconds = (self.backoff_factor, self.backoff_max, self.max_retry_after, self.max_crawl_delay)
+        if not all(math.isfinite(value) and value >= 0 for value in seconds):
+            raise FairytaleError("Backoff times and caps must be finite numbers of seconds, 0 or more")
+        if not all(math.isfinite(value) for value in (self.page_deadline, self.download_deadline)):
+            raise FairytaleError("Deadlines must be finite numbers of seconds")
         if self.retries < 0:
             raise FairytaleError(f"Retries cannot be negative (got {self.retries})")
         if min(self.max_crawl_delay, self.page_deadline, self.download_deadline) <= 0:

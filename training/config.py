@@ -20,9 +20,12 @@ off a head are off by default.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from fairytale.errors import FairytaleError
 
 Kind = Literal["style", "character"]
 MixedPrecision = Literal["auto", "no", "fp16", "bf16"]
@@ -39,6 +42,15 @@ AUGMENTATION_BY_KIND: dict[str, tuple[bool, bool]] = {"style": (True, True), "ch
 CHARACTER_IMAGES = (3, 20)
 
 MAX_VECTORS = 32
+
+#: Ranges of the numeric settings, checked before anything is loaded (see TrainingConfig.check).
+#: Past these a run only runs out of memory or overflows: 2048 px is four times SD 2.1's own size.
+RESOLUTION_RANGE = (64, 2048)
+MAX_BATCH_SIZE = 64  # pictures per micro-batch, and never more than the training pictures
+MAX_GRAD_ACCUM = 64  # a step's micro-batches are drawn (and on the CPU painted) together
+MAX_STEPS = 1_000_000
+MAX_LR = 1.0
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -102,6 +114,76 @@ class TrainingConfig:
         if not self.scale_lr:
             return self.lr
         return self.lr * self.batch_size * self.grad_accum * num_processes
+
+    def check(self) -> None:
+        """Refuse settings no run can use, in one line naming the option and its range.
+
+        Cheap (no torch, no model, no pictures): the CLI calls it before anything is loaded.
+        The picture count is checked by :meth:`check_pictures` once the pictures are found.
+        """
+        token = self.token
+        if not token or any(char.isspace() for char in token):
+            raise FairytaleError(f"--token must be one word without spaces, like <ginger>; got {token!r}")
+        low, high = RESOLUTION_RANGE
+        checks = [
+            (
+                1 <= self.vectors <= MAX_VECTORS,
+                f"--vectors must be between 1 and {MAX_VECTORS}, got {self.vectors}",
+            ),
+            (1 <= self.steps <= MAX_STEPS, f"--steps must be between 1 and {MAX_STEPS:,}, got {self.steps}"),
+            (
+                1 <= self.batch_size <= MAX_BATCH_SIZE,
+                f"--batch-size must be between 1 and {MAX_BATCH_SIZE}, got {self.batch_size}",
+            ),
+            (
+                1 <= self.grad_accum <= MAX_GRAD_ACCUM,
+                f"--grad-accum must be between 1 and {MAX_GRAD_ACCUM}, got {self.grad_accum}",
+            ),
+            (
+                math.isfinite(self.lr) and 0 < self.lr <= MAX_LR,
+                f"--lr must be a number above 0 and at most {MAX_LR:g}, got {self.lr}",
+            ),
+            (
+                math.isfinite(self.weight_decay) and 0 <= self.weight_decay <= 1,
+                f"weight decay must be between 0 and 1, got {self.weight_decay}",
+            ),
+            (
+                0 <= self.warmup_steps <= MAX_STEPS,
+                f"--warmup-steps must be between 0 and {MAX_STEPS:,}, got {self.warmup_steps}",
+            ),
+            (
+                self.resolution is None or low <= self.resolution <= high,
+                f"--resolution must be between {low} and {high} pixels, got {self.resolution}",
+            ),
+            (0 <= self.seed <= MAX_SEED, f"--seed must be between 0 and {MAX_SEED}, got {self.seed}"),
+            (
+                self.checkpoint_every >= 1,
+                f"--checkpoint-every must be at least 1, got {self.checkpoint_every}",
+            ),
+            (
+                self.validation_every >= 0,
+                f"--validation-every must be at least 0, got {self.validation_every}",
+            ),
+            (
+                not self.validation_every or bool(self.validation_prompt),
+                "--validation-every needs --validation-prompt",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FairytaleError(message)
+        if str(self.output).endswith(".a1111.safetensors") or Path(self.output).suffix != ".safetensors":
+            raise FairytaleError(
+                f"Output must be a .safetensors file (the A1111 copy is written beside it): {self.output}"
+            )
+
+    def check_pictures(self, count: int) -> None:
+        """Refuse a micro-batch larger than the training set: it would only repeat pictures."""
+        if self.batch_size > count:
+            raise FairytaleError(
+                f"--batch-size {self.batch_size} is more than the {count} training picture(s) in "
+                f"{self.data}: use at most {count}"
+            )
 
     def as_record(self) -> dict[str, str]:
         """The settings as strings, for the output file's metadata and checkpoint checks."""

@@ -31,7 +31,7 @@ from fairytale.embeddings import a1111_path, check_new_token, family_of_text_enc
 from fairytale.errors import FairytaleError
 from fairytale.files import check_output_folder, check_output_path, ensure_dir
 from training import checkpoint as ckpt
-from training.config import CHARACTER_IMAGES, MAX_VECTORS, RESUMABLE_CHANGES, TrainingConfig
+from training.config import CHARACTER_IMAGES, RESUMABLE_CHANGES, TrainingConfig
 from training.data import (
     TrainingData,
     data_fingerprint,
@@ -168,22 +168,7 @@ def _native_bf16() -> bool:
 
 
 def _check_config(config: TrainingConfig) -> None:
-    token = config.token
-    if not token or any(char.isspace() for char in token):
-        raise FairytaleError(f"--token must be one word without spaces, like <ginger>; got {token!r}")
-    if not 1 <= config.vectors <= MAX_VECTORS:
-        raise FairytaleError(f"--vectors must be between 1 and {MAX_VECTORS}, got {config.vectors}")
-    for name in ("steps", "batch_size", "grad_accum", "checkpoint_every"):
-        if getattr(config, name) < 1:
-            raise FairytaleError(f"{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if not config.lr > 0:
-        raise FairytaleError(f"--lr must be positive, got {config.lr}")
-    if config.validation_every and not config.validation_prompt:
-        raise FairytaleError("--validation-every needs --validation-prompt")
-    if str(config.output).endswith(".a1111.safetensors") or Path(config.output).suffix != ".safetensors":
-        raise FairytaleError(
-            f"Output must be a .safetensors file (the A1111 copy is written beside it): {config.output}"
-        )
+    config.check()
 
 
 def _load_base_model(config: TrainingConfig, weight_dtype: torch.dtype) -> dict[str, Any]:
@@ -276,6 +261,7 @@ def train(
 
     # 3. the pictures
     images = find_training_images(Path(config.data))
+    config.check_pictures(len(images))
     low, high = CHARACTER_IMAGES
     if config.kind == "character" and not low <= len(images) <= high:
         say(

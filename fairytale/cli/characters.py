@@ -26,7 +26,7 @@ def vary(
     model: Annotated[str | None, typer.Option("--model", help="Image-variations model: hub id or local folder.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Master seed; each variation's seed is recorded in variations.json.")] = 0,
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps per picture.")] = 25,
-    guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance (the model card's 3 by default).")] = 3.0,
+    guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance, 0-50 (the model card's 3 by default).")] = 3.0,
     device: Annotated[str | None, typer.Option("--device", help="cuda, cuda:N, mps or cpu (default: the best available).")] = None,
     low_vram: Annotated[bool, typer.Option("--low-vram", help="For 8-12 GiB cards: model CPU offload, attention slicing, one at a time.")] = False,
     safety_model: Annotated[str | None, typer.Option("--safety-model", help="Safety checker if the model ships none: hub id or local folder.")] = None,
@@ -39,17 +39,16 @@ def vary(
 
     [bold]fairytale vary ginger.png -n 8 -o ginger_pics/ --training-set[/]
     """
-    from fairytale.variations import make_variations
+    from fairytale.variations import check_options, make_variations
 
-    if not 1 <= steps <= 500:
-        from fairytale.errors import FairytaleError
-
-        raise FairytaleError(f"--steps must be between 1 and 500, not {steps}")
+    check_options(count, seed, steps, guidance)  # impossible numbers are said first
     console = stderr()
     from fairytale.model_check import ensure, vary_needs
+    from fairytale.render.devices import plan_device
     from fairytale.variations import _read_picture
 
     _read_picture(image)  # an unreadable picture is said before missing models
+    plan_device(device, low_vram=low_vram)  # …and so is an unknown or absent --device
     ensure(vary_needs(model, safety_model), console)
     with console.status("Painting variations…", spinner="dots") if not quiet else contextlib.nullcontext():
         result = make_variations(

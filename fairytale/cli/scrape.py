@@ -33,12 +33,16 @@ def scrape_command(
         ),
     ] = DEFAULT_BASE_URL,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PDFs and manifest.jsonl.")] = Path("books"),
-    delay: Annotated[float, typer.Option(help="Seconds between requests (0 allowed, for your own server).")] = 1.0,
+    delay: Annotated[
+        float, typer.Option(help="Seconds between requests, up to 600 (0 allowed, for your own server).")
+    ] = 1.0,
     limit: Annotated[int | None, typer.Option(help="Only the first N books of the listing.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Read the listing and book pages, list the PDFs, download nothing.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for a server's answer before retrying.")] = 30.0,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds (up to 600) to wait for a server's answer before retrying.")
+    ] = 30.0,
 ) -> None:
     """Download Monkey Pen's free children's books (PDFs) for your own research use.
 
@@ -48,17 +52,17 @@ def scrape_command(
     """
     from scraping import HttpConfig, scrape
 
+    # --delay, --timeout (HttpConfig) and --base-url are one line before any request is sent
+    http_config = HttpConfig(delay=delay, read_timeout=timeout)
     console = stderr()
     console.print(f"[dim]{TERMS}[/]", highlight=False)
-    if timeout <= 0:
-        raise FairytaleError(f"--timeout must be a positive number of seconds (got {timeout})")
     report = scrape(
         base_url,
         out,
         delay=delay,
         limit=limit,
         dry_run=dry_run,
-        http_config=HttpConfig(read_timeout=timeout),
+        http_config=http_config,
         show_progress=True,
         console=console,
     )

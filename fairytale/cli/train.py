@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from fairytale.cli.app import plain, stderr, user_errors
-from training.config import TrainingConfig
+from training.config import MAX_BATCH_SIZE, MAX_GRAD_ACCUM, MAX_LR, RESOLUTION_RANGE, TrainingConfig
 
 # One source of truth for defaults: the documented ones in training.config.
 _DEFAULTS = {name: spec.default for name, spec in TrainingConfig.__dataclass_fields__.items()}
@@ -74,7 +74,11 @@ VectorsOpt = Annotated[
     int, typer.Option("--vectors", help="Vectors per token (more = more capacity).", min=1)
 ]
 LrOpt = Annotated[
-    float, typer.Option("--lr", help="Learning rate per picture (scaled by the effective batch).")
+    float,
+    typer.Option(
+        "--lr",
+        help=f"Learning rate per picture (scaled by the effective batch); above 0, at most {MAX_LR:g}.",
+    ),
 ]
 ScaleLrOpt = Annotated[
     bool, typer.Option("--scale-lr/--no-scale-lr", help="Multiply --lr by batch × accumulation × GPUs.")
@@ -82,11 +86,24 @@ ScaleLrOpt = Annotated[
 WarmupOpt = Annotated[
     int, typer.Option("--warmup-steps", help="Linear warm-up steps before the constant rate.", min=0)
 ]
-BatchOpt = Annotated[int, typer.Option("--batch-size", help="Pictures per micro-batch per GPU.", min=1)]
-AccumOpt = Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.", min=1)]
+BatchOpt = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        help=f"Pictures per micro-batch per GPU: 1-{MAX_BATCH_SIZE}, and at most the number of pictures.",
+        min=1,
+    ),
+]
+AccumOpt = Annotated[
+    int, typer.Option("--grad-accum", help=f"Micro-batches per optimizer step (1-{MAX_GRAD_ACCUM}).", min=1)
+]
 ResolutionOpt = Annotated[
     int | None,
-    typer.Option("--resolution", help="Training size in pixels (default: the model's own, 512 for SD 1.4)."),
+    typer.Option(
+        "--resolution",
+        help=f"Training size in pixels, {RESOLUTION_RANGE[0]}-{RESOLUTION_RANGE[1]} and a multiple of the "
+        "model's (default: the model's own, 512 for SD 1.4).",
+    ),
 ]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice (recorded in the output).")]
 PrecisionOpt = Annotated[
@@ -230,12 +247,14 @@ def _command(kind: str, summary: str):
             validation_every=validation_every,
             safety_model=safety_model,
         )
+        # Impossible settings, then a missing or empty --data, are said before the base
+        # model is checked (or fetched) or anything is loaded.
+        config.check()
         console = stderr()
         from fairytale.model_check import ensure, train_needs
         from training.data import find_training_images
 
-        # A missing or empty --data is said before the base model is checked (or fetched).
-        find_training_images(data)
+        config.check_pictures(len(find_training_images(data)))
         ensure(train_needs(backend.value, model, safety_model, validation_prompt is not None), console)
         result = train(config, console=console)
         if result.written:  # the main process of a multi-GPU run
