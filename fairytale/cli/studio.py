@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -28,8 +29,7 @@ def check_port(port: int | None) -> None:
     if not 1 <= port <= 65535:
         raise FairytaleError(f"--port must be between 1 and 65535 (or 0 for a free one), not {port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        # POSIX: as the server will, so a just-closed port's TIME_WAIT is no obstacle
-        if hasattr(socket, "SO_REUSEPORT"):
+        if os.name == "posix":  # as the server will, so a just-closed port's TIME_WAIT is no obstacle
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
