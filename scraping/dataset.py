@@ -245,8 +245,10 @@ def _check_options(
         raise FairytaleError(f"--dpi must be between 36 and 600 (got {dpi})")
     if not 0 <= validation_fraction <= 0.5:
         raise FairytaleError(f"The validation fraction must be between 0 and 0.5 (got {validation_fraction})")
-    if not 0 <= rule.min_picture < 1 or not 0 <= rule.min_ink < 1:
-        raise FairytaleError("--min-picture and --min-ink are fractions of the page, between 0 and 1")
+    if not 0 <= rule.min_picture < 1:
+        raise FairytaleError(f"--min-picture is a fraction of the page, from 0 up to 1, not {rule.min_picture}")
+    if not 0 <= rule.min_ink < 1:  # the Python API's only
+        raise FairytaleError(f"min_ink is a fraction of the page, from 0 up to 1, not {rule.min_ink}")
     if not pdf_dir.is_dir():
         raise FairytaleError(f"PDF folder not found: {pdf_dir}")
     if out.exists() and not out.is_dir():

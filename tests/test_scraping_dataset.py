@@ -313,3 +313,14 @@ def test_a_new_dataset_folder_gets_the_users_normal_permissions(pdf_dir, tmp_pat
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "ds").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [(PageRule(min_picture=1.5), "--min-picture is a fraction of the page"), (PageRule(min_ink=-0.1), "min_ink is a fraction")],
+)
+def test_page_rules_out_of_range_name_the_option_there_is(tmp_path, rule, message):
+    books = tmp_path / "books"
+    books.mkdir()
+    with pytest.raises(FairytaleError, match=message):
+        build_dataset(books, tmp_path / "ds", dpi=72, rule=rule)
