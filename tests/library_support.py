@@ -125,7 +125,11 @@ def local_ray(num_cpus: int) -> Iterator[str]:
             log_to_driver=False,
         )
         try:
-            yield ray.get_runtime_context().gcs_address
+            # Ray names its GCS by this machine's routable address, but listens on every interface:
+            # the loopback form keeps a driver's own connections (the library's reachability check
+            # included) on 127.0.0.1, where the tests' network guard lets them through.
+            port = ray.get_runtime_context().gcs_address.rpartition(":")[2]
+            yield f"127.0.0.1:{port}"
         finally:
             ray.shutdown()
     finally:
