@@ -219,6 +219,27 @@ def test_a_right_to_left_book_turns_the_other_way(tmp_path):
     epubcheck(tmp_path / "rtl.epub")
 
 
+def test_characters_xml_forbids_are_left_out_so_the_book_stays_valid(tmp_path):
+    """A stray control character from a story or a plan edit (ESC, NUL, U+FFFF) would make every
+    reading system reject the page; it is dropped, the rest of the text kept."""
+    from fairytale.publish.epub import EpubBook, EpubPage, write_epub
+    from tests.publish_support import fake_picture
+
+    picture = fake_picture(tmp_path / "1.png", 1)
+    book = EpubBook(
+        title="Zoë\x1b and the lighthouse", author="A\x00nn", language="en",
+        pages=[EpubPage(1, "Zoe ran\x1bhome.\uffff", picture, "Zoe\x07 runs home")],
+        cover_picture=picture, cover_alt="Zoe\x1b at the door",
+    )  # fmt: skip
+    files, _ = read_epub(write_epub(book, tmp_path / "ctrl.epub").path)
+    for name, data in files.items():
+        if name.endswith((".xhtml", ".opf")):
+            ET.fromstring(data)  # well-formed XML: expat refuses any forbidden character
+    page = b"".join(ET.tostring(e) for e in story_page(files, 1).iter(f"{XHTML}p"))
+    assert b"Zoe ranhome." in page
+    assert [i.get("alt") for i in story_page(files, 1).iter(f"{XHTML}img")] == ["Zoe runs home"]
+
+
 def test_a_language_that_is_no_language_tag_is_refused(tmp_path):
     book = fake_book(tmp_path, make_plan(2, language="English"))
     with pytest.raises(FairytaleError, match="language 'English' is not a language tag"):

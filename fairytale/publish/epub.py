@@ -113,8 +113,13 @@ def _document(title: str, language: str, size: tuple[int, int], page_type: str |
     return html, body
 
 
+#: Characters XML 1.0 forbids anywhere (C0 controls but tab, newline and return; lone surrogates;
+#: U+FFFE/FFFF): a story or a plan edit may hold one, and epubcheck rejects the book for it.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _serialise(html: ET.Element) -> bytes:
-    text = ET.tostring(html, encoding="unicode")
+    text = _NOT_XML.sub("", ET.tostring(html, encoding="unicode"))
     return f'<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE html>\n{text}\n'.encode()
 
 
@@ -453,6 +458,6 @@ def _package(
         if properties:
             attrs["properties"] = properties
         ET.SubElement(order, f"{{{OPF}}}itemref", attrs)
-    text = ET.tostring(package, encoding="unicode")
+    text = _NOT_XML.sub("", ET.tostring(package, encoding="unicode"))
     ET.register_namespace("", XHTML)
     return f'<?xml version="1.0" encoding="UTF-8"?>\n{text}\n'.encode()
