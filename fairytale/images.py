@@ -98,8 +98,22 @@ def _checked(path: Path | str, what: str, max_pixels: int, *, decode: bool) -> I
 
 def open_rgb(path: Path | str, *, what: str = "picture", max_pixels: int = MAX_PIXELS) -> Image.Image:
     """:func:`open_picture`, as RGB."""
-    picture = open_picture(path, what=what, max_pixels=max_pixels)
+    picture = eight_bit(open_picture(path, what=what, max_pixels=max_pixels))
     return picture if picture.mode == "RGB" else picture.convert("RGB")
+
+
+def eight_bit(picture: Image.Image) -> Image.Image:
+    """A 16-bit greyscale picture (PNG, TIFF) scaled to 8 bits; others as they are. Pillow's own
+    conversion clips it instead, so all but the darkest 1/256 of its range comes out white."""
+    if not (picture.mode.startswith("I;16") or picture.mode == "I"):
+        return picture
+    import numpy as np
+    from PIL import Image
+
+    values = np.asarray(picture).astype(np.float64)
+    if picture.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 257
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), "L")
 
 
 def _too_big(path: Path, what: str, size: tuple[int, int] | None, max_pixels: int) -> FairytaleError:

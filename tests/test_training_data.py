@@ -73,6 +73,22 @@ def test_transparent_pictures_are_laid_on_white(tmp_path):
     assert image.getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_sixteen_bit_greyscale_pictures_keep_their_tones(tmp_path):
+    """Pillow's own conversion clips 16-bit greyscale, so a 0-65535 ramp trained as almost white."""
+    import numpy as np
+    from PIL import Image
+
+    from fairytale.images import open_rgb
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(ramp).save(path)
+    for picture in (load_picture(path), open_rgb(path)):
+        values = np.asarray(picture)
+        assert picture.mode == "RGB" and values[0, 0, 0] == 0 and values[-1, -1, 0] == 255
+        assert abs(values.mean() - 127.5) < 1
+
+
 def test_prepare_centre_square_and_crop_margin():
     page = Image.new("RGB", (300, 200), BACKGROUND)
     square = prepare_picture(page, 64, crop_margin=False, multiple=8)

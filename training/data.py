@@ -119,9 +119,9 @@ def load_picture(path: Path) -> Image.Image:
     """Open a picture as RGB; transparency is laid on white (character cut-outs are often PNGs)."""
     from PIL import Image, ImageOps
 
-    from fairytale.images import open_picture
+    from fairytale.images import eight_bit, open_picture
 
-    image = ImageOps.exif_transpose(open_picture(path, what="training picture"))
+    image = eight_bit(ImageOps.exif_transpose(open_picture(path, what="training picture")))
     if image.mode in {"RGBA", "LA", "P"}:
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
