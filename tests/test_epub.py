@@ -172,6 +172,8 @@ def test_export_command_makes_the_epub_and_refuses_bad_input(tmp_path):
     assert missing.exit_code != 0 and "Book folder not found" in missing.stderr
     paper = CliRunner().invoke(app, ["export", str(book), "--paper", "premium-color"])
     assert paper.exit_code != 0 and "go with --preset" in paper.stderr
+    empty = CliRunner().invoke(app, ["export", str(book), "--format", " "])
+    assert empty.exit_code != 0 and "--format is empty" in empty.stderr
     pdf = CliRunner().invoke(app, ["export", str(book), "--format", "pdf"])
     assert pdf.exit_code == 0, pdf.output
     assert f"PDF {tmp_path / 'zoe.pdf'}" in " ".join(pdf.stderr.split()) and (tmp_path / "zoe.pdf").is_file()

@@ -134,6 +134,8 @@ def export(
 
     if formats is None and preset is None:
         formats = "epub"
+    if not (formats or "").strip() and preset is None:  # `--format ""`: nothing would be made
+        raise FairytaleError("--format is empty: name what to make (epub, pdf), or give --preset")
     options = publish_options(formats or "", preset, paper, spine_width, rendering=False, facing=facing)
     result = publish_book(book_dir, options, trim=trim)
     if not quiet:
