@@ -50,11 +50,11 @@ USER_AGENT = (
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 5
-#: The longest ``delay`` between requests (``--delay``): longer is no crawl at all.
-MAX_DELAY = 600.0
-#: The longest connect or read timeout (``--timeout``): a server silent this long is not answering.
-MAX_TIMEOUT = 600.0
 """Hops a request may take before it is given up (robots.txt: RFC 9309 asks for at least five)."""
+MAX_DELAY = 600.0
+"""The longest ``delay`` between requests (``--delay``): longer is no crawl at all."""
+MAX_TIMEOUT = 600.0
+"""The longest connect or read timeout (``--timeout``): a server silent this long is not answering."""
 MAX_ROBOTS_BYTES = 500 * 1024
 """robots.txt beyond this size is ignored, as Google does (its documented limit is 500 KiB)."""
 MAX_PAGE_BYTES = 5 * 1024 * 1024

@@ -59,7 +59,6 @@ def scrape_command(
     report = scrape(
         base_url,
         out,
-        delay=delay,
         limit=limit,
         dry_run=dry_run,
         http_config=http_config,
