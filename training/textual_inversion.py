@@ -167,10 +167,6 @@ def _native_bf16() -> bool:
     return torch.cuda.get_device_capability()[0] >= 8
 
 
-def _check_config(config: TrainingConfig) -> None:
-    config.check()
-
-
 def _load_base_model(config: TrainingConfig, weight_dtype: torch.dtype) -> dict[str, Any]:
     """Tokenizer, text encoder (float32), VAE and UNet (``weight_dtype``), training scheduler."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
@@ -247,7 +243,7 @@ def train(
     from diffusers.optimization import get_scheduler
 
     started = time.perf_counter()
-    _check_config(config)
+    config.check()
 
     # 1. accelerate: device, precision, processes
     accelerator = _accelerator(config)
