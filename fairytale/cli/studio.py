@@ -35,10 +35,13 @@ def check_port(port: int | None) -> None:
             probe.bind((HOST, port))
         except OSError as exc:
             reason = "it is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
-            raise FairytaleError(
-                f"--port {port}: cannot listen on {HOST}:{port} ({reason}); choose another, "
-                "or leave --port out for a free one"
-            ) from None
+            raise _cannot_listen(port, reason) from None
+
+
+def _cannot_listen(port: int, reason: str) -> FairytaleError:
+    return FairytaleError(
+        f"--port {port}: cannot listen on {HOST}:{port} ({reason}); choose another, or leave --port out for a free one"
+    )
 
 
 def check_idle_minutes(minutes: float) -> None:
@@ -150,10 +153,7 @@ def studio(
     except OSError as exc:
         # taken between the check above and gradio's own try ("Cannot find empty port")
         if port and "port" in str(exc).lower():
-            raise FairytaleError(
-                f"--port {port}: cannot listen on {HOST}:{port} (it is in use); choose another, "
-                "or leave --port out for a free one"
-            ) from None
+            raise _cannot_listen(port, "it is in use") from None
         raise
     console.print(f"fAIrytale Studio is running at [bold]{running.url}[/] (Ctrl-C to stop)", highlight=False)
     if running.share_url:
