@@ -63,7 +63,7 @@ class Illustrator:
         stale = {t: n for t, n in self._learned.items() if wanted.get(t) != n}
         if stale:
             unload_from_pipeline(self.pipe, stale)
-        added = load_into_pipeline(self.pipe, embeddings) + list(stale)
+        added = list(dict.fromkeys([*stale, *load_into_pipeline(self.pipe, embeddings)]))  # a token once
         self._learned = wanted
         if added:
             if self.device_plan.offload:
