@@ -9,6 +9,7 @@ import hashlib
 import pytest
 from typer.testing import CliRunner
 
+import scraping.crawl
 import scraping.http
 from fairytale.cli import app
 from scraping import scrape
@@ -185,12 +186,25 @@ def _error_lines(output: str) -> list[str]:
     [
         (["--base-url", "ftp://example.com"], "--base-url must be an http(s) URL"),
         (["--base-url", "monkeypen.com"], "--base-url must be an http(s) URL"),
+        (["--base-url", "http://[::1"], "--base-url must be an http(s) URL"),
+        (["--base-url", "http://127.0.0.1:99999/"], "--base-url must be an http(s) URL"),
+        (["--base-url", "http://127.0.0.1:port/"], "--base-url must be an http(s) URL"),
+        (["--base-url", "http://:80/"], "--base-url must be an http(s) URL"),
         (["--delay", "-1"], "delay between requests cannot be negative"),
+        (["--delay", "inf"], "--delay must be a number of seconds between 0 and 600"),
+        (["--delay", "1e308"], "--delay must be a number of seconds between 0 and 600"),
+        (["--delay", "nan"], "--delay must be a number of seconds between 0 and 600"),
         (["--limit", "0"], "--limit must be at least 1"),
         (["--timeout", "0"], "--timeout must be a positive"),
+        (["--timeout", "nan"], "--timeout must be a positive number of seconds, at most 600"),
+        (["--timeout", "inf"], "--timeout must be a positive number of seconds, at most 600"),
     ],
 )
-def test_cli_bad_options_give_one_clear_line(args, message, quick_cli, tmp_path):
+def test_cli_bad_options_give_one_clear_line(args, message, quick_cli, tmp_path, monkeypatch):
+    def no_request(*args, **kwargs):
+        raise AssertionError("a request was about to be sent for a refused option")
+
+    monkeypatch.setattr(scraping.crawl, "PoliteSession", no_request)
     result = CliRunner().invoke(app, ["scrape", "--out", str(tmp_path), *args])
     assert result.exit_code == 1
     assert "Traceback" not in result.output

@@ -9,7 +9,8 @@ import pytest
 
 from fairytale.errors import FairytaleError
 from scraping import scrape
-from scraping.http import USER_AGENT
+from scraping.crawl import _check_base_url
+from scraping.http import USER_AGENT, HttpConfig
 from tests.scraping_site import (
     Book,
     FakeClock,
@@ -156,3 +157,16 @@ def test_a_server_that_never_answers_fails_that_book_and_leaves_no_part_file(sit
     assert read_manifest(tmp_path)[0]["status"] == "failed"
     assert not any(name.endswith(".part") for name in files_in(tmp_path))
     assert len(files_in(tmp_path)) == 2
+
+
+@pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf"), 1e308])
+def test_http_config_refuses_delays_that_are_not_finite_seconds(delay):
+    with pytest.raises(FairytaleError, match="delay"):
+        HttpConfig(delay=delay)
+
+
+def test_good_delays_timeouts_and_base_urls_pass():
+    for delay in (0, 1, 600):
+        HttpConfig(delay=delay, read_timeout=600)
+    assert _check_base_url("http://[::1]:8000/").startswith("http://[::1]:8000/")
+    assert _check_base_url("https://monkeypen.com").startswith("https://monkeypen.com/")
