@@ -59,16 +59,8 @@ class PublishOptions:
     def __post_init__(self) -> None:
         if self.formats:
             parse_formats(",".join(self.formats))
-        if self.preset is not None:  # checked before any work, as far as it can be without the book
-            preset = get_preset(self.preset)
-            paper, per_page = preset.paper_per_page(self.paper)  # an unknown paper fails here
-            if self.spine_width is not None and not 0 < self.spine_width < 4:
-                raise FairytaleError(f"--spine-width must be between 0 and 4 inches, not {self.spine_width}")
-            if self.spine_width is None and per_page is None:
-                raise FairytaleError(
-                    f"{preset.label}'s spine width for {paper} paper comes from its cover template generator: "
-                    "pass it with --spine-width INCHES"
-                )
+        if self.preset is not None:  # paper and spine width: one line before any work
+            get_preset(self.preset).check_spine(self.paper, self.spine_width)
         elif self.paper or self.spine_width is not None or self.facing:
             raise FairytaleError("--paper, --spine-width and --facing go with --preset kdp|ingramspark")
 

@@ -67,6 +67,22 @@ class PrintPreset:
             )
         return paper, self.papers[paper]
 
+    def check_spine(
+        self, paper: str | None, spine_width: float | None, pages: int | None = None
+    ) -> tuple[str, float | None]:
+        """:meth:`paper_per_page`, once the spine width can be had: ``spine_width`` (inches) in
+        range, or a paper whose thickness gives it. Checked with the options, before any work,
+        and again for the cover (``pages`` named in the message)."""
+        paper, per_page = self.paper_per_page(paper)
+        if spine_width is not None and not 0 < spine_width < 4:
+            raise FairytaleError(f"--spine-width must be between 0 and 4 inches, not {spine_width}")
+        if spine_width is None and per_page is None:
+            raise FairytaleError(
+                f"{self.label}'s spine width for {paper} paper comes from its cover template generator: "
+                f"pass it with --spine-width INCHES{f' (for {pages} pages)' if pages else ''}"
+            )
+        return paper, per_page
+
 
 PRESETS: dict[str, PrintPreset] = {
     "kdp": PrintPreset(
@@ -172,18 +188,8 @@ def cover_spec(
         raise FairytaleError(
             f"{preset.label} does not print the trim size {trim}. Choose one of: {', '.join(preset.trims)}"
         )
-    paper, per_page = preset.paper_per_page(paper)
-    if spine_width is not None:
-        if not 0 < spine_width < 4:
-            raise FairytaleError(f"--spine-width must be between 0 and 4 inches, not {spine_width}")
-        spine = spine_width
-    elif per_page is None:
-        raise FairytaleError(
-            f"{preset.label}'s spine width for {paper} paper comes from its cover template generator: "
-            f"pass it with --spine-width INCHES (for {pages} pages)"
-        )
-    else:
-        spine = pages * per_page
+    paper, per_page = preset.check_spine(paper, spine_width, pages)
+    spine = spine_width if spine_width is not None else pages * per_page  # type: ignore[operator]
     over = preset.spine_text_over_pages
     spine_text = (
         over is None or pages > over
