@@ -35,6 +35,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -123,11 +124,11 @@ def make_plan(pages: int):
     )
 
 
-def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
-    """What a user writes: one pipeline call per page."""
+def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> tuple[float, float]:
+    """What a user writes: one pipeline call per page. Returns (wall seconds, CPU seconds)."""
     import torch
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for page in plan.pages:
         image = pipe(
             page.prompt,
@@ -139,7 +140,7 @@ def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> float:
             generator=torch.Generator("cpu").manual_seed(page.seed),
         ).images[0]
         image.save(folder / f"page-{page.number:02d}.png")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 class PlainLoop:
@@ -156,7 +157,7 @@ class PlainLoop:
         self._process.start()
         self._connection.recv()  # loaded and warmed up
 
-    def run(self, pages: int, steps: int, folder: Path) -> float:
+    def run(self, pages: int, steps: int, folder: Path) -> tuple[float, float]:
         self._connection.send((pages, steps, str(folder)))
         return self._connection.recv()
 
@@ -181,33 +182,52 @@ def _plain_worker(connection, model: str, size: int) -> None:
         connection.send(plain_loop(pipe, make_plan(pages), Path(folder), steps, size))
 
 
-def _timed(run, loads: list[float]) -> float:
-    """``run()``'s seconds; the 1-minute load average at its end goes to ``loads`` (the machine
-    may be shared: a timing is only as good as the load it ran under)."""
-    seconds = run()
-    loads.append(os.getloadavg()[0])
-    return seconds
+@dataclass
+class Timings:
+    """One side of an alternated comparison, round by round: wall seconds, the 1-minute load
+    average at the end of the round (the machine may be shared: a timing is only as good as the
+    load it ran under), and the CPU seconds of the process that did the work (all its threads),
+    which a busy neighbour stretches far less than the wall time."""
+
+    seconds: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, run) -> None:
+        """Time ``run()``, which returns (wall seconds, CPU seconds)."""
+        seconds, cpu = run()
+        self.seconds.append(seconds)
+        self.cpu.append(cpu)
+        self.loads.append(os.getloadavg()[0])
 
 
-def _summary(times: list[float], loads: list[float]) -> str:
+def _summary(timings: Timings) -> str:
     import statistics
 
-    rounds = ", ".join(f"{t:.2f} (load {load:.1f})" for t, load in zip(times, loads, strict=True))
+    times = timings.seconds
+    rounds = ", ".join(f"{t:.2f} (load {load:.1f}, CPU {cpu:.1f})" for t, load, cpu in zip(times, timings.loads, timings.cpu, strict=True))
     return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {rounds})"
 
 
-def _alternate(rounds: int, first, second) -> tuple[list[float], list[float], list[float], list[float]]:
-    """``first(round_)`` and ``second(round_)`` timed in turn for ``rounds`` rounds (so both see
-    the same machine): their seconds and the load after each, as (first, first loads, second,
-    second loads)."""
-    first_times, first_loads, second_times, second_loads = [], [], [], []
+def _ratios(ours: Timings, plain: Timings) -> str:
+    """Best-of wall ratio, each round's wall ratio, and the CPU-seconds ratios."""
+    per_round = ", ".join(f"{o / p:.2f}" for o, p in zip(ours.seconds, plain.seconds, strict=True))
+    per_round_cpu = ", ".join(f"{o / p:.2f}" for o, p in zip(ours.cpu, plain.cpu, strict=True))
+    return (f"best {min(ours.seconds) / min(plain.seconds):.2f}, per round {per_round}; CPU seconds: best "
+            f"{min(ours.cpu) / min(plain.cpu):.2f}, per round {per_round_cpu}")
+
+
+def _alternate(rounds: int, first, second) -> tuple[Timings, Timings]:
+    """``first(round_)`` and ``second(round_)``, each returning (wall, CPU) seconds, timed in turn
+    for ``rounds`` rounds, so both see the same machine."""
+    first_timings, second_timings = Timings(), Timings()
     for round_ in range(rounds):
-        first_times.append(_timed(lambda round_=round_: first(round_), first_loads))
-        second_times.append(_timed(lambda round_=round_: second(round_), second_loads))
-    return first_times, first_loads, second_times, second_loads
+        first_timings.add(lambda round_=round_: first(round_))
+        second_timings.add(lambda round_=round_: second(round_))
+    return first_timings, second_timings
 
 
-def plain_run(plain: PlainLoop, pages: int, steps: int, folder: Path) -> float:
+def plain_run(plain: PlainLoop, pages: int, steps: int, folder: Path) -> tuple[float, float]:
     """The plain loop into a fresh ``folder``."""
     folder.mkdir()
     return plain.run(pages, steps, folder)
@@ -252,19 +272,22 @@ def bench_painting(args) -> None:
         save_plan(warm, work / "warm" / "plan.json")
         render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
 
-        def ours(name: str, run_settings, **kwargs) -> float:
+        def ours(name: str, run_settings, **kwargs) -> tuple[float, float]:
+            """One render: its painting's wall seconds, and the CPU seconds of the whole
+            ``render_book`` call (which also writes the PDF: the plain loop only saves PNGs)."""
             folder = work / name
             folder.mkdir(parents=True)
             save_plan(plan, folder / "plan.json")
             illustrator._forget_prompts()  # every round encodes its prompts, as the plain loop does
+            cpu_start = time.process_time()
             result = render_book(folder / "plan.json", folder / "ours.pdf", run_settings, illustrator=illustrator, progress=False, **kwargs)
             assert result.painted == list(range(1, args.pages + 1))
             ours.last = result
-            return result.paint_seconds
+            return result.paint_seconds, time.process_time() - cpu_start
 
         # 1. final paint at equal settings
         if not args.skip_final:
-            plain_times, plain_loads, ours_times, ours_loads = _alternate(
+            plain_timings, ours_timings = _alternate(
                 args.rounds,
                 lambda round_: plain_run(plain, args.pages, args.steps, work / f"plain{round_}"),
                 lambda round_: ours(f"ours{round_}", settings),
@@ -278,10 +301,9 @@ def bench_painting(args) -> None:
                 for p in result.pages
             ]
             print(f"final paint, {args.steps} steps, DPM-Solver++:")
-            print(f"  plain loop (1 pipeline call per page): {_summary(plain_times, plain_loads)}")
-            print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_times, ours_loads)}")
-            print(f"  ratio ours/plain: best {min(ours_times) / min(plain_times):.2f}, per round "
-                  f"{', '.join(f'{o / p:.2f}' for o, p in zip(ours_times, plain_times, strict=True))}   (bar: <= 0.70)")
+            print(f"  plain loop (1 pipeline call per page): {_summary(plain_timings)}")
+            print(f"  fairytale (batch {illustrator.device_plan.batch_size}):              {_summary(ours_timings)}")
+            print(f"  ratio ours/plain: {_ratios(ours_timings, plain_timings)}   (bar: <= 0.70)")
             print(f"  largest pixel difference ours vs plain over all pages: {max(diffs)} / 255", flush=True)
 
         # 2. drafts vs the plain final at the usual step count
@@ -289,15 +311,15 @@ def bench_painting(args) -> None:
             lora = random_lcm_lora(model, models / "lcm_lora") if not (models / "lcm_lora").is_dir() else models / "lcm_lora"
             draft = settings.with_(draft=True, draft_lora=str(lora), draft_steps=4)
             ours("draft-warm", draft.with_(draft_steps=1))
-            plain_ref, plain_loads, draft_times, draft_loads = _alternate(
+            plain_ref, drafts = _alternate(
                 args.draft_rounds,
                 lambda round_: plain_run(plain, args.pages, args.draft_reference_steps, work / f"plain-ref{round_}"),
                 lambda round_: ours(f"draft{round_}", draft),
             )
             print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
-            print(f"  plain final: {_summary(plain_ref, plain_loads)}")
-            print(f"  draft:       {_summary(draft_times, draft_loads)}")
-            print(f"  ratio draft/plain final: {min(draft_times) / min(plain_ref):.3f}   (bar: <= 0.20)", flush=True)
+            print(f"  plain final: {_summary(plain_ref)}")
+            print(f"  draft:       {_summary(drafts)}")
+            print(f"  ratio draft/plain final: {min(drafts.seconds) / min(plain_ref.seconds):.3f}   (bar: <= 0.20)", flush=True)
 
         # 3. previews every 5 steps vs none
         if args.previews:
@@ -315,7 +337,7 @@ def bench_painting(args) -> None:
 
             PreviewDecoder.show = timed_show
             try:
-                off, off_loads, on, on_loads = _alternate(
+                off, on = _alternate(
                     args.rounds,
                     lambda round_: ours(f"previews-off{round_}", with_previews),
                     lambda round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5),
@@ -323,11 +345,11 @@ def bench_painting(args) -> None:
             finally:
                 PreviewDecoder.show = original_show
             print(f"previews every 5 steps, {args.preview_steps} steps ({len(shown) // args.rounds} previews per render):")
-            print(f"  without: {_summary(off, off_loads)}")
-            print(f"  with:    {_summary(on, on_loads)}")
-            print(f"  overhead: {min(on) / min(off) - 1:+.1%} (best vs best; bar: <= 5 %)")
-            print(f"  the previews' own time within the renders with them: {sum(making):.2f} s of {sum(on):.2f} s "
-                  f"({sum(making) / sum(on):.1%}; the same runs, so the machine's noise cancels)", flush=True)
+            print(f"  without: {_summary(off)}")
+            print(f"  with:    {_summary(on)}")
+            print(f"  overhead: {min(on.seconds) / min(off.seconds) - 1:+.1%} (best vs best; bar: <= 5 %)")
+            print(f"  the previews' own time within the renders with them: {sum(making):.2f} s of {sum(on.seconds):.2f} s "
+                  f"({sum(making) / sum(on.seconds):.1%}; the same runs, so the machine's noise cancels)", flush=True)
         plain.close()
     finally:
         shutil.rmtree(work, ignore_errors=True)
