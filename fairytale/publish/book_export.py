@@ -30,6 +30,7 @@ from fairytale.publish.cover import CoverReport, write_cover_pdf
 from fairytale.publish.epub import EpubBook, EpubPage, EpubReport, write_epub
 from fairytale.publish.preflight import PreflightReport, run_preflight
 from fairytale.publish.presets import cover_spec, get_preset
+from fairytale.reading_direction import binding_edge
 from fairytale.render.manifest import Manifest, load_manifest, resolve_in_book
 
 FORMATS = ("pdf", "epub")
@@ -187,6 +188,7 @@ def publish_book(
             min_pages=preset.min_pages,
             even_pages=True,
             facing=options.facing,
+            binding=binding_edge(plan.language),
         )
         interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
         cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")
@@ -217,6 +219,7 @@ def publish_book(
             dpi=dpi,
             upscaled=upscaled,
             sheet_in=(sheet.width / 72, sheet.height / 72),
+            binding=interior_settings.binding,
         )
         result.interior, result.cover, result.preflight = interior, cover, report
         result.files |= {
