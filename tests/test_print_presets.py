@@ -280,3 +280,54 @@ def test_a_right_to_left_interior_keeps_the_wider_gutter_on_its_bound_edge(tmp_p
             bound_on_left = recto if binding == "left" else not recto
             expected = (gutter, outside) if bound_on_left else (outside, gutter)
             assert (left - x1, x2 - right) == pytest.approx(expected, abs=0.01), (binding, index)
+
+
+def _folder_files(folder) -> dict[str, bytes]:
+    """Every output of an export (the book folder's caches aside), by path, with its bytes."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not {"print", "print-kdp", "pages"} & set(path.relative_to(folder).parts[1:2])
+    }
+
+
+def test_a_failed_export_leaves_the_previous_exports_files_as_they_were(tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+    from fairytale.plan import load_plan, save_plan
+
+    book = fake_book(tmp_path, make_plan(3, back_cover_text="A story of courage by the sea."))
+    command = ["export", str(book), "--format", "epub,pdf", "--preset", "kdp"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    before = _folder_files(tmp_path)
+    assert {"zoe.epub", "zoe.pdf", "zoe-kdp-interior.pdf", "zoe-kdp-cover.pdf", "zoe/preflight-kdp.txt"} <= set(before)
+    # an edit that changes every file, and a back-cover text too long for the cover, which is
+    # made after the EPUB, the PDF and the interior
+    plan = load_plan(book / "plan.json")
+    plan.pages[0].text = "A new first page."
+    plan.back_cover_text = "A very long blurb. " * 400
+    save_plan(plan, book / "plan.json")
+    before["zoe/plan.json"] = (book / "plan.json").read_bytes()
+    second = CliRunner().invoke(app, command)
+    assert second.exit_code != 0 and "back-cover text is too long" in second.stderr, second.output
+    assert "Traceback" not in second.output
+    after = _folder_files(tmp_path)
+    assert sorted(after) == sorted(before)  # no new file, no temporary left behind
+    assert all(after[name] == before[name] for name in before), [n for n in before if after[n] != before[n]]
+
+
+def test_an_export_that_fails_at_its_last_step_writes_nothing(tmp_path, monkeypatch):
+    import fairytale.publish.book_export as book_export
+
+    book = fake_book(tmp_path, make_plan(3))
+
+    def broken_preflight(*args, **kwargs):
+        raise FairytaleError("preflight broke")
+
+    monkeypatch.setattr(book_export, "run_preflight", broken_preflight)
+    before = _folder_files(tmp_path)
+    with pytest.raises(FairytaleError, match="preflight broke"):
+        publish_book(book, PublishOptions(formats=("epub", "pdf"), preset="kdp"))
+    assert _folder_files(tmp_path) == before
