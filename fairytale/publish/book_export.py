@@ -155,6 +155,7 @@ def publish_book(
                 title=plan.title,
                 author=plan.author,
                 language=plan.language,
+                identifier=plan.book_id,
                 pages=[
                     EpubPage(p.number, p.text, pictures[p.number], alt_text(plan, p), p.layout)
                     for p in plan.pages

@@ -75,7 +75,7 @@ class EpubBook:
     credit: str | None = None
     trim: str = "8.5x8.5"
     layout: LayoutChoice = "auto"
-    identifier: str | None = None  # urn:uuid:…; derived from title and author when None
+    identifier: str | None = None  # the plan's book_id; None: derived from title, author and text
 
 
 @dataclass
@@ -175,9 +175,12 @@ def _css(size: tuple[int, int], font_files: list[tuple[str, str]]) -> bytes:
 
 
 def _identifier(book: EpubBook) -> str:
+    """The book's ``dc:identifier``, which e-readers tell books apart by. Without the plan's
+    identifier, one derived from the title, the author and the text, so that another story of
+    the same title and author is another book (but then a corrected typo makes a new one)."""
     if book.identifier:
         return book.identifier
-    name = f"fairytale:{book.title}:{book.author or ''}"
+    name = "\x00".join(["fairytale-epub", book.title, book.author or "", *(page.text for page in book.pages)])
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
