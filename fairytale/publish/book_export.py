@@ -206,7 +206,14 @@ def publish_book(
                 interior_settings,
                 picture_cache=ensure_dir(book_dir / f"print-{preset.name}"),
             )
-            spec = cover_spec(preset, trim, interior.page_count, options.paper, options.spine_width)
+            spec = cover_spec(
+                preset,
+                trim,
+                interior.page_count,
+                options.paper,
+                options.spine_width,
+                interior_settings.binding,
+            )
             cover = write_cover_pdf(
                 staged.stage(cover_path),
                 spec,

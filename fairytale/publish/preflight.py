@@ -199,7 +199,8 @@ def run_preflight(
         PreflightItem(
             "ok",
             "barcode area",
-            f"{barcode.width / INCH:.1f} x {barcode.height / INCH:.1f} in at the back cover's lower right, left clear",
+            f"{barcode.width / INCH:.1f} x {barcode.height / INCH:.1f} in at the back cover's lower "
+            f"{'right' if spec.binding == 'left' else 'left'}, beside the spine, left clear",
         )
     )
     for warning in cover.warnings:
