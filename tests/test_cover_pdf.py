@@ -113,7 +113,9 @@ def test_a_right_to_left_book_has_its_front_cover_left_of_the_spine(tmp_path):
     bleed, margin = 0.125 * INCH, get_preset("kdp").cover_margin_in * INCH
     # bound on the right: front | spine | back, the sheet's size unchanged
     assert spec.front.x == pytest.approx(bleed) and spec.front.right == pytest.approx(spec.spine.x)
-    assert spec.back.x == pytest.approx(spec.spine.right) and spec.back.right == pytest.approx(spec.trim.right)
+    assert spec.back.x == pytest.approx(spec.spine.right) and spec.back.right == pytest.approx(
+        spec.trim.right
+    )
     (page,) = PdfReader(str(path)).pages
     assert float(page.mediabox.width) == pytest.approx(spec.width_in * INCH, abs=1e-3)
     # the cover picture fills the front and its bleed, on the left
@@ -131,7 +133,9 @@ def test_a_right_to_left_book_has_its_front_cover_left_of_the_spine(tmp_path):
         in_back = spec.back.x + margin <= left and right <= spec.back.right - margin
         in_front = spec.front.x + margin <= left and right <= spec.front.right - margin
         assert in_back or in_front, char
-        assert not (left < barcode.right and right > barcode.x and bottom < barcode.top and top > barcode.y), char
+        assert not (
+            left < barcode.right and right > barcode.x and bottom < barcode.top and top > barcode.y
+        ), char
     assert spec.back.x + margin <= barcode.x and barcode.right <= spec.back.right - margin
     assert barcode.y == pytest.approx(spec.back.y + margin)
     assert all(t.box.right <= spec.spine.x for t in result.cover.texts if t.what.startswith("front"))

@@ -266,10 +266,15 @@ def test_two_books_of_the_same_title_and_author_have_different_identifiers(tmp_p
         title="My Book",
         author="Mum",
         seed=make_plan(3).seed,
-        pages=[Page(number=n, text=f"Another story, page {n}.", prompt=f"a cat {n}", seed=n) for n in (1, 2, 3)],
+        pages=[
+            Page(number=n, text=f"Another story, page {n}.", prompt=f"a cat {n}", seed=n) for n in (1, 2, 3)
+        ],
     )
     second = fake_book(tmp_path / "b", other)
-    ids = [_identifier(publish_book(book, PublishOptions(formats=("epub",))).files["epub"]) for book in (first, second)]
+    ids = [
+        _identifier(publish_book(book, PublishOptions(formats=("epub",))).files["epub"])
+        for book in (first, second)
+    ]
     assert ids[0] != ids[1]
     assert all(re.fullmatch(r"urn:uuid:[0-9a-f-]{36}", i) for i in ids), ids
 

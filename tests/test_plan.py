@@ -128,7 +128,10 @@ def test_a_plan_keeps_its_book_id_and_a_version_2_plan_gets_a_stable_one(tmp_pat
     assert make_plan(source=Source(sha256="b" * 64)).book_id != plan.book_id
     assert make_plan(seed=43, source=Source(sha256="a" * 64)).book_id != plan.book_id
     # a plan without a story file is told apart by its text
-    assert make_plan().book_id != make_plan(pages=[Page(number=1, text="Owls.", prompt="an owl", seed=1)]).book_id
+    assert (
+        make_plan().book_id
+        != make_plan(pages=[Page(number=1, text="Owls.", prompt="an owl", seed=1)]).book_id
+    )
 
 
 def _with_group(**group) -> dict:

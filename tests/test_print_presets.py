@@ -208,7 +208,9 @@ def _picture_extents(pdf, index: int) -> list[tuple[float, float]]:
 
     document = pdfium.PdfDocument(str(pdf))
     try:
-        bounds = [obj.get_bounds() for obj in document[index].get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE])]
+        bounds = [
+            obj.get_bounds() for obj in document[index].get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE])
+        ]
     finally:
         document.close()
     return [(left, right) for left, _, right, _ in bounds]
@@ -234,20 +236,29 @@ def test_a_right_to_left_interior_is_the_mirror_of_a_left_to_right_one(tmp_path,
     for index, page in enumerate(reader.pages):
         # page 1 is still the first page, now a left-hand page: bleed on its left (outside) edge
         trim_x = 0.125 * INCH if index % 2 == 0 else 0.0
-        assert [float(v) for v in page.trimbox] == pytest.approx([trim_x, 9, trim_x + 8.5 * INCH, 9 + 8.5 * INCH])
+        assert [float(v) for v in page.trimbox] == pytest.approx(
+            [trim_x, 9, trim_x + 8.5 * INCH, 9 + 8.5 * INCH]
+        )
         # pictures sit where the left-to-right book has them, mirrored
         expected = sorted(x for extent in _picture_extents(ltr_pdf, index) for x in mirrored(*extent))
         found = sorted(x for extent in _picture_extents(rtl_pdf, index) for x in extent)
         assert found == pytest.approx(expected, abs=0.01), index
         # every glyph keeps the margins of its own page's trim
         for char, (left, _, right, _) in pdf_char_boxes(rtl_pdf, index):
-            assert left >= trim_x + margin - 0.5 and right <= trim_x + 8.5 * INCH - margin + 0.5, (index, char)
+            assert left >= trim_x + margin - 0.5 and right <= trim_x + 8.5 * INCH - margin + 0.5, (
+                index,
+                char,
+            )
     # and so do the text blocks, and the safe areas they were fitted to
     assert len(rtl.interior.texts) == len(ltr.interior.texts)
     for ltr_text, rtl_text in zip(ltr.interior.texts, rtl.interior.texts, strict=True):
         assert (rtl_text.page_index, rtl_text.what) == (ltr_text.page_index, ltr_text.what)
-        assert (rtl_text.box.x, rtl_text.box.right) == pytest.approx(mirrored(ltr_text.box.x, ltr_text.box.right))
-        assert (rtl_text.safe.x, rtl_text.safe.right) == pytest.approx(mirrored(ltr_text.safe.x, ltr_text.safe.right))
+        assert (rtl_text.box.x, rtl_text.box.right) == pytest.approx(
+            mirrored(ltr_text.box.x, ltr_text.box.right)
+        )
+        assert (rtl_text.safe.x, rtl_text.safe.right) == pytest.approx(
+            mirrored(ltr_text.safe.x, ltr_text.safe.right)
+        )
     texts = [squash(t) for t in pdf_page_texts(rtl_pdf)]
     assert rtl_plan.title in texts[0]  # the order of the pages is the reading order
     assert squash(rtl_plan.pages[0].text) in texts[1]
@@ -302,7 +313,13 @@ def test_a_failed_export_leaves_the_previous_exports_files_as_they_were(tmp_path
     first = CliRunner().invoke(app, command)
     assert first.exit_code == 0, first.output
     before = _folder_files(tmp_path)
-    assert {"zoe.epub", "zoe.pdf", "zoe-kdp-interior.pdf", "zoe-kdp-cover.pdf", "zoe/preflight-kdp.txt"} <= set(before)
+    assert {
+        "zoe.epub",
+        "zoe.pdf",
+        "zoe-kdp-interior.pdf",
+        "zoe-kdp-cover.pdf",
+        "zoe/preflight-kdp.txt",
+    } <= set(before)
     # an edit that changes every file, and a back-cover text too long for the cover, which is
     # made after the EPUB, the PDF and the interior
     plan = load_plan(book / "plan.json")

@@ -84,9 +84,9 @@ class PageGeometry:
     ``"outside"`` only on the top, bottom and outside edge, as print-on-demand interiors want
     (KDP, IngramSpark): the bound edge is never cut, so it gets none. Which edge is the outside
     depends on ``side``: a right-hand page is bound on its left, a left-hand page on its right
-    (which of them is a recto depends on the book's binding, see ``PdfSettings.geometry``). ``inside_margin_in``
-    widens the margin on the bound edge (the gutter), which binding services require to grow
-    with the page count.
+    (which of them is a recto depends on the book's binding, see ``PdfSettings.geometry``).
+    ``inside_margin_in`` widens the margin on the bound edge (the gutter), which binding
+    services require to grow with the page count.
     """
 
     trim_name: str
