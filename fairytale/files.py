@@ -193,22 +193,10 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     ...     write_pdf(tmp)
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        ensure_dir(folder)
-    remove_stale_temporaries(path)
-    suffix = path.suffix if suffix is None else suffix
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder)
-    except OSError as exc:
-        raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temporary_beside(path, suffix)
     try:
         yield tmp
-        if tmp.exists():
-            os.chmod(tmp, new_file_mode())
-        os.replace(tmp, path)
+        _move_into_place(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if exc.errno in _ENVIRONMENT_ERRNOS:  # the disk, not the program: the user can act on it
@@ -217,6 +205,94 @@ def atomic_path(path: Path, suffix: str | None = None) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _temporary_beside(path: Path, suffix: str | None = None) -> Path:
+    """A new, empty temporary file in ``path``'s folder (created if missing), named after
+    ``path``, once the leftovers of killed earlier writes of ``path`` are removed."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        ensure_dir(folder)
+    remove_stale_temporaries(path)
+    suffix = path.suffix if suffix is None else suffix
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", suffix=suffix, dir=folder
+        )
+    except OSError as exc:
+        raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _move_into_place(tmp: Path, path: Path) -> None:
+    if tmp.exists():
+        os.chmod(tmp, new_file_mode())
+    os.replace(tmp, path)
+
+
+class FileSet:
+    """Files that belong together (a book's interior and its cover), staged by
+    :func:`atomic_file_set`: each is written to a temporary file, and all are renamed into
+    place only when every one of them is complete."""
+
+    def __init__(self) -> None:
+        self._staged: dict[Path, Path] = {}  # target -> temporary file
+
+    def stage(self, path: Path) -> Path:
+        """A temporary path to write ``path``'s content to (the target keeps its old content
+        until the whole set is complete). Staging the same target again replaces its content."""
+        path = Path(path)
+        if path in self._staged:
+            return self._staged[path]
+        self._staged[path] = _temporary_beside(path)
+        return self._staged[path]
+
+    def final(self, staged: Path) -> Path:
+        """The target a temporary path returned by :meth:`stage` stands for."""
+        for path, tmp in self._staged.items():
+            if tmp == Path(staged):
+                return path
+        raise KeyError(staged)
+
+    def _commit(self) -> None:
+        pending = list(self._staged.items())
+        for index, (path, tmp) in enumerate(pending):
+            try:
+                _move_into_place(tmp, path)
+            except OSError as exc:
+                for _, rest in pending[index:]:
+                    rest.unlink(missing_ok=True)
+                done = ", ".join(str(p) for p, _ in pending[:index]) or "none"
+                raise FairytaleError(
+                    f"Cannot write {path}: {exc.strerror or exc} (already written: {done})"
+                ) from exc
+
+    def _discard(self) -> None:
+        for tmp in self._staged.values():
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_file_set() -> Iterator[FileSet]:
+    """Write several files so that they appear together or not at all.
+
+    Each file is written to :meth:`FileSet.stage`'s temporary path; when the block ends
+    without error every temporary file is renamed onto its target (renames in one folder
+    take microseconds, so no reader sees half a set); on error they are all removed and
+    every target keeps what it held before.
+
+    >>> with atomic_file_set() as files:                      # doctest: +SKIP
+    ...     write_interior(files.stage(Path("book-interior.pdf")))
+    ...     write_cover(files.stage(Path("book-cover.pdf")))
+    """
+    files = FileSet()
+    try:
+        yield files
+    except BaseException:
+        files._discard()
+        raise
+    files._commit()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -9,7 +9,9 @@ Paths inside a plan (embeddings, reference pictures) are relative to the plan fi
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +22,7 @@ from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import atomic_write_text
 from fairytale.story import read_bounded
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 #: A plan is a few kilobytes per page; anything larger is not one.
 MAX_PLAN_BYTES = 32 * 2**20
 
@@ -149,7 +151,13 @@ class Source(_Strict):
 class BookPlan(_Strict):
     """A whole book, ready to render. See the module docstring."""
 
-    version: Literal[2] = PLAN_VERSION
+    version: Literal[3] = PLAN_VERSION
+    book_id: str | None = Field(
+        default=None,
+        pattern=r"^\S+$",
+        description="This book's identifier (urn:uuid:…), which e-readers tell books apart by: written when the "
+        "plan is made and kept through every edit. Null: derived from the title, author, seed and story.",
+    )
     title: str = Field(min_length=1)
     author: str | None = None
     language: str = Field(default="en", description="Language of the story text (BCP 47, e.g. 'en', 'de').")
@@ -160,6 +168,14 @@ class BookPlan(_Strict):
     pages: list[Page] = Field(min_length=1)
     embeddings: list[Embedding] = Field(default_factory=list)
     source: Source = Field(default_factory=Source)
+
+    @model_validator(mode="after")
+    def _identified(self) -> BookPlan:
+        # Set once, when the plan is made (or first read without one), and saved with it: an
+        # edit of the title or a typo in the text keeps the book's identity.
+        if self.book_id is None:
+            self.book_id = derived_book_id(self)
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> BookPlan:
@@ -215,6 +231,15 @@ class BookPlan(_Strict):
         return page.negative_prompt if page.negative_prompt is not None else self.style.negative_prompt
 
 
+def derived_book_id(plan: BookPlan) -> str:
+    """A book identifier (``urn:uuid:…``) made from what tells one book from another: its
+    title, author, master seed and story (the story file's SHA-256, or the pages' text when the
+    plan records no story file). Two books share it only if all of these agree."""
+    story = plan.source.sha256 or hashlib.sha256("\n".join(p.text for p in plan.pages).encode()).hexdigest()
+    name = "\x00".join(["fairytale-book", plan.title, plan.author or "", str(plan.seed), story])
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
+
+
 def resolve_plan_path(plan_file: Path, relative: str) -> Path:
     """A path written in a plan, resolved against the plan file's folder."""
     path = Path(relative).expanduser()
@@ -235,9 +260,15 @@ def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 2}
 
 
+def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 adds the book's identifier (``book_id``); a version-2 plan gets the one derived
+    from its title, author, seed and story (:func:`derived_book_id`), kept once it is saved."""
+    return {**data, "version": 3}
+
+
 #: Each entry upgrades a plan of that version by one version. A later format adds its step
 #: here; plans are read through the whole chain, so every old plan keeps working.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate_plan_data(data: dict[str, Any], origin: str = "plan") -> dict[str, Any]:

@@ -102,3 +102,42 @@ def test_cover_pdf_width_follows_the_page_count_and_paper(tmp_path, pages, paper
     assert float(page.trimbox.width) == pytest.approx((width_in - 0.25) * INCH, abs=1e-3)
     # the front panel starts after the back and the spine
     assert spec.front.x == pytest.approx((0.125 + 8 + pages * per_page) * INCH)
+
+
+def test_a_right_to_left_book_has_its_front_cover_left_of_the_spine(tmp_path):
+    import pypdfium2 as pdfium
+
+    book = fake_book(tmp_path, make_plan(3, back_cover_text=BACK_TEXT, language="he"))
+    result = publish_book(book, PublishOptions(formats=(), preset="kdp"))
+    path, spec, barcode = result.files["cover"], result.cover.spec, result.cover.barcode
+    bleed, margin = 0.125 * INCH, get_preset("kdp").cover_margin_in * INCH
+    # bound on the right: front | spine | back, the sheet's size unchanged
+    assert spec.front.x == pytest.approx(bleed) and spec.front.right == pytest.approx(spec.spine.x)
+    assert spec.back.x == pytest.approx(spec.spine.right) and spec.back.right == pytest.approx(
+        spec.trim.right
+    )
+    (page,) = PdfReader(str(path)).pages
+    assert float(page.mediabox.width) == pytest.approx(spec.width_in * INCH, abs=1e-3)
+    # the cover picture fills the front and its bleed, on the left
+    document = pdfium.PdfDocument(str(path))
+    try:
+        (picture,) = document[0].get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE])
+        left, _, right, _ = picture.get_bounds()
+    finally:
+        document.close()
+    assert (left, right) == pytest.approx((0, spec.front.right), abs=0.01)
+    # title and author on the front, the blurb on the back, the barcode area at the back's foot
+    text = squash(pdf_page_texts(path)[0])
+    assert "Zoë and the Lighthouse" in text and BACK_TEXT in text
+    for char, (left, bottom, right, top) in pdf_char_boxes(path, 0):
+        in_back = spec.back.x + margin <= left and right <= spec.back.right - margin
+        in_front = spec.front.x + margin <= left and right <= spec.front.right - margin
+        assert in_back or in_front, char
+        assert not (
+            left < barcode.right and right > barcode.x and bottom < barcode.top and top > barcode.y
+        ), char
+    assert spec.back.x + margin <= barcode.x and barcode.right <= spec.back.right - margin
+    assert barcode.y == pytest.approx(spec.back.y + margin)
+    assert all(t.box.right <= spec.spine.x for t in result.cover.texts if t.what.startswith("front"))
+    assert "at the back cover's lower left, beside the spine" in (book / "preflight-kdp.txt").read_text()
+    assert result.preflight.errors == []

@@ -247,3 +247,46 @@ def test_a_language_that_is_no_language_tag_is_refused(tmp_path):
     with pytest.raises(FairytaleError, match="language 'English' is not a language tag"):
         publish_book(book, PublishOptions(formats=("epub",)))
     assert not (tmp_path / "zoe.epub").exists()
+
+
+def _identifier(epub) -> str:
+    files, _ = read_epub(epub)
+    opf = package(files)
+    (identifier,) = [e for e in opf.iter("{http://purl.org/dc/elements/1.1/}identifier")]
+    assert identifier.get("id") == opf.get("unique-identifier")
+    return identifier.text
+
+
+def test_two_books_of_the_same_title_and_author_have_different_identifiers(tmp_path):
+    from fairytale.plan import BookPlan, Page
+
+    # the same title, author and master seed; another story
+    first = fake_book(tmp_path / "a", make_plan(3, title="My Book", author="Mum"))
+    other = BookPlan(
+        title="My Book",
+        author="Mum",
+        seed=make_plan(3).seed,
+        pages=[
+            Page(number=n, text=f"Another story, page {n}.", prompt=f"a cat {n}", seed=n) for n in (1, 2, 3)
+        ],
+    )
+    second = fake_book(tmp_path / "b", other)
+    ids = [
+        _identifier(publish_book(book, PublishOptions(formats=("epub",))).files["epub"])
+        for book in (first, second)
+    ]
+    assert ids[0] != ids[1]
+    assert all(re.fullmatch(r"urn:uuid:[0-9a-f-]{36}", i) for i in ids), ids
+
+
+def test_the_identifier_is_kept_across_edits_and_re_exports(tmp_path):
+    book = fake_book(tmp_path, make_plan(3, title="My Book", author="Mum"))
+    stored = load_plan(book / "plan.json").book_id
+    first = _identifier(publish_book(book, PublishOptions(formats=("epub",))).files["epub"])
+    assert first == stored  # the plan's own identifier, written when the plan was made
+    edited = load_plan(book / "plan.json")
+    edited.pages[0].text = edited.pages[0].text.replace("Zoë", "Zoe")  # a typo fixed
+    edited.title = "My Book, Again"
+    save_plan(edited, book / "plan.json")
+    again = _identifier(publish_book(book, PublishOptions(formats=("epub",))).files["epub"])
+    assert again == first

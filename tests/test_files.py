@@ -13,6 +13,7 @@ import pytest
 from fairytale.errors import FairytaleError
 from fairytale.files import (
     TEMP_MARK,
+    atomic_file_set,
     atomic_path,
     atomic_write_text,
     check_output_folder,
@@ -41,6 +42,27 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
         raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["book.pdf"]
+
+
+def test_a_file_set_appears_together_or_not_at_all(tmp_path):
+    interior, cover = tmp_path / "book-interior.pdf", tmp_path / "book-cover.pdf"
+    interior.write_text("old interior")
+    cover.write_text("old cover")
+    with pytest.raises(RuntimeError), atomic_file_set() as files:
+        files.stage(interior).write_text("new interior")  # complete, but its cover is not
+        files.stage(cover).write_text("half a cov")
+        raise RuntimeError("the cover failed")
+    assert (interior.read_text(), cover.read_text()) == ("old interior", "old cover")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book-cover.pdf", "book-interior.pdf"]
+    with atomic_file_set() as files:
+        staged = files.stage(interior)
+        staged.write_text("new interior")
+        files.stage(cover).write_text("new cover")
+        assert interior.read_text() == "old interior"  # nothing moves before the set is complete
+        assert files.final(staged) == interior
+    assert (interior.read_text(), cover.read_text()) == ("new interior", "new cover")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book-cover.pdf", "book-interior.pdf"]
+    assert interior.stat().st_mode & 0o777 == new_file_mode()
 
 
 def test_output_path_checks(tmp_path):

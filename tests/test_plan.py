@@ -32,16 +32,18 @@ def test_round_trip_is_lossless_and_human_readable(tmp_path):
     assert "Zoë’s “café”" in text  # not \u-escaped: a person edits this file
     assert load_plan(path) == plan
     data = json.loads(text)
-    assert data["version"] == 2 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
+    assert data["version"] == 3 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(version=3), "plan version 3"),
+        (lambda d: d.update(version=4), "plan version 4"),
         (lambda d: d.update(version=0), "plan version 0"),
         (lambda d: d.update(version=True), "plan version True"),
         (lambda d: d.update(version="2"), "plan version '2'"),
+        (lambda d: d.update(book_id=""), "book_id"),
+        (lambda d: d.update(book_id=7), "book_id"),
         (lambda d: d.pop("version"), "plan version None"),
         (lambda d: d["pages"][0].update(seed="abc"), "pages.0.seed"),
         (lambda d: d["pages"][0].update(characters=["nobody"]), "unknown characters"),
@@ -85,8 +87,9 @@ def test_tokens_need_embeddings():
     assert plan.negative_prompt(plan.pages[0]) == plan.style.negative_prompt
 
 
-def test_version_1_plans_are_migrated_to_version_2(tmp_path):
+def test_version_1_plans_are_migrated(tmp_path):
     data = json.loads(dump_plan(make_plan()))
+    data.pop("book_id")
     for page in data["pages"]:
         page.pop("alt_text")
     for character in data["characters"]:
@@ -97,8 +100,38 @@ def test_version_1_plans_are_migrated_to_version_2(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(data))
     migrated = load_plan(path)
-    assert migrated.version == 2
+    assert migrated.version == 3
     assert migrated == make_plan()  # the same book: prompts, seeds, characters unchanged
+
+
+def test_a_plan_keeps_its_book_id_and_a_version_2_plan_gets_a_stable_one(tmp_path):
+    from fairytale.plan import Source
+
+    plan = make_plan(source=Source(story="ginger.txt", sha256="a" * 64))
+    assert plan.book_id.startswith("urn:uuid:")
+    path = tmp_path / "plan.json"
+    save_plan(plan, path)
+    edited = load_plan(path)
+    edited.title, edited.pages[0].text = "Ginger the Tall Giraffe", "Ginger was very tall."
+    save_plan(edited, path)
+    assert load_plan(path).book_id == plan.book_id  # edits keep the book's identity
+    # a version-2 plan had no book_id: it gets one made from its title, author, seed and story
+    # file, the same at every load and through an edit of its text
+    data = json.loads(dump_plan(plan))
+    data.pop("book_id")
+    data["version"] = 2
+    old = parse_plan(json.dumps(data))
+    assert old.version == 3 and old.book_id == plan.book_id
+    data["pages"][0]["text"] = "Ginger was very tall."
+    assert parse_plan(json.dumps(data)).book_id == plan.book_id
+    # another story, or another master seed, of the same title and author is another book
+    assert make_plan(source=Source(sha256="b" * 64)).book_id != plan.book_id
+    assert make_plan(seed=43, source=Source(sha256="a" * 64)).book_id != plan.book_id
+    # a plan without a story file is told apart by its text
+    assert (
+        make_plan().book_id
+        != make_plan(pages=[Page(number=1, text="Owls.", prompt="an owl", seed=1)]).book_id
+    )
 
 
 def _with_group(**group) -> dict:
@@ -135,8 +168,9 @@ def test_groups_of_groups_are_refused():
 
 
 def _as_version_1(data: dict) -> dict:
-    """Plan JSON as version 1 wrote it: without the fields version 2 added."""
+    """Plan JSON as version 1 wrote it: without the fields versions 2 and 3 added."""
     data = json.loads(json.dumps(data))
+    data.pop("book_id")
     for page in data["pages"]:
         page.pop("alt_text")
     for character in data["characters"]:

@@ -186,3 +186,165 @@ def test_facing_pages_put_the_text_left_and_the_picture_right(tmp_path):
     assert set(result.interior.layouts.values()) == {"facing_pages"}
     assert result.preflight.errors == []
     assert result.cover.spec.spine_in == 0.06
+
+
+def test_a_right_to_left_book_is_bound_on_the_right():
+    # A right-to-left book opens on a left-hand page bound on its right edge: the gutter is on
+    # the right of page 1 (index 0) and on the left of page 2, the bleed on the other edge.
+    settings = PdfSettings(
+        bleed=True, bleed_edges="outside", inside_margin_in=0.75, cover_page=False, binding="right"
+    )
+    first, second = settings.geometry(0), settings.geometry(1)
+    assert first.side == "left" and second.side == "right"
+    assert first.trim.x == 0.125 * INCH and second.trim.x == 0  # the bleed on the outside edge
+    assert first.safe.right == first.trim.right - 0.75 * INCH  # the gutter on the bound edge
+    assert first.safe.x == first.trim.x + 0.5 * INCH
+    assert second.safe.x == second.trim.x + 0.75 * INCH
+
+
+def _picture_extents(pdf, index: int) -> list[tuple[float, float]]:
+    """The left and right x of every picture placed on a PDF page."""
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        bounds = [
+            obj.get_bounds() for obj in document[index].get_objects(filter=[pdfium.raw.FPDF_PAGEOBJ_IMAGE])
+        ]
+    finally:
+        document.close()
+    return [(left, right) for left, _, right, _ in bounds]
+
+
+@pytest.mark.parametrize("facing", [False, True], ids=["pages", "facing"])
+def test_a_right_to_left_interior_is_the_mirror_of_a_left_to_right_one(tmp_path, facing):
+    ltr_book = fake_book(tmp_path, make_plan(3), name="ltr")
+    rtl_plan = make_plan(3, language="he")
+    rtl_book = fake_book(tmp_path, rtl_plan, name="rtl")
+    options = PublishOptions(formats=(), preset="kdp", facing=facing)
+    ltr = publish_book(ltr_book, options)
+    rtl = publish_book(rtl_book, options)
+    ltr_pdf, rtl_pdf = ltr.files["interior"], rtl.files["interior"]
+    reader = PdfReader(str(rtl_pdf))
+    assert len(reader.pages) == len(PdfReader(str(ltr_pdf)).pages) == 24
+    sheet = 8.625 * INCH
+    margin = 0.5 * INCH
+
+    def mirrored(left: float, right: float) -> tuple[float, float]:
+        return (sheet - right, sheet - left)
+
+    for index, page in enumerate(reader.pages):
+        # page 1 is still the first page, now a left-hand page: bleed on its left (outside) edge
+        trim_x = 0.125 * INCH if index % 2 == 0 else 0.0
+        assert [float(v) for v in page.trimbox] == pytest.approx(
+            [trim_x, 9, trim_x + 8.5 * INCH, 9 + 8.5 * INCH]
+        )
+        # pictures sit where the left-to-right book has them, mirrored
+        expected = sorted(x for extent in _picture_extents(ltr_pdf, index) for x in mirrored(*extent))
+        found = sorted(x for extent in _picture_extents(rtl_pdf, index) for x in extent)
+        assert found == pytest.approx(expected, abs=0.01), index
+        # every glyph keeps the margins of its own page's trim
+        for char, (left, _, right, _) in pdf_char_boxes(rtl_pdf, index):
+            assert left >= trim_x + margin - 0.5 and right <= trim_x + 8.5 * INCH - margin + 0.5, (
+                index,
+                char,
+            )
+    # and so do the text blocks, and the safe areas they were fitted to
+    assert len(rtl.interior.texts) == len(ltr.interior.texts)
+    for ltr_text, rtl_text in zip(ltr.interior.texts, rtl.interior.texts, strict=True):
+        assert (rtl_text.page_index, rtl_text.what) == (ltr_text.page_index, ltr_text.what)
+        assert (rtl_text.box.x, rtl_text.box.right) == pytest.approx(
+            mirrored(ltr_text.box.x, ltr_text.box.right)
+        )
+        assert (rtl_text.safe.x, rtl_text.safe.right) == pytest.approx(
+            mirrored(ltr_text.safe.x, ltr_text.safe.right)
+        )
+    texts = [squash(t) for t in pdf_page_texts(rtl_pdf)]
+    assert rtl_plan.title in texts[0]  # the order of the pages is the reading order
+    assert squash(rtl_plan.pages[0].text) in texts[1]
+    assert "bound on the right" in (rtl_book / "preflight-kdp.txt").read_text()
+    assert "bound on the left" in (ltr_book / "preflight-kdp.txt").read_text()
+    assert rtl.preflight.errors == []
+
+
+def test_a_right_to_left_interior_keeps_the_wider_gutter_on_its_bound_edge(tmp_path):
+    from PIL import Image
+
+    from fairytale.pdf import BookContents, BookPage, write_book_pdf
+
+    # a wide picture above its text fills the safe area's width: its margins are the page's
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (300, 100), (200, 120, 40)).save(wide)
+    pages = [BookPage(n, "A line.", wide, "picture_above_text") for n in (1, 2)]
+    contents = BookContents("A book", None, pages, wide)
+    gutter, outside = 1.5 * INCH, 0.5 * INCH
+    for binding in ("left", "right"):
+        settings = PdfSettings(
+            bleed=True, bleed_edges="outside", inside_margin_in=1.5, cover_page=False, binding=binding
+        )
+        pdf = write_book_pdf(contents, tmp_path / f"{binding}.pdf", settings).path
+        reader = PdfReader(str(pdf))
+        for index in (1, 2):  # story pages 1 and 2: a verso and a recto
+            x1, _, x2, _ = (float(v) for v in reader.pages[index].trimbox)
+            ((left, right),) = _picture_extents(pdf, index)
+            recto = index % 2 == 0
+            bound_on_left = recto if binding == "left" else not recto
+            expected = (gutter, outside) if bound_on_left else (outside, gutter)
+            assert (left - x1, x2 - right) == pytest.approx(expected, abs=0.01), (binding, index)
+
+
+def _folder_files(folder) -> dict[str, bytes]:
+    """Every output of an export (the book folder's caches aside), by path, with its bytes."""
+    return {
+        str(path.relative_to(folder)): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not {"print", "print-kdp", "pages"} & set(path.relative_to(folder).parts[1:2])
+    }
+
+
+def test_a_failed_export_leaves_the_previous_exports_files_as_they_were(tmp_path):
+    from typer.testing import CliRunner
+
+    from fairytale.cli import app
+    from fairytale.plan import load_plan, save_plan
+
+    book = fake_book(tmp_path, make_plan(3, back_cover_text="A story of courage by the sea."))
+    command = ["export", str(book), "--format", "epub,pdf", "--preset", "kdp"]
+    first = CliRunner().invoke(app, command)
+    assert first.exit_code == 0, first.output
+    before = _folder_files(tmp_path)
+    assert {
+        "zoe.epub",
+        "zoe.pdf",
+        "zoe-kdp-interior.pdf",
+        "zoe-kdp-cover.pdf",
+        "zoe/preflight-kdp.txt",
+    } <= set(before)
+    # an edit that changes every file, and a back-cover text too long for the cover, which is
+    # made after the EPUB, the PDF and the interior
+    plan = load_plan(book / "plan.json")
+    plan.pages[0].text = "A new first page."
+    plan.back_cover_text = "A very long blurb. " * 400
+    save_plan(plan, book / "plan.json")
+    before["zoe/plan.json"] = (book / "plan.json").read_bytes()
+    second = CliRunner().invoke(app, command)
+    assert second.exit_code != 0 and "back-cover text is too long" in second.stderr, second.output
+    assert "Traceback" not in second.output
+    after = _folder_files(tmp_path)
+    assert sorted(after) == sorted(before)  # no new file, no temporary left behind
+    assert all(after[name] == before[name] for name in before), [n for n in before if after[n] != before[n]]
+
+
+def test_an_export_that_fails_at_its_last_step_writes_nothing(tmp_path, monkeypatch):
+    import fairytale.publish.book_export as book_export
+
+    book = fake_book(tmp_path, make_plan(3))
+
+    def broken_preflight(*args, **kwargs):
+        raise FairytaleError("preflight broke")
+
+    monkeypatch.setattr(book_export, "run_preflight", broken_preflight)
+    before = _folder_files(tmp_path)
+    with pytest.raises(FairytaleError, match="preflight broke"):
+        publish_book(book, PublishOptions(formats=("epub", "pdf"), preset="kdp"))
+    assert _folder_files(tmp_path) == before

@@ -17,7 +17,7 @@ Layouts of a story page:
 
 ``facing_pages`` (a whole-book choice of the print presets, :func:`layout_facing_pages`)
     Each story page becomes a spread: the text alone on the left-hand page, the picture over the
-    whole right-hand page.
+    whole right-hand page (the other way round in a book bound on the right, read right to left).
 """
 
 from __future__ import annotations
@@ -83,9 +83,10 @@ class PageGeometry:
     ``bleed_edges="all"`` adds the bleed on every side (a print shop's usual request);
     ``"outside"`` only on the top, bottom and outside edge, as print-on-demand interiors want
     (KDP, IngramSpark): the bound edge is never cut, so it gets none. Which edge is the outside
-    depends on ``side``: a right-hand page (recto) is bound on its left. ``inside_margin_in``
-    widens the margin on the bound edge (the gutter), which binding services require to grow
-    with the page count.
+    depends on ``side``: a right-hand page is bound on its left, a left-hand page on its right
+    (which of them is a recto depends on the book's binding, see ``PdfSettings.geometry``).
+    ``inside_margin_in`` widens the margin on the bound edge (the gutter), which binding
+    services require to grow with the page count.
     """
 
     trim_name: str

@@ -37,6 +37,7 @@ from fairytale.pdf.layout import (
     layout_story_page,
 )
 from fairytale.pdf.text import ASCENT, TextBlock, fit_text
+from fairytale.reading_direction import Binding
 
 INK = (0.13, 0.13, 0.15)
 BAND_ALPHA = 0.85
@@ -83,13 +84,17 @@ class PdfSettings:
     closing_pages: bool = False
     min_pages: int = 0
     even_pages: bool = False
-    facing: bool = False  # each story page as a spread: text on the left page, picture on the right
+    facing: bool = False  # each story page as a spread: text on the first page, picture on the next
+    binding: Binding = "left"  # the bound edge seen from the front cover: "right" for right-to-left books
 
     def geometry(self, page_index: int = 0) -> PageGeometry:
-        """The geometry of the PDF page at ``page_index`` (0-based; even indexes are right-hand
-        pages, as the first page of a bound book is)."""
+        """The geometry of the PDF page at ``page_index`` (0-based). Even indexes are rectos, as
+        the first page of a bound book is: right-hand pages of a book bound on the left, and
+        left-hand pages of one bound on the right (a right-to-left book), so its gutter and
+        bleed are mirrored. The order of the pages is the reading order either way."""
         base = PageGeometry.for_trim(self.trim, self.bleed)
-        side = "right" if page_index % 2 == 0 else "left"
+        recto, verso = ("right", "left") if self.binding == "left" else ("left", "right")
+        side = recto if page_index % 2 == 0 else verso
         return replace(base, bleed_edges=self.bleed_edges, side=side, inside_margin_in=self.inside_margin_in)
 
     def story_page_index(self, number: int) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
-from fairytale.files import check_output_path, ensure_dir
+from fairytale.files import atomic_file_set, check_output_path, ensure_dir
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, write_book_pdf
 from fairytale.plan import BookPlan, load_plan
 from fairytale.publish.alt_text import alt_text
@@ -30,6 +30,7 @@ from fairytale.publish.cover import CoverReport, write_cover_pdf
 from fairytale.publish.epub import EpubBook, EpubPage, EpubReport, write_epub
 from fairytale.publish.preflight import PreflightReport, run_preflight
 from fairytale.publish.presets import cover_spec, get_preset
+from fairytale.reading_direction import binding_edge
 from fairytale.render.manifest import Manifest, load_manifest, resolve_in_book
 
 FORMATS = ("pdf", "epub")
@@ -145,83 +146,100 @@ def publish_book(
     )
     cache = ensure_dir(book_dir / "print")
 
-    if "epub" in options.formats:
-        book = EpubBook(
-            title=plan.title,
-            author=plan.author,
-            language=plan.language,
-            pages=[
-                EpubPage(p.number, p.text, pictures[p.number], alt_text(plan, p), p.layout)
-                for p in plan.pages
-            ],
-            cover_picture=pictures[cover_number],
-            cover_alt=alt_text(plan, plan.pages[cover_number - 1]),
-            credit=_credit(manifest),
-            trim=trim,
-            layout=layout,  # type: ignore[arg-type]
-        )
-        result.epub = write_epub(book, _output(book_dir, ".epub"), modified=modified)
-        result.files["epub"] = result.epub.path
-        result.warnings.extend(result.epub.warnings)
+    # Every file is staged and renamed into place only when all are made: an export that fails
+    # half-way (a cover that cannot be drawn) leaves the previous export's files as they were,
+    # never a new interior beside an old cover.
+    with atomic_file_set() as staged:
+        if "epub" in options.formats:
+            book = EpubBook(
+                title=plan.title,
+                author=plan.author,
+                language=plan.language,
+                identifier=plan.book_id,
+                pages=[
+                    EpubPage(p.number, p.text, pictures[p.number], alt_text(plan, p), p.layout)
+                    for p in plan.pages
+                ],
+                cover_picture=pictures[cover_number],
+                cover_alt=alt_text(plan, plan.pages[cover_number - 1]),
+                credit=_credit(manifest),
+                trim=trim,
+                layout=layout,  # type: ignore[arg-type]
+            )
+            result.files["epub"] = _output(book_dir, ".epub")
+            result.epub = write_epub(book, staged.stage(result.files["epub"]), modified=modified)
+            result.warnings.extend(result.epub.warnings)
 
-    if "pdf" in options.formats:
-        pdf_settings = PdfSettings(trim, bool(settings.get("bleed", False)), dpi, quality, layout)  # type: ignore[arg-type]
-        result.pdf = write_book_pdf(contents, _output(book_dir, ".pdf"), pdf_settings, picture_cache=cache)
-        result.files["pdf"] = result.pdf.path
+        if "pdf" in options.formats:
+            pdf_settings = PdfSettings(trim, bool(settings.get("bleed", False)), dpi, quality, layout)  # type: ignore[arg-type]
+            result.files["pdf"] = _output(book_dir, ".pdf")
+            result.pdf = write_book_pdf(
+                contents, staged.stage(result.files["pdf"]), pdf_settings, picture_cache=cache
+            )
 
-    if preset:
-        # the page count (and with it the gutter) is known before drawing: title page, story
-        # pages (two each when facing), "The End" and credits, padded to the minimum and even
-        pages = max(preset.min_pages, 1 + len(plan.pages) * (2 if options.facing else 1) + 2)
-        pages += pages % 2
-        interior_settings = PdfSettings(
-            trim=trim,
-            bleed=True,
-            dpi=dpi,
-            jpeg_quality=quality,
-            layout=layout,  # type: ignore[arg-type]
-            bleed_edges="outside",
-            inside_margin_in=preset.gutter_in(pages),
-            cover_page=False,
-            closing_pages=True,
-            min_pages=preset.min_pages,
-            even_pages=True,
-            facing=options.facing,
-        )
-        interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
-        cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")
-        # its own picture cache: each build prunes the JPEGs it does not use from its cache
-        interior = write_book_pdf(
-            contents,
-            interior_path,
-            interior_settings,
-            picture_cache=ensure_dir(book_dir / f"print-{preset.name}"),
-        )
-        spec = cover_spec(preset, trim, interior.page_count, options.paper, options.spine_width)
-        cover = write_cover_pdf(
-            cover_path,
-            spec,
-            preset,
-            title=plan.title,
-            author=plan.author,
-            back_text=plan.back_cover_text,
-            cover_picture=pictures[cover_number],
-            dpi=dpi,
-            jpeg_quality=quality,
-        )
-        sheet = interior_settings.geometry().media
-        report = run_preflight(
-            preset,
-            interior,
-            cover,
-            dpi=dpi,
-            upscaled=upscaled,
-            sheet_in=(sheet.width / 72, sheet.height / 72),
-        )
-        result.interior, result.cover, result.preflight = interior, cover, report
-        result.files |= {
-            "interior": interior_path,
-            "cover": cover_path,
-            "preflight": report.save(book_dir / f"preflight-{preset.name}.txt"),
-        }
+        if preset:
+            # the page count (and with it the gutter) is known before drawing: title page, story
+            # pages (two each when facing), "The End" and credits, padded to the minimum and even
+            pages = max(preset.min_pages, 1 + len(plan.pages) * (2 if options.facing else 1) + 2)
+            pages += pages % 2
+            interior_settings = PdfSettings(
+                trim=trim,
+                bleed=True,
+                dpi=dpi,
+                jpeg_quality=quality,
+                layout=layout,  # type: ignore[arg-type]
+                bleed_edges="outside",
+                inside_margin_in=preset.gutter_in(pages),
+                cover_page=False,
+                closing_pages=True,
+                min_pages=preset.min_pages,
+                even_pages=True,
+                facing=options.facing,
+                binding=binding_edge(plan.language),
+            )
+            interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
+            cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")
+            # its own picture cache: each build prunes the JPEGs it does not use from its cache
+            interior = write_book_pdf(
+                contents,
+                staged.stage(interior_path),
+                interior_settings,
+                picture_cache=ensure_dir(book_dir / f"print-{preset.name}"),
+            )
+            spec = cover_spec(
+                preset,
+                trim,
+                interior.page_count,
+                options.paper,
+                options.spine_width,
+                interior_settings.binding,
+            )
+            cover = write_cover_pdf(
+                staged.stage(cover_path),
+                spec,
+                preset,
+                title=plan.title,
+                author=plan.author,
+                back_text=plan.back_cover_text,
+                cover_picture=pictures[cover_number],
+                dpi=dpi,
+                jpeg_quality=quality,
+            )
+            sheet = interior_settings.geometry().media
+            report = run_preflight(
+                preset,
+                interior,
+                cover,
+                dpi=dpi,
+                upscaled=upscaled,
+                sheet_in=(sheet.width / 72, sheet.height / 72),
+                binding=interior_settings.binding,
+            )
+            result.interior, result.cover, result.preflight = interior, cover, report
+            preflight_path = book_dir / f"preflight-{preset.name}.txt"
+            report.save(staged.stage(preflight_path))
+            result.files |= {"interior": interior_path, "cover": cover_path, "preflight": preflight_path}
+    for made in (result.epub, result.pdf, result.interior, result.cover):
+        if made is not None:  # the reports name the files' final paths, not the staged ones
+            made.path = staged.final(made.path)
     return result

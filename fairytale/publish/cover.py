@@ -69,14 +69,21 @@ def write_cover_pdf(
     bleed = spec.bleed_in * INCH
     texts: list[PlacedText] = []
 
-    # front: the picture over the front panel and its bleed, the title on a band at the top
-    front_safe = Rect(
-        front.x + max(margin, fold),
-        front.y + margin,
-        front.width - max(margin, fold) - margin,
-        front.height - 2 * margin,
+    # Each panel keeps the fold margin on its spine side: the front's left and the back's right
+    # in a book bound on the left, the other way round in one bound on the right.
+    bound_left = spec.binding == "left"
+
+    def panel_safe(panel: Rect, spine_on_right: bool) -> Rect:
+        left, right = (margin, max(margin, fold)) if spine_on_right else (max(margin, fold), margin)
+        return Rect(panel.x + left, panel.y + margin, panel.width - left - right, panel.height - 2 * margin)
+
+    # front: the picture over the front panel and its outer bleed, the title on a band at the top
+    front_safe = panel_safe(front, spine_on_right=not bound_left)
+    picture_box = (
+        Rect(front.x, 0.0, front.width + bleed, media.height)
+        if bound_left
+        else Rect(0.0, 0.0, front.right, media.height)
     )
-    picture_box = Rect(front.x, 0.0, front.width + bleed, media.height)
     title_block = fit_text(title, fonts.bold, front_safe.width, front.height * 0.3, 44.0, 14.0)
     if title_block is None:
         raise PlanError("The title is too long to fit the front cover; shorten it in the plan")
@@ -86,7 +93,7 @@ def write_cover_pdf(
     gap = 0.15 * INCH
     content = title_block.height + (gap + author_block.height if author_block else 0.0)
     band_bottom = front_safe.top - content - 0.25 * INCH
-    band = Rect(front.x, band_bottom, front.width + bleed, media.top - band_bottom)
+    band = Rect(picture_box.x, band_bottom, picture_box.width, media.top - band_bottom)
     title_box = Rect(front_safe.x, front_safe.top - title_block.height, front_safe.width, title_block.height)
     author_box = (
         Rect(front_safe.x, title_box.y - gap - author_block.height, front_safe.width, author_block.height)
@@ -94,12 +101,12 @@ def write_cover_pdf(
         else None
     )
 
-    # back: the barcode area at the lower right, the text above it
+    # back: the barcode area at the foot beside the spine (lower right of a left-bound book's
+    # back, mirrored on a right-bound one's), the text above it
     barcode_w, barcode_h = (v * INCH for v in preset.barcode_in)
-    back_safe = Rect(
-        back.x + margin, back.y + margin, back.width - margin - max(margin, fold), back.height - 2 * margin
-    )
-    barcode = Rect(back_safe.right - barcode_w, back_safe.y, barcode_w, barcode_h)
+    back_safe = panel_safe(back, spine_on_right=bound_left)
+    barcode_x = back_safe.right - barcode_w if bound_left else back_safe.x
+    barcode = Rect(barcode_x, back_safe.y, barcode_w, barcode_h)
     text_box = Rect(
         back_safe.x, barcode.top + 0.3 * INCH, back_safe.width, back_safe.top - barcode.top - 0.3 * INCH
     )
@@ -145,7 +152,13 @@ def write_cover_pdf(
             canvas.setTrimBox(spec.trim.as_box())
             canvas.setBleedBox(media.as_box())
             canvas.setFillColorRGB(*colour)
-            canvas.rect(0, 0, front.x, media.height, stroke=0, fill=1)  # back and spine, with bleed
+            # back and spine, with their bleed: all of the sheet the picture does not cover
+            plain = (
+                Rect(0, 0, front.x, media.height)
+                if bound_left
+                else Rect(front.right, 0, media.width - front.right, media.height)
+            )
+            canvas.rect(plain.x, plain.y, plain.width, plain.height, stroke=0, fill=1)
             canvas.drawImage(
                 str(picture.path), picture_box.x, picture_box.y, picture_box.width, picture_box.height
             )

@@ -35,6 +35,7 @@ from fairytale.pdf.images import _crop_box
 from fairytale.pdf.layout import LayoutChoice, PageGeometry, Rect
 from fairytale.pdf.text import LEADING, PARAGRAPH_GAP, fit_text
 from fairytale.pdf.writer import BAND_ALPHA, INK, PdfSettings, cover_layout, plan_story_layouts
+from fairytale.reading_direction import is_right_to_left
 
 XHTML = "http://www.w3.org/1999/xhtml"
 EPUB_NS = "http://www.idpf.org/2007/ops"
@@ -43,7 +44,6 @@ DC = "http://purl.org/dc/elements/1.1/"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 PX_PER_PT = 96 / 72  # CSS pixels are 1/96 in, PDF points 1/72 in
 MAX_PICTURE_PX = 2048  # longest side of a picture in the EPUB (readers gain nothing from more)
-RTL_LANGUAGES = ("ar", "he", "fa", "ur", "yi", "ps", "sd", "ug", "dv")
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 CONFORMS_TO = "EPUB Accessibility 1.1 - WCAG 2.1 Level AA"
 
@@ -75,7 +75,7 @@ class EpubBook:
     credit: str | None = None
     trim: str = "8.5x8.5"
     layout: LayoutChoice = "auto"
-    identifier: str | None = None  # urn:uuid:…; derived from title and author when None
+    identifier: str | None = None  # the plan's book_id; None: derived from title, author and text
 
 
 @dataclass
@@ -175,9 +175,12 @@ def _css(size: tuple[int, int], font_files: list[tuple[str, str]]) -> bytes:
 
 
 def _identifier(book: EpubBook) -> str:
+    """The book's ``dc:identifier``, which e-readers tell books apart by. Without the plan's
+    identifier, one derived from the title, the author and the text, so that another story of
+    the same title and author is another book (but then a corrected typo makes a new one)."""
     if book.identifier:
         return book.identifier
-    name = f"fairytale:{book.title}:{book.author or ''}"
+    name = "\x00".join(["fairytale-epub", book.title, book.author or "", *(page.text for page in book.pages)])
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, name)}"
 
 
@@ -238,7 +241,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     # in a right-to-left one.
     recto, verso = (
         ("page-spread-left", "page-spread-right")
-        if _rtl(language)
+        if is_right_to_left(language)
         else ("page-spread-right", "page-spread-left")
     )
     spine.append(("cover", recto))
@@ -326,10 +329,6 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         except OSError as exc:
             raise FairytaleError(f"Cannot write {path}: {exc.strerror or exc}") from exc
     return EpubReport(path, len(spine), path.stat().st_size, alt_texts, warnings)
-
-
-def _rtl(language: str) -> bool:
-    return language.split("-")[0].lower() in RTL_LANGUAGES
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -451,7 +450,7 @@ def _package(
         if properties:
             attrs["properties"] = properties
         ET.SubElement(items, f"{{{OPF}}}item", attrs)
-    direction = "rtl" if _rtl(language) else "ltr"
+    direction = "rtl" if is_right_to_left(language) else "ltr"
     order = ET.SubElement(package, f"{{{OPF}}}spine", {"page-progression-direction": direction})
     for idref, properties in spine:
         attrs = {"idref": idref}

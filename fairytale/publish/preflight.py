@@ -17,6 +17,7 @@ from fairytale.pdf.layout import INCH, MARGIN_IN
 from fairytale.pdf.writer import PdfReport, PlacedText
 from fairytale.publish.cover import CoverReport
 from fairytale.publish.presets import PrintPreset
+from fairytale.reading_direction import Binding
 
 Level = Literal["ok", "warning", "error"]
 LOW_DPI_SHARE = 0.8  # below 80 % of the print DPI a picture looks soft
@@ -97,8 +98,10 @@ def run_preflight(
     dpi: int,
     upscaled: bool,
     sheet_in: tuple[float, float],
+    binding: Binding = "left",
 ) -> PreflightReport:
-    """Check an interior PDF and its cover against ``preset``'s rules."""
+    """Check an interior PDF and its cover against ``preset``'s rules (``binding``: the edge the
+    book is bound on, "right" for a right-to-left book)."""
     report = PreflightReport(preset.label)
     add = report.items.append
     spec = cover.spec
@@ -126,7 +129,8 @@ def run_preflight(
         PreflightItem(
             "ok",
             "interior size",
-            f"{spec.trim_name} trim; sheet {width:.3f} x {height:.3f} in (bleed on top, bottom and outside)",
+            f"{spec.trim_name} trim; sheet {width:.3f} x {height:.3f} in (bleed on top, bottom and outside); "
+            f"bound on the {binding}{' (right to left: choose reverse binding when you upload)' if binding == 'right' else ''}",
         )
     )
     inside = max(MARGIN_IN, preset.gutter_in(pages))
@@ -195,7 +199,8 @@ def run_preflight(
         PreflightItem(
             "ok",
             "barcode area",
-            f"{barcode.width / INCH:.1f} x {barcode.height / INCH:.1f} in at the back cover's lower right, left clear",
+            f"{barcode.width / INCH:.1f} x {barcode.height / INCH:.1f} in at the back cover's lower "
+            f"{'right' if spec.binding == 'left' else 'left'}, beside the spine, left clear",
         )
     )
     for warning in cover.warnings:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from fairytale.errors import FairytaleError
 from fairytale.pdf.layout import BLEED_IN, INCH, TRIMS, Rect
+from fairytale.reading_direction import Binding
 
 #: KDP's minimum inside margin by page count: (up to this many pages, margin in inches).
 KDP_GUTTER: tuple[tuple[int, float], ...] = (
@@ -121,7 +122,8 @@ def get_preset(name: str) -> PrintPreset:
 @dataclass(frozen=True)
 class CoverSpec:
     """The wraparound cover's arithmetic, in inches: back, spine and front side by side, with
-    bleed on the four outer edges."""
+    bleed on the four outer edges. A book bound on the right (a right-to-left book) has its
+    front on the left of the spine and its back on the right."""
 
     preset: str
     trim_name: str
@@ -132,6 +134,7 @@ class CoverSpec:
     spine_in: float
     spine_text: bool
     bleed_in: float = BLEED_IN
+    binding: Binding = "left"
 
     @property
     def width_in(self) -> float:
@@ -151,20 +154,23 @@ class CoverSpec:
         b = self.bleed_in * INCH
         return Rect(b, b, (self.width_in - 2 * self.bleed_in) * INCH, self.trim_height_in * INCH)
 
+    def _panel(self, leftmost: bool) -> Rect:
+        b = self.bleed_in * INCH
+        x = b if leftmost else b + (self.trim_width_in + self.spine_in) * INCH
+        return Rect(x, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
+
     @property
     def back(self) -> Rect:
-        b = self.bleed_in * INCH
-        return Rect(b, b, self.trim_width_in * INCH, self.trim_height_in * INCH)
+        return self._panel(leftmost=self.binding == "left")
 
     @property
     def spine(self) -> Rect:
-        back = self.back
-        return Rect(back.right, back.y, self.spine_in * INCH, back.height)
+        b = self.bleed_in * INCH
+        return Rect(b + self.trim_width_in * INCH, b, self.spine_in * INCH, self.trim_height_in * INCH)
 
     @property
     def front(self) -> Rect:
-        spine = self.spine
-        return Rect(spine.right, spine.y, self.trim_width_in * INCH, spine.height)
+        return self._panel(leftmost=self.binding == "right")
 
     def describe(self) -> str:
         """One line of arithmetic, for the preflight report."""
@@ -177,10 +183,16 @@ class CoverSpec:
 
 
 def cover_spec(
-    preset: PrintPreset, trim: str, pages: int, paper: str | None = None, spine_width: float | None = None
+    preset: PrintPreset,
+    trim: str,
+    pages: int,
+    paper: str | None = None,
+    spine_width: float | None = None,
+    binding: Binding = "left",
 ) -> CoverSpec:
     """The cover of a ``pages``-page book on ``paper``: spine = pages x the paper's thickness per
-    page, or ``spine_width`` (inches) when given (IngramSpark's cover template states it)."""
+    page, or ``spine_width`` (inches) when given (IngramSpark's cover template states it);
+    ``binding`` "right" puts the front left of the spine (a right-to-left book)."""
     key = trim.lower()
     if key not in TRIMS:
         raise FairytaleError(f"Unknown trim size '{trim}'. Choose one of: {', '.join(TRIMS)}")
@@ -195,4 +207,6 @@ def cover_spec(
         over is None or pages > over
     ) and spine - 2 * preset.spine_fold_margin_in >= 0.1  # room for a 6 pt line
     width, height = TRIMS[key]
-    return CoverSpec(preset.name, key, width, height, pages, paper, round(spine, 6), spine_text)
+    return CoverSpec(
+        preset.name, key, width, height, pages, paper, round(spine, 6), spine_text, binding=binding
+    )
