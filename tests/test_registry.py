@@ -124,7 +124,7 @@ def _hub_cache_listing() -> list[str]:
 # wrong one lacks (tiny_models names: see tests/tiny_models).
 KINDS = [
     ("sd14", "sd", "qa", "no model_index.json in the folder; sd14 takes a diffusers pipeline folder"),
-    ("qa", "qa", "sd", "no config.json, weights (.safetensors or .bin), vocab.json, merges.txt in the folder"),
+    ("qa", "qa", "sd", "no config.json, weights (.safetensors or .bin), vocab.json, merges.txt"),
     ("clip", "clip", "qa", "no preprocessor_config.json in the folder"),
     ("ner", "ner", "qa", "no pytorch_model.bin in the folder; ner takes a flair model"),
     ("lcm_lora_sd15", "lcm_lora", "taesd", "no pytorch_lora_weights.safetensors in the folder"),
@@ -146,7 +146,8 @@ def test_pull_role_folder_checks_the_folder_holds_a_model_of_the_roles_kind(
     assert refused.exit_code == 1
     lines = refused.output.strip().splitlines()
     assert len(lines) == 1, refused.output
-    assert lines[0].startswith(f"Error: Model at {folder} is not a usable") and f"for {role}: {missing}" in lines[0]
+    assert lines[0].startswith(f"Error: Model at {folder} is not a usable")
+    assert f"for {role}: {missing}" in lines[0]
     accepted = runner.invoke(app, ["models", "pull", f"{role}={tiny_models(right)}"])
     assert accepted.exit_code == 0, accepted.output
     assert "holds a usable model" in " ".join(accepted.output.split())

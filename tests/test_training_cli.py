@@ -196,7 +196,7 @@ def test_fusing_micro_batches_is_the_users_choice(tmp_path, tiny_sd, pictures, m
     assert seen == [expected]
 
 
-def test_a_second_run_into_the_same_folder_is_refused_and_the_first_run_is_untouched(tmp_path, tiny_sd, pictures):
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_untouched(tmp_path, tiny_sd, pictures):
     output = tmp_path / "creature.safetensors"
     checkpoints = tmp_path / "creature.checkpoints"
     # The first run trains for real and stops after its first step (checkpoint written) until told to go on.
@@ -274,4 +274,4 @@ def test_accelerate_launch_is_refused_as_one_run(tmp_path, tiny_sd, pictures):
     refusals = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
     assert len(refusals) == 1 and f"(PID {holder.pid})" in refusals[0], done.stderr[-3000:]
     assert not (tmp_path / "multi.safetensors").exists()
-    assert not (tmp_path / "multi.checkpoints").exists()  # the launch left nothing; the holder took its lock along
+    assert not (tmp_path / "multi.checkpoints").exists()  # the launch left nothing behind
