@@ -238,8 +238,9 @@ def train(
     (``X.a1111.safetensors``), both atomically, plus checkpoints in the run's checkpoint
     folder. ``console`` shows progress and the summary (main process only); ``on_step`` is
     called after every optimizer step. Raises :class:`FairytaleError` for anything the user
-    can fix, :class:`TrainingDiverged` when the loss stops being finite, and
-    :class:`TrainingInterrupted` on Ctrl-C.
+    can fix (among them :class:`~fairytale.book_lock.FolderBusyError` while another run trains
+    into the same checkpoint folder), :class:`TrainingDiverged` when the loss stops being
+    finite, and :class:`TrainingInterrupted` on Ctrl-C.
     """
     started = time.perf_counter()
     config.check()
