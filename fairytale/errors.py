@@ -13,6 +13,11 @@ class FairytaleError(Exception):
     exit_code = 1
 
 
+class FollowerError(FairytaleError):
+    """Under ``accelerate launch``, process 0 failed with a user error and has said so; the other
+    processes stop with this, and the CLI prints nothing more for them."""
+
+
 class ModelUnavailableError(FairytaleError):
     """A model is neither a local path nor in the Hugging Face cache, and the hub is out of reach."""
 

@@ -140,7 +140,8 @@ def _umask() -> int:
     return mask
 
 
-def _process_running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (someone else's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -168,7 +169,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
         return removed
     for candidate in candidates:
         match = pattern.match(candidate.name)
-        if match and candidate.is_file() and not _process_running(int(match.group(1))):
+        if match and candidate.is_file() and not process_running(int(match.group(1))):
             with contextlib.suppress(OSError):
                 candidate.unlink()
                 removed.append(candidate)

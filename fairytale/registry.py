@@ -269,6 +269,56 @@ def missing_in_cache(source: ModelSource, only: str | None = None) -> list[str]:
     return hub_cache.missing_files(snapshot, source.spec.library, _PARTS.get(source.spec.role, ()), only)
 
 
+#: What a local copy of each kind of model is, for the message when one is not.
+_LOCAL_LAYOUTS: dict[str, str] = {
+    "diffusers": "a diffusers pipeline folder (model_index.json and a folder per component)",
+    "transformers": "a transformers model folder (config.json and .safetensors or .bin weights)",
+    "flair": "a flair model: its pytorch_model.bin, or a folder holding it",
+}
+
+
+def local_problem(source: ModelSource, only: str | None = None) -> str | None:
+    """Why the local ``source`` is not a model its role can load (None: it is, or it is no
+    local path), read from the files alone: what the role's load path reads and is missing.
+
+    A single file is a model only where the load path takes one (a flair model, a LoRA or
+    adapter ``.safetensors``); ``only`` limits a diffusers pipeline to one component.
+    """
+    from fairytale import hub_cache
+
+    if not source.local:
+        return None
+    model, path = source.spec, Path(source.ref)
+    single = len(model.files) == 1 and model.files[0].endswith(".safetensors")
+    if single:
+        layout = f"its {Path(model.files[0]).name}, or a folder holding {model.files[0]}"
+    elif model.files:
+        layout = f"a folder holding {', '.join(model.files)}"
+    else:
+        layout = _LOCAL_LAYOUTS[model.library]
+    if path.is_file():
+        if model.library == "flair" or (single and path.suffix == ".safetensors"):
+            return None
+        return f"it is a file, and {model.role} takes {layout}"
+    if model.files:
+        missing = [name for name in model.files if not (path / name).is_file()]
+    else:
+        missing = hub_cache.missing_files(path, model.library, _PARTS.get(model.role, ()), only)
+    if not missing:
+        return None
+    named = [f"{name} (.safetensors or .bin)" if name.endswith("weights") else name for name in missing]
+    shown = ", ".join(named[:4]) + (f" and {len(named) - 4} more" if len(named) > 4 else "")
+    return f"no {shown} in the folder; {model.role} takes {layout}"
+
+
+def check_local(source: ModelSource, only: str | None = None) -> None:
+    """Raise the one-line :class:`ModelUnavailableError` when the local ``source`` is not a model
+    of its role's kind (see :func:`local_problem`); a hub id passes untouched."""
+    problem = local_problem(source, only)
+    if problem is not None:
+        raise ModelUnavailableError(unavailable_message(source, problem))
+
+
 def resolve(
     role: str, ref: str | os.PathLike[str] | None = None, device: str | None = None, only: str | None = None
 ) -> ModelSource:
@@ -714,7 +764,8 @@ def _download(source: ModelSource, only: str | None) -> str:
 def pull(role: str, ref: str | None = None, device: str | None = None, only: str | None = None) -> Pulled:
     """Make the model of ``role`` complete in the local cache and say where it came from.
 
-    A complete cached copy of any of the role's sources is used as it is. Otherwise each source
+    A local ``ref`` is checked (:func:`check_local`), never copied. A complete cached copy of
+    any of the role's sources is used as it is. Otherwise each source
     is tried in order: one the hub says is gone (401/404 ``RepoNotFound``) makes the next one be
     used, and the notes say so. A download cut in the middle keeps what it fetched; the next
     pull resumes it. ``only`` fetches one component of a diffusers model (``tokenizer``).
@@ -722,7 +773,8 @@ def pull(role: str, ref: str | None = None, device: str | None = None, only: str
     import requests
 
     source = resolve(role, ref, device, only)
-    if source.local:
+    if source.local:  # nothing to fetch: only whether the folder holds what the role loads
+        check_local(source, only)
         return Pulled(source, source.ref)
     if not missing_in_cache(source, only):
         from fairytale import hub_cache

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from fairytale.book_lock import BookBusyError, book_is_busy, book_lock
+from fairytale.book_lock import BookBusyError, book_is_busy, book_lock, lock_holder
 
 
 def _hold_in_subprocess(book_dir):
@@ -34,9 +34,10 @@ def test_a_book_locked_by_another_process_is_refused_then_free_again(tmp_path):
     holder = _hold_in_subprocess(book)
     try:
         assert book_is_busy(book)
-        with pytest.raises(BookBusyError, match="being painted by another fairytale job"):
+        with pytest.raises(BookBusyError, match="being painted by another fairytale job") as refused:
             with book_lock(book):
                 pass
+        assert f"(PID {holder.pid})" in str(refused.value)  # which job to wait for, or stop
     finally:
         holder.communicate("\n", timeout=30)
     assert not book_is_busy(book)
@@ -49,8 +50,11 @@ def test_a_killed_holder_leaves_no_lock(tmp_path):
     holder = _hold_in_subprocess(book)
     holder.kill()
     holder.wait(timeout=30)
+    assert (book / ".fairytale.lock").exists()  # left behind, and free
+    assert lock_holder(book) == "PID unknown"  # the dead holder's record names nobody
     with book_lock(book):
         pass
+    assert sorted(p.name for p in book.iterdir()) == [".fairytale.lock"]  # its record went with the next job
 
 
 def test_two_locks_in_one_process_exclude_each_other(tmp_path):

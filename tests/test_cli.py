@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fairytale.cli import app
@@ -95,3 +96,40 @@ def test_painting_commands_pass_each_setting_option_to_the_render_settings():
         assert not [p for p in parameters if _FIELD_OF.get(p, p) not in names and p not in own], command.__name__
     settings = render_settings({"steps": 7, "print_quality": True, "compile_unet": True, "quiet": True, "seed": 5})
     assert (settings.steps, settings.upscale, settings.compile) == (7, True, True)
+
+
+def fairytale(*args: str) -> subprocess.CompletedProcess:
+    """The real entry point (``python -m fairytale``), as a user runs it."""
+    command = [sys.executable, "-m", "fairytale", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "character", "--bogus"], "--bogus"),  # an unknown option
+        (["--bogus"], "--bogus"),  # the same, before any command
+        (["plan"], "story"),  # a missing argument
+        (["train", "style", "--backend", "sd99"], "--backend"),  # a value that is not one of the choices
+        (["render", "plan.json"], "--output"),  # a missing option
+        (["evaluate", "a", "b"], "(b)"),  # an extra argument
+    ],
+    ids=["unknown-option", "unknown-root-option", "missing-argument", "bad-choice", "missing-option", "extra"],
+)
+def test_usage_mistakes_are_one_line_and_exit_2(argv, named):
+    done = fairytale(*argv)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2, done.stderr
+    assert lines[0].startswith("Error: ") and named in lines[0]
+    if len(lines) == 2:
+        assert lines[1].startswith("Try 'fairytale") and lines[1].endswith("--help' for help.")
+    assert done.stdout == ""
+
+
+def test_help_and_a_bare_group_keep_the_rich_help():
+    shown = fairytale("train", "character", "--help")
+    assert shown.returncode == 0
+    assert "Usage: fairytale train character [OPTIONS]" in shown.stdout and "╭─ Options" in shown.stdout
+    bare = fairytale("train")  # no command: the help, as before
+    assert "Usage: fairytale train [OPTIONS] COMMAND" in bare.stdout and "╭─ Commands" in bare.stdout

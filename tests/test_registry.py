@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -109,3 +111,51 @@ def test_a_local_folder_without_its_weights_file_is_one_line(tmp_path):
     assert "\n" not in str(info.value)
     (tmp_path / "pytorch_lora_weights.safetensors").write_bytes(b"")
     assert registry.local_weights_file(source, "pytorch_lora_weights.safetensors") == tmp_path / "pytorch_lora_weights.safetensors"
+
+
+def _hub_cache_listing() -> list[str]:
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) if cache.is_dir() else []
+
+
+# One role of each kind, a tiny model of that kind, a tiny model of another kind, and what the
+# wrong one lacks (tiny_models names: see tests/tiny_models).
+KINDS = [
+    ("sd14", "sd", "qa", "no model_index.json in the folder; sd14 takes a diffusers pipeline folder"),
+    ("qa", "qa", "sd", "no config.json, weights (.safetensors or .bin), vocab.json, merges.txt"),
+    ("clip", "clip", "qa", "no preprocessor_config.json in the folder"),
+    ("ner", "ner", "qa", "no pytorch_model.bin in the folder; ner takes a flair model"),
+    ("lcm_lora_sd15", "lcm_lora", "taesd", "no pytorch_lora_weights.safetensors in the folder"),
+    ("taesd", "taesd", "lcm_lora", "no config.json, diffusion_pytorch_model.safetensors in the folder"),
+    ("ip_adapter_sd15", "ip_adapter", "sd", "no models/ip-adapter_sd15.safetensors in the folder"),
+    ("ip_adapter_image_encoder", "ip_adapter", "lcm_lora", "no models/image_encoder/config.json"),
+]
+
+
+@pytest.mark.parametrize(("role", "right", "wrong", "missing"), KINDS, ids=[kind[0] for kind in KINDS])
+def test_pull_role_folder_checks_the_folder_holds_a_model_of_the_roles_kind(
+    tiny_models, role, right, wrong, missing
+):
+    runner = CliRunner()
+    before = _hub_cache_listing()
+    folder = tiny_models(wrong)
+    # Named after another role's model (sd14 first), the wrong folder is said before anything else.
+    refused = runner.invoke(app, ["models", "pull", "sd14", f"{role}={folder}"])
+    assert refused.exit_code == 1
+    lines = refused.output.strip().splitlines()
+    assert len(lines) == 1, refused.output
+    assert lines[0].startswith(f"Error: Model at {folder} is not a usable")
+    assert f"for {role}: {missing}" in lines[0]
+    accepted = runner.invoke(app, ["models", "pull", f"{role}={tiny_models(right)}"])
+    assert accepted.exit_code == 0, accepted.output
+    assert "holds a usable model" in " ".join(accepted.output.split())
+    assert _hub_cache_listing() == before  # nothing copied into the cache, nothing recorded
+
+
+def test_pull_takes_a_lora_file_but_not_a_file_for_a_folder_role(tiny_models):
+    lora = tiny_models("lcm_lora") / "pytorch_lora_weights.safetensors"
+    assert registry.pull("lcm_lora_sd15", str(lora)).path == str(lora)
+    with pytest.raises(ModelUnavailableError, match="it is a file, and qa takes a transformers model folder"):
+        registry.pull("qa", str(lora))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,38 @@ FAST = ["--steps", "2", "--grad-accum", "1", "--no-gradient-checkpointing"]
 @pytest.fixture(scope="module")
 def pictures(tmp_path_factory) -> Path:
     return character_folder(tmp_path_factory.mktemp("cli") / "creature", count=4)
+
+
+def subprocess_env() -> dict[str, str]:
+    """This process's environment with the repository on the path, for Python subprocesses."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+
+
+def start_python(code: str, ready: str) -> subprocess.Popen:
+    """Run ``code`` in a new Python process; returns once it has printed the line ``ready``."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=subprocess_env(), cwd=ROOT,
+    )  # fmt: skip
+    line = process.stdout.readline().strip()
+    if line != ready:
+        process.kill()
+        raise AssertionError(f"the helper process said {line!r}, not {ready!r}: {process.communicate()}")
+    return process
+
+
+def hold_training_folder(folder: Path) -> subprocess.Popen:
+    """A live process that holds ``folder``'s lock (as a training run does) until a line on stdin."""
+    return start_python(
+        f"""
+        import sys
+        from fairytale.book_lock import FolderBusyError, folder_lock
+        with folder_lock({str(folder)!r}, refuse=FolderBusyError):
+            print("held", flush=True)
+            sys.stdin.readline()
+        """,
+        ready="held",
+    )
 
 
 def run(*args: str):
@@ -114,15 +148,10 @@ def test_user_mistakes_are_one_red_line(tmp_path, tiny_sd, pictures, changes, ex
     assert not (tmp_path / "x.safetensors").exists()
 
 
-def test_accelerate_launch_two_processes_on_cpu(tmp_path, tiny_sd, pictures):
+def launch_two_processes(tiny_sd: Path, pictures: Path, output: Path) -> subprocess.CompletedProcess:
+    """``accelerate launch`` of a 3-step training in two processes on the CPU."""
     # On a machine without GPUs, accelerate starts several processes only with --multi_gpu;
     # the trainer then joins them over gloo on the CPU.
-    output = tmp_path / "multi.safetensors"
-    env = dict(
-        os.environ,
-        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        CUDA_VISIBLE_DEVICES="",
-    )
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -130,7 +159,13 @@ def test_accelerate_launch_two_processes_on_cpu(tmp_path, tiny_sd, pictures):
         "--model", str(tiny_sd), "--steps", "3", "--grad-accum", "2", "--no-gradient-checkpointing",
         "--checkpoint-every", "2", "-o", str(output),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    env = subprocess_env() | {"CUDA_VISIBLE_DEVICES": ""}
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_accelerate_launch_two_processes_on_cpu(tmp_path, tiny_sd, pictures):
+    output = tmp_path / "multi.safetensors"
+    done = launch_two_processes(tiny_sd, pictures, output)
     assert done.returncode == 0, done.stderr[-3000:]
     assert read_embedding(output).vectors.shape == (1, 32)
     # Both processes took part: each saved its random state, and the rate was scaled for two.
@@ -159,3 +194,84 @@ def test_fusing_micro_batches_is_the_users_choice(tmp_path, tiny_sd, pictures, m
     run("character", "--data", str(pictures), "--token", "<c>", "--model", str(tiny_sd),
         "-o", str(tmp_path / "c.safetensors"), *flag)  # fmt: skip
     assert seen == [expected]
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_is_untouched(tmp_path, tiny_sd, pictures):
+    output = tmp_path / "creature.safetensors"
+    checkpoints = tmp_path / "creature.checkpoints"
+    # The first run trains for real and stops after its first step (checkpoint written) until told to go on.
+    first = start_python(
+        f"""
+        import sys
+        from pathlib import Path
+        from training import TrainingConfig, train
+
+        def pause(report):
+            if report.step == 1:
+                print("step 1", flush=True)
+                sys.stdin.readline()
+
+        config = TrainingConfig(
+            kind="character", data=Path({str(pictures)!r}), token="<creature>", init="cat",
+            output=Path({str(output)!r}), model={str(tiny_sd)!r}, steps=2, grad_accum=1,
+            gradient_checkpointing=False, checkpoint_every=1,
+        )
+        train(config, on_step=pause)
+        """,
+        ready="step 1",
+    )  # fmt: skip
+    try:
+        state = (checkpoints / "step-000001" / "state.pt").read_bytes()
+        # --force would remove the first run's checkpoints and overwrite its token: it is refused first.
+        second = run("character", "--data", str(pictures), "--token", "<creature>", "--model", str(tiny_sd),
+                     *FAST, "--force", "-o", str(output))  # fmt: skip
+        assert second.exit_code == 1
+        lines = second.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("Error: Another fairytale train run")
+        assert f"(PID {first.pid})" in said(second) and str(checkpoints) in said(second)
+        assert (checkpoints / "step-000001" / "state.pt").read_bytes() == state
+        assert not output.exists()
+    finally:
+        out, _ = first.communicate("\n", timeout=120)
+    assert first.returncode == 0
+    assert read_embedding(output).token == "<creature>"  # the first run finished as if alone
+    assert (checkpoints / "step-000002" / "complete").is_file()
+
+
+def test_a_run_that_was_killed_does_not_block_the_next(tmp_path, tiny_sd, pictures):
+    checkpoints = tmp_path / "creature.checkpoints"
+    holder = hold_training_folder(checkpoints)
+    holder.send_signal(signal.SIGKILL)  # no clean-up of any kind
+    holder.wait(timeout=30)
+    assert (checkpoints / ".fairytale.lock").exists() and (checkpoints / ".fairytale.lock.holder").exists()
+    result = run("character", "--data", str(pictures), "--token", "<creature>", "--model", str(tiny_sd),
+                 *FAST, "-o", str(tmp_path / "creature.safetensors"))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert not (checkpoints / ".fairytale.lock.holder").exists()  # the killed run's record is gone too
+
+
+def test_another_checkpoint_dir_does_not_let_two_runs_write_one_token(tmp_path, tiny_sd, pictures):
+    holder = hold_training_folder(tmp_path / "creature.checkpoints")
+    try:
+        result = run("character", "--data", str(pictures), "--token", "<creature>", "--model", str(tiny_sd),
+                     *FAST, "--checkpoint-dir", str(tmp_path / "elsewhere"), "-o", str(tmp_path / "creature.safetensors"))  # fmt: skip
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert result.exit_code == 1
+    assert f"(PID {holder.pid})" in said(result) and "creature.checkpoints" in said(result)
+    assert not (tmp_path / "elsewhere").exists()  # nothing of this run was left behind
+
+
+def test_accelerate_launch_is_refused_as_one_run(tmp_path, tiny_sd, pictures):
+    # The processes of one launch are one run: the main process asks for the lock, and all stop
+    # when another run holds it, with the refusal said once.
+    holder = hold_training_folder(tmp_path / "multi.checkpoints")
+    try:
+        done = launch_two_processes(tiny_sd, pictures, tmp_path / "multi.safetensors")
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert done.returncode != 0
+    refusals = [line for line in done.stderr.splitlines() if line.startswith("Error:")]
+    assert len(refusals) == 1 and f"(PID {holder.pid})" in refusals[0], done.stderr[-3000:]
+    assert not (tmp_path / "multi.safetensors").exists()
+    assert not (tmp_path / "multi.checkpoints").exists()  # the launch left nothing behind

@@ -13,10 +13,11 @@ step → log → checkpoint. accelerate does device placement, mixed precision a
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from rich.markup import escape
 from torch import nn
 
 from fairytale.embeddings import a1111_path, check_new_token, family_of_text_encoder, save_embedding
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, FollowerError
 from fairytale.files import check_output_folder, check_output_path, ensure_dir
 from training import checkpoint as ckpt
 from training.config import CHARACTER_IMAGES, RESUMABLE_CHANGES, TrainingConfig
@@ -237,23 +238,41 @@ def train(
     (``X.a1111.safetensors``), both atomically, plus checkpoints in the run's checkpoint
     folder. ``console`` shows progress and the summary (main process only); ``on_step`` is
     called after every optimizer step. Raises :class:`FairytaleError` for anything the user
-    can fix, :class:`TrainingDiverged` when the loss stops being finite, and
-    :class:`TrainingInterrupted` on Ctrl-C.
+    can fix (among them :class:`~fairytale.book_lock.FolderBusyError` while another run trains
+    into the same checkpoint folder), :class:`TrainingDiverged` when the loss stops being
+    finite, and :class:`TrainingInterrupted` on Ctrl-C.
     """
-    from diffusers.optimization import get_scheduler
-
     started = time.perf_counter()
     config.check()
 
     # 1. accelerate: device, precision, processes
     accelerator = _accelerator(config)
+
+    # 2. one run per checkpoint folder: a second run into it is refused while this one lasts
+    output, checkpoint_dir = _check_outputs(config)
+    with _lock_run(output, checkpoint_dir, accelerator):
+        return _train(config, accelerator, output, checkpoint_dir, started, console, on_step)
+
+
+def _train(
+    config: TrainingConfig,
+    accelerator: Any,
+    output: Path,
+    checkpoint_dir: Path,
+    started: float,
+    console: Console | None,
+    on_step: Callable[[StepReport], None] | None,
+) -> TrainingResult:
+    """The run itself, from its checkpoints to the saved token (:func:`train` holds its lock)."""
+    from diffusers.optimization import get_scheduler
+
     device, is_main, rank = accelerator.device, accelerator.is_main_process, accelerator.process_index
     weight_dtype = WEIGHT_DTYPES.get(accelerator.mixed_precision, torch.float32)
     console = console if is_main else None
     say = console.print if console is not None else (lambda *args, **kwargs: None)
 
-    # 2. outputs: nothing is overwritten without --force; earlier checkpoints need --resume or --force
-    output, checkpoint_dir, resume_from = _claim_outputs(config, accelerator, say)
+    # 2. (continued) earlier checkpoints need --resume (continue) or --force (start over)
+    resume_from = _settle_checkpoints(config, checkpoint_dir, accelerator, say)
 
     # 3. the pictures
     images = find_training_images(Path(config.data))
@@ -557,20 +576,64 @@ def _accelerator(config: TrainingConfig) -> Any:
     return Accelerator(mixed_precision=_resolve_mixed_precision(config.mixed_precision), cpu=several_on_cpu)
 
 
-def _claim_outputs(
-    config: TrainingConfig, accelerator: Any, say: Callable[..., None]
-) -> tuple[Path, Path, Path | None]:
-    """Check the outputs can be written (``--force`` to overwrite) and settle the checkpoints.
+def _check_outputs(config: TrainingConfig) -> tuple[Path, Path]:
+    """Check the outputs can be written (``--force`` to overwrite); nothing is written yet.
 
-    Returns ``(output, checkpoint folder, checkpoint to resume from or None)``. Checkpoints of
-    an earlier run need ``--resume`` (continue) or ``--force`` (removed: start over).
+    Returns ``(output, checkpoint folder)``.
     """
-    import shutil
-
     output = check_output_path(Path(config.output), overwrite=config.force)
     check_output_path(a1111_path(output), overwrite=config.force)
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else ckpt.checkpoint_dir_for(output)
     check_output_folder(checkpoint_dir, "Checkpoint folder")  # before training, not at the first checkpoint
+    return output, checkpoint_dir
+
+
+@contextlib.contextmanager
+def _lock_run(output: Path, checkpoint_dir: Path, accelerator: Any) -> Iterator[None]:
+    """Hold the run's checkpoint folder (and, with another ``--checkpoint-dir``, the output's
+    own one, so two runs writing one token are refused too) for the whole run.
+
+    Under ``accelerate launch`` the processes are one run: the main process alone takes the
+    locks, and every process learns whether it got them. A refused main process raises the
+    one-line :class:`~fairytale.book_lock.FolderBusyError` (or the error that stopped it); the others raise
+    :class:`~fairytale.errors.FollowerError`, which the CLI does not print again.
+    """
+    from fairytale.book_lock import FolderBusyError, folder_lock
+
+    def refuse(folder: Path) -> Callable[[str], FolderBusyError]:
+        return lambda holder: FolderBusyError(
+            f"Another fairytale train run ({holder}) is using the training folder {folder}; "
+            "wait for it to finish (or stop it), or give this run another -o"
+        )
+
+    folders = dict.fromkeys([checkpoint_dir, ckpt.checkpoint_dir_for(output)])
+    with contextlib.ExitStack() as held:
+        refused: list[str | None] = [None]
+        failure: FairytaleError | None = None
+        if accelerator.is_main_process:
+            try:
+                for folder in folders:
+                    held.enter_context(folder_lock(folder, refuse=refuse(folder)))
+            except FairytaleError as exc:  # busy, or a folder that cannot be made: said once, by us
+                refused, failure = [str(exc)], exc
+        if accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(refused, from_process=0)
+        if failure is not None:
+            raise failure
+        if refused[0] is not None:
+            raise FollowerError(refused[0])
+        yield
+
+
+def _settle_checkpoints(
+    config: TrainingConfig, checkpoint_dir: Path, accelerator: Any, say: Callable[..., None]
+) -> Path | None:
+    """The checkpoint to resume from (``None``: start at step 0). Checkpoints of an earlier run
+    need ``--resume`` (continue) or ``--force`` (removed: start over)."""
+    import shutil
+
     earlier = ckpt.completed_checkpoints(checkpoint_dir)
     if earlier and not config.resume:
         if not config.force:
@@ -590,7 +653,7 @@ def _claim_outputs(
         say(
             f"[yellow]{escape(str(resume_from))} is already at --steps {config.steps} or past it: nothing left to train.[/]"
         )
-    return output, checkpoint_dir, resume_from
+    return resume_from
 
 
 def _diverged(loss: float, step: int, checkpoint_dir: Path, what: str = "Loss") -> TrainingDiverged:

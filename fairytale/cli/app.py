@@ -2,19 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
 
+
+@contextlib.contextmanager
+def _usage_mistakes() -> Iterator[None]:
+    """Say a usage mistake (unknown option, missing argument, bad value) as the other user
+    mistakes are said: one line, plus where the help is, instead of typer's boxed panel. The
+    exit code stays click's 2. A group called without a command still shows its help."""
+    try:
+        yield
+    except typer.TyperException as exc:  # click's ClickException and UsageError, as typer ships them
+        if type(exc).__name__ == "NoArgsIsHelpError":  # typer shows the help for this one
+            raise
+        console = stderr()
+        console.print(f"[bold red]Error:[/] {escape(exc.format_message())}", highlight=False, soft_wrap=True)
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and ctx.command.get_help_option(ctx) is not None:
+            hint = f"Try '{ctx.command_path} {ctx.help_option_names[0]}' for help."
+            console.print(escape(hint), highlight=False, soft_wrap=True)
+        raise typer.Exit(code=exc.exit_code) from None
+
+
+class _Root(TyperGroup):
+    """The root command group: every command is parsed and run inside it, so it is where usage
+    mistakes are caught (:func:`_usage_mistakes`); typer's ``cls`` setting puts it in place."""
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None, **extra: Any) -> Any:
+        with _usage_mistakes():  # options of the root itself (`fairytale --bogus`)
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_mistakes():  # every command below, parsed and run here
+            return super().invoke(ctx)
+
+
 app = typer.Typer(
+    cls=_Root,
     name="fairytale",
     help="Turn a story into an illustrated children's picture book.",
     no_args_is_help=True,

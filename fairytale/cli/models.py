@@ -43,7 +43,10 @@ def list_models() -> None:
 def pull_models(
     roles: Annotated[
         list[str] | None,
-        typer.Argument(help="Roles to download (see `fairytale models list`), or ROLE=HUB_ID; all when omitted."),
+        typer.Argument(
+            help="Roles to download (see `fairytale models list`), or ROLE=HUB_ID; all when omitted. "
+            "ROLE=FOLDER checks that a local copy holds what the role loads."
+        ),
     ] = None,
 ) -> None:
     """Download models into the Hugging Face cache so later runs work offline."""
@@ -61,9 +64,20 @@ def pull_models(
         raise FairytaleError(
             f"No model id after {', '.join(f'{role}=' for role in empty)}: give ROLE=HUB_ID or ROLE=FOLDER, or just ROLE"
         )
+    # A local folder that holds no model of its role's kind is said now, before any download.
+    local = {(role, ref): registry.resolve(role, ref) for role, ref in wanted if ref is not None}
+    for source in local.values():
+        registry.check_local(source)
     console = stderr()
     for role, ref in wanted:
         spec = registry.MODELS[role]
+        if (role, ref) in local and local[role, ref].local:
+            console.print(
+                f"[green]✓[/] {role}: {escape(local[role, ref].ref)} holds a usable model; nothing to "
+                f"download or copy: pass it with {spec.option}",
+                highlight=False,
+            )
+            continue
         # A role with a lighter CPU model needs both: the full one for GPUs, the CPU one.
         for device in ("cuda", "cpu") if spec.cpu_default and ref is None else (None,):
             with console.status(f"Downloading the {role} model ({escape(ref or spec.default_for(device))})…"):

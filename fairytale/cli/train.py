@@ -251,12 +251,16 @@ def _command(kind: str, summary: str):
         # model is checked (or fetched) or anything is loaded.
         config.check()
         console = stderr()
+        from fairytale.errors import FollowerError
         from fairytale.model_check import ensure, train_needs
         from training.data import find_training_images
 
         config.check_pictures(len(find_training_images(data)))
         ensure(train_needs(backend.value, model, safety_model, validation_prompt is not None), console)
-        result = train(config, console=console)
+        try:
+            result = train(config, console=console)
+        except FollowerError:  # under accelerate launch: the main process has said what went wrong
+            raise typer.Exit(code=1) from None
         if result.written:  # the main process of a multi-GPU run
             from rich.table import Table
 

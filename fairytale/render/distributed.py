@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, FollowerError
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.settings import RenderSettings
@@ -31,10 +31,6 @@ T = TypeVar("T")
 #: How long a process waits for the others at a meeting point: long enough for a slow process
 #: to finish its share, or process 0 to paint the reference portraits.
 MEETING_TIMEOUT = _dt.timedelta(hours=2)
-
-
-class FollowerError(FairytaleError):
-    """Process 0 failed with a user error; the other processes stop without repeating it."""
 
 
 class Team:
