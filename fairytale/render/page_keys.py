@@ -158,16 +158,26 @@ class PageKeys:
         the same request (then filed under ``key`` too)."""
         return store.get(key) or adopt_legacy(store, key, self.backend.legacy_picture_keys(request, self._used(request)))
 
-    def look_up(self, page: Page, store: PageStore, drafts: bool = False) -> CachedPage:
+    def look_up(
+        self, page: Page, store: PageStore, drafts: bool = False, max_repaints: int | None = None
+    ) -> CachedPage:
         """``page`` in the cache: its locked picture, else its final picture, else, with
-        ``drafts``, its draft (found or to paint)."""
+        ``drafts``, its draft (found or to paint). With ``max_repaints`` (what a render paints
+        with), a placeholder given up under fewer repaints counts as not found: it is tried again."""
         kept = store.get(page.picture) if page.locked and page.picture else None
         if kept:  # whatever its prompt or the settings
             return CachedPage(None, kept.key, kept, locked=True)
         request = self.request(page)
         key = self.key(request)
-        found = self.find(request, key, store)
+        found = _unless_retried(self.find(request, key, store), max_repaints)
         if found or not drafts or self.drafts_are_finals:
             return CachedPage(request, key, found)
         drafted, draft_key = self.draft(request)
-        return CachedPage(drafted, draft_key, store.get(draft_key), draft=True)
+        return CachedPage(drafted, draft_key, _unless_retried(store.get(draft_key), max_repaints), draft=True)
+
+
+def _unless_retried(found: StoredPicture | None, max_repaints: int | None) -> StoredPicture | None:
+    """``found``, or None if it is a placeholder a render with ``max_repaints`` should try again."""
+    if found is not None and max_repaints is not None and found.worth_retrying(max_repaints):
+        return None
+    return found
