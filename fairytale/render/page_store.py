@@ -61,7 +61,8 @@ class StoredPicture:
         """Whether a render allowed ``max_repaints`` repaints should paint this page again: it
         is a placeholder given up under fewer (or under a number older versions did not record).
         A picture that passed is never worth retrying."""
-        return self.safety == "placeholder" and (self.max_repaints is None or self.max_repaints < max_repaints)
+        given_up_under = self.max_repaints
+        return self.safety == "placeholder" and (given_up_under is None or given_up_under < max_repaints)
 
 
 class PageStore:

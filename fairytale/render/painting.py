@@ -147,7 +147,8 @@ def paint_pages(
             width, height = done.size
             stored = StoredPicture(
                 keys[id(request)], request.seed, done.seed, done.attempts, outcome, round(done.seconds, 3), width, height,
-                max_repaints=max_repaints if outcome == "placeholder" else None,  # a later render may allow more
+                # a later render may allow more repaints: a placeholder says how many it had
+                max_repaints=max_repaints if outcome == "placeholder" else None,
             )
             report.stored[request.page] = store.put(stored, done.picture)
             message = None
