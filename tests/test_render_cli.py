@@ -241,3 +241,30 @@ def test_book_end_to_end_with_the_real_planner(tiny_ner, tiny_qa, tiny_nli, tiny
     everything = squash(" ".join(texts))
     for word in story.read_text(encoding="utf-8").split():
         assert word in everything, word
+
+
+def test_raising_max_repaints_paints_a_placeholder_page_again(tiny_sd2, tiny_safety_checker, tmp_path):
+    """``--max-repaints`` raised after a page got a placeholder: the page is tried again."""
+    import shutil
+
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+
+    from fairytale.render import load_manifest
+    from tests.tiny_models.diffusion import make_checker_flag_everything
+
+    flagging = tmp_path / "flagging-checker"
+    shutil.copytree(tiny_safety_checker, flagging)
+    checker = StableDiffusionSafetyChecker.from_pretrained(flagging)
+    make_checker_flag_everything(checker)
+    checker.save_pretrained(flagging, safe_serialization=True)
+    plan_path = write_plan(tmp_path, make_plan(1))
+    common = ["render", plan_path, "-o", tmp_path / "b.pdf", "--backend", "sd21", "--model", tiny_sd2, "--steps", "1",
+              "--width", "64", "--height", "64", "--device", "cpu", "--consistency", "seed", "--quiet"]
+    given_up = run(*common, "--safety-model", flagging, "--max-repaints", "0")
+    assert given_up.exit_code == 0, given_up.output
+    assert load_manifest(tmp_path / "b").pages[0].safety == "placeholder"
+    same = run(*common, "--safety-model", tiny_safety_checker, "--max-repaints", "0")
+    assert same.exit_code == 0 and load_manifest(tmp_path / "b").pages[0].safety == "placeholder"
+    raised = run(*common, "--safety-model", tiny_safety_checker, "--max-repaints", "1")
+    assert raised.exit_code == 0, raised.output
+    assert load_manifest(tmp_path / "b").pages[0].safety == "passed"

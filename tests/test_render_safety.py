@@ -83,6 +83,44 @@ def test_a_flagged_picture_is_repainted_with_a_new_recorded_seed(tiny_sd, tmp_pa
     assert sum("repainted with seed" in w for w in result.warnings) == 2
 
 
+def test_a_placeholder_is_tried_again_when_max_repaints_is_raised(tiny_sd, tmp_path):
+    """A page given up after ``--max-repaints 1`` is painted again by a render allowed more
+    repaints (its record says how many it had), and reused by one allowed as many or fewer; a
+    picture that passed is reused whatever the limit. Records of older versions, which do not
+    say, are tried again."""
+    import json
+
+    settings = tiny_settings(tiny_sd, max_repaints=1, steps=2)
+    plan_path = write_plan(tmp_path, make_plan(3))
+    pdf = tmp_path / "b.pdf"
+    first = render_book(plan_path, pdf, settings, progress=False)
+    assert first.placeholders == []
+    flagging = load_illustrator(settings)
+    make_checker_flag_everything(flagging.safety.checker)
+    given_up = render_book(plan_path, pdf, settings, pages="3", illustrator=flagging, progress=False)
+    assert given_up.painted == [3] and given_up.placeholders == [3] and given_up.pictures_painted == 2
+    record_path = given_up.book_dir / "cache" / f"{given_up.pages[2].key}.json"
+    assert json.loads(record_path.read_text())["max_repaints"] == 1
+
+    for limit in (0, 1):  # no more repaints than it was given up after: reused
+        again = render_book(plan_path, pdf, settings.with_(max_repaints=limit), progress=False)
+        assert again.painted == [] and again.placeholders == [3], limit
+    raised = render_book(plan_path, pdf, settings.with_(max_repaints=2), progress=False)
+    assert raised.painted == [3] and raised.reused == [1, 2]  # the checker lets it pass now
+    assert raised.placeholders == [] and raised.pages[2].safety == "passed"
+    assert raised.pages[2].key == given_up.pages[2].key
+
+    # given up again under 2, then its record made as older versions made it (no max_repaints)
+    flagged_again = render_book(plan_path, pdf, settings.with_(max_repaints=2), pages="3", illustrator=flagging, progress=False)
+    assert flagged_again.placeholders == [3] and flagged_again.pictures_painted == 3
+    record_path = flagged_again.book_dir / "cache" / f"{flagged_again.pages[2].key}.json"
+    record = json.loads(record_path.read_text())
+    assert record.pop("max_repaints") == 2
+    record_path.write_text(json.dumps(record))
+    older = render_book(plan_path, pdf, settings.with_(max_repaints=0), progress=False)
+    assert older.painted == [3] and older.reused == [1, 2] and older.placeholders == []
+
+
 def test_repaint_seeds_are_reproducible_and_distinct():
     seeds = [repaint_seed(42, attempt) for attempt in (1, 2, 3)]
     assert seeds == [repaint_seed(42, attempt) for attempt in (1, 2, 3)]

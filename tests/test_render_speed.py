@@ -260,3 +260,35 @@ def test_a_prompts_cross_attention_keys_and_values_are_computed_once_per_paintin
         frozen = torch.randn(2, 77, 8)
         unet.attn2.to_k(frozen), unet.attn2.to_k(frozen)
     assert computed[5:] == ["attn2.to_v", "attn2.to_k"]
+
+
+def test_a_paintings_cross_attention_keys_and_values_are_released_when_it_ends(tiny_sd):
+    """Within a painting each cross-attention layer answers every step with the keys and values
+    it made at the first; once the painting ends they are let go (on a full-size model ~60 MB
+    that would otherwise stay until the next painting), and pictures are as before."""
+    import gc
+    import weakref
+
+    illustrator = load_illustrator(tiny_settings(tiny_sd, steps=3))
+    made: dict[str, list] = {}
+
+    def remember(name):
+        def hook(module, args, output):
+            made.setdefault(name, []).append((id(output), weakref.ref(output)))
+
+        return hook
+
+    unet = illustrator.pipe.unet
+    layers = {n: m for n, m in unet.named_modules() if n.endswith(("attn2.to_k", "attn2.to_v"))}
+    assert layers
+    handles = [layer.register_forward_hook(remember(name)) for name, layer in layers.items()]
+    request = PaintRequest(1, "a lighthouse by the sea", "blurry", 11)
+    first = np.asarray(illustrator.paint([request])[0])
+    for handle in handles:
+        handle.remove()
+    gc.collect()
+    assert set(made) == set(layers)
+    for name, outputs in made.items():
+        assert len(outputs) == 3 and len({made_id for made_id, _ in outputs}) == 1, name  # made once, used 3 times
+        assert outputs[0][1]() is None, name  # released when the painting ended
+    assert np.array_equal(np.asarray(illustrator.paint([request])[0]), first)

@@ -306,3 +306,102 @@ def test_attention_slicing_placed_again_does_not_drop_shared_attention(portrait_
         again = np.asarray(illustrator.paint([request])[0])
         plain = np.asarray(illustrator.paint([PaintRequest(request.page, request.prompt, request.negative_prompt, request.seed)])[0])
     assert np.array_equal(shared, again) and not np.array_equal(shared, plain)
+
+
+def token_only_in_portraits_plan(folder):
+    """``two_character_plan()`` whose characters have learned tokens (``<zoe>``, ``<dad>``,
+    files in ``folder``) that only their portrait prompts name: the page prompts do not."""
+    import torch
+
+    from fairytale.embeddings import save_embedding
+
+    plan = two_character_plan()
+    for index, character in enumerate(plan.characters):
+        character.token = f"<{character.id}>"
+        vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(index)) * 5
+        save_embedding(folder / f"{character.id}.safetensors", character.token, vectors, family="sd1")
+    plan.embeddings = [Embedding(token=c.token, path=f"{c.id}.safetensors", family="sd1") for c in plan.characters]
+    assert not any("<" in page.prompt for page in plan.pages)
+    return plan
+
+
+def test_a_retrained_token_named_only_by_a_portrait_repaints_its_characters_pages(tiny_sd, tiny_safety_checker, tmp_path):
+    """In attention mode each portrait's pass is conditioned on its portrait prompt, which names
+    the character's learned token even where no page prompt does: the token is taught for the
+    portraits and their passes, and re-training it (a new file, same name) repaints the pages
+    that show its character, and only them."""
+    import torch
+
+    from fairytale.embeddings import save_embedding
+
+    plan_path = write_plan(tmp_path, token_only_in_portraits_plan(tmp_path))
+    settings = attention_settings(tiny_sd, tiny_safety_checker, steps=2)
+    before = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)
+    assert before.painted == [1, 2, 3, 4]
+
+    # the father's token re-trained: his portrait stays (recorded in the plan), its pass changes
+    vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(7)) * 5
+    save_embedding(tmp_path / "dad.safetensors", "<dad>", vectors, family="sd1")
+    after = render_book(plan_path, tmp_path / "book.pdf", settings, progress=False)
+    assert after.painted == [2, 4]  # the father's pages; Zoë's alone are reused
+    for number in (1, 3):
+        assert after.pages[number - 1].key == before.pages[number - 1].key
+        assert np.array_equal(pixels(after, number), pixels(before, number))
+    # (How much the pass's prompt moves a page of the tiny random model is below one 8-bit step:
+    # what is checked here is that the cache does not answer for the old token.)
+    for number in (2, 4):
+        assert after.pages[number - 1].key != before.pages[number - 1].key
+
+
+def test_a_portrait_is_painted_with_its_characters_learned_token(tiny_sd, tiny_safety_checker, tmp_path):
+    """A portrait prompt names the character's token: the token is taught for painting it even
+    when no page prompt names it (else it would be read as plain text)."""
+    portraits = []
+    for name, seed in (("one", 0), ("two", 9)):
+        folder = tmp_path / name
+        folder.mkdir()
+        plan = token_only_in_portraits_plan(folder)
+        if seed:  # Zoë's token file only differs between the two books
+            import torch
+
+            from fairytale.embeddings import save_embedding
+
+            vectors = torch.randn(1, 32, generator=torch.Generator().manual_seed(seed)) * 5
+            save_embedding(folder / "zoe.safetensors", "<zoe>", vectors, family="sd1")
+        plan_path = write_plan(folder, plan)
+        render_book(plan_path, folder / "book.pdf", attention_settings(tiny_sd, tiny_safety_checker, steps=2), progress=False)
+        reference = load_plan(plan_path).character("zoe").reference
+        portraits.append(np.asarray(Image.open(folder / reference.image)))
+    assert not np.array_equal(*portraits)
+
+
+def test_keys_made_before_portrait_tokens_counted_are_not_adopted(tmp_path, monkeypatch):
+    """A page's key names the tokens its portraits' passes use; a picture cached under the key
+    that left them out (older versions) was painted with a token that cannot be known now, so
+    it is not adopted. Pages whose own prompt names every such token keep their keys."""
+    import fairytale.render.backends.common as common
+    from fairytale.render.backends import Backend, get_backend
+    from fairytale.render.page_keys import PageKeys, embedding_hashes
+    from fairytale.render.page_store import PageStore, StoredPicture
+
+    monkeypatch.setattr(Backend, "model_fingerprint", lambda self: "fixed-fingerprint")
+    monkeypatch.setattr(common, "check_picture", lambda path, name: None)
+    plan = token_only_in_portraits_plan(tmp_path)
+    for character in plan.characters:
+        (tmp_path / f"{character.id}.png").write_bytes(b"a portrait")
+        character.reference = Reference(image=f"{character.id}.png", seed=5, prompt=f"portrait of <{character.id}>")
+    plan.pages[0].prompt += ", <zoe>"  # page 1 names Zoë's token itself
+    path = write_plan(tmp_path, plan)
+    backend = get_backend("sd14")(RenderSettings(model="unused", steps=3, width=64, height=64, consistency="attention"))
+    hashes = embedding_hashes(plan, path)
+    keys, store = PageKeys(plan, path, backend, hashes), PageStore(tmp_path / "book")
+    for page in plan.pages:
+        request = keys.request(page)
+        named = {t: h for t, h in hashes.items() if t in request.prompt}  # how keys were made before
+        old_key = backend.picture_key(request, named)
+        store.put(StoredPicture(old_key, page.seed, page.seed, 1, "passed", 1.0, 64, 64), Image.new("RGB", (64, 64)))
+        cached = keys.look_up(page, store)
+        if page.number == 1:
+            assert cached.key == old_key and cached.found is not None
+        else:
+            assert cached.key != old_key and cached.found is None, page.number

@@ -352,7 +352,8 @@ def _look_up_cache(job: _Job, store: PageStore) -> tuple[dict[int, StoredPicture
     stored: dict[int, StoredPicture] = {}
     jobs: list[PageJob] = []
     for page in job.plan.pages:
-        cached = keys.look_up(page, store, drafts=job.draft_mark is not None)
+        drafts_too = job.draft_mark is not None
+        cached = keys.look_up(page, store, drafts=drafts_too, max_repaints=job.settings.max_repaints)
         if cached.draft:
             job.draft_pages.add(page.number)
         if cached.found:

@@ -194,19 +194,23 @@ class TextToImageIllustrator(Illustrator):
             if self.previews and self.previews.due(step, settings.steps):
                 self.previews.show(pages, step, settings.steps, latents)
 
-        with torch.inference_mode():
-            result = self.pipe(
-                prompt_embeds=prompt_embeds,
-                negative_prompt_embeds=negative_embeds,
-                num_inference_steps=settings.steps,
-                guidance_scale=self.backend.guidance,
-                width=self.width,
-                height=self.height,
-                generator=generators,
-                output_type="np",
-                **extra,
-                **self.step_callback(after_step),
-            )
+        try:
+            with torch.inference_mode():
+                result = self.pipe(
+                    prompt_embeds=prompt_embeds,
+                    negative_prompt_embeds=negative_embeds,
+                    num_inference_steps=settings.steps,
+                    guidance_scale=self.backend.guidance,
+                    width=self.width,
+                    height=self.height,
+                    generator=generators,
+                    output_type="np",
+                    **extra,
+                    **self.step_callback(after_step),
+                )
+        finally:
+            # the prompts' cross-attention keys and values served every step of this painting only
+            unet_tuning.forget_text_projections(self.pipe.unet)
 
         # 5. to pictures (8-bit, as they will be stored and checked)
         return self.pipe.numpy_to_pil(result.images)

@@ -3,8 +3,11 @@ looked up, for :func:`~fairytale.render.render_book` and for the studio alike.
 
 A page's key names everything its picture depends on (prompt, seed, model, settings, the hashes
 of the learned tokens it uses; see :meth:`~fairytale.render.backends.Backend.picture_key`). A
-locked page keeps the picture it names, whatever its prompt. A draft has a key of its own,
-marked by what paints drafts, so a final render never takes a draft for a final picture.
+learned token "is used" by a page when any text its painting encodes names it: its prompt, its
+negative prompt, or (``--consistency attention``) the prompt of a portrait's pass, which shapes
+the page as much as its own prompt does. A locked page keeps the picture it names, whatever its
+prompt. A draft has a key of its own, marked by what paints drafts, so a final render never
+takes a draft for a final picture.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from fairytale.files import sha256_file
 from fairytale.plan import BookPlan, Page, resolve_plan_path
 from fairytale.render import drafts as draft_rules
 from fairytale.render.backends import PaintRequest
+from fairytale.render.backends.common import portrait_passes
 from fairytale.render.legacy_keys import adopt_legacy
 from fairytale.render.page_store import PageStore, StoredPicture
+from fairytale.render.references import portrait_prompt
+from fairytale.render.shared_attention import PORTRAITS_OPTION
 
 if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.backends import Backend
@@ -29,6 +35,26 @@ if TYPE_CHECKING:  # pragma: no cover
 def uses(token: str, *texts: str) -> bool:
     """Whether a learned token appears in any of ``texts`` (then its file is part of the key)."""
     return any(token in text for text in texts)
+
+
+def encoded_texts(request: PaintRequest) -> tuple[str, ...]:
+    """Every text painting ``request`` encodes: its prompt, its negative prompt and, in attention
+    mode, the prompt each of its portraits' passes is conditioned on."""
+    passes = request.options.get(PORTRAITS_OPTION) or []
+    return (request.prompt, request.negative_prompt, *(str(prompt) for _, prompt in passes))
+
+
+def painted_texts(plan: BookPlan, backend: Backend) -> list[str]:
+    """Every text a render of ``plan`` with ``backend`` encodes: the pages' prompts and negative
+    prompts, the prompts of the portraits it paints first, and (attention mode) those of the
+    portraits' passes. A learned token named by any of them must be taught to the model."""
+    texts = [t for page in plan.pages for t in (page.prompt, plan.negative_prompt(page))]
+    missing = backend.missing_references(plan)
+    if missing:
+        texts += [portrait_prompt(plan, plan.character(i)) for i in missing] + [plan.style.negative_prompt]
+    if "attention" in backend.modes(plan):
+        texts += [prompt for page in plan.pages for _, prompt in portrait_passes(plan, page)]
+    return texts
 
 
 def embedding_hashes(plan: BookPlan, plan_path: Path) -> dict[str, str]:
@@ -42,9 +68,10 @@ def embedding_hashes(plan: BookPlan, plan_path: Path) -> dict[str, str]:
 
 
 def learned_tokens(plan: BookPlan, plan_path: Path, backend: Backend) -> tuple[list[LearnedEmbedding], dict[str, str]]:
-    """The learned tokens some page uses: read (to check them now, before any painting, and to
-    teach the painting model) and hashed (for the cache keys)."""
-    texts = [t for page in plan.pages for t in (page.prompt, plan.negative_prompt(page))]
+    """The learned tokens some text of the render names (:func:`painted_texts`): read (to check
+    them now, before any painting, and to teach the painting model) and hashed (for the cache
+    keys)."""
+    texts = painted_texts(plan, backend)
     loaded, hashes = [], {}
     for entry in plan.embeddings:
         if not uses(entry.token, *texts):
@@ -109,7 +136,9 @@ class PageKeys:
         return request if seed is None else request.with_seed(seed)
 
     def _used(self, request: PaintRequest) -> dict[str, str]:
-        return {t: h for t, h in self.hashes.items() if uses(t, request.prompt, request.negative_prompt)}
+        # Keys made before portrait passes counted left their tokens out; such a key is not
+        # tried again (as a legacy key would be): which token file painted its picture is unknown.
+        return {t: h for t, h in self.hashes.items() if uses(t, *encoded_texts(request))}
 
     def key(self, request: PaintRequest) -> str:
         return self.backend.picture_key(request, self._used(request))
@@ -129,16 +158,26 @@ class PageKeys:
         the same request (then filed under ``key`` too)."""
         return store.get(key) or adopt_legacy(store, key, self.backend.legacy_picture_keys(request, self._used(request)))
 
-    def look_up(self, page: Page, store: PageStore, drafts: bool = False) -> CachedPage:
+    def look_up(
+        self, page: Page, store: PageStore, drafts: bool = False, max_repaints: int | None = None
+    ) -> CachedPage:
         """``page`` in the cache: its locked picture, else its final picture, else, with
-        ``drafts``, its draft (found or to paint)."""
+        ``drafts``, its draft (found or to paint). With ``max_repaints`` (what a render paints
+        with), a placeholder given up under fewer repaints counts as not found: it is tried again."""
         kept = store.get(page.picture) if page.locked and page.picture else None
         if kept:  # whatever its prompt or the settings
             return CachedPage(None, kept.key, kept, locked=True)
         request = self.request(page)
         key = self.key(request)
-        found = self.find(request, key, store)
+        found = _unless_retried(self.find(request, key, store), max_repaints)
         if found or not drafts or self.drafts_are_finals:
             return CachedPage(request, key, found)
         drafted, draft_key = self.draft(request)
-        return CachedPage(drafted, draft_key, store.get(draft_key), draft=True)
+        return CachedPage(drafted, draft_key, _unless_retried(store.get(draft_key), max_repaints), draft=True)
+
+
+def _unless_retried(found: StoredPicture | None, max_repaints: int | None) -> StoredPicture | None:
+    """``found``, or None if it is a placeholder a render with ``max_repaints`` should try again."""
+    if found is not None and max_repaints is not None and found.worth_retrying(max_repaints):
+        return None
+    return found

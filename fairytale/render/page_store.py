@@ -6,6 +6,9 @@ record last: a picture counts as done only once its record exists, so a run kill
 moment leaves nothing that a later run would mistake for a finished page. A run that is started
 again paints exactly the pages whose keys are missing.
 
+A placeholder's record holds the ``max_repaints`` it was given up under: a render allowed more
+repaints paints the page again (as it does a placeholder whose record does not say).
+
 The record holds the picture's SHA-256, and a picture that no longer matches it (a disk that
 filled up, a copy cut short, a hand edit) is painted again rather than failing the PDF. Records
 of older versions have no hash: their picture is accepted if it decodes completely.
@@ -44,11 +47,22 @@ class StoredPicture:
     height: int
     image: Path | None = None
     sha256: str | None = None  # of the picture file; None for a placeholder and in older records
+    #: for a placeholder: the ``max_repaints`` it was given up under (None in older records)
+    max_repaints: int | None = None
 
     def record(self) -> dict:
         data = asdict(self)
         data.pop("image")
+        if data["max_repaints"] is None:  # only placeholders say: other records read as before
+            data.pop("max_repaints")
         return data
+
+    def worth_retrying(self, max_repaints: int) -> bool:
+        """Whether a render allowed ``max_repaints`` repaints should paint this page again: it
+        is a placeholder given up under fewer (or under a number older versions did not record).
+        A picture that passed is never worth retrying."""
+        given_up_under = self.max_repaints
+        return self.safety == "placeholder" and (given_up_under is None or given_up_under < max_repaints)
 
 
 class PageStore:

@@ -146,7 +146,9 @@ def paint_pages(
             outcome = "placeholder" if done.picture is None else "passed" if done.attempts == 1 else "repainted"
             width, height = done.size
             stored = StoredPicture(
-                keys[id(request)], request.seed, done.seed, done.attempts, outcome, round(done.seconds, 3), width, height
+                keys[id(request)], request.seed, done.seed, done.attempts, outcome, round(done.seconds, 3), width, height,
+                # a later render may allow more repaints: a placeholder says how many it had
+                max_repaints=max_repaints if outcome == "placeholder" else None,
             )
             report.stored[request.page] = store.put(stored, done.picture)
             message = None

@@ -169,13 +169,15 @@ def text_projections_once(unet: Any) -> None:
     such layer keeps its last input and output and answers again for that very tensor (the
     same object, unchanged); anything else is computed as before. The numbers are those the
     layer computes, so pictures do not change. Measured on a full-size SD 1.4 at 256², batch 8,
-    CPU: 0.11 s of a 6.3 s UNet call saved on every step but the first.
+    CPU: 0.11 s of a 6.3 s UNet call saved on every step but the first. What a layer keeps is let
+    go by :func:`forget_text_projections` when the painting ends.
     """
     for name, module in unet.named_modules():
         if not name.endswith(("attn2.to_k", "attn2.to_v")) or getattr(module, "_fairytale_once", False):
             continue
         module._fairytale_once = True
         kept: dict[str, Any] = {}
+        module._fairytale_kept = kept
 
         def forward(x: Any, whole: Callable[..., Any] = module.forward, kept: dict[str, Any] = kept) -> Any:
             version = None if x.is_inference() else x._version  # inference tensors cannot change in place
@@ -187,3 +189,14 @@ def text_projections_once(unet: Any) -> None:
             return output
 
         module.forward = forward
+
+
+def forget_text_projections(unet: Any) -> None:
+    """Let go of the prompt keys and values :func:`text_projections_once` keeps: call it when a
+    painting ends. The next painting's prompt is another tensor, so they would only hold memory
+    until then: on a full-size SD 1.4 in float32, 16 layers × keys and values × 77 tokens, about
+    7.7 MB per UNet row (a batch of 4 with guidance is 8 rows: about 60 MB)."""
+    for module in unet.modules():
+        kept = getattr(module, "_fairytale_kept", None)
+        if kept is not None:
+            kept.clear()
