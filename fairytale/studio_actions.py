@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render import RenderResult
     from fairytale.render.illustrator import Illustrator
     from fairytale.render.page_keys import PageKeys
-    from fairytale.render.page_store import PageStore
+    from fairytale.render.page_store import PageStore, StoredPicture
     from fairytale.render.previews import PreviewCallback
 
 PLAN_NAME = "plan.json"
@@ -273,8 +273,10 @@ def _store(book: Book) -> PageStore:
     return PageStore(book.folder)
 
 
-def _view(keys: PageKeys, store: PageStore, page: Page) -> PageView:
-    cached = keys.look_up(page, store, drafts=keys.draft_mark is not None)
+def _view(keys: PageKeys, store: PageStore, page: Page, max_repaints: int) -> PageView:
+    """``page`` as the studio shows it; a placeholder a render with ``max_repaints`` would try
+    again shows as still to paint."""
+    cached = keys.look_up(page, store, drafts=keys.draft_mark is not None, max_repaints=max_repaints)
     found = cached.found
     status: PageStatus = (
         "locked" if page.locked and found else ("draft" if cached.draft and found else "painted" if found else "to paint")
@@ -295,7 +297,7 @@ def _view(keys: PageKeys, store: PageStore, page: Page) -> PageView:
 def page_views(book: Book, settings: RenderSettings) -> list[PageView]:
     """Every page with its current picture from the cache and whether it must be painted."""
     keys, store = _page_keys(book, settings), _store(book)
-    return [_view(keys, store, page) for page in keys.plan.pages]
+    return [_view(keys, store, page, settings.max_repaints) for page in keys.plan.pages]
 
 
 def pages_to_paint(book: Book, settings: RenderSettings) -> list[int]:
@@ -686,7 +688,7 @@ def paint_candidates(
         if draft and store.get(key) is None:
             request, key = keys.draft(request)
         jobs.append(PageJob(request, key))
-    missing = [job for job in jobs if store.get(job.key) is None]
+    missing = [job for job in jobs if _to_paint(store.get(job.key), settings.max_repaints)]
     if missing:
         with book_lock(book.folder), pool.borrow(settings) as illustrator:
             illustrator.configure(keys.painter if draft else keys.backend)
@@ -706,6 +708,12 @@ def paint_candidates(
         candidates.append(Candidate(job.request.seed, job.key, found.image if found else None))
         _remember(book, number, job.key, job.request.prompt, job.request.negative_prompt, job.request.seed)
     return candidates
+
+
+def _to_paint(found: StoredPicture | None, max_repaints: int) -> bool:
+    """Whether a candidate must be painted: not in the cache, or a placeholder given up under
+    fewer repaints than are allowed now."""
+    return found is None or found.worth_retrying(max_repaints)
 
 
 def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: IllustratorPool) -> None:
@@ -760,7 +768,7 @@ def lock_page(book: Book, number: int, settings: RenderSettings, locked: bool = 
     plan = book.plan()
     page = book.page(plan, number)
     if locked:
-        view = _view(_page_keys(book, settings), _store(book), page)
+        view = _view(_page_keys(book, settings), _store(book), page, settings.max_repaints)
         if view.status == "draft":
             raise FairytaleError(f"Page {number} shows a draft: paint it in full first, then lock it")
         if view.picture is None:

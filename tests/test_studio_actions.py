@@ -349,3 +349,30 @@ def test_choosing_a_seed_out_of_range_is_one_line(book, seed):
     with pytest.raises(FairytaleError, match="A seed is a whole number from 0 to 2\\^63-1"):
         choose_candidate(book, 1, seed)
     assert book.plan().pages[0].seed != seed
+
+
+def test_a_placeholder_shows_as_to_paint_and_is_retried_when_more_repaints_are_allowed(book, options):
+    """A page (and candidates) given up by the safety checker under ``max_repaints`` 0 show as
+    to paint, and are painted again, once the studio's settings allow more repaints; under the
+    same limit they are kept, as a render keeps them."""
+    from tests.tiny_models.diffusion import make_checker_flag_everything
+
+    strict = options.settings.with_(max_repaints=0)
+    flagging = IllustratorPool(idle_seconds=3600)
+    with flagging.borrow(strict) as illustrator:
+        make_checker_flag_everything(illustrator.safety.checker)
+    with flagging.borrow(strict) as illustrator:
+        given_up = render_book(book.plan_file, book.pdf, strict, illustrator=illustrator, progress=False)
+    assert given_up.placeholders == [1, 2, 3]
+    assert page_views(book, strict)[0].status == "painted"  # a placeholder, kept under the same limit
+    assert page_views(book, options.settings.with_(max_repaints=1))[0].status == "to paint"
+
+    flagged = paint_candidates(book, 2, StudioOptions(settings=strict), flagging, count=2)
+    assert [c.image for c in flagged] == [None, None]
+    again = paint_candidates(book, 2, StudioOptions(settings=strict), flagging, count=2)
+    assert [c.key for c in again] == [c.key for c in flagged] and [c.image for c in again] == [None, None]
+    flagging.release()
+
+    retried = paint_candidates(book, 2, StudioOptions(settings=options.settings.with_(max_repaints=1)), IllustratorPool(), count=2)
+    assert [c.key for c in retried] == [c.key for c in flagged]
+    assert all(c.image is not None and c.image.is_file() for c in retried)
