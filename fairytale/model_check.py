@@ -171,7 +171,9 @@ def ensure(needs: Iterable[Need], console: Console | None = None) -> None:
     Missing models are downloaded (each role's sources in order; a gone repo makes the next one
     be used, and ``console`` is told) when the hub answers; otherwise one
     :class:`~fairytale.errors.ModelUnavailableError` names them all with the command that
-    fixes it. Afterwards every load in this process reads the local cache only.
+    fixes it. A local folder (or file) the user named that is not a model of its role's kind is
+    one such error too, before anything is downloaded. Afterwards every load in this process
+    reads the local cache only.
     """
     from fairytale import registry
 
@@ -180,6 +182,8 @@ def ensure(needs: Iterable[Need], console: Console | None = None) -> None:
     # with it) is checked, and named, with the whole model.
     whole = {(need.role, need.ref, need.device) for need in unique if need.only is None}
     unique = [need for need in unique if need.only is None or (need.role, need.ref, need.device) not in whole]
+    for need in unique:  # a folder the user named that holds no model of its role's kind: say so now
+        registry.check_local(registry.resolve(need.role, need.ref, need.device, need.only), need.only)
     missing = [need for need in unique if not registry.is_cached(need.role, need.ref, need.device, need.only)]
     if missing and registry.hub_reachable():
         for need in missing:

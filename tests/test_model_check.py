@@ -100,6 +100,18 @@ def test_render_checks_the_safety_checker_a_model_lacks(hf_cache, tiny_sd2, tmp_
     assert "CompVis/stable-diffusion-safety-checker" in text and "`fairytale models pull safety_checker`" in text
 
 
+def test_render_with_a_folder_that_holds_no_model_says_so_up_front(hf_cache, tiny_qa, tmp_path):
+    # A model option naming a folder of the wrong kind (a QA model for the painter) is one line
+    # naming the folder and what it lacks, before any painting; the book folder stays unmade.
+    from tests.render_support import make_plan, write_plan
+
+    plan = write_plan(tmp_path, make_plan(2))
+    result = CliRunner().invoke(app, ["render", str(plan), "-o", str(tmp_path / "b.pdf"), "--model", str(tiny_qa)])
+    line = one_error_line(result)
+    assert str(tiny_qa) in " ".join(result.stderr.split()) and "model_index.json" in line, line
+    assert not (tmp_path / "b.pdf").exists() and not (tmp_path / "b").exists()
+
+
 def one_error_line(result) -> str:
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
