@@ -352,6 +352,11 @@ class PoliteSession:
                 allow_redirects=False,
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
             )
+        except ValueError as exc:
+            # requests reads a redirect's Location even when it does not follow it, and
+            # urllib.parse refuses some ("http://[oops/"): a malformed redirect, not a crash.
+            self._last_done = self.config.clock()
+            raise OffSite(f"{url} redirected to a malformed address ({exc})") from None
         except BaseException:
             self._last_done = self.config.clock()
             raise

@@ -184,6 +184,36 @@ def test_redirects_may_only_go_to_the_site_and_its_pdf_hosts():
         scope.check_redirect("https://monkeypen.com:8443/x.pdf")  # another port is another host
 
 
+# -- malformed addresses in what the site sends -------------------------------------------------
+
+BROKEN_URL = "http://[oops/book.pdf"  # urllib.parse raises "Invalid IPv6 URL" for it
+
+
+def test_a_malformed_pdf_link_on_a_book_page_fails_that_book_only(clock, tmp_path):
+    broken = Book("broken-link", "Broken Link", "broken.pdf", book_pdf("Broken"), link=BROKEN_URL)
+    with serve(Site(books=[broken, *Site().books[:1]])) as site:
+        report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["no pdf", "downloaded"]
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["no_pdf", "complete"]
+
+
+def test_a_malformed_link_on_the_listing_is_ignored(site, clock, tmp_path):
+    book = site.books[0]
+    page = f"""<html><body><main><a href="{BROKEN_URL}">Broken</a> <a href="http://[::1">Next</a>
+<a href="/blogs/news/{book.handle}">{book.title}</a></main></body></html>""".encode()
+    site.faults[LISTING] = [Fault.content(page, "text/html; charset=utf-8")]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [(b.title, b.action) for b in report.books] == [(book.title, "downloaded")]
+
+
+def test_a_redirect_to_a_malformed_address_fails_that_book_only(site, clock, tmp_path):
+    site.faults[site.books[0].pdf_path()] = [Fault.redirect(BROKEN_URL)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["failed", "downloaded", "downloaded"]
+    assert "redirected to a malformed address" in report.books[0].error
+    assert read_manifest(tmp_path)[0]["status"] == "failed"
+
+
 # -- 3.2 markup in what the site says ------------------------------------------------------------
 
 
