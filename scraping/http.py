@@ -239,7 +239,8 @@ class PoliteSession:
 
     def _fetch_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
         # RFC 9309: a robots.txt that does not exist (4xx) allows everything; one that cannot
-        # be read (5xx, network error) means "do not crawl".
+        # be read (5xx, network error) means "do not crawl". 429 is the server asking for less,
+        # not saying there is no robots.txt: it counts as unreadable (as Google treats it).
         parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
         try:
             with self._follow(f"{origin}/robots.txt", check_robots=False) as response:
@@ -256,7 +257,7 @@ class PoliteSession:
             self._robots_problems[origin] = describe_error(exc, self)
             parser.disallow_all = True
             return parser
-        if status >= 500:
+        if status >= 500 or status == 429:
             self._robots_problems[origin] = f"HTTP {status}"
             parser.disallow_all = True
         elif status >= 400:

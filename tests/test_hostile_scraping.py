@@ -425,6 +425,21 @@ def test_a_manifest_line_torn_by_a_crash_is_not_appended_to(tmp_path):
     assert [r.title for r in Manifest.load(tmp_path).records.values()] == ["A", "C"]
 
 
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe\x00 not UTF-8 \x80\n", b"[" * 100_000 + b"\n", b'{"title": "\xe9t\xe9"}\n'],
+    ids=["bytes", "deep-json", "latin-1"],
+)
+def test_a_corrupt_manifest_line_is_skipped_and_the_run_resumes(garbage, site, clock, tmp_path):
+    scrape(site.url, tmp_path, http_config=quick_http(clock))
+    path = tmp_path / "manifest.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + garbage + lines[2])  # the second book's line is damaged
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["skipped", "downloaded", "skipped"]
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"] * 3
+
 # -- 3.5 a PDF page too large to render whole -----------------------------------------------------
 
 

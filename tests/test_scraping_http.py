@@ -67,9 +67,10 @@ def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tm
     assert site.requests_for("/pages/free-childrens-books") == 0
 
 
-def test_unreadable_robots_means_do_not_crawl(site, clock, tmp_path):
-    site.faults["/robots.txt"] = [Fault.error(500)] * 3
-    with pytest.raises(FairytaleError, match="Cannot read the listing page"):
+@pytest.mark.parametrize("status", [500, 429])  # 429: "too many requests" is no invitation (as Google reads it)
+def test_unreadable_robots_means_do_not_crawl(status, site, clock, tmp_path):
+    site.faults["/robots.txt"] = [Fault.error(status)] * 3
+    with pytest.raises(FairytaleError, match=f"Cannot read the listing page .*HTTP {status}"):
         scrape(site.url, tmp_path, http_config=quick_http(clock))
     assert site.requests_for("/pages/free-childrens-books") == 0
 
