@@ -13,7 +13,11 @@ owes a small publisher:
   every body (a server that trickles or a gzip bomb cannot hold the crawl);
 - redirects followed hop by hop (at most :data:`MAX_REDIRECTS`), each hop checked like a link:
   it must stay on the book site or a host the site serves its PDFs from, pass robots.txt, and
-  never lead to a loopback, link-local or private address unless the site itself is on one.
+  never lead to a loopback, link-local or private address unless the site itself is on one;
+- every new connection checked once more for the address it really reached, before the request
+  is sent, so a name that resolves to a public address for the check and to ``127.0.0.1`` for the
+  connection (DNS rebinding) is refused too. Through a proxy (``HTTPS_PROXY``…) the proxy
+  resolves names and this last check does not apply.
 
 Waiting goes through ``HttpConfig.sleep`` and ``HttpConfig.clock`` so tests assert the waits
 without spending them.
@@ -34,6 +38,8 @@ import requests
 import urllib3.exceptions
 from bs4 import UnicodeDammit
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from fairytale import __version__
@@ -182,6 +188,47 @@ class _PoliteRetry(Retry):
             self.sleep_function(backoff)
 
 
+PeerCheck = Callable[[str, str], None]
+"""Called with (host name, connected address) for every new connection; raises to refuse it."""
+
+
+def _checked_connection(base: type[HTTPConnection], check: PeerCheck) -> type[HTTPConnection]:
+    class Checked(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self):  # noqa: ANN202 - urllib3's signature
+            sock = super()._new_conn()
+            try:
+                check(self.host, str(sock.getpeername()[0]))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+    return Checked
+
+
+class _PeerCheckingAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections call ``check`` with the address they reached, right
+    after connecting and before the request is written (urllib3 resolves the name itself, so
+    this is the only place the address that is really used can be seen)."""
+
+    def __init__(self, check: PeerCheck, **kwargs: object) -> None:
+        self._peer_check = check  # set first: HTTPAdapter.__init__ calls init_poolmanager
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        pools = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+        connections = {"http": HTTPConnection, "https": HTTPSConnection}
+        self.poolmanager.pool_classes_by_scheme = {
+            scheme: type(
+                f"Checked{pool.__name__}",
+                (pool,),
+                {"ConnectionCls": _checked_connection(connections[scheme], self._peer_check)},
+            )
+            for scheme, pool in pools.items()
+        }
+
+
 class PoliteSession:
     """A ``requests.Session`` that obeys robots.txt, paces itself, retries and times out.
 
@@ -213,7 +260,7 @@ class PoliteSession:
             sleep=self.config.sleep,
             max_retry_after=self.config.max_retry_after,
         )
-        adapter = HTTPAdapter(max_retries=retry)
+        adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.scope = SiteScope(site) if site else None
@@ -309,6 +356,10 @@ class PoliteSession:
                 f"robots.txt of {parts.netloc} asks for {delay:g} s between requests (Crawl-delay), more than "
                 f"the {self.config.max_crawl_delay:g} s fAIrytale waits, so not crawling that host"
             )
+
+    def _check_peer(self, host: str, address: str) -> None:
+        if self.scope is not None:
+            self.scope.check_peer(host, address)
 
     @contextlib.contextmanager
     def request(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:

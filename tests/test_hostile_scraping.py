@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import scraping.http
 import scraping.manifest
+import scraping.scope
 from fairytale.cli import app
 from fairytale.errors import FairytaleError
 from scraping import build_dataset, scrape
@@ -172,6 +173,30 @@ def public_names(host: str) -> tuple:
 
     return (ipaddress.ip_address("93.184.215.14"),)
 
+
+def test_a_name_that_rebinds_to_a_local_address_when_connecting_gets_no_request(
+    site, clock, tmp_path, monkeypatch
+):
+    """DNS rebinding: books.test looks public when checked, then resolves to 127.0.0.1 when
+    urllib3 connects. The connection is refused before a byte of the request is written."""
+    import socket
+
+    monkeypatch.setattr(scraping.scope, "_resolve", public_names)
+    lookup = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "books.test":  # no query leaves the machine: the test answers it
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+        return lookup(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    refused = r"Cannot read the listing page .*refusing books.test: it led to 127.0.0.1"
+    with pytest.raises(FairytaleError, match=refused):
+        scrape(f"http://books.test:{site.port}", tmp_path, http_config=quick_http(clock))
+    assert site.log == []  # connected, found out, closed: no request line was sent
+    # https goes through the same check (TLS is set up on the socket that was checked)
+    https = PoliteSession(quick_http(clock)).session.get_adapter("https://x").poolmanager
+    assert https.pool_classes_by_scheme["https"].ConnectionCls.__name__ == "Checked"
 
 def test_redirects_may_only_go_to_the_site_and_its_pdf_hosts():
     scope = SiteScope("https://monkeypen.com/pages/free-childrens-books", resolve=public_names)

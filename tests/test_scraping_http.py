@@ -67,7 +67,8 @@ def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tm
     assert site.requests_for("/pages/free-childrens-books") == 0
 
 
-@pytest.mark.parametrize("status", [500, 429])  # 429: "too many requests" is no invitation (as Google reads it)
+# 429 "too many requests" is no invitation to crawl (Google reads it as a server error too)
+@pytest.mark.parametrize("status", [500, 429])
 def test_unreadable_robots_means_do_not_crawl(status, site, clock, tmp_path):
     site.faults["/robots.txt"] = [Fault.error(status)] * 3
     with pytest.raises(FairytaleError, match=f"Cannot read the listing page .*HTTP {status}"):
