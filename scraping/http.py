@@ -6,7 +6,7 @@ owes a small publisher:
 - a clear ``User-Agent`` naming the project and how to reach it;
 - ``robots.txt`` obeyed for every host it touches (the standard library's parser; a
   ``Crawl-delay`` longer than ours is honoured);
-- a pause of at least ``delay`` seconds between requests (default 1 s);
+- a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
 - connect and read timeouts on every request, and an overall deadline and size limit on
@@ -145,11 +145,13 @@ class HttpConfig:
 
 
 class _PoliteRetry(Retry):
-    """urllib3's ``Retry`` that sleeps through an injected function and caps ``Retry-After``.
+    """urllib3's ``Retry`` that sleeps through an injected function, caps ``Retry-After`` and
+    never retries sooner than ``min_wait`` (the crawl's delay between requests).
 
     urllib3 sleeps with ``time.sleep`` directly; routing it through ``HttpConfig.sleep`` keeps
     tests instant. A ``Retry-After`` beyond ``max_retry_after`` stops the request instead of
-    silently shortening the wait the server asked for.
+    silently shortening the wait the server asked for. urllib3's backoff is 0 before the first
+    retry, which would send a server that just failed a second request at once.
     """
 
     def __init__(
@@ -157,17 +159,20 @@ class _PoliteRetry(Retry):
         *args: object,
         sleep: Callable[[float], None] = time.sleep,
         max_retry_after: float = 300.0,
+        min_wait: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.sleep_function = sleep
         self.max_retry_after = max_retry_after
+        self.min_wait = min_wait
 
     def new(self, **kw: object) -> _PoliteRetry:
         # Retry.new() rebuilds the object from its own list of arguments; carry ours over.
         retry = super().new(**kw)
         retry.sleep_function = self.sleep_function
         retry.max_retry_after = self.max_retry_after
+        retry.min_wait = self.min_wait
         return retry
 
     def sleep_for_retry(self, response) -> bool:  # noqa: ANN001 - urllib3's signature
@@ -179,11 +184,11 @@ class _PoliteRetry(Retry):
                 f"the server asked us to wait {retry_after:.0f} s before retrying "
                 f"(more than {self.max_retry_after:.0f} s); run again later"
             )
-        self.sleep_function(retry_after)
+        self.sleep_function(max(retry_after, self.min_wait))
         return True
 
     def _sleep_backoff(self) -> None:
-        backoff = self.get_backoff_time()
+        backoff = max(self.get_backoff_time(), self.min_wait)
         if backoff > 0:
             self.sleep_function(backoff)
 
@@ -259,6 +264,7 @@ class PoliteSession:
             raise_on_status=False,
             sleep=self.config.sleep,
             max_retry_after=self.config.max_retry_after,
+            min_wait=self.config.delay,
         )
         adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)

@@ -84,6 +84,20 @@ def test_delay_between_requests_is_waited_through_the_injected_sleep(site, clock
     assert clock.sleeps == [1.5] * (report.requests - 1)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.error(503), Fault.error(429, {"Retry-After": "0"}), Fault.hang()],
+    ids=["5xx", "retry-after-0", "timeout"],
+)
+def test_a_retry_waits_the_delay_too(fault, site, clock, tmp_path):
+    # urllib3 retries the first failure at once (its backoff starts at the second): a server
+    # already in trouble would get two requests back to back.
+    site.faults[_pdf_path(site)] = [fault]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.5))
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    assert len(site.log) == report.requests + 1  # one retry, inside urllib3
+    assert len(clock.sleeps) == len(site.log) - 1 and min(clock.sleeps) >= 1.5
+
 def test_delay_zero_never_sleeps(site, clock, tmp_path):
     scrape(site.url, tmp_path, delay=0, http_config=quick_http(clock, delay=5))
     assert clock.sleeps == []
