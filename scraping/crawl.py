@@ -147,6 +147,15 @@ def scrape(
                 report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress))
                 progress.advance(task)
             progress.update(task, description="Books")
+    except OSError as exc:
+        if isinstance(exc, requests.RequestException):
+            raise
+        # A book's network errors are caught with the book; a plain OSError is the download
+        # folder (a full disk, a quota, a mount gone read-only), which every next book would hit too.
+        raise FairytaleError(
+            f"Cannot write to {out}: {exc.strerror or exc}. The books finished so far are kept; "
+            "run the same command again to resume"
+        ) from None
     finally:
         report.requests = http.requests_made
         report.warnings.extend(http.notes)

@@ -521,6 +521,36 @@ def test_scrape_into_a_read_only_folder_is_one_line_before_any_request(
     assert site.log == []
 
 
+def test_a_full_disk_stops_the_crawl_with_one_line_and_keeps_the_finished_books(
+    site, quick_cli, tmp_path, monkeypatch
+):
+    import errno
+    import io
+
+    import scraping.download
+
+    opened = []
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def open_part(path, mode="r", *args, **kwargs):
+        opened.append(path)
+        if len(opened) == 2:  # the second book's .part file
+            return FullDisk(path, "wb")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(scraping.download, "open", open_part, raising=False)
+    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = _error_lines(result.output)
+    assert "No space left on device" in line and str(tmp_path) in line
+    assert len(opened) == 2  # the crawl stopped: no third book was tried on a full disk
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"]
+    assert not list(tmp_path.glob("*.part"))
+
 # -- 3.13 a book robots.txt keeps out is a missing book -----------------------------------------
 
 
