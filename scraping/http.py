@@ -5,7 +5,7 @@ owes a small publisher:
 
 - a clear ``User-Agent`` naming the project and how to reach it;
 - ``robots.txt`` obeyed for every host it touches (the standard library's parser; a
-  ``Crawl-delay`` longer than ours is honoured);
+  ``Crawl-delay`` longer than ours is honoured, a fractional one rounded up to whole seconds);
 - a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import re
 import time
 import urllib.robotparser
 from collections.abc import Callable, Iterator
@@ -316,7 +317,7 @@ class PoliteSession:
         elif status >= 400:
             parser.allow_all = True
         else:
-            parser.parse(body.decode("utf-8", errors="replace").splitlines())
+            parser.parse(_whole_second_delays(body.decode("utf-8", errors="replace")).splitlines())
         return parser
 
     def _crawl_delay(self, url: str) -> float:
@@ -495,6 +496,21 @@ def iter_body(
         if received > max_bytes:
             raise BodyTooLarge(f"the body is larger than {_size(max_bytes)} (after decompression); refused")
         yield chunk
+
+
+_FRACTIONAL_CRAWL_DELAY = re.compile(r"^(\s*crawl-delay\s*:\s*)(\d*\.\d+)", re.IGNORECASE | re.MULTILINE)
+
+
+def _whole_second_delays(robots: str) -> str:
+    """``robots`` with every fractional ``Crawl-delay`` rounded up to whole seconds.
+
+    The standard library's parser ignores a Crawl-delay that is not a whole number, so
+    ``Crawl-delay: 2.5`` would leave us at our own, shorter, delay.
+
+    >>> _whole_second_delays("User-agent: *\\nCrawl-delay: 2.5\\n")
+    'User-agent: *\\nCrawl-delay: 3\\n'
+    """
+    return _FRACTIONAL_CRAWL_DELAY.sub(lambda match: f"{match[1]}{math.ceil(float(match[2]))}", robots)
 
 
 def _size(count: int) -> str:
