@@ -4,8 +4,10 @@
 owes a small publisher:
 
 - a clear ``User-Agent`` naming the project and how to reach it;
-- ``robots.txt`` obeyed for every host it touches (the standard library's parser; a
-  ``Crawl-delay`` longer than ours is honoured, a fractional one rounded up to whole seconds);
+- ``robots.txt`` obeyed for every host it touches, as RFC 9309 reads it (Protego, Scrapy's
+  parser: ``*`` and ``$`` in paths, the longest matching rule wins; the standard library's parser
+  knows neither and takes the first rule that matches); a ``Crawl-delay`` longer than ours is
+  honoured;
 - a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
@@ -28,9 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import re
 import time
-import urllib.robotparser
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -38,6 +38,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 from bs4 import UnicodeDammit
+from protego import Protego
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -67,6 +68,10 @@ MAX_ROBOTS_BYTES = 500 * 1024
 MAX_PAGE_BYTES = 5 * 1024 * 1024
 """An HTML page larger than this (after decompression) is refused; Monkey Pen's pages are ~200 KB."""
 BODY_CHUNK = 64 * 1024
+
+
+DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
+"""The robots.txt a host is held to when its own cannot be read (RFC 9309, 2.3.1.4)."""
 
 
 class DisallowedByRobots(FairytaleError):
@@ -271,7 +276,7 @@ class PoliteSession:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.scope = SiteScope(site) if site else None
-        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
+        self._robots: dict[str, Protego] = {}
         self._robots_problems: dict[str, str] = {}
         self._last_done: float | None = None
         self.requests_made = 0
@@ -282,20 +287,19 @@ class PoliteSession:
 
     def allowed(self, url: str) -> bool:
         """Whether robots.txt of ``url``'s host lets this crawler fetch it."""
-        return self._robots_for(url).can_fetch(self.config.user_agent, url)
+        return self._robots_for(url).can_fetch(url, self.config.user_agent)
 
-    def _robots_for(self, url: str) -> urllib.robotparser.RobotFileParser:
+    def _robots_for(self, url: str) -> Protego:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._robots:
             self._robots[origin] = self._fetch_robots(origin)
         return self._robots[origin]
 
-    def _fetch_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
+    def _fetch_robots(self, origin: str) -> Protego:
         # RFC 9309: a robots.txt that does not exist (4xx) allows everything; one that cannot
         # be read (5xx, network error) means "do not crawl". 429 is the server asking for less,
         # not saying there is no robots.txt: it counts as unreadable (as Google treats it).
-        parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
         try:
             with self._follow(f"{origin}/robots.txt", check_robots=False) as response:
                 status = response.status_code
@@ -309,16 +313,13 @@ class PoliteSession:
                         )
         except (requests.RequestException, RetryAfterTooLong, OffSite, BodyTooSlow) as exc:
             self._robots_problems[origin] = describe_error(exc, self)
-            parser.disallow_all = True
-            return parser
+            return Protego.parse(DISALLOW_ALL)
         if status >= 500 or status == 429:
             self._robots_problems[origin] = f"HTTP {status}"
-            parser.disallow_all = True
-        elif status >= 400:
-            parser.allow_all = True
-        else:
-            parser.parse(_whole_second_delays(body.decode("utf-8", errors="replace")).splitlines())
-        return parser
+            return Protego.parse(DISALLOW_ALL)
+        if status >= 400:
+            return Protego.parse("")
+        return Protego.parse(body.decode("utf-8", errors="replace"))
 
     def _crawl_delay(self, url: str) -> float:
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))
@@ -496,21 +497,6 @@ def iter_body(
         if received > max_bytes:
             raise BodyTooLarge(f"the body is larger than {_size(max_bytes)} (after decompression); refused")
         yield chunk
-
-
-_FRACTIONAL_CRAWL_DELAY = re.compile(r"^(\s*crawl-delay\s*:\s*)(\d*\.\d+)", re.IGNORECASE | re.MULTILINE)
-
-
-def _whole_second_delays(robots: str) -> str:
-    """``robots`` with every fractional ``Crawl-delay`` rounded up to whole seconds.
-
-    The standard library's parser ignores a Crawl-delay that is not a whole number, so
-    ``Crawl-delay: 2.5`` would leave us at our own, shorter, delay.
-
-    >>> _whole_second_delays("User-agent: *\\nCrawl-delay: 2.5\\n")
-    'User-agent: *\\nCrawl-delay: 3\\n'
-    """
-    return _FRACTIONAL_CRAWL_DELAY.sub(lambda match: f"{match[1]}{math.ceil(float(match[2]))}", robots)
 
 
 def _size(count: int) -> str:

@@ -60,6 +60,28 @@ def test_robots_disallowed_book_is_recorded_and_never_fetched(clock, tmp_path):
     assert files_in(tmp_path) == [rows[0]["file"]]
 
 
+@pytest.mark.parametrize(
+    ("robots", "kept_out"),
+    [
+        # The longest matching rule wins, whatever the order (RFC 9309, 2.2.2).
+        ("User-agent: *\nAllow: /\nDisallow: /blogs/news/ginger\n", 0),
+        # "*" matches any characters ...
+        ("User-agent: *\nDisallow: /blogs/*seek*\n", 1),
+        # ... and "$" anchors the end: the third book's PDF is linked as ".PDF" with no query.
+        ("User-agent: *\nDisallow: /*.PDF$\n", 2),
+    ],
+    ids=["longest-match", "wildcard", "end-anchor"],
+)
+def test_robots_rules_are_read_as_rfc_9309_says(robots, kept_out, site, clock, tmp_path):
+    site.robots = robots
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    expected = ["downloaded"] * 3
+    expected[kept_out] = "disallowed"
+    assert [b.action for b in report.books] == expected
+    book = site.books[kept_out]
+    assert site.requests_for(book.pdf_path()) == 0
+    assert files_in(tmp_path) == sorted(r["file"] for r in read_manifest(tmp_path) if r["file"])
+
 def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tmp_path):
     site.robots = "User-agent: fairytale-books\nDisallow: /pages/\n"
     with pytest.raises(FairytaleError, match="robots.txt .* disallows"):
@@ -103,8 +125,8 @@ def test_delay_zero_never_sleeps(site, clock, tmp_path):
     assert clock.sleeps == []
 
 
-# The standard library's parser reads whole seconds only: "2.5" is rounded up, not ignored.
-@pytest.mark.parametrize(("written", "waited"), [("4", 4.0), ("2.5", 3.0), ("1.5 # be gentle", 2.0)])
+# The standard library's parser reads whole seconds only, and ignored "2.5".
+@pytest.mark.parametrize(("written", "waited"), [("4", 4.0), ("2.5", 2.5), ("1.5 # be gentle", 1.5)])
 def test_a_longer_crawl_delay_in_robots_is_honoured(written, waited, site, clock, tmp_path):
     site.robots = f"User-agent: *\nCrawl-delay: {written}\nDisallow: /cart\n"
     scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
