@@ -319,7 +319,8 @@ class PoliteSession:
             return Protego.parse(DISALLOW_ALL)
         if status >= 400:
             return Protego.parse("")
-        return Protego.parse(body.decode("utf-8", errors="replace"))
+        # utf-8-sig: a byte order mark would otherwise glue itself to the first "User-agent".
+        return Protego.parse(body.decode("utf-8-sig", errors="replace"))
 
     def _crawl_delay(self, url: str) -> float:
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))

@@ -69,8 +69,10 @@ def test_robots_disallowed_book_is_recorded_and_never_fetched(clock, tmp_path):
         ("User-agent: *\nDisallow: /blogs/*seek*\n", 1),
         # ... and "$" anchors the end: the third book's PDF is linked as ".PDF" with no query.
         ("User-agent: *\nDisallow: /*.PDF$\n", 2),
+        # A byte order mark (as Windows editors write it) is not part of the first line.
+        ("\ufeffUser-agent: *\nDisallow: /blogs/news/ginger\n", 0),
     ],
-    ids=["longest-match", "wildcard", "end-anchor"],
+    ids=["longest-match", "wildcard", "end-anchor", "byte-order-mark"],
 )
 def test_robots_rules_are_read_as_rfc_9309_says(robots, kept_out, site, clock, tmp_path):
     site.robots = robots
