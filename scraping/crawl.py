@@ -41,6 +41,7 @@ from scraping.download import (
     IncompleteDownload,
     fetch_pdf,
     file_name_for,
+    part_path,
     remove_stale_parts,
     store,
 )
@@ -249,9 +250,9 @@ def _fetch_book(
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
                                file_name_for(record.pdf_url, record.title))
 
-        # b. Stream the PDF to NAME.pdf.part and verify it.
+        # b. Stream the PDF to a hidden .part file and verify it.
         name = file_name_for(record.pdf_url, record.title)
-        download = _download_with_progress(http, record.pdf_url, out / f"{name}.part", progress, record.title)
+        download = _download_with_progress(http, record.pdf_url, part_path(out, name), progress, record.title)
         record.bytes, record.sha256 = download.bytes, download.sha256
 
         # c. Keep one copy of identical PDFs, then give the file its name.
