@@ -183,7 +183,15 @@ def discover(
     queue, seen = [listing], {same_listing_page(listing)}
     books: dict[str, BookLink] = {}
     task = progress.add_task("Listing pages", total=None) if progress else None
-    while queue and len(seen) <= MAX_LISTING_PAGES:
+    read = 0
+    while queue:
+        # Pages read, not pages seen: a pager linking all 60 pages at once must not end the walk.
+        if read >= MAX_LISTING_PAGES:
+            warnings.append(
+                f"more than {MAX_LISTING_PAGES} listing pages; only the first {MAX_LISTING_PAGES} were read"
+            )
+            break
+        read += 1
         url = queue.pop(0)
         try:
             final_url, html = http.get_text(url)

@@ -15,7 +15,17 @@ import scraping.http
 from fairytale.cli import app
 from fairytale.files import TEMP_MARK
 from scraping import scrape
-from tests.scraping_site import Book, FakeClock, Site, book_pdf, files_in, quick_http, read_manifest, serve
+from tests.scraping_site import (
+    LISTING,
+    Book,
+    FakeClock,
+    Site,
+    book_pdf,
+    files_in,
+    quick_http,
+    read_manifest,
+    serve,
+)
 
 
 @pytest.fixture
@@ -137,6 +147,15 @@ def test_limit_takes_the_first_books_and_stops_reading_the_listing(site, clock, 
     assert site.requests_for("/pages/free-childrens-books") == 1
     assert len(read_manifest(tmp_path)) == 1
 
+
+def test_a_pager_linking_every_page_is_read_up_to_the_page_limit_with_a_warning(clock, tmp_path):
+    # The first page links all 55 listing pages at once, as many themes' pagers do.
+    books = [Book(f"book-{n}", f"Book {n}", f"book-{n}.pdf", b"") for n in range(55)]
+    with serve(Site(books=books, per_page=1)) as site:
+        report = scrape(site.url, tmp_path, dry_run=True, http_config=quick_http(clock))
+        assert site.requests_for(LISTING) == scraping.crawl.MAX_LISTING_PAGES == 50
+    assert [b.title for b in report.books] == [f"Book {n}" for n in range(50)]
+    assert any("more than 50 listing pages" in warning for warning in report.warnings)
 
 def test_a_pdf_linked_straight_from_the_listing_is_a_book(clock, tmp_path):
     direct = Book("bully-bill", "Bully Bill", "030-BULLY-BILL-Free-Childrens-Book-By-Monkey-Pen.pdf", book_pdf("Bully Bill"), "listing")
