@@ -28,6 +28,8 @@ from scraping.site import LISTING_PATH
 
 MAX_BOOKS_PER_PAGE = 200
 """Book links taken from one listing page; the rest are ignored with a warning."""
+MAX_NEXT_PAGES = 50
+"""Further listing pages taken from one listing page (a crawl reads at most 50 in all)."""
 MAX_PDF_LINKS = 20
 """PDF links taken from one book page (the crawl downloads the first)."""
 CARD_MAX_NODES = 200
@@ -300,8 +302,10 @@ def _page_title(soup: BeautifulSoup) -> str:
 
 def _next_pages(soup: BeautifulSoup, page_url: str) -> list[str]:
     here = urlsplit(page_url)
-    found: list[str] = []
+    found: dict[str, None] = {}  # an ordered set
     for tag in soup.find_all(["a", "link"], href=True):
+        if len(found) >= MAX_NEXT_PAGES:
+            break
         rel = [r.lower() for r in (tag.get("rel") or [])]
         url = _absolute(page_url, tag["href"])
         if url is None:
@@ -310,6 +314,6 @@ def _next_pages(soup: BeautifulSoup, page_url: str) -> list[str]:
         if not _same_site(parts.netloc, here.netloc):
             continue
         paged = parts.path == here.path and "page" in parse_qs(parts.query)
-        if ("next" in rel or paged) and url != page_url and url not in found:
-            found.append(url)
-    return found
+        if ("next" in rel or paged) and url != page_url:
+            found[url] = None
+    return list(found)

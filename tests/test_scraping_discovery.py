@@ -183,3 +183,9 @@ def test_a_book_page_linking_thousands_of_pdfs_gives_the_first_few():
     links = "".join(f'<a href="/files/part-{n}.pdf">part {n}</a>' for n in range(5000))
     page = parse_book_page(f"<html><body><article>{links}</article></body></html>", f"{BASE}/blogs/news/x")
     assert page.pdf_urls == [f"{BASE}/files/part-{n}.pdf" for n in range(discovery.MAX_PDF_LINKS)]
+
+
+def test_a_listing_linking_thousands_of_pages_gives_the_first_few():
+    pager = "".join(f'<a href="?page={n}">{n}</a>' for n in range(2, 5000))
+    page = parse_listing(f"<html><body><main>{pager}</main></body></html>", LISTING)
+    assert page.next_pages == [f"{LISTING}?page={n}" for n in range(2, 2 + discovery.MAX_NEXT_PAGES)]
