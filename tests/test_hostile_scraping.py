@@ -146,6 +146,15 @@ def test_a_redirect_from_a_loopback_site_to_other_private_addresses_is_refused(t
 
 
 @pytest.mark.parametrize(
+    "target", ["file:///etc/passwd", "ftp://127.0.0.1/book.pdf", "data:application/pdf;base64,JVBERi0xLjQK"]
+)
+def test_a_redirect_to_another_scheme_is_refused(target, site, clock, tmp_path):
+    site.faults[site.books[0].pdf_path()] = [Fault.redirect(target)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["failed", "downloaded", "downloaded"]
+    assert report.books[0].error == f"not an http(s) URL: {target}"
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://127.0.0.1:8000/book.pdf",
