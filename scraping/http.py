@@ -439,12 +439,16 @@ class PoliteSession:
     def get_text(self, url: str) -> tuple[str, str]:
         """GET an HTML page; returns ``(final_url, text)`` after redirects.
 
-        Raises ``requests.HTTPError`` for an error status (after the retries),
+        Raises ``requests.HTTPError`` for an error status (after the retries) or a 3xx that
+        does not say where to go,
         :class:`BodyTooLarge` past ``max_page_bytes`` (after decompression) and
         :class:`BodyTooSlow` past ``page_deadline``.
         """
         with self.request(url) as response:
             response.raise_for_status()
+            if response.status_code >= 300:  # a 3xx with no Location to follow: its body is no page
+                reason = f"{response.status_code} {response.reason or ''}".strip()
+                raise requests.HTTPError(f"HTTP {reason} without a Location", response=response)
             body = b"".join(
                 iter_body(
                     response, max_bytes=self.config.max_page_bytes, deadline=self.config.page_deadline, clock=self.config.clock

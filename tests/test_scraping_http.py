@@ -201,6 +201,16 @@ def test_a_server_that_never_answers_fails_that_book_and_leaves_no_part_file(sit
     assert len(files_in(tmp_path)) == 2
 
 
+@pytest.mark.parametrize("status", [300, 302, 304])
+def test_a_page_answering_3xx_without_a_location_is_an_error_not_a_page(status, site, clock, tmp_path):
+    # Without a Location there is nothing to follow; its body is no listing (nor a book page).
+    site.faults["/pages/free-childrens-books"] = [Fault.error(status)]
+    with pytest.raises(FairytaleError, match=f"Cannot read the listing page .*: HTTP {status}"):
+        scrape(site.url, tmp_path, http_config=quick_http(clock))
+    site.faults[f"/blogs/news/{site.books[0].handle}"] = [Fault.error(status)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert report.books[0].action == "failed" and report.books[0].error.startswith(f"HTTP {status}")
+
 @pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf"), 1e308])
 def test_http_config_refuses_delays_that_are_not_finite_seconds(delay):
     with pytest.raises(FairytaleError, match="delay"):
