@@ -41,6 +41,7 @@ from scraping.download import (
     IncompleteDownload,
     fetch_pdf,
     file_name_for,
+    part_path,
     remove_stale_parts,
     store,
 )
@@ -147,6 +148,15 @@ def scrape(
                 report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress))
                 progress.advance(task)
             progress.update(task, description="Books")
+    except OSError as exc:
+        if isinstance(exc, requests.RequestException):
+            raise
+        # A book's network errors are caught with the book; a plain OSError is the download
+        # folder (a full disk, a quota, a mount gone read-only), which every next book would hit too.
+        raise FairytaleError(
+            f"Cannot write to {out}: {exc.strerror or exc}. The books finished so far are kept; "
+            "run the same command again to resume"
+        ) from None
     finally:
         report.requests = http.requests_made
         report.warnings.extend(http.notes)
@@ -173,7 +183,15 @@ def discover(
     queue, seen = [listing], {same_listing_page(listing)}
     books: dict[str, BookLink] = {}
     task = progress.add_task("Listing pages", total=None) if progress else None
-    while queue and len(seen) <= MAX_LISTING_PAGES:
+    read = 0
+    while queue:
+        # Pages read, not pages seen: a pager linking all 60 pages at once must not end the walk.
+        if read >= MAX_LISTING_PAGES:
+            warnings.append(
+                f"more than {MAX_LISTING_PAGES} listing pages; only the first {MAX_LISTING_PAGES} were read"
+            )
+            break
+        read += 1
         url = queue.pop(0)
         try:
             final_url, html = http.get_text(url)
@@ -240,9 +258,9 @@ def _fetch_book(
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
                                file_name_for(record.pdf_url, record.title))
 
-        # b. Stream the PDF to NAME.pdf.part and verify it.
+        # b. Stream the PDF to a hidden .part file and verify it.
         name = file_name_for(record.pdf_url, record.title)
-        download = _download_with_progress(http, record.pdf_url, out / f"{name}.part", progress, record.title)
+        download = _download_with_progress(http, record.pdf_url, part_path(out, name), progress, record.title)
         record.bytes, record.sha256 = download.bytes, download.sha256
 
         # c. Keep one copy of identical PDFs, then give the file its name.

@@ -44,6 +44,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -173,24 +174,24 @@ def build_dataset(
         pictures: list[_Picture] = []
         # 3. Render, sort out and crop every page; write the pictures as they come.
         for path, title, sha, count in books:
-            report.books.append(title)
             progress.update(task, description=f"Pages · {title[:40]}")
-            covers = {n for n in range(1, count + 1) if is_cover(n, count, rule)}
-            decisions = [PageDecision(title, number, "cover") for number in sorted(covers)]
-            progress.advance(task, len(covers))
-            for page in iter_pages(path, dpi, skip=covers, rule=rule):
-                decision = PageDecision(title, page.number, classify(page, rule), page.ink, page.picture_ink)
-                decision.scaled_down = page.scaled_down
-                decisions.append(decision)
-                if decision.reason is None and page.image is not None:
-                    name = f"{_slug(title)}-{sha[:8]}-p{page.number:03d}.jpg"
-                    with atomic_path(images / name) as tmp:
-                        square_crop(page.image, size).save(tmp, quality=95, subsampling=0)
-                    pictures.append(_Picture(title, sha, page.number, name, caption_for(page.text)))
-                    decision.file_name = name
-                    decision.upscaled = min(page.image.size) < size
-                progress.advance(task)
-            report.pages.extend(sorted(decisions, key=lambda d: d.page))
+            try:
+                decisions, book_pictures = _render_book(
+                    path, title, sha, count, images, size, dpi, rule, progress, task
+                )
+            except pdfium.PdfiumError as exc:
+                # A page tree that opens but breaks further on: the book is left out, the rest go on.
+                report.skipped_files[path.name] = str(exc)
+                log.warning("Skipping %s: %s", path.name, exc)
+                continue
+            report.books.append(title)
+            report.pages.extend(decisions)
+            pictures.extend(book_pictures)
+        if not report.books:
+            raise FairytaleError(
+                f"No readable PDF files in {pdf_dir}: "
+                + "; ".join(f"{name}: {why}" for name, why in list(report.skipped_files.items())[:3])
+            )
         if not pictures:
             raise FairytaleError(
                 f"No illustrated pages found in {len(books)} PDF(s) in {pdf_dir} "
@@ -216,6 +217,51 @@ def build_dataset(
         atomic_write_text(staging / "README.md", _card(report, rule))
     # 5. The staging folder is now ``out``.
     return report
+
+
+def _render_book(
+    path: Path,
+    title: str,
+    sha: str,
+    count: int,
+    images: Path,
+    size: int,
+    dpi: int,
+    rule: PageRule,
+    progress: Progress,
+    task: TaskID,
+) -> tuple[list[PageDecision], list[_Picture]]:
+    """Sort out every page of one book and write its pictures into ``images``.
+
+    Raises ``pypdfium2.PdfiumError`` (naming the page, see :func:`iter_pages`) when a page cannot
+    be read; the book's pictures written so far are removed first, so a damaged book leaves nothing.
+    """
+    covers = {n for n in range(1, count + 1) if is_cover(n, count, rule)}
+    decisions = [PageDecision(title, number, "cover") for number in sorted(covers)]
+    pictures: list[_Picture] = []
+    progress.advance(task, len(covers))
+    pages = iter_pages(path, dpi, skip=covers, rule=rule)
+    try:
+        for page in pages:
+            decision = PageDecision(title, page.number, classify(page, rule), page.ink, page.picture_ink)
+            decision.scaled_down = page.scaled_down
+            decisions.append(decision)
+            if decision.reason is None and page.image is not None:
+                name = f"{_slug(title)}-{sha[:8]}-p{page.number:03d}.jpg"
+                with atomic_path(images / name) as tmp:
+                    square_crop(page.image, size).save(tmp, quality=95, subsampling=0)
+                pictures.append(_Picture(title, sha, page.number, name, caption_for(page.text)))
+                decision.file_name = name
+                decision.upscaled = min(page.image.size) < size
+            progress.advance(task)
+    except pdfium.PdfiumError:
+        for picture in pictures:
+            (images / picture.file_name).unlink(missing_ok=True)
+        progress.advance(task, count - len(decisions))  # the bar still reaches its end
+        raise
+    finally:
+        pages.close()
+    return sorted(decisions, key=lambda d: d.page), pictures
 
 
 def caption_for(page_text: str) -> str:

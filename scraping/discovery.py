@@ -16,8 +16,9 @@ page that links more says so (``ListingPage.more``) instead of growing the crawl
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit, urlunsplit
 
@@ -27,6 +28,12 @@ from scraping.site import LISTING_PATH
 
 MAX_BOOKS_PER_PAGE = 200
 """Book links taken from one listing page; the rest are ignored with a warning."""
+MAX_NEXT_PAGES = 50
+"""Further listing pages taken from one listing page (a crawl reads at most 50 in all)."""
+MAX_PDF_LINKS = 20
+"""PDF links taken from one book page (the crawl downloads the first)."""
+CARD_MAX_NODES = 200
+"""A block with more nodes than this is a page section, not a book's card (see ``_title_candidates``)."""
 
 # Link texts and image alts that name an action or the site, not the book.
 _GENERIC = re.compile(
@@ -34,6 +41,7 @@ _GENERIC = re.compile(
     r"click here|view( book)?|more|open|pdf|free children'?s books?|next|previous|prev)$",
     re.IGNORECASE,
 )
+_HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6", "strong")
 _SHOP_LINK = re.compile(r"^/(?:[a-z]{2}(?:-[a-z]{2})?/)?(?:blogs/[^/]+/(?!tagged$)[^/]+|products/[^/]+)/?$", re.I)
 _TITLE_SUFFIX = re.compile(
     r"\s*[-–—:]\s*(a\s+)?free\s+(illustrated\s+)?children'?s\s+(picture\s+)?(e-?)?books?(\s+from\s+monkey\s*pen)?\s*$",
@@ -147,12 +155,13 @@ def parse_book_page(html: str, page_url: str) -> BookPage:
     soup = BeautifulSoup(html, "html.parser")
     title = _page_title(soup) or title_from_url(page_url)
     body = _first(soup, "article .article__content", ".article__content", "[itemprop=articleBody]", "article .rte", "article")
-    urls: list[str] = []
+    urls: dict[str, None] = {}  # an ordered set: a page may link thousands of PDFs
     for scope in (body or _main_content(soup), soup):
         for url in _pdf_links(scope, page_url):
-            if url not in urls:
-                urls.append(url)
-    return BookPage(title=title, pdf_urls=urls)
+            if len(urls) >= MAX_PDF_LINKS:
+                break
+            urls[url] = None
+    return BookPage(title=title, pdf_urls=list(urls))
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -168,8 +177,11 @@ def _absolute(base: str, href: str) -> str | None:
     href = href.strip()
     if not href or href.startswith(("#", "javascript:", "mailto:", "tel:", "data:")):
         return None
-    url = urljoin(base, href)
-    parts = urlsplit(url)
+    try:
+        url = urljoin(base, href)
+        parts = urlsplit(url)
+    except ValueError:  # "http://[oops/": urllib.parse refuses it; a broken link is no link
+        return None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return urlunsplit((parts.scheme, parts.netloc, parts.path, parts.query, ""))
@@ -207,8 +219,16 @@ def _books_in(content: Tag | BeautifulSoup, page_url: str, max_books: int) -> tu
     titles: dict[str, list[str]] = {}
     kinds: dict[str, bool] = {}
     more = False
+    # Each href is judged once per page, however many cards look at it.
+    judged: dict[str, tuple[str, bool] | None] = {}
+
+    def book_url(href: str) -> tuple[str, bool] | None:
+        if href not in judged:
+            judged[href] = _book_url(page_url, href)
+        return judged[href]
+
     for anchor in content.find_all("a", href=True):
-        found = _book_url(page_url, anchor["href"])
+        found = book_url(str(anchor["href"]))
         if found is None:
             continue
         url, is_pdf = found
@@ -216,7 +236,8 @@ def _books_in(content: Tag | BeautifulSoup, page_url: str, max_books: int) -> tu
             more = True
             break
         kinds.setdefault(url, is_pdf)
-        titles.setdefault(url, []).extend(_title_candidates(anchor, url, page_url))
+        if not titles.get(url):  # the first title found is the one used
+            titles.setdefault(url, []).extend(_title_candidates(anchor, url, book_url))
     books = []
     for url, is_pdf in kinds.items():
         title = next(iter(titles[url]), "") or title_from_url(url)
@@ -234,21 +255,26 @@ def _pdf_links(scope: Tag | BeautifulSoup, page_url: str) -> Iterable[str]:
                     yield url
 
 
-def _title_candidates(anchor: Tag, url: str, page_url: str) -> list[str]:
+def _title_candidates(
+    anchor: Tag, url: str, book_url: Callable[[str], tuple[str, bool] | None]
+) -> list[str]:
     candidates = [anchor.get_text(" ", strip=True), anchor.get("title") or ""]
     candidates += [img.get("alt") or "" for img in anchor.find_all("img")]
     # A card often holds the picture link, a heading with the title and a "Read" button. Climb
-    # to the card, but never into a block that links another book (its heading is not ours).
+    # to the card, but never into a block that links another book (its heading is not ours),
+    # nor into one too large to be a card (scanning it for every link would take minutes).
     card = anchor.parent
     for _ in range(3):
         if not isinstance(card, Tag) or card.name in ("body", "main", "html"):
             break
-        # Stop at the first link to another book (a grid of thousands is not scanned per card).
-        anchors = (tag for tag in card.descendants if isinstance(tag, Tag) and tag.name == "a" and tag.get("href"))
-        links = (_book_url(page_url, str(a["href"])) for a in anchors)
+        window = list(itertools.islice(card.descendants, CARD_MAX_NODES + 1))
+        if len(window) > CARD_MAX_NODES:
+            break
+        nodes = [node for node in window if isinstance(node, Tag)]
+        links = (book_url(str(node["href"])) for node in nodes if node.name == "a" and node.get("href"))
         if any(found is not None and found[0] != url for found in links):
             break
-        heading = card.find(["h1", "h2", "h3", "h4", "h5", "h6", "strong"])
+        heading = next((node for node in nodes if node.name in _HEADINGS), None)
         if heading is not None:
             candidates.append(heading.get_text(" ", strip=True))
             break
@@ -276,8 +302,10 @@ def _page_title(soup: BeautifulSoup) -> str:
 
 def _next_pages(soup: BeautifulSoup, page_url: str) -> list[str]:
     here = urlsplit(page_url)
-    found: list[str] = []
+    found: dict[str, None] = {}  # an ordered set
     for tag in soup.find_all(["a", "link"], href=True):
+        if len(found) >= MAX_NEXT_PAGES:
+            break
         rel = [r.lower() for r in (tag.get("rel") or [])]
         url = _absolute(page_url, tag["href"])
         if url is None:
@@ -286,6 +314,6 @@ def _next_pages(soup: BeautifulSoup, page_url: str) -> list[str]:
         if not _same_site(parts.netloc, here.netloc):
             continue
         paged = parts.path == here.path and "page" in parse_qs(parts.query)
-        if ("next" in rel or paged) and url != page_url and url not in found:
-            found.append(url)
-    return found
+        if ("next" in rel or paged) and url != page_url:
+            found[url] = None
+    return list(found)

@@ -1,4 +1,5 @@
-"""Downloading one PDF safely: streamed to ``NAME.part``, checked, then renamed.
+"""Downloading one PDF safely: streamed to a hidden ``.part`` file (:func:`part_path`), checked,
+then renamed.
 
 A file only gets its real name once all of it has arrived and looks like a whole PDF:
 
@@ -28,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 
 from fairytale.errors import FairytaleError
-from fairytale.files import sha256_file
+from fairytale.files import TEMP_MARK, glob_escape, remove_stale_temporaries, sha256_file
 from scraping.http import BodyTooLarge, PoliteSession, iter_body
 
 MAX_NAME_LENGTH = 100
@@ -217,9 +218,19 @@ def store(
     return candidate
 
 
+def part_path(folder: Path, name: str) -> Path:
+    """Where the PDF ``name`` is streamed before it is checked: a hidden name carrying this
+    process's id, which no browser download or file of the user's can have (see
+    :func:`remove_stale_parts`)."""
+    return folder / f".{name}{TEMP_MARK}{os.getpid()}-download{PART_SUFFIX}"
+
+
 def remove_stale_parts(folder: Path) -> list[Path]:
-    """Delete ``.part`` files left by a run that was killed; returns what was removed."""
-    stale = sorted(folder.glob(f"*{PART_SUFFIX}"))
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale
+    """Delete the ``.part`` files (named by :func:`part_path`) of runs that were killed; returns
+    what was removed. A folder may be shared: a browser's ``x.pdf.part`` or the file of a scrape
+    still running there is kept."""
+    removed: list[Path] = []
+    for candidate in folder.glob(f".*{glob_escape(TEMP_MARK)}*-download{PART_SUFFIX}"):
+        target = candidate.name[1 : candidate.name.index(TEMP_MARK)]
+        removed += remove_stale_temporaries(folder / target)  # only if its process is gone
+    return sorted(set(removed))

@@ -4,16 +4,22 @@
 owes a small publisher:
 
 - a clear ``User-Agent`` naming the project and how to reach it;
-- ``robots.txt`` obeyed for every host it touches (the standard library's parser; a
-  ``Crawl-delay`` longer than ours is honoured);
-- a pause of at least ``delay`` seconds between requests (default 1 s);
+- ``robots.txt`` obeyed for every host it touches, as RFC 9309 reads it (Protego, Scrapy's
+  parser: ``*`` and ``$`` in paths, the longest matching rule wins; the standard library's parser
+  knows neither and takes the first rule that matches); a ``Crawl-delay`` longer than ours is
+  honoured;
+- a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
 - connect and read timeouts on every request, and an overall deadline and size limit on
   every body (a server that trickles or a gzip bomb cannot hold the crawl);
 - redirects followed hop by hop (at most :data:`MAX_REDIRECTS`), each hop checked like a link:
   it must stay on the book site or a host the site serves its PDFs from, pass robots.txt, and
-  never lead to a loopback, link-local or private address unless the site itself is on one.
+  never lead to a loopback, link-local or private address unless the site itself is on one;
+- every new connection checked once more for the address it really reached, before the request
+  is sent, so a name that resolves to a public address for the check and to ``127.0.0.1`` for the
+  connection (DNS rebinding) is refused too. Through a proxy (``HTTPS_PROXY``…) the proxy
+  resolves names and this last check does not apply.
 
 Waiting goes through ``HttpConfig.sleep`` and ``HttpConfig.clock`` so tests assert the waits
 without spending them.
@@ -25,7 +31,6 @@ import contextlib
 import logging
 import math
 import time
-import urllib.robotparser
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
@@ -33,7 +38,10 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3.exceptions
 from bs4 import UnicodeDammit
+from protego import Protego
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from fairytale import __version__
@@ -60,6 +68,10 @@ MAX_ROBOTS_BYTES = 500 * 1024
 MAX_PAGE_BYTES = 5 * 1024 * 1024
 """An HTML page larger than this (after decompression) is refused; Monkey Pen's pages are ~200 KB."""
 BODY_CHUNK = 64 * 1024
+
+
+DISALLOW_ALL = "User-agent: *\nDisallow: /\n"
+"""The robots.txt a host is held to when its own cannot be read (RFC 9309, 2.3.1.4)."""
 
 
 class DisallowedByRobots(FairytaleError):
@@ -139,11 +151,13 @@ class HttpConfig:
 
 
 class _PoliteRetry(Retry):
-    """urllib3's ``Retry`` that sleeps through an injected function and caps ``Retry-After``.
+    """urllib3's ``Retry`` that sleeps through an injected function, caps ``Retry-After`` and
+    never retries sooner than ``min_wait`` (the crawl's delay between requests).
 
     urllib3 sleeps with ``time.sleep`` directly; routing it through ``HttpConfig.sleep`` keeps
     tests instant. A ``Retry-After`` beyond ``max_retry_after`` stops the request instead of
-    silently shortening the wait the server asked for.
+    silently shortening the wait the server asked for. urllib3's backoff is 0 before the first
+    retry, which would send a server that just failed a second request at once.
     """
 
     def __init__(
@@ -151,17 +165,20 @@ class _PoliteRetry(Retry):
         *args: object,
         sleep: Callable[[float], None] = time.sleep,
         max_retry_after: float = 300.0,
+        min_wait: float = 0.0,
         **kwargs: object,
     ) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.sleep_function = sleep
         self.max_retry_after = max_retry_after
+        self.min_wait = min_wait
 
     def new(self, **kw: object) -> _PoliteRetry:
         # Retry.new() rebuilds the object from its own list of arguments; carry ours over.
         retry = super().new(**kw)
         retry.sleep_function = self.sleep_function
         retry.max_retry_after = self.max_retry_after
+        retry.min_wait = self.min_wait
         return retry
 
     def sleep_for_retry(self, response) -> bool:  # noqa: ANN001 - urllib3's signature
@@ -173,13 +190,54 @@ class _PoliteRetry(Retry):
                 f"the server asked us to wait {retry_after:.0f} s before retrying "
                 f"(more than {self.max_retry_after:.0f} s); run again later"
             )
-        self.sleep_function(retry_after)
+        self.sleep_function(max(retry_after, self.min_wait))
         return True
 
     def _sleep_backoff(self) -> None:
-        backoff = self.get_backoff_time()
+        backoff = max(self.get_backoff_time(), self.min_wait)
         if backoff > 0:
             self.sleep_function(backoff)
+
+
+PeerCheck = Callable[[str, str], None]
+"""Called with (host name, connected address) for every new connection; raises to refuse it."""
+
+
+def _checked_connection(base: type[HTTPConnection], check: PeerCheck) -> type[HTTPConnection]:
+    class Checked(base):  # type: ignore[valid-type, misc]
+        def _new_conn(self):  # noqa: ANN202 - urllib3's signature
+            sock = super()._new_conn()
+            try:
+                check(self.host, str(sock.getpeername()[0]))
+            except BaseException:
+                sock.close()
+                raise
+            return sock
+
+    return Checked
+
+
+class _PeerCheckingAdapter(HTTPAdapter):
+    """An ``HTTPAdapter`` whose connections call ``check`` with the address they reached, right
+    after connecting and before the request is written (urllib3 resolves the name itself, so
+    this is the only place the address that is really used can be seen)."""
+
+    def __init__(self, check: PeerCheck, **kwargs: object) -> None:
+        self._peer_check = check  # set first: HTTPAdapter.__init__ calls init_poolmanager
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        pools = {"http": HTTPConnectionPool, "https": HTTPSConnectionPool}
+        connections = {"http": HTTPConnection, "https": HTTPSConnection}
+        self.poolmanager.pool_classes_by_scheme = {
+            scheme: type(
+                f"Checked{pool.__name__}",
+                (pool,),
+                {"ConnectionCls": _checked_connection(connections[scheme], self._peer_check)},
+            )
+            for scheme, pool in pools.items()
+        }
 
 
 class PoliteSession:
@@ -212,12 +270,13 @@ class PoliteSession:
             raise_on_status=False,
             sleep=self.config.sleep,
             max_retry_after=self.config.max_retry_after,
+            min_wait=self.config.delay,
         )
-        adapter = HTTPAdapter(max_retries=retry)
+        adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.scope = SiteScope(site) if site else None
-        self._robots: dict[str, urllib.robotparser.RobotFileParser] = {}
+        self._robots: dict[str, Protego] = {}
         self._robots_problems: dict[str, str] = {}
         self._last_done: float | None = None
         self.requests_made = 0
@@ -228,19 +287,19 @@ class PoliteSession:
 
     def allowed(self, url: str) -> bool:
         """Whether robots.txt of ``url``'s host lets this crawler fetch it."""
-        return self._robots_for(url).can_fetch(self.config.user_agent, url)
+        return self._robots_for(url).can_fetch(url, self.config.user_agent)
 
-    def _robots_for(self, url: str) -> urllib.robotparser.RobotFileParser:
+    def _robots_for(self, url: str) -> Protego:
         parts = urlsplit(url)
         origin = f"{parts.scheme}://{parts.netloc}"
         if origin not in self._robots:
             self._robots[origin] = self._fetch_robots(origin)
         return self._robots[origin]
 
-    def _fetch_robots(self, origin: str) -> urllib.robotparser.RobotFileParser:
+    def _fetch_robots(self, origin: str) -> Protego:
         # RFC 9309: a robots.txt that does not exist (4xx) allows everything; one that cannot
-        # be read (5xx, network error) means "do not crawl".
-        parser = urllib.robotparser.RobotFileParser(f"{origin}/robots.txt")
+        # be read (5xx, network error) means "do not crawl". 429 is the server asking for less,
+        # not saying there is no robots.txt: it counts as unreadable (as Google treats it).
         try:
             with self._follow(f"{origin}/robots.txt", check_robots=False) as response:
                 status = response.status_code
@@ -254,16 +313,14 @@ class PoliteSession:
                         )
         except (requests.RequestException, RetryAfterTooLong, OffSite, BodyTooSlow) as exc:
             self._robots_problems[origin] = describe_error(exc, self)
-            parser.disallow_all = True
-            return parser
-        if status >= 500:
+            return Protego.parse(DISALLOW_ALL)
+        if status >= 500 or status == 429:
             self._robots_problems[origin] = f"HTTP {status}"
-            parser.disallow_all = True
-        elif status >= 400:
-            parser.allow_all = True
-        else:
-            parser.parse(body.decode("utf-8", errors="replace").splitlines())
-        return parser
+            return Protego.parse(DISALLOW_ALL)
+        if status >= 400:
+            return Protego.parse("")
+        # utf-8-sig: a byte order mark would otherwise glue itself to the first "User-agent".
+        return Protego.parse(body.decode("utf-8-sig", errors="replace"))
 
     def _crawl_delay(self, url: str) -> float:
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))
@@ -309,6 +366,10 @@ class PoliteSession:
                 f"the {self.config.max_crawl_delay:g} s fAIrytale waits, so not crawling that host"
             )
 
+    def _check_peer(self, host: str, address: str) -> None:
+        if self.scope is not None:
+            self.scope.check_peer(host, address)
+
     @contextlib.contextmanager
     def request(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:
         """GET ``url`` politely; yields the final response (after redirects) and closes it afterwards.
@@ -352,6 +413,11 @@ class PoliteSession:
                 allow_redirects=False,
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
             )
+        except ValueError as exc:
+            # requests reads a redirect's Location even when it does not follow it, and
+            # urllib.parse refuses some ("http://[oops/"): a malformed redirect, not a crash.
+            self._last_done = self.config.clock()
+            raise OffSite(f"{url} redirected to a malformed address ({exc})") from None
         except BaseException:
             self._last_done = self.config.clock()
             raise
@@ -373,12 +439,16 @@ class PoliteSession:
     def get_text(self, url: str) -> tuple[str, str]:
         """GET an HTML page; returns ``(final_url, text)`` after redirects.
 
-        Raises ``requests.HTTPError`` for an error status (after the retries),
+        Raises ``requests.HTTPError`` for an error status (after the retries) or a 3xx that
+        does not say where to go,
         :class:`BodyTooLarge` past ``max_page_bytes`` (after decompression) and
         :class:`BodyTooSlow` past ``page_deadline``.
         """
         with self.request(url) as response:
             response.raise_for_status()
+            if response.status_code >= 300:  # a 3xx with no Location to follow: its body is no page
+                reason = f"{response.status_code} {response.reason or ''}".strip()
+                raise requests.HTTPError(f"HTTP {reason} without a Location", response=response)
             body = b"".join(
                 iter_body(
                     response, max_bytes=self.config.max_page_bytes, deadline=self.config.page_deadline, clock=self.config.clock

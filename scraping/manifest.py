@@ -87,14 +87,16 @@ class Manifest:
         records: dict[str, Record] = {}
         stale = torn = False
         if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            torn = stale = bool(text) and not text.endswith("\n")
-            for number, line in enumerate(text.splitlines(), start=1):
+            data = path.read_bytes()
+            torn = stale = bool(data) and not data.endswith(b"\n")
+            # Line by line as bytes: a line damaged on disk (not UTF-8, not JSON, nested past
+            # Python's recursion limit) costs that book a new fetch, never the whole run.
+            for number, line in enumerate(data.splitlines(), start=1):
                 if not line.strip():
                     continue
                 try:
-                    record = Record.model_validate(json.loads(line))
-                except (json.JSONDecodeError, ValidationError):
+                    record = Record.model_validate(json.loads(line.decode("utf-8")))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, ValidationError):
                     log.warning("Ignoring unreadable line %d of %s", number, path)
                     stale = True
                     continue

@@ -99,7 +99,8 @@ def iter_pages(
 ) -> Iterator[Page]:
     """Render every page of ``pdf_path`` at ``dpi`` (pages in ``skip`` are not rendered) and
     measure its ink; yields :class:`Page` objects in order. A page whose render would exceed
-    ``max_pixels`` is rendered at a lower scale (``Page.scaled_down``).
+    ``max_pixels`` is rendered at a lower scale (``Page.scaled_down``). A page pdfium cannot load
+    or render raises ``pypdfium2.PdfiumError`` naming its number (the pages before it were yielded).
     """
     rule = rule or PageRule()
     skip = skip or set()
@@ -109,11 +110,16 @@ def iter_pages(
             number = index + 1
             if number in skip:
                 continue
-            page = document[index]
+            try:
+                page = document[index]
+            except pdfium.PdfiumError as exc:
+                raise pdfium.PdfiumError(f"page {number} cannot be read ({exc})") from exc
             try:
                 scale = render_scale(*page.get_size(), dpi, max_pixels)
                 image = page.render(scale=scale).to_pil().convert("RGB")
                 text, boxes = _text_layer(page, scale)
+            except pdfium.PdfiumError as exc:
+                raise pdfium.PdfiumError(f"page {number} cannot be rendered ({exc})") from exc
             finally:
                 page.close()
             ink, picture_ink = measure_ink(image, boxes, rule.ink_threshold)

@@ -8,8 +8,10 @@ before any connection is made, unless the book site is itself on an address of t
 local copy for testing). Redirects are held to more: a hop must stay on the book site or on a
 host the site links its PDFs from.
 
-Host names are resolved (once per name) to see what they point at; a name that resolves
-differently when the connection is made (DNS rebinding) is not caught here.
+Host names are resolved (once per name) to see what they point at. A name can resolve
+differently when the connection is made (DNS rebinding: public for the check, ``127.0.0.1`` a
+moment later), so the address actually connected to is checked too (:meth:`SiteScope.check_peer`,
+called by :class:`scraping.http.PoliteSession` before a byte of the request is sent).
 """
 
 from __future__ import annotations
@@ -127,6 +129,20 @@ class SiteScope:
         kind = address_kind(parts.hostname, self.resolve)
         if kind is not None and kind != self.site_kind:
             raise OffSite(f"refusing {parts.hostname}: a {kind} address (the book site is not on one)")
+
+    def check_peer(self, host: str, address: str) -> None:
+        """Raise :class:`OffSite` unless a connection to ``host`` may stay open now that it has
+        reached ``address`` (the socket's peer); ``host`` passed :meth:`check_link` already."""
+        try:
+            ip = ipaddress.ip_address(address.split("%")[0])
+        except ValueError:
+            return  # not an IP socket (never for http/https)
+        kind = _kind(ip)
+        if kind is not None and kind != self.site_kind:
+            raise OffSite(
+                f"refusing {host}: it led to {address}, a {kind} address, when connecting "
+                "(the book site is not on one)"
+            )
 
     def check_redirect(self, url: str) -> None:
         """Raise :class:`OffSite` unless a redirect may lead to ``url``."""

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 import scraping.http
 import scraping.manifest
+import scraping.scope
 from fairytale.cli import app
 from fairytale.errors import FairytaleError
 from scraping import build_dataset, scrape
@@ -145,6 +146,15 @@ def test_a_redirect_from_a_loopback_site_to_other_private_addresses_is_refused(t
 
 
 @pytest.mark.parametrize(
+    "target", ["file:///etc/passwd", "ftp://127.0.0.1/book.pdf", "data:application/pdf;base64,JVBERi0xLjQK"]
+)
+def test_a_redirect_to_another_scheme_is_refused(target, site, clock, tmp_path):
+    site.faults[site.books[0].pdf_path()] = [Fault.redirect(target)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["failed", "downloaded", "downloaded"]
+    assert report.books[0].error == f"not an http(s) URL: {target}"
+
+@pytest.mark.parametrize(
     "url",
     [
         "http://127.0.0.1:8000/book.pdf",
@@ -173,6 +183,30 @@ def public_names(host: str) -> tuple:
     return (ipaddress.ip_address("93.184.215.14"),)
 
 
+def test_a_name_that_rebinds_to_a_local_address_when_connecting_gets_no_request(
+    site, clock, tmp_path, monkeypatch
+):
+    """DNS rebinding: books.test looks public when checked, then resolves to 127.0.0.1 when
+    urllib3 connects. The connection is refused before a byte of the request is written."""
+    import socket
+
+    monkeypatch.setattr(scraping.scope, "_resolve", public_names)
+    lookup = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "books.test":  # no query leaves the machine: the test answers it
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+        return lookup(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    refused = r"Cannot read the listing page .*refusing books.test: it led to 127.0.0.1"
+    with pytest.raises(FairytaleError, match=refused):
+        scrape(f"http://books.test:{site.port}", tmp_path, http_config=quick_http(clock))
+    assert site.log == []  # connected, found out, closed: no request line was sent
+    # https goes through the same check (TLS is set up on the socket that was checked)
+    https = PoliteSession(quick_http(clock)).session.get_adapter("https://x").poolmanager
+    assert https.pool_classes_by_scheme["https"].ConnectionCls.__name__ == "Checked"
+
 def test_redirects_may_only_go_to_the_site_and_its_pdf_hosts():
     scope = SiteScope("https://monkeypen.com/pages/free-childrens-books", resolve=public_names)
     scope.check_redirect("https://www.monkeypen.com/blogs/news/x")  # www. is the same shop
@@ -182,6 +216,36 @@ def test_redirects_may_only_go_to_the_site_and_its_pdf_hosts():
     scope.check_redirect("https://cdn.example/files/x.pdf")
     with pytest.raises(OffSite, match="neither"):
         scope.check_redirect("https://monkeypen.com:8443/x.pdf")  # another port is another host
+
+
+# -- malformed addresses in what the site sends -------------------------------------------------
+
+BROKEN_URL = "http://[oops/book.pdf"  # urllib.parse raises "Invalid IPv6 URL" for it
+
+
+def test_a_malformed_pdf_link_on_a_book_page_fails_that_book_only(clock, tmp_path):
+    broken = Book("broken-link", "Broken Link", "broken.pdf", book_pdf("Broken"), link=BROKEN_URL)
+    with serve(Site(books=[broken, *Site().books[:1]])) as site:
+        report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["no pdf", "downloaded"]
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["no_pdf", "complete"]
+
+
+def test_a_malformed_link_on_the_listing_is_ignored(site, clock, tmp_path):
+    book = site.books[0]
+    page = f"""<html><body><main><a href="{BROKEN_URL}">Broken</a> <a href="http://[::1">Next</a>
+<a href="/blogs/news/{book.handle}">{book.title}</a></main></body></html>""".encode()
+    site.faults[LISTING] = [Fault.content(page, "text/html; charset=utf-8")]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [(b.title, b.action) for b in report.books] == [(book.title, "downloaded")]
+
+
+def test_a_redirect_to_a_malformed_address_fails_that_book_only(site, clock, tmp_path):
+    site.faults[site.books[0].pdf_path()] = [Fault.redirect(BROKEN_URL)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["failed", "downloaded", "downloaded"]
+    assert "redirected to a malformed address" in report.books[0].error
+    assert read_manifest(tmp_path)[0]["status"] == "failed"
 
 
 # -- 3.2 markup in what the site says ------------------------------------------------------------
@@ -395,6 +459,21 @@ def test_a_manifest_line_torn_by_a_crash_is_not_appended_to(tmp_path):
     assert [r.title for r in Manifest.load(tmp_path).records.values()] == ["A", "C"]
 
 
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\xff\xfe\x00 not UTF-8 \x80\n", b"[" * 100_000 + b"\n", b'{"title": "\xe9t\xe9"}\n'],
+    ids=["bytes", "deep-json", "latin-1"],
+)
+def test_a_corrupt_manifest_line_is_skipped_and_the_run_resumes(garbage, site, clock, tmp_path):
+    scrape(site.url, tmp_path, http_config=quick_http(clock))
+    path = tmp_path / "manifest.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + garbage + lines[2])  # the second book's line is damaged
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["skipped", "downloaded", "skipped"]
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"] * 3
+
 # -- 3.5 a PDF page too large to render whole -----------------------------------------------------
 
 
@@ -450,6 +529,36 @@ def test_scrape_into_a_read_only_folder_is_one_line_before_any_request(
     assert str(out) in line
     assert site.log == []
 
+
+def test_a_full_disk_stops_the_crawl_with_one_line_and_keeps_the_finished_books(
+    site, quick_cli, tmp_path, monkeypatch
+):
+    import errno
+    import io
+
+    import scraping.download
+
+    opened = []
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def open_part(path, mode="r", *args, **kwargs):
+        opened.append(path)
+        if len(opened) == 2:  # the second book's .part file
+            return FullDisk(path, "wb")
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(scraping.download, "open", open_part, raising=False)
+    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    [line] = _error_lines(result.output)
+    assert "No space left on device" in line and str(tmp_path) in line
+    assert len(opened) == 2  # the crawl stopped: no third book was tried on a full disk
+    assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"]
+    assert not list(tmp_path.glob("*.part"))
 
 # -- 3.13 a book robots.txt keeps out is a missing book -----------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -12,8 +13,19 @@ from typer.testing import CliRunner
 import scraping.crawl
 import scraping.http
 from fairytale.cli import app
+from fairytale.files import TEMP_MARK
 from scraping import scrape
-from tests.scraping_site import Book, FakeClock, Site, book_pdf, files_in, quick_http, read_manifest, serve
+from tests.scraping_site import (
+    LISTING,
+    Book,
+    FakeClock,
+    Site,
+    book_pdf,
+    files_in,
+    quick_http,
+    read_manifest,
+    serve,
+)
 
 
 @pytest.fixture
@@ -97,11 +109,22 @@ def test_crash_mid_crawl_then_resume_loses_nothing_and_refetches_nothing(site, t
 
 def test_leftovers_of_a_killed_run_are_cleaned(site, clock, tmp_path):
     # A kill -9 can leave a .part file; a manifest line can only be damaged from outside.
-    (tmp_path / "002-GINGER.pdf.part").write_bytes(b"%PDF-1.4 half")
+    stale = tmp_path / f".002-GINGER.pdf{TEMP_MARK}999999999-download.part"  # its process is gone
+    stale.write_bytes(b"%PDF-1.4 half")
     (tmp_path / "manifest.jsonl").write_text('{"title": "x", "status": "complete"\n')
+    # --out may be a folder shared with others: a browser's unfinished downloads, another
+    # scrape still running there. None of those is ours to delete.
+    kept = [
+        tmp_path / "holiday.mkv.part",
+        tmp_path / "report.pdf.part",
+        tmp_path / f".003-CHORES.pdf{TEMP_MARK}{os.getpid()}-download.part",
+    ]
+    for path in kept:
+        path.write_bytes(b"keep")
     report = scrape(site.url, tmp_path, http_config=quick_http(clock))
     assert [b.action for b in report.books] == ["downloaded"] * 3
-    assert not list(tmp_path.glob("*.part"))
+    assert not stale.exists()
+    assert all(path.read_bytes() == b"keep" for path in kept)
     assert [r["status"] for r in read_manifest(tmp_path)] == ["complete"] * 3
 
 
@@ -124,6 +147,15 @@ def test_limit_takes_the_first_books_and_stops_reading_the_listing(site, clock, 
     assert site.requests_for("/pages/free-childrens-books") == 1
     assert len(read_manifest(tmp_path)) == 1
 
+
+def test_a_pager_linking_every_page_is_read_up_to_the_page_limit_with_a_warning(clock, tmp_path):
+    # The first page links all 55 listing pages at once, as many themes' pagers do.
+    books = [Book(f"book-{n}", f"Book {n}", f"book-{n}.pdf", b"") for n in range(55)]
+    with serve(Site(books=books, per_page=1)) as site:
+        report = scrape(site.url, tmp_path, dry_run=True, http_config=quick_http(clock))
+        assert site.requests_for(LISTING) == scraping.crawl.MAX_LISTING_PAGES == 50
+    assert [b.title for b in report.books] == [f"Book {n}" for n in range(50)]
+    assert any("more than 50 listing pages" in warning for warning in report.warnings)
 
 def test_a_pdf_linked_straight_from_the_listing_is_a_book(clock, tmp_path):
     direct = Book("bully-bill", "Bully Bill", "030-BULLY-BILL-Free-Childrens-Book-By-Monkey-Pen.pdf", book_pdf("Bully Bill"), "listing")

@@ -191,6 +191,68 @@ def test_duplicates_and_broken_pdfs_are_skipped_and_titles_fall_back_to_file_nam
     assert report.count("validation") == 0 and not _rows(tmp_path / "ds" / "validation")
 
 
+def _with_a_broken_page(pdf: bytes, number: int) -> bytes:
+    """``pdf`` with its page ``number`` pointing at an object that does not exist: the document
+    opens and counts its pages, but that page cannot be loaded."""
+    import re
+
+    kids = re.search(rb"/Kids \[([^\]]*)\]", pdf)
+    references = kids.group(1).split(b" R")
+    references[number - 1] = b" 999 0"
+    return pdf.replace(kids.group(0), b"/Kids [" + b" R".join(references) + b"]", 1)
+
+
+def _encrypted_pdf() -> bytes:
+    import io
+
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, encrypt="a password")
+    pdf.drawString(72, 72, "secret")
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def test_a_book_with_a_page_that_cannot_be_read_is_skipped_and_the_rest_are_built(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "a-damaged.pdf").write_bytes(_with_a_broken_page(book_pdf("Damaged"), 3))
+    (books / "b-locked.pdf").write_bytes(_encrypted_pdf())
+    (books / "c-good.pdf").write_bytes(book_pdf("Good"))
+    report = build_dataset(books, tmp_path / "ds", dpi=72, validation_fraction=0)
+    assert report.books == ["C Good"]
+    assert "page 3" in report.skipped_files["a-damaged.pdf"]
+    assert "password" in report.skipped_files["b-locked.pdf"].lower()
+    assert report.kept == len(ILLUSTRATED_PAGES)
+    # Nothing of the damaged book (its page 2 was read before page 3 failed) is in the dataset.
+    assert {row["book"] for row in _rows(tmp_path / "ds" / "train")} == {"C Good"}
+    assert len(list((tmp_path / "ds" / "train").glob("*.jpg"))) == len(ILLUSTRATED_PAGES)
+    assert {d.book for d in report.pages} == {"C Good"}
+
+
+def test_cli_names_a_damaged_book_and_builds_the_others(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "damaged.pdf").write_bytes(_with_a_broken_page(book_pdf("Damaged"), 3))
+    (books / "good.pdf").write_bytes(book_pdf("Good"))
+    result = CliRunner().invoke(
+        app, ["dataset", "build", str(books), "--out", str(tmp_path / "ds"), "--dpi", "72"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Skipped damaged.pdf: page 3" in " ".join(result.output.split())
+
+    (books / "good.pdf").unlink()
+    result = CliRunner().invoke(
+        app, ["dataset", "build", str(books), "--out", str(tmp_path / "ds2"), "--dpi", "72"]
+    )
+    assert result.exit_code == 1
+    [line] = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "No readable PDF files" in line and "damaged.pdf: page 3" in line
+    assert not (tmp_path / "ds2").exists()
+
+
 def test_size_768_and_keeping_covers(pdf_dir, tmp_path):
     report = build_dataset(pdf_dir, tmp_path / "ds", size=768, dpi=96, rule=PageRule(drop_covers=False))
     # Kept for measuring, the fixture's covers (flat colour and a title) are no pictures either.

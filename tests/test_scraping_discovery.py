@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from scraping import discovery
 from scraping.discovery import (
     clean_title,
     is_pdf_url,
@@ -16,6 +17,7 @@ from scraping.discovery import (
 from tests.scraping_site import Book, Site, book_pdf
 
 BASE = "https://shop.example"
+LISTING = f"{BASE}/pages/free-childrens-books"
 
 
 def test_listing_url_appends_the_listing_path_to_a_site_root():
@@ -152,3 +154,38 @@ def test_book_title_comes_from_the_article_not_the_logo():
 def test_an_empty_listing_has_no_books_even_though_header_and_footer_link_articles():
     site = _site(books=[])
     assert parse_listing(site.listing(1), f"{site.url}/pages/free-childrens-books").books == []
+
+
+# -- pages built to make parsing slow ----------------------------------------------------------
+
+
+def test_thousands_of_links_in_one_block_are_looked_at_a_bounded_number_of_times(monkeypatch):
+    # A "card" is climbed to find a book's heading; a block of thousands of links is no card,
+    # and each link must not scan all the others (that took minutes for 4,000 links).
+    calls = []
+    book_url = discovery._book_url
+
+    def counted(page_url, href):
+        calls.append(href)
+        assert len(calls) <= 50 * links, "quadratic in the number of links"
+        return book_url(page_url, href)
+
+    monkeypatch.setattr(discovery, "_book_url", counted)
+    links = 3000
+    anchors = '<a href="/blogs/news/the-book">Read</a>' * (links // 2) + "".join(
+        f'<a href="/pages/info-{n}">Info {n}</a>' for n in range(links // 2)
+    )
+    page = parse_listing(f"<html><body><main><div>{anchors}</div></main></body></html>", LISTING)
+    assert [book.page_url for book in page.books] == [f"{BASE}/blogs/news/the-book"]
+
+
+def test_a_book_page_linking_thousands_of_pdfs_gives_the_first_few():
+    links = "".join(f'<a href="/files/part-{n}.pdf">part {n}</a>' for n in range(5000))
+    page = parse_book_page(f"<html><body><article>{links}</article></body></html>", f"{BASE}/blogs/news/x")
+    assert page.pdf_urls == [f"{BASE}/files/part-{n}.pdf" for n in range(discovery.MAX_PDF_LINKS)]
+
+
+def test_a_listing_linking_thousands_of_pages_gives_the_first_few():
+    pager = "".join(f'<a href="?page={n}">{n}</a>' for n in range(2, 5000))
+    page = parse_listing(f"<html><body><main>{pager}</main></body></html>", LISTING)
+    assert page.next_pages == [f"{LISTING}?page={n}" for n in range(2, 2 + discovery.MAX_NEXT_PAGES)]

@@ -194,3 +194,14 @@ def test_oversized_files_are_refused(site, clock, tmp_path):
     with pytest.raises(DownloadRejected, match="refusing"):
         fetch_pdf(http, f"{site.cdn}{site.books[0].pdf_path()}", tmp_path / "x.part", max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_body_without_length_is_cut_at_the_limit_and_leaves_nothing(site, clock, tmp_path):
+    # No Content-Length to refuse up front (an endless chunked body looks the same): the limit
+    # is counted as the bytes arrive.
+    endless = b"%PDF-1.4\n" + b"0" * 200_000
+    site.faults[site.books[0].pdf_path()] = [Fault.content(endless, length=False)]
+    http = PoliteSession(quick_http(clock))
+    with pytest.raises(DownloadRejected, match="file larger than"):
+        fetch_pdf(http, f"{site.cdn}{site.books[0].pdf_path()}", tmp_path / "x.part", max_bytes=100_000)
+    assert list(tmp_path.iterdir()) == []

@@ -60,6 +60,30 @@ def test_robots_disallowed_book_is_recorded_and_never_fetched(clock, tmp_path):
     assert files_in(tmp_path) == [rows[0]["file"]]
 
 
+@pytest.mark.parametrize(
+    ("robots", "kept_out"),
+    [
+        # The longest matching rule wins, whatever the order (RFC 9309, 2.2.2).
+        ("User-agent: *\nAllow: /\nDisallow: /blogs/news/ginger\n", 0),
+        # "*" matches any characters ...
+        ("User-agent: *\nDisallow: /blogs/*seek*\n", 1),
+        # ... and "$" anchors the end: the third book's PDF is linked as ".PDF" with no query.
+        ("User-agent: *\nDisallow: /*.PDF$\n", 2),
+        # A byte order mark (as Windows editors write it) is not part of the first line.
+        ("\ufeffUser-agent: *\nDisallow: /blogs/news/ginger\n", 0),
+    ],
+    ids=["longest-match", "wildcard", "end-anchor", "byte-order-mark"],
+)
+def test_robots_rules_are_read_as_rfc_9309_says(robots, kept_out, site, clock, tmp_path):
+    site.robots = robots
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    expected = ["downloaded"] * 3
+    expected[kept_out] = "disallowed"
+    assert [b.action for b in report.books] == expected
+    book = site.books[kept_out]
+    assert site.requests_for(book.pdf_path()) == 0
+    assert files_in(tmp_path) == sorted(r["file"] for r in read_manifest(tmp_path) if r["file"])
+
 def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tmp_path):
     site.robots = "User-agent: fairytale-books\nDisallow: /pages/\n"
     with pytest.raises(FairytaleError, match="robots.txt .* disallows"):
@@ -67,9 +91,11 @@ def test_robots_disallowing_the_listing_stops_with_a_clear_error(site, clock, tm
     assert site.requests_for("/pages/free-childrens-books") == 0
 
 
-def test_unreadable_robots_means_do_not_crawl(site, clock, tmp_path):
-    site.faults["/robots.txt"] = [Fault.error(500)] * 3
-    with pytest.raises(FairytaleError, match="Cannot read the listing page"):
+# 429 "too many requests" is no invitation to crawl (Google reads it as a server error too)
+@pytest.mark.parametrize("status", [500, 429])
+def test_unreadable_robots_means_do_not_crawl(status, site, clock, tmp_path):
+    site.faults["/robots.txt"] = [Fault.error(status)] * 3
+    with pytest.raises(FairytaleError, match=f"Cannot read the listing page .*HTTP {status}"):
         scrape(site.url, tmp_path, http_config=quick_http(clock))
     assert site.requests_for("/pages/free-childrens-books") == 0
 
@@ -82,16 +108,32 @@ def test_delay_between_requests_is_waited_through_the_injected_sleep(site, clock
     assert clock.sleeps == [1.5] * (report.requests - 1)
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.error(503), Fault.error(429, {"Retry-After": "0"}), Fault.hang()],
+    ids=["5xx", "retry-after-0", "timeout"],
+)
+def test_a_retry_waits_the_delay_too(fault, site, clock, tmp_path):
+    # urllib3 retries the first failure at once (its backoff starts at the second): a server
+    # already in trouble would get two requests back to back.
+    site.faults[_pdf_path(site)] = [fault]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.5))
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    assert len(site.log) == report.requests + 1  # one retry, inside urllib3
+    assert len(clock.sleeps) == len(site.log) - 1 and min(clock.sleeps) >= 1.5
+
 def test_delay_zero_never_sleeps(site, clock, tmp_path):
     scrape(site.url, tmp_path, delay=0, http_config=quick_http(clock, delay=5))
     assert clock.sleeps == []
 
 
-def test_a_longer_crawl_delay_in_robots_is_honoured(site, clock, tmp_path):
-    site.robots = "User-agent: *\nCrawl-delay: 4\nDisallow: /cart\n"
+# The standard library's parser reads whole seconds only, and ignored "2.5".
+@pytest.mark.parametrize(("written", "waited"), [("4", 4.0), ("2.5", 2.5), ("1.5 # be gentle", 1.5)])
+def test_a_longer_crawl_delay_in_robots_is_honoured(written, waited, site, clock, tmp_path):
+    site.robots = f"User-agent: *\nCrawl-delay: {written}\nDisallow: /cart\n"
     scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
-    assert clock.sleeps and set(clock.sleeps) <= {1.0, 4.0}
-    assert 4.0 in clock.sleeps
+    assert clock.sleeps and set(clock.sleeps) <= {1.0, waited}
+    assert waited in clock.sleeps
 
 
 def test_429_with_retry_after_is_waited_out_then_fetched(site, clock, tmp_path):
@@ -158,6 +200,16 @@ def test_a_server_that_never_answers_fails_that_book_and_leaves_no_part_file(sit
     assert not any(name.endswith(".part") for name in files_in(tmp_path))
     assert len(files_in(tmp_path)) == 2
 
+
+@pytest.mark.parametrize("status", [300, 302, 304])
+def test_a_page_answering_3xx_without_a_location_is_an_error_not_a_page(status, site, clock, tmp_path):
+    # Without a Location there is nothing to follow; its body is no listing (nor a book page).
+    site.faults["/pages/free-childrens-books"] = [Fault.error(status)]
+    with pytest.raises(FairytaleError, match=f"Cannot read the listing page .*: HTTP {status}"):
+        scrape(site.url, tmp_path, http_config=quick_http(clock))
+    site.faults[f"/blogs/news/{site.books[0].handle}"] = [Fault.error(status)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert report.books[0].action == "failed" and report.books[0].error.startswith(f"HTTP {status}")
 
 @pytest.mark.parametrize("delay", [float("nan"), float("inf"), -float("inf"), 1e308])
 def test_http_config_refuses_delays_that_are_not_finite_seconds(delay):
