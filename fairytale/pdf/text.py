@@ -51,6 +51,24 @@ class TextBlock:
             previous = line
         return placed
 
+    def drawn(self) -> list[tuple[str, float]]:
+        """:meth:`baselines` with each line in the order it is drawn, left to right: lines of
+        right-to-left text reordered (see :mod:`fairytale.pdf.right_to_left`), each by the
+        direction of its paragraph."""
+        from fairytale.pdf.right_to_left import drawing_order, paragraph_direction
+
+        directions, paragraph = [], []
+        for line in (*self.lines, ""):
+            if line:
+                paragraph.append(line)
+                continue
+            directions += [paragraph_direction(paragraph)] * len(paragraph)
+            paragraph = []
+        return [
+            (drawing_order(line, direction), offset)
+            for (line, offset), direction in zip(self.baselines(), directions, strict=True)
+        ]
+
 
 def _width(text: str, font: str, size: float) -> float:
     from reportlab.pdfbase.pdfmetrics import stringWidth

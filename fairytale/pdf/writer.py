@@ -36,6 +36,7 @@ from fairytale.pdf.layout import (
     layout_facing_pages,
     layout_story_page,
 )
+from fairytale.pdf.right_to_left import joined_letters
 from fairytale.pdf.text import ASCENT, TextBlock, fit_text
 from fairytale.reading_direction import Binding
 
@@ -132,7 +133,7 @@ class PdfReport:
 
 
 def _printable(text: str, fonts: FontFamily, where: str, warnings: list[str]) -> str:
-    result, missing = printable(text, fonts)
+    result, missing = printable(joined_letters(text), fonts)
     if missing:
         warnings.append(f"{where}: the font has no glyph for {describe_missing(missing)}; shown as {fonts.replacement}")
     return result
@@ -203,7 +204,7 @@ def _draw_block(canvas, block: TextBlock, box: Rect, centre_vertically: bool = T
     spare = box.height - block.height if centre_vertically else 0.0
     first_baseline = box.top - spare / 2 - ASCENT * block.size
     centre = box.x + box.width / 2
-    for line, offset in block.baselines():
+    for line, offset in block.drawn():
         canvas.drawCentredString(centre, first_baseline + offset, line)
 
 

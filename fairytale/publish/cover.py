@@ -17,6 +17,7 @@ from fairytale.files import atomic_path
 from fairytale.pdf.fonts import book_fonts, printable
 from fairytale.pdf.images import PictureJob, prepare_picture
 from fairytale.pdf.layout import INCH, Rect
+from fairytale.pdf.right_to_left import joined_letters
 from fairytale.pdf.text import fit_text
 from fairytale.pdf.writer import INK, PlacedText, binary_streams, draw_band, draw_block
 from fairytale.publish.presets import CoverSpec, PrintPreset
@@ -61,8 +62,8 @@ def write_cover_pdf(
 
     fonts = book_fonts()
     warnings: list[str] = []
-    title = printable(title, fonts)[0]
-    author = printable(author, fonts)[0] if author else None
+    title = printable(joined_letters(title), fonts)[0]
+    author = printable(joined_letters(author), fonts)[0] if author else None
     margin = preset.cover_margin_in * INCH
     fold = preset.spine_fold_margin_in * INCH
     media, back, spine, front = spec.media, spec.back, spec.spine, spec.front
@@ -113,7 +114,7 @@ def write_cover_pdf(
     back_block = None
     if back_text:
         back_block = fit_text(
-            printable(back_text, fonts)[0], fonts.regular, text_box.width, text_box.height, 16.0, 8.0
+            printable(joined_letters(back_text), fonts)[0], fonts.regular, text_box.width, text_box.height, 16.0, 8.0
         )
         if back_block is None:
             raise PlanError(
