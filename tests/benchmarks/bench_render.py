@@ -4,6 +4,8 @@ and the PDF build.
     python tests/benchmarks/bench_render.py [--model DIR] [--pages 12] [--steps 25] [--rounds 2]
     python tests/benchmarks/bench_render.py --full-size --size 256 --pages 4 --steps 6 \
         --draft --previews --skip-pdf [--models-dir DIR] [--threads N] [--precision bf16]
+    python tests/benchmarks/bench_render.py --device cuda --full-size --size 512 --pages 8 \
+        --steps 25 --skip-pdf [--compile]        # GPU: fp16 both sides (tests/benchmarks/gpu_checks.sh)
 
 1. **Final paint, ours vs plain.** A plan painted on the CPU, first with the loop a user would
    write (one ``StableDiffusionPipeline`` call per page, the same DPM-Solver++ scheduler, steps,
@@ -16,7 +18,9 @@ and the PDF build.
    ``--full-size`` the model is SD 1.4 at its real size with random weights (built from
    ``tests/benchmarks/configs/sd14``, plus a random ViT-L/14 safety checker), else the tiny test
    model (which measures per-call overhead only). Bar (full size, 256², 4 pages, 6 steps):
-   ours / plain ≤ 0.70.
+   ours / plain ≤ 0.70. Each round also gives the CPU seconds of the process that did the work,
+   and, on CUDA (``--device cuda``: both sides in fp16, ``--compile`` for ours), pages per minute
+   and the peak GPU memory of each side.
 2. **Drafts** (``--draft``): ``render_book`` with ``draft=True`` (4 LCM steps, a random LoRA of
    the LCM-LoRA's shape) against the plain loop at ``--draft-reference-steps`` (25). Bar ≤ 0.20.
 3. **Previews** (``--previews``): ``render_book`` with and without ``on_preview`` every 5 steps
@@ -124,10 +128,14 @@ def make_plan(pages: int):
     )
 
 
-def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> tuple[float, float]:
-    """What a user writes: one pipeline call per page. Returns (wall seconds, CPU seconds)."""
+def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> tuple[float, float, int | None]:
+    """What a user writes: one pipeline call per page. Returns (wall seconds, CPU seconds, peak
+    GPU bytes or None on the CPU)."""
     import torch
 
+    cuda = pipe.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start, cpu_start = time.perf_counter(), time.process_time()
     for page in plan.pages:
         image = pipe(
@@ -140,7 +148,7 @@ def plain_loop(pipe, plan, folder: Path, steps: int, size: int) -> tuple[float, 
             generator=torch.Generator("cpu").manual_seed(page.seed),
         ).images[0]
         image.save(folder / f"page-{page.number:02d}.png")
-    return time.perf_counter() - start, time.process_time() - cpu_start
+    return time.perf_counter() - start, time.process_time() - cpu_start, torch.cuda.max_memory_allocated() if cuda else None
 
 
 class PlainLoop:
@@ -148,16 +156,16 @@ class PlainLoop:
     script, untouched by what our render sets for its own process (glibc's allocator thresholds,
     :mod:`fairytale.render.cpu_memory`)."""
 
-    def __init__(self, model: Path, size: int) -> None:
+    def __init__(self, model: Path, size: int, device: str = "cpu") -> None:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
         self._connection, child = context.Pipe()
-        self._process = context.Process(target=_plain_worker, args=(child, str(model), size), daemon=True)
+        self._process = context.Process(target=_plain_worker, args=(child, str(model), size, device), daemon=True)
         self._process.start()
         self._connection.recv()  # loaded and warmed up
 
-    def run(self, pages: int, steps: int, folder: Path) -> tuple[float, float]:
+    def run(self, pages: int, steps: int, folder: Path) -> tuple[float, float, int | None]:
         self._connection.send((pages, steps, str(folder)))
         return self._connection.recv()
 
@@ -166,12 +174,16 @@ class PlainLoop:
         self._process.join(60)
 
 
-def _plain_worker(connection, model: str, size: int) -> None:
+def _plain_worker(connection, model: str, size: int, device: str) -> None:
+    import torch
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     from fairytale.render.schedulers import SCHEDULERS
 
-    pipe = StableDiffusionPipeline.from_pretrained(model)
+    if device == "cpu":
+        pipe = StableDiffusionPipeline.from_pretrained(model)
+    else:  # what a user writes on a GPU: half precision
+        pipe = StableDiffusionPipeline.from_pretrained(model, torch_dtype=torch.float16).to(device)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, **SCHEDULERS["dpm++"][1])
     pipe.set_progress_bar_config(disable=True)
     with tempfile.TemporaryDirectory() as warm:  # first calls pay for kernel selection: not timed
@@ -192,13 +204,23 @@ class Timings:
     seconds: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
     cpu: list[float] = field(default_factory=list)
+    peak_bytes: list[int] = field(default_factory=list)  # on CUDA: the peak GPU memory of each round
+    pages: int = 0  # pages painted per round
 
     def add(self, run) -> None:
-        """Time ``run()``, which returns (wall seconds, CPU seconds)."""
-        seconds, cpu = run()
+        """Time ``run()``, which returns (wall seconds, CPU seconds, peak GPU bytes or None)."""
+        seconds, cpu, peak = run()
         self.seconds.append(seconds)
         self.cpu.append(cpu)
         self.loads.append(os.getloadavg()[0])
+        if peak is not None:
+            self.peak_bytes.append(peak)
+
+    def gpu(self, pages: int) -> str:
+        """Pages per minute (best round) and peak GPU memory, on CUDA; empty on the CPU."""
+        if not self.peak_bytes:
+            return ""
+        return f"; {pages / min(self.seconds) * 60:.1f} pages/min, peak GPU memory {max(self.peak_bytes) / 2**30:.2f} GiB"
 
 
 def _summary(timings: Timings) -> str:
@@ -206,7 +228,7 @@ def _summary(timings: Timings) -> str:
 
     times = timings.seconds
     rounds = ", ".join(f"{t:.2f} (load {load:.1f}, CPU {cpu:.1f})" for t, load, cpu in zip(times, timings.loads, timings.cpu, strict=True))
-    return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {rounds})"
+    return f"best {min(times):7.2f} s, median {statistics.median(times):7.2f} s (rounds: {rounds}){timings.gpu(timings.pages)}"
 
 
 def _ratios(ours: Timings, plain: Timings) -> str:
@@ -217,17 +239,18 @@ def _ratios(ours: Timings, plain: Timings) -> str:
             f"{min(ours.cpu) / min(plain.cpu):.2f}, per round {per_round_cpu}")
 
 
-def _alternate(rounds: int, first, second) -> tuple[Timings, Timings]:
-    """``first(round_)`` and ``second(round_)``, each returning (wall, CPU) seconds, timed in turn
-    for ``rounds`` rounds, so both see the same machine."""
-    first_timings, second_timings = Timings(), Timings()
+def _alternate(rounds: int, first, second, pages: int) -> tuple[Timings, Timings]:
+    """``first(round_)`` and ``second(round_)``, each painting ``pages`` pages and returning
+    (wall seconds, CPU seconds, peak GPU bytes or None), timed in turn for ``rounds`` rounds, so
+    both see the same machine."""
+    first_timings, second_timings = Timings(pages=pages), Timings(pages=pages)
     for round_ in range(rounds):
         first_timings.add(lambda round_=round_: first(round_))
         second_timings.add(lambda round_=round_: second(round_))
     return first_timings, second_timings
 
 
-def plain_run(plain: PlainLoop, pages: int, steps: int, folder: Path) -> tuple[float, float]:
+def plain_run(plain: PlainLoop, pages: int, steps: int, folder: Path) -> tuple[float, float, int | None]:
     """The plain loop into a fresh ``folder``."""
     folder.mkdir()
     return plain.run(pages, steps, folder)
@@ -255,15 +278,16 @@ def bench_painting(args) -> None:
             model = tiny_model(models)
         plan = make_plan(args.pages)
         settings = RenderSettings(
-            model=str(model), steps=args.steps, device="cpu", batch_size=args.batch_size, width=args.size,
-            height=args.size, precision=args.precision,
+            model=str(model), steps=args.steps, device=args.device, batch_size=args.batch_size, width=args.size,
+            height=args.size, precision=args.precision, compile=args.compile,
         )
 
         illustrator = load_illustrator(settings)
         size = args.size or illustrator.pipe.unet.config.sample_size * illustrator.pipe.vae_scale_factor
-        plain = PlainLoop(model, size)
+        plain = PlainLoop(model, size, args.device)
+        where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
         print(f"model: {'full-size random-weight SD 1.4' if args.full_size else model}, {size}x{size}, {args.pages} pages, "
-              f"CPU, torch threads {torch.get_num_threads()}, {illustrator.device_plan.describe()}, "
+              f"{where}, torch threads {torch.get_num_threads()}, {illustrator.device_plan.describe()}, "
               f"load average {os.getloadavg()[0]:.1f} at start (shared machine)", flush=True)
 
         # warm-up (first calls pay for kernel selection, for the batch size the runs use), not timed
@@ -272,18 +296,23 @@ def bench_painting(args) -> None:
         save_plan(warm, work / "warm" / "plan.json")
         render_book(work / "warm" / "plan.json", work / "warm" / "w.pdf", settings.with_(steps=1), illustrator=illustrator, progress=False)
 
-        def ours(name: str, run_settings, **kwargs) -> tuple[float, float]:
-            """One render: its painting's wall seconds, and the CPU seconds of the whole
-            ``render_book`` call (which also writes the PDF: the plain loop only saves PNGs)."""
+        cuda = args.device.startswith("cuda")
+
+        def ours(name: str, run_settings, **kwargs) -> tuple[float, float, int | None]:
+            """One render: its painting's wall seconds, the CPU seconds of the whole
+            ``render_book`` call (which also writes the PDF: the plain loop only saves PNGs), and
+            its peak GPU memory on CUDA."""
             folder = work / name
             folder.mkdir(parents=True)
             save_plan(plan, folder / "plan.json")
             illustrator._forget_prompts()  # every round encodes its prompts, as the plain loop does
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             cpu_start = time.process_time()
             result = render_book(folder / "plan.json", folder / "ours.pdf", run_settings, illustrator=illustrator, progress=False, **kwargs)
             assert result.painted == list(range(1, args.pages + 1))
             ours.last = result
-            return result.paint_seconds, time.process_time() - cpu_start
+            return result.paint_seconds, time.process_time() - cpu_start, torch.cuda.max_memory_allocated() if cuda else None
 
         # 1. final paint at equal settings
         if not args.skip_final:
@@ -291,6 +320,7 @@ def bench_painting(args) -> None:
                 args.rounds,
                 lambda round_: plain_run(plain, args.pages, args.steps, work / f"plain{round_}"),
                 lambda round_: ours(f"ours{round_}", settings),
+                args.pages,
             )
             result = ours.last
             diffs = [
@@ -315,6 +345,7 @@ def bench_painting(args) -> None:
                 args.draft_rounds,
                 lambda round_: plain_run(plain, args.pages, args.draft_reference_steps, work / f"plain-ref{round_}"),
                 lambda round_: ours(f"draft{round_}", draft),
+                args.pages,
             )
             print(f"draft, 4 LCM steps (random LoRA of the LCM-LoRA's shape) vs plain final at {args.draft_reference_steps} steps:")
             print(f"  plain final: {_summary(plain_ref)}")
@@ -341,6 +372,7 @@ def bench_painting(args) -> None:
                     args.rounds,
                     lambda round_: ours(f"previews-off{round_}", with_previews),
                     lambda round_: ours(f"previews-on{round_}", with_previews, on_preview=shown.append, preview_every=5),
+                    args.pages,
                 )
             finally:
                 PreviewDecoder.show = original_show
@@ -420,7 +452,9 @@ def main() -> None:
     parser.add_argument("--full-size", action="store_true", help="full-size random-weight SD 1.4 (built from tests/benchmarks/configs/sd14)")
     parser.add_argument("--models-dir", help="where to build (and reuse) the benchmark's models (default: a temp folder)")
     parser.add_argument("--size", type=int, default=None, help="picture size (default: the model's)")
-    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16 (CPUs with native bfloat16)")
+    parser.add_argument("--precision", default="auto", help="auto (fp32 on the CPU, fp16 on CUDA), fp32, fp16 (CUDA) or bf16")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the plain loop then runs in fp16, as users run it)")
+    parser.add_argument("--compile", action="store_true", help="CUDA: torch.compile our UNet (the warm-up pays for compiling)")
     parser.add_argument("--draft", action="store_true", help="also time drafts (4 LCM steps) against the plain final")
     parser.add_argument("--draft-reference-steps", type=int, default=25)
     parser.add_argument("--draft-rounds", type=int, default=2)
