@@ -2,10 +2,11 @@
 # Fetch, on this (networked) machine, the wheels the lent GPU machine lacks, into .whl/ at the
 # repository root, for `run --carry .whl` and tests/benchmarks/gpu_checks.sh.
 #
-# The GPU machine's image (Python 3.12) has torch, accelerate, peft, safetensors, numpy, pillow,
-# and rich, but no diffusers, and transformers 5 / huggingface_hub 1.x, which our pins
-# (flair needs transformers < 5) refuse; its typer may predate the TyperException our CLI uses. The versions below are the ones CI resolves; change them
-# together with pyproject.toml. About 20 MB: well inside the 64 MiB a call may carry.
+# The GPU machine's image (Python 3.12) has torch, accelerate, peft, safetensors, numpy, pillow
+# and rich, but no diffusers, and transformers 5 / huggingface_hub 1.x, which our pins (flair
+# needs transformers < 5) refuse; its typer may predate the TyperException our CLI uses. The
+# versions below are the ones CI resolves: change them together with pyproject.toml. About 26 MB,
+# inside the 64 MiB a call may carry.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 exclude="$(git rev-parse --git-path info/exclude)"
