@@ -74,3 +74,14 @@ def test_joining_leaves_text_without_arabic_letters_alone():
     # Persian: a zero-width non-joiner keeps می apart from خواهم
     joined = joined_letters("می\u200cخواهم")
     assert joined.split("\u200c")[0][-1] == "\ufbfd"  # final-form yeh: the join stops there
+
+
+def test_a_right_to_left_mark_sets_the_direction_of_a_paragraph_that_starts_in_latin():
+    from fairytale.pdf.fonts import book_fonts, printable
+
+    fonts = book_fonts()
+    kept, missing = printable("\u200fZoe אמרה שלום", fonts)
+    assert kept.startswith("\u200f") and not missing
+    line = TextBlock((kept,), fonts.regular, 10).drawn()[0][0]
+    assert line.replace("\u200f", "") == "םולש הרמא Zoe", line  # read from the right: Zoe first
+    assert printable("a\u200db\u200ec", fonts)[0] == "abc"  # without right-to-left letters: dropped

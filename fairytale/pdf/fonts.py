@@ -21,6 +21,8 @@ from pathlib import Path
 from fairytale.errors import FairytaleError
 
 REPLACEMENT = "\ufffd"
+#: Zero-width non-joiner and joiner, left-to-right, right-to-left and Arabic letter marks.
+STEERING_MARKS = frozenset("\u200c\u200d\u200e\u200f\u061c")
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,16 @@ def printable(text: str, fonts: FontFamily) -> tuple[str, list[str]]:
     invisible format characters (zero-width joiners, soft hyphens) removed, and every other
     character the font lacks replaced by :attr:`FontFamily.replacement`.
 
+    In text with right-to-left letters, the zero-width joiners and the direction marks
+    (:data:`STEERING_MARKS`) are kept where the font has them: they decide how Arabic-script
+    letters join (Persian's non-joiner) and which way a run reads, and draw nothing.
+
     Returns the text and the distinct characters that were replaced (empty when none were).
     """
+    from fairytale.pdf.right_to_left import has_right_to_left
+
     text = unicodedata.normalize("NFC", text)
+    keep_marks = has_right_to_left(text)
     out = []
     missing: list[str] = []
     for char in text:
@@ -98,7 +107,9 @@ def printable(text: str, fonts: FontFamily) -> tuple[str, list[str]]:
         if char.isspace() or category == "Zs":
             out.append(" ")
         elif category == "Cf":
-            continue  # formatting marks draw nothing by definition
+            if keep_marks and char in STEERING_MARKS and ord(char) in fonts.coverage:
+                out.append(char)
+            continue  # other formatting marks draw nothing by definition
         elif ord(char) in fonts.coverage:
             out.append(char)
         else:
