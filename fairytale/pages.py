@@ -4,6 +4,9 @@ Sentences are found with segtok (flair's own splitter) and kept as character spa
 original text. Two repairs make them fit picture-book prose: a "sentence" that starts in lower
 case continues the one before (``“Wake up!” whispered Milo.``), and a sentence that opens a
 quotation runs until the quotation closes, so no page ever breaks inside a sentence or a quote.
+The one exception is a "sentence" longer than three pages (a run-on with no full stop, a
+quotation that never closes): it is broken at its full stops, commas or dashes, else between
+words, since kept whole it would be a page no layout can print.
 
 Pages are then chosen by dynamic programming: each page should hold about ``words_per_page``
 words (squared deviation), breaking inside a paragraph costs extra, and no page of several
@@ -20,6 +23,10 @@ from dataclasses import dataclass
 DEFAULT_WORDS_PER_PAGE = 35
 #: Cost of a page break inside a paragraph, relative to a page that is 100 % off target.
 MID_PARAGRAPH_COST = 0.35
+#: A sentence longer than this many pages' worth of words (a run-on with no full stop, or a
+#: quotation that never closes) is broken into clauses: kept whole it would be a page no
+#: picture-book layout can print.
+LONG_SENTENCE_PAGES = 3
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _OPENERS = {"“": "”", "‘": "’", "«": "»"}
@@ -116,6 +123,42 @@ def split_sentences(text: str) -> list[Sentence]:
     return sentences
 
 
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*$")
+_CLAUSE_END = re.compile(r"[,;:—–][\"'”’»)\]]*$")
+_CLAUSE_OPENERS = frozenset({"and", "but", "then", "so", "or", "when", "while", "until", "because"})
+
+
+def _break_quality(word: str, following: str) -> int:
+    """How good a place the space after ``word`` (before ``following``) is to end a piece."""
+    if _SENTENCE_END.search(word):
+        return 3
+    if _CLAUSE_END.search(word) or following in ("—", "–", "-"):
+        return 2
+    if following.lower().strip("\"'“‘") in _CLAUSE_OPENERS:
+        return 1
+    return 0
+
+
+def break_long_sentence(sentence: Sentence, max_words: int) -> list[Sentence]:
+    """``sentence`` as pieces of at most ``max_words`` words, each ending at the best place in the
+    second half of its window (a full stop, then a comma or dash, then before "and"/"but"…, else
+    between words). Pieces are contiguous slices of the text: nothing is lost, and a closing
+    quotation mark stays with its word. A sentence that fits is returned as it is."""
+    words = list(re.finditer(r"\S+", sentence.text))
+    if len(words) <= max_words:
+        return [sentence]
+    pieces, first = [], 0
+    while len(words) - first > max_words:
+        candidates = range(first + max(1, max_words // 2) - 1, first + max_words)
+        # best quality, then the latest place (fuller pieces)
+        last = max(candidates, key=lambda j: (_break_quality(words[j].group(), words[j + 1].group()), j))
+        pieces.append((words[first].start(), words[last].end()))
+        first = last + 1
+    pieces.append((words[first].start(), len(sentence.text)))
+    start, paragraph = sentence.start, sentence.paragraph
+    return [Sentence(start + a, start + b, paragraph, sentence.text[a:b]) for a, b in pieces]
+
+
 def paginate(sentences: list[Sentence], words_per_page: int = DEFAULT_WORDS_PER_PAGE) -> list[tuple[int, int]]:
     """Best split of ``sentences`` into pages, as ``(first, last_exclusive)`` index pairs."""
     if words_per_page < 1:
@@ -150,7 +193,14 @@ def tidy(text: str) -> str:
 
 def split_pages(text: str, words_per_page: int = DEFAULT_WORDS_PER_PAGE) -> tuple[list[Sentence], list[PageSpan]]:
     """Sentences and pages of ``text``. Page ``k`` covers ``text[start:end]``; together they cover it all."""
-    sentences = split_sentences(text)
+    if words_per_page < 1:
+        raise ValueError("words_per_page must be at least 1")
+    sentences = []
+    for sentence in split_sentences(text):
+        if sentence.words > LONG_SENTENCE_PAGES * words_per_page:
+            sentences += break_long_sentence(sentence, words_per_page)  # pieces a page long at most
+        else:
+            sentences.append(sentence)
     ranges = paginate(sentences, words_per_page)
     pages = []
     for index, (first, last) in enumerate(ranges):

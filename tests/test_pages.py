@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from fairytale.pages import split_pages, split_sentences, tidy
+from fairytale.pages import (
+    DEFAULT_WORDS_PER_PAGE,
+    Sentence,
+    break_long_sentence,
+    split_pages,
+    split_sentences,
+    tidy,
+)
 from fairytale.story import read_story
 from tests.conftest import STORIES
 
@@ -73,6 +80,30 @@ def test_sizes_follow_the_target_and_respect_paragraphs():
 
 
 def test_a_sentence_longer_than_a_page_is_kept_whole():
-    long = "The " + "very " * 60 + "long sentence ends here."
+    long = "The " + "very " * 20 + "long sentence ends here."  # 25 words: 2.5 pages of 10
     pages = pages_of(f"Short one. {long} Another short one.", 10)
     assert any(" ".join(long.split()) in page for page in pages)
+
+
+def test_a_run_on_sentence_is_broken_into_printable_pages():
+    # A story typed without full stops was one 20,000-word page that no layout can print.
+    text = "Ginger the giraffe walked to the river and " * 2_500 + "she slept."
+    pages = pages_of(text)
+    assert len(pages) > 500 and max(len(p.split()) for p in pages) <= 2 * DEFAULT_WORDS_PER_PAGE
+    assert " ".join(pages).split() == text.split()  # nothing lost, nothing repeated
+    assert all(p.endswith(("river", "slept.")) for p in pages)  # cut before "and", not mid-clause
+
+
+def test_a_quotation_that_never_closes_is_broken_at_its_full_stops():
+    text = "“" + " ".join(f"Ginger the giraffe walked to tree number {i} and ate." for i in range(40))
+    pages = pages_of(text)
+    assert len(pages) > 5 and all(p.endswith("ate.") for p in pages)
+    assert " ".join(pages).split() == text.split()
+
+
+def test_a_long_sentence_breaks_at_a_comma_rather_than_mid_clause():
+    clause = "the little giraffe ran past the tall green trees"  # 9 words
+    text = ", ".join([clause] * 6) + "."
+    pieces = break_long_sentence(Sentence(100, 100 + len(text), 0, text), 20)
+    assert [p.text for p in pieces] == [f"{clause}, {clause},"] * 2 + [f"{clause}, {clause}."]
+    assert all(text[p.start - 100 : p.end - 100] == p.text for p in pieces)  # spans of the story text
