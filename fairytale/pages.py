@@ -9,9 +9,10 @@ quotation that never closes): it is broken at its full stops, commas or dashes, 
 words, since kept whole it would be a page no layout can print.
 
 Pages are then chosen by dynamic programming: each page should hold about ``words_per_page``
-words (squared deviation), breaking inside a paragraph costs extra, and no page of several
-sentences may exceed twice the target. Because pages are contiguous slices of the text, joining
-them gives back the story exactly (up to whitespace): nothing is lost or duplicated.
+words (squared deviation), breaking inside a paragraph costs extra, so does ending a page on a
+chapter heading ("Chapter 2" belongs above its chapter), and no page of several sentences may
+exceed twice the target. Because pages are contiguous slices of the text, joining them gives
+back the story exactly (up to whitespace): nothing is lost or duplicated.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ MID_PARAGRAPH_COST = 0.35
 #: picture-book layout can print.
 LONG_SENTENCE_PAGES = 3
 
+#: Cost of a page that ends on a chapter heading, whose chapter starts overleaf.
+HEADING_LAST_COST = 4.0
+
+_HEADING = re.compile(
+    r"(?:(?:chapter|part|book|act)\s+(?:\d+|[ivxlc]+|[a-z]+)\b.{0,40}|prologue|epilogue|\d+|[ivxlc]+)[.:]?",
+    re.IGNORECASE,
+)
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _OPENERS = {"“": "”", "‘": "’", "«": "»"}
 
@@ -159,12 +167,24 @@ def break_long_sentence(sentence: Sentence, max_words: int) -> list[Sentence]:
     return [Sentence(start + a, start + b, paragraph, sentence.text[a:b]) for a, b in pieces]
 
 
+def _is_heading(sentences: list[Sentence], index: int) -> bool:
+    """Whether sentence ``index`` is a chapter heading ("Chapter 2", "Part Three: Home", "IV"):
+    a paragraph of its own that reads like one."""
+    sentence = sentences[index]
+    alone = all(
+        not 0 <= other < len(sentences) or sentences[other].paragraph != sentence.paragraph
+        for other in (index - 1, index + 1)
+    )
+    return alone and sentence.words <= 8 and bool(_HEADING.fullmatch(sentence.text.strip()))
+
+
 def paginate(sentences: list[Sentence], words_per_page: int = DEFAULT_WORDS_PER_PAGE) -> list[tuple[int, int]]:
     """Best split of ``sentences`` into pages, as ``(first, last_exclusive)`` index pairs."""
     if words_per_page < 1:
         raise ValueError("words_per_page must be at least 1")
     count = len(sentences)
     words = [s.words for s in sentences]
+    heading = [_is_heading(sentences, index) for index in range(count)]
     best = [0.0] + [float("inf")] * count
     back = [0] * (count + 1)
     for end in range(1, count + 1):
@@ -176,6 +196,8 @@ def paginate(sentences: list[Sentence], words_per_page: int = DEFAULT_WORDS_PER_
             cost = ((total - words_per_page) / words_per_page) ** 2
             if end < count and sentences[end].paragraph == sentences[end - 1].paragraph:
                 cost += MID_PARAGRAPH_COST
+            if end < count and heading[end - 1]:
+                cost += HEADING_LAST_COST
             if best[start] + cost < best[end]:
                 best[end], back[end] = best[start] + cost, start
     pages, end = [], count

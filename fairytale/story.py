@@ -116,6 +116,27 @@ def _looks_binary(text: str) -> bool:
     return controls > max(2, len(text) // 200)
 
 
+# Markdown, as stories pasted from a notes app or a chat assistant arrive: the marks are not
+# words of the story and would be printed on the page ("# Ginger", "**tall**").
+_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
+_MD_RULE = re.compile(r"^[ \t]{0,3}([-*_=])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE)
+_MD_STRONG = re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1")
+_MD_EMPHASIS = re.compile(r"(?<![\w*])([*_])(?=[^\s*_])(.+?)(?<=[^\s*_])\1(?![\w*])")
+
+
+def strip_markdown(text: str) -> str:
+    """``text`` without Markdown marks: a heading is its words as a paragraph of its own,
+    a horizontal rule a paragraph break, ``**strong**`` and ``*emphasis*`` their words.
+
+    >>> strip_markdown("# Ginger\\nShe was **very** tall.\\n\\n---\\n\\n*The end*")
+    'Ginger\\n\\nShe was very tall.\\n\\n\\n\\nThe end'
+    """
+    text = _MD_HEADING.sub(lambda m: f"{m.group(1)}\n", text)
+    text = _MD_RULE.sub("", text)
+    text = _MD_STRONG.sub(r"\2", text)
+    return _MD_EMPHASIS.sub(r"\2", text)
+
+
 def _pretty_stem(path: Path) -> str:
     words = re.split(r"[_\-\s]+", path.stem)
     return " ".join(word.capitalize() for word in words if word) or "My Story"
@@ -162,6 +183,7 @@ def read_story(path: Path, title: str | None = None) -> Story:
     if _looks_binary(text):
         raise FairytaleError(f"{path} is not a text file (it contains binary data)")
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).replace("\ufeff", "")
+    text = strip_markdown(text)
     if not text.strip():
         raise FairytaleError(f"{path} has no text")
     found_title, body = split_title(text)

@@ -9,6 +9,7 @@ import pytest
 from fairytale.pages import (
     DEFAULT_WORDS_PER_PAGE,
     Sentence,
+    _is_heading,
     break_long_sentence,
     split_pages,
     split_sentences,
@@ -107,3 +108,26 @@ def test_a_long_sentence_breaks_at_a_comma_rather_than_mid_clause():
     pieces = break_long_sentence(Sentence(100, 100 + len(text), 0, text), 20)
     assert [p.text for p in pieces] == [f"{clause}, {clause},"] * 2 + [f"{clause}, {clause}."]
     assert all(text[p.start - 100 : p.end - 100] == p.text for p in pieces)  # spans of the story text
+
+
+def test_a_chapter_heading_starts_its_page_not_ends_the_one_before():
+    # "Chapter 4" was left at the foot of a page, its chapter overleaf.
+    rng = random.Random(0)
+    paragraphs = []
+    for chapter in range(1, 8):
+        paragraphs.append(f"Chapter {chapter}")
+        paragraphs += [" ".join(["Ginger walked to the river."] * rng.randint(1, 4)) for _ in range(rng.randint(1, 4))]
+    text = "\n\n".join(paragraphs)
+    pages = pages_of(text)
+    assert " ".join(pages).split() == text.split()
+    assert not any(page.endswith(tuple(f"Chapter {n}" for n in range(1, 8))) for page in pages)
+    assert sum(page.startswith("Chapter") for page in pages) >= 3
+
+
+@pytest.mark.parametrize("heading", ["Chapter 2", "CHAPTER TWO", "Chapter 3: The River", "Part IV", "Prologue", "12"])
+def test_what_counts_as_a_chapter_heading(heading):
+    sentences = split_sentences(f"Ginger was tall.\n\n{heading}\n\nShe ate leaves.")
+    assert [_is_heading(sentences, i) for i in range(3)] == [False, True, False]
+    # …but not a short line of verse, nor a heading-like phrase inside a paragraph
+    assert not any(_is_heading(split_sentences("Twinkle twinkle little star\n\nHow I wonder"), i) for i in range(2))
+    assert not _is_heading(split_sentences("Part one. She ran."), 0)

@@ -67,3 +67,31 @@ def test_unreadable_paths(tmp_path, read_only_folder):
         read_story(tmp_path / "missing.txt")
     with pytest.raises(FairytaleError, match="folder"):
         read_story(tmp_path)
+
+
+def test_markdown_marks_are_not_printed(tmp_path):
+    # A story pasted from a notes app or a chat assistant: "# Ginger" was the title, and
+    # "**very**", "## Chapter 1" and "---" were printed on the pages.
+    path = tmp_path / "story.md.txt"
+    path.write_text(
+        "# Ginger the Giraffe\n\n## Chapter 1\n**Ginger** the giraffe was *very* tall.\n\n---\n\n"
+        "## Chapter 2 ##\n\nShe ate 5 * 3 = 15 leaves from the snake_case tree and __smiled__.\n\n* * *\n\n_The end_",
+        encoding="utf-8",
+    )
+    story = read_story(path)
+    assert story.title == "Ginger the Giraffe"
+    paragraphs = [" ".join(p.split()) for p in story.text.split("\n\n") if p.strip()]
+    assert paragraphs == [
+        "Chapter 1",
+        "Ginger the giraffe was very tall.",
+        "Chapter 2",
+        "She ate 5 * 3 = 15 leaves from the snake_case tree and smiled.",  # a lone * and a _ in a word stay
+        "The end",
+    ]
+
+
+def test_a_setext_heading_is_the_title(tmp_path):
+    path = tmp_path / "story.txt"
+    path.write_text("Ginger the Giraffe\n==================\nGinger was tall.", encoding="utf-8")
+    story = read_story(path)
+    assert (story.title, story.text) == ("Ginger the Giraffe", "Ginger was tall.")
