@@ -122,3 +122,27 @@ def test_a_much_mentioned_group_leaves_the_main_cast_to_individuals(tmp_path):
     plan = plan_story(story, models=fake_models(names=("Goldilocks",)), count_tokens=word_count, seed=1)
     assert plan.characters[0].id == "three-bears" and not plan.characters[0].main  # most mentioned
     assert plan.character("goldilocks").main  # 3 mentions against the bears' 36: still the heroine
+
+
+class CountedMentions(list):
+    """A character's mentions that count how often they are read through."""
+
+    reads = 0
+
+    def __iter__(self):
+        CountedMentions.reads += 1
+        return super().__iter__()
+
+
+def test_presence_reads_each_characters_mentions_once_not_once_a_page():
+    # Every page scanned every mention of every character: quadratic, 5 s of a 20,000-word story.
+    story = "\n\n".join(f"Ginger met Milo by the mill. She smiled at him. Day {i} ended." for i in range(60))
+    models = fake_models(names=("Ginger", "Milo"))
+    sentences, spans = split_pages(story, 10)
+    members = find_characters(story, sentences, models)
+    for member in members:
+        member.mentions = CountedMentions(member.mentions)
+    CountedMentions.reads = 0
+    scenes = find_scenes(spans, sentences, story, members, set(), models)
+    assert len(scenes) > 50 and all({"ginger", "milo"} <= set(s.characters) for s in scenes)
+    assert CountedMentions.reads <= 4 * len(members)  # not pages × characters
