@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 #: Picture books run 500–1,000 words over 24–32 pages: about 35 words under each picture.
 DEFAULT_WORDS_PER_PAGE = 35
+#: ``--words-per-page`` bounds: below 5 a page is a few words, and pages run to twice the
+#: target, which above 120 is more text than a picture-book page prints (about 330 words of
+#: body text fit an 8.5 in page at the smallest size).
+MIN_WORDS_PER_PAGE, MAX_WORDS_PER_PAGE = 5, 120
 #: Cost of a page break inside a paragraph, relative to a page that is 100 % off target.
 MID_PARAGRAPH_COST = 0.35
 #: A sentence longer than this many pages' worth of words (a run-on with no full stop, or a
@@ -131,6 +135,19 @@ def split_sentences(text: str) -> list[Sentence]:
     return sentences
 
 
+def check_words_per_page(words_per_page: int | None) -> int:
+    """``words_per_page``, or the default when it is None; one clear error when out of range."""
+    from fairytale.errors import FairytaleError
+
+    if words_per_page is None:
+        return DEFAULT_WORDS_PER_PAGE
+    if not MIN_WORDS_PER_PAGE <= words_per_page <= MAX_WORDS_PER_PAGE:
+        raise FairytaleError(
+            f"--words-per-page must be between {MIN_WORDS_PER_PAGE} and {MAX_WORDS_PER_PAGE}, got {words_per_page}"
+        )
+    return words_per_page
+
+
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’»)\]]*$")
 _CLAUSE_END = re.compile(r"[,;:—–][\"'”’»)\]]*$")
 _CLAUSE_OPENERS = frozenset({"and", "but", "then", "so", "or", "when", "while", "until", "because"})
@@ -219,7 +236,7 @@ def split_pages(text: str, words_per_page: int = DEFAULT_WORDS_PER_PAGE) -> tupl
         raise ValueError("words_per_page must be at least 1")
     sentences = []
     for sentence in split_sentences(text):
-        if sentence.words > LONG_SENTENCE_PAGES * words_per_page:
+        if sentence.words > min(LONG_SENTENCE_PAGES * words_per_page, 2 * MAX_WORDS_PER_PAGE):
             sentences += break_long_sentence(sentence, words_per_page)  # pieces a page long at most
         else:
             sentences.append(sentence)

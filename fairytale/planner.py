@@ -19,7 +19,7 @@ from pathlib import Path
 from fairytale.characters import CastMember, find_characters
 from fairytale.errors import FairytaleError
 from fairytale.nlp import PlannerModels, load_planner_models
-from fairytale.pages import DEFAULT_WORDS_PER_PAGE, split_pages, tidy
+from fairytale.pages import check_words_per_page, split_pages, tidy
 from fairytale.plan import BookPlan, Character, Page, Source, Style
 from fairytale.prompts import clip_token_counter, fit_prompt, page_parts
 from fairytale.scenes import describe, drawn_alone, find_looks, find_scenes, side_by_side
@@ -158,9 +158,7 @@ def plan_story(
     ``models`` and ``count_tokens`` replace the loaded models (tests pass fakes). ``seed``
     makes the page seeds reproducible; without one a seed is drawn and recorded in the plan.
     """
-    words_per_page = words_per_page or DEFAULT_WORDS_PER_PAGE
-    if words_per_page < 5:
-        raise FairytaleError(f"--words-per-page must be at least 5, got {words_per_page}")
+    words_per_page = check_words_per_page(words_per_page)
     with _steps(progress, 6) as step:
         # 1. read and paginate (cheap, and fails fast on bad input before any model loads)
         story = read_story(story_path, title=title)

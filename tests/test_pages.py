@@ -8,6 +8,7 @@ import pytest
 
 from fairytale.pages import (
     DEFAULT_WORDS_PER_PAGE,
+    MAX_WORDS_PER_PAGE,
     Sentence,
     _is_heading,
     break_long_sentence,
@@ -131,3 +132,10 @@ def test_what_counts_as_a_chapter_heading(heading):
     # …but not a short line of verse, nor a heading-like phrase inside a paragraph
     assert not any(_is_heading(split_sentences("Twinkle twinkle little star\n\nHow I wonder"), i) for i in range(2))
     assert not _is_heading(split_sentences("Part one. She ran."), 0)
+
+
+def test_at_the_largest_page_size_a_long_sentence_is_still_broken_to_print():
+    # 3 × 120 words would be kept whole: more than a page prints (about 330 words).
+    text = "Ginger walked to the river and " * 56 + "slept."  # 337 words, one sentence
+    pages = pages_of(text, MAX_WORDS_PER_PAGE)
+    assert len(pages) >= 2 and max(len(p.split()) for p in pages) <= 2 * MAX_WORDS_PER_PAGE

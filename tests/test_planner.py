@@ -131,9 +131,27 @@ def test_default_models_offline_fail_with_the_fix(tmp_path):
     assert "fairytale models pull" in result.output and "flair/ner-english-fast" in result.output
 
 
-def test_bad_words_per_page():
-    with pytest.raises(FairytaleError, match="at least 5"):
-        plan_story(STORY_FILES[0], words_per_page=2, models=fake_models(), count_tokens=word_count)
+@pytest.mark.parametrize("words", [0, 2, 121, 10_000])
+def test_bad_words_per_page(words):
+    # 0 was taken silently as "the default"; 10,000 made pages no layout can print.
+    with pytest.raises(FairytaleError, match=f"between 5 and 120, got {words}"):
+        plan_story(STORY_FILES[0], words_per_page=words, models=fake_models(), count_tokens=word_count)
+
+
+@pytest.mark.parametrize("command", ["plan", "book", "library"])
+@pytest.mark.parametrize("words", ["0", "500"])
+def test_words_per_page_out_of_range_is_one_line_before_any_model(tmp_path, command, words):
+    # No model options: were the value not checked first, the missing default models would be
+    # reported instead (offline), or downloaded for minutes.
+    story = STORY_FILES[0]
+    target = {"plan": ["-o", str(tmp_path / "p.json")], "book": ["-o", str(tmp_path / "b.pdf")]}.get(
+        command, ["--out", str(tmp_path / "books")]
+    )
+    source = str(story.parent) if command == "library" else str(story)
+    result = CliRunner().invoke(app, [command, source, *target, "--words-per-page", words])
+    assert result.exit_code == 1, result.output
+    assert f"--words-per-page must be between 5 and 120, got {words}" in result.output
+    assert "models pull" not in result.output and "Traceback" not in result.output
 
 
 def test_groups_with_the_tiny_models(tmp_path, tiny_args):
