@@ -41,6 +41,16 @@ class PlanStats:
     nli_computed: int = 0
 
 
+def _latin_share(text: str) -> float:
+    """The share of the letters of ``text`` that are Latin (1.0 for a text without letters)."""
+    import unicodedata
+
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(1 for ch in letters if unicodedata.name(ch, "").startswith("LATIN")) / len(letters)
+
+
 def _slug(text: str) -> str:
     import re
 
@@ -177,6 +187,11 @@ def plan_story(
         # 3. characters
         members = find_characters(story.text, sentences, models)
         if not members:
+            if _latin_share(story.text) < 0.5:
+                raise FairytaleError(
+                    f"No characters found in {story_path}: the planner's language models read English, and this "
+                    "story is mostly in another script; write the book plan by hand (see README, 'The book plan')"
+                )
             raise FairytaleError(
                 f"No characters found in {story_path}: a picture book needs someone to draw "
                 "(a name like 'Ginger' or a phrase like 'the little giraffe')"

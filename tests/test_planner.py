@@ -131,6 +131,26 @@ def test_default_models_offline_fail_with_the_fix(tmp_path):
     assert "fairytale models pull" in result.output and "flair/ner-english-fast" in result.output
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["גינג׳ר הג׳ירפה הייתה גבוהה מאוד. היא אכלה עלים.", "长颈鹿金杰很高。她吃树叶。", "Жираф Джинджер была высокой."],
+    ids=["hebrew", "chinese", "russian"],
+)
+def test_a_story_in_another_script_says_the_models_read_english(tmp_path, text):
+    # "a picture book needs someone to draw" puzzled the author of a story full of characters.
+    story = tmp_path / "story.txt"
+    story.write_text(text, encoding="utf-8")
+    with pytest.raises(FairytaleError, match="read English, and this story is mostly in another script"):
+        plan_story(story, models=fake_models(), count_tokens=word_count)
+
+
+def test_an_english_story_without_characters_is_told_what_a_character_is(tmp_path):
+    story = tmp_path / "story.txt"
+    story.write_text("The sun rose over the hills 🌄. The wind blew over the sea, «calme».", encoding="utf-8")
+    with pytest.raises(FairytaleError, match="needs someone to draw"):
+        plan_story(story, models=fake_models(), count_tokens=word_count)
+
+
 @pytest.mark.parametrize("words", [0, 2, 121, 10_000])
 def test_bad_words_per_page(words):
     # 0 was taken silently as "the default"; 10,000 made pages no layout can print.
