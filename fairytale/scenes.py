@@ -33,8 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fairytale.characters import CastMember
-from fairytale.lexicon import MOOD_CUES, TIME_CUES
-from fairytale.nlp import Choice, PlannerModels, Question
+from fairytale.lexicon import MOOD_CUES, TIME_CUES, UNSUITABLE_FOR_PICTURES, UNSUITABLE_PHRASES
+from fairytale.nlp import Answer, Choice, PlannerModels, Question
 from fairytale.pages import PageSpan, Sentence
 from fairytale.plan import Region
 
@@ -88,6 +88,18 @@ def _plain(answer: str) -> str:
     return re.sub(r"^(?:her|his|their|its|my|your)\s+", "a ", answer)
 
 
+def suitable(answer: Answer | None) -> Answer | None:
+    """``answer``, unless it holds a word no children's picture should be painted from (see
+    :data:`~fairytale.lexicon.UNSUITABLE_FOR_PICTURES`): then no answer, as if the text were silent."""
+    if answer is None:
+        return None
+    words = {word.lower().strip("’'") for word in re.findall(r"[^\W\d_]+(?:[’'-][^\W\d_]+)*", answer.text)}
+    lowered = " ".join(answer.text.lower().split())
+    if words & UNSUITABLE_FOR_PICTURES or any(phrase in lowered for phrase in UNSUITABLE_PHRASES):
+        return None
+    return answer
+
+
 def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], models: PlannerModels) -> list[dict[str, str]]:
     """For each character, the looks the text states, by aspect (missing when unanswered).
 
@@ -100,7 +112,7 @@ def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], mod
         for member in asked
         for template in LOOK_QUESTIONS.values()
     ]
-    answers = iter(models.reader.answer_all(questions))
+    answers = iter(suitable(answer) for answer in models.reader.answer_all(questions))
     looks: list[dict[str, str]] = []
     for member in members:
         found: dict[str, str] = {}
@@ -211,7 +223,7 @@ def find_scenes(
             questions.append(Question(f"What {verb} {first.reference} do?", about))
         else:
             questions.append(Question("What happens?", page_text))
-    answers = models.reader.answer_all(questions)
+    answers = [suitable(answer) for answer in models.reader.answer_all(questions)]
     time_cues = [_cue_sentence(group, TIME_CUES) for group in page_sentences]
     mood_cues = [_cue_sentence(group, MOOD_CUES) for group in page_sentences]
     time_iter = iter(models.judge.choose([Choice(cue, "It is {}.", TIMES_OF_DAY) for cue in time_cues if cue]))

@@ -146,3 +146,24 @@ def test_presence_reads_each_characters_mentions_once_not_once_a_page():
     scenes = find_scenes(spans, sentences, story, members, set(), models)
     assert len(scenes) > 50 and all({"ginger", "milo"} <= set(s.characters) for s in scenes)
     assert CountedMentions.reads <= 4 * len(members)  # not pages × characters
+
+
+def test_grim_answers_are_not_painted():
+    # "cut open the wolf's belly" went from the story into the prompt: the safety checker only
+    # catches nudity, so nothing stopped the picture.
+    story = (
+        "The hunter saw the wolf asleep by the bloody cottage. The hunter took his knife and cut open the wolf's belly.\n\n"
+        "The hunter wore a green coat. The hunter walked home through the dark forest."
+    )
+    qa = {
+        r"Where does this happen": "the bloody cottage",
+        r"What does the hunter do": "cut open the wolf's belly",
+        r"What does the hunter look like": "a tall man with a knife",
+        r"What is the hunter wearing": "a green coat",
+    }
+    models = fake_models(qa_rules=qa)
+    members, scenes, sentences = scenes_of(story, models, words_per_page=10)
+    assert len(scenes) >= 2 and all((s.setting, s.action) == (None, None) for s in scenes)
+    hunter = next(m for m in members if m.name == "the hunter")
+    looks = find_looks(members, sentences, models)[members.index(hunter)]
+    assert looks == {"clothes": "a green coat"}  # the knife is left out, the coat kept
