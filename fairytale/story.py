@@ -110,6 +110,33 @@ def _decode(data: bytes, path: Path) -> tuple[str, str]:
     return str(best), best.encoding
 
 
+#: Documents saved in a word processor's own format, by their first bytes, and what they are.
+_DOCUMENT_MAGIC = (
+    (b"PK\x03\x04", "a Word (.docx), OpenDocument (.odt) or other zipped document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Word (.doc) document"),
+    (b"%PDF-", "a PDF"),
+    (b"{\\rtf", "an RTF document"),
+)
+_HTML_START = re.compile(r"\s*(?:<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.IGNORECASE)
+_SAVE_AS_TEXT = "save it as plain text (.txt) and try again"
+
+
+def _refuse_documents(data: bytes, text: str | None, path: Path) -> None:
+    """One clear line for a file that is a document or a book plan rather than a story's text:
+    its markup would otherwise be printed on the pages, or its bytes refused as "not text"."""
+    for magic, what in _DOCUMENT_MAGIC:
+        if data.lstrip(codecs.BOM_UTF8).startswith(magic):
+            raise FairytaleError(f"{path} is {what}, not plain text: {_SAVE_AS_TEXT}")
+    if text is None:
+        return
+    if _HTML_START.match(text):
+        raise FairytaleError(f"{path} is a web page (HTML), not plain text: {_SAVE_AS_TEXT}")
+    if text.lstrip().startswith("{") and '"pages"' in text and '"characters"' in text:
+        raise FairytaleError(
+            f"{path} is a book plan, not a story: paint it with `fairytale render {path} -o book.pdf`"
+        )
+
+
 def _looks_binary(text: str) -> bool:
     # Control characters other than tab/newline/carriage return/form feed mean binary data.
     controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
@@ -179,7 +206,9 @@ def read_story(path: Path, title: str | None = None) -> Story:
         )
     if not data.strip():
         raise FairytaleError(f"{path} is empty")
+    _refuse_documents(data, None, path)
     text, encoding = _decode(data, path)
+    _refuse_documents(data, text, path)
     if _looks_binary(text):
         raise FairytaleError(f"{path} is not a text file (it contains binary data)")
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).replace("\ufeff", "")

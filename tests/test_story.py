@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fairytale.errors import FairytaleError
@@ -57,7 +59,7 @@ def test_title_rules(tmp_path):
 def test_bad_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "story.txt"
     path.write_bytes(content)
-    with pytest.raises(FairytaleError, match=message) as info:
+    with pytest.raises(FairytaleError, match=re.escape(message)) as info:
         read_story(path)
     assert "\n" not in str(info.value)
 
@@ -95,3 +97,32 @@ def test_a_setext_heading_is_the_title(tmp_path):
     path.write_text("Ginger the Giraffe\n==================\nGinger was tall.", encoding="utf-8")
     story = read_story(path)
     assert (story.title, story.text) == ("Ginger the Giraffe", "Ginger was tall.")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"PK\x03\x04\x14\x00\x06\x00" + bytes(range(256)) * 4, "is a Word (.docx), OpenDocument (.odt)"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(512), "is an old Word (.doc) document"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n", "is a PDF"),
+        (rb"{\rtf1\ansi\ansicpg1252{\fonttbl\f0\fswiss Helvetica;}\f0\fs24 Ginger the giraffe was tall.\par}", "is an RTF document"),
+        (b"<!DOCTYPE html>\n<html><body><h1>Ginger</h1><p>Ginger was tall.</p></body></html>", "is a web page (HTML)"),
+        (b'{\n  "version": 3,\n  "title": "Ginger",\n  "characters": [],\n  "pages": []\n}', "is a book plan, not a story"),
+    ],
+    ids=["docx", "doc", "pdf", "rtf", "html", "plan"],
+)
+def test_documents_renamed_txt_are_named_with_the_fix(tmp_path, content, message):
+    # An RTF or HTML story had its markup printed on the pages ("{\rtf1\ansi…"); a .docx was
+    # "not a text file" without saying what to do; a plan passed as the story became a book of JSON.
+    path = tmp_path / "story.txt"
+    path.write_bytes(content)
+    with pytest.raises(FairytaleError, match=re.escape(message)) as info:
+        read_story(path)
+    assert "\n" not in str(info.value)
+    assert "plain text" in str(info.value) or "fairytale render" in str(info.value)
+
+
+def test_a_story_that_mentions_html_or_braces_is_still_a_story(tmp_path):
+    path = tmp_path / "story.txt"
+    path.write_text("Ginger wrote <html> on the board. {She laughed.} \"pages\" and \"characters\" fell.", encoding="utf-8")
+    assert read_story(path).text.startswith("Ginger wrote <html>")
