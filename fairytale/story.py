@@ -26,6 +26,8 @@ MAX_BYTES = 512 * 1024
 MAX_WORDS = 20_000
 #: A first line is taken as the title when it is this short and followed by a blank line.
 TITLE_MAX_WORDS = 12
+#: What a sentence (or a line of speech) ends with; a title ends with none of these.
+_SENTENCE_ENDS = (".", "!", "?", "…", "”", '"', "’", "»", ")", "。", "！", "？", "؟", "।")
 
 _PREFERRED_LEGACY = ("cp1252", "latin_1", "iso8859_15", "mac_roman")
 
@@ -191,6 +193,12 @@ def split_title(text: str) -> tuple[str | None, str]:
     return None, text.strip()
 
 
+def _only_a_title(body: str) -> bool:
+    """A single short line that ends no sentence: a file saved before its story was written."""
+    line = body.strip()
+    return "\n" not in line and len(line.split()) <= TITLE_MAX_WORDS and not line.endswith(_SENTENCE_ENDS)
+
+
 def read_story(path: Path, title: str | None = None) -> Story:
     """Read and decode a story file.
 
@@ -227,6 +235,11 @@ def read_story(path: Path, title: str | None = None) -> Story:
     words = len(body.split())
     if words == 0:
         raise FairytaleError(f"{path} has a title but no story text")
+    if _only_a_title(body):
+        raise FairytaleError(
+            f"{path} holds only a title ('{body.strip()}'), no story: write the story below it "
+            "(a one-line story ends with a full stop)"
+        )
     if words > MAX_WORDS:
         raise FairytaleError(f"{path} has {words:,} words, too long for a picture book (the limit is {MAX_WORDS:,})")
     return Story(title=title, text=body, source=path, encoding=encoding, sha256=hashlib.sha256(data).hexdigest())

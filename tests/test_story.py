@@ -126,3 +126,21 @@ def test_a_story_that_mentions_html_or_braces_is_still_a_story(tmp_path):
     path = tmp_path / "story.txt"
     path.write_text("Ginger wrote <html> on the board. {She laughed.} \"pages\" and \"characters\" fell.", encoding="utf-8")
     assert read_story(path).text.startswith("Ginger wrote <html>")
+
+
+@pytest.mark.parametrize("content", ["Ginger the Giraffe\n", "# Ginger the Giraffe\n\n", "  Ginger the Giraffe  "])
+def test_a_file_with_only_a_title_is_refused(tmp_path, content):
+    # It became a one-page book whose only page said "Ginger the Giraffe".
+    path = tmp_path / "story.txt"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(FairytaleError, match=r"holds only a title \('Ginger the Giraffe'\), no story"):
+        read_story(path)
+    with pytest.raises(FairytaleError, match="holds only a title"):
+        read_story(path, title="Ginger the Giraffe")
+
+
+@pytest.mark.parametrize("content", ["Ginger ate a leaf.", "“Hello!”", "Ginger ate a leaf and then she ate another leaf and then she slept"])
+def test_a_one_line_story_is_a_story(tmp_path, content):
+    path = tmp_path / "story.txt"
+    path.write_text(content, encoding="utf-8")
+    assert read_story(path).text == content
