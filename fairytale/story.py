@@ -84,6 +84,27 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
             raise FairytaleError(f"{what} cannot be read: {path} ({exc.strerror})") from None
 
 
+def _cp1252_for_stray_bytes(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("cp1252", errors="replace"), error.end
+
+
+codecs.register_error("fairytale-cp1252", _cp1252_for_stray_bytes)
+
+
+def _utf8_with_stray_cp1252(data: bytes) -> str | None:
+    """``data`` as UTF-8 whose few invalid bytes are read as cp1252, when it is mostly UTF-8:
+    a UTF-8 story with a curly quote pasted in from an old Windows program. Read whole by a
+    detected single-byte code page, every accented letter of it was garbled ("cafÃ©")."""
+    readable = data.decode("utf-8", errors="ignore")
+    valid = sum(1 for ch in readable if ord(ch) > 0x7F)  # letters UTF-8 spelled right
+    stray = data.decode("utf-8", errors="replace").count("\ufffd") - readable.count("\ufffd")
+    if valid == 0 or stray > valid:
+        return None
+    return data.decode("utf-8", errors="fairytale-cp1252")
+
+
 def _decode(data: bytes, path: Path) -> tuple[str, str]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -96,19 +117,27 @@ def _decode(data: bytes, path: Path) -> tuple[str, str]:
             return data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             pass
+        mixed = _utf8_with_stray_cp1252(data)
+        if mixed is not None:
+            return mixed, "utf-8"
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data))
     if not matches:
         raise FairytaleError(f"{path} is not a text file (no text encoding fits it)")
     # Several code pages often fit equally well; stories here are mostly English, written on
-    # Windows, so among the equally good ones the Western code page wins.
+    # Windows, so among the ones that read as cleanly as the best the Western code page wins.
+    # Its language guess ("coherence") is not asked: on English text with one "Zoë" it chose
+    # the Baltic cp1257, and the book said "Zoė".
     best = min(matches, key=lambda m: (round(m.chaos, 3), -round(m.coherence, 3)))
-    tied = [m for m in matches if round(m.chaos, 3) == round(best.chaos, 3) and round(m.coherence, 3) == round(best.coherence, 3)]
+    clean = [m for m in matches if round(m.chaos, 3) == round(best.chaos, 3)]
     for preferred in _PREFERRED_LEGACY:
-        for match in tied:
-            if match.encoding == preferred:
-                return str(match), match.encoding
+        for match in clean:
+            if preferred == match.encoding or preferred in match.could_be_from_charset:
+                try:
+                    return data.decode(preferred), preferred
+                except UnicodeDecodeError:
+                    continue
     return str(best), best.encoding
 
 

@@ -144,3 +144,36 @@ def test_a_one_line_story_is_a_story(tmp_path, content):
     path = tmp_path / "story.txt"
     path.write_text(content, encoding="utf-8")
     assert read_story(path).text == content
+
+
+def test_a_utf8_story_with_a_stray_windows_byte_keeps_its_accents(tmp_path):
+    # One cp1252 curly quote pasted into a UTF-8 story made the whole file read as a single-byte
+    # code page: every "café" in the book was printed "cafÃ©".
+    body = "Zoë walked to the café. " * 20 + "“Hello,” said the waiter.\n\n"
+    path = tmp_path / "story.txt"
+    path.write_bytes(body.encode("utf-8") + b"\x93Good night,\x94 said Zo\xc3\xab.")
+    story = read_story(path)
+    assert story.text == (body + "“Good night,” said Zoë.").strip()
+    assert story.encoding == "utf-8"
+
+
+def test_a_cp1252_story_is_still_read_as_cp1252(tmp_path):
+    path = tmp_path / "story.txt"
+    path.write_bytes(("Zoe walked to the cafe. " * 20 + "“Good night,” said Zoë.").encode("cp1252"))
+    assert read_story(path).text.endswith("“Good night,” said Zoë.")
+
+
+@pytest.mark.parametrize(
+    "text, encoding",
+    [
+        ("Ginger walked. Zażółć gęślą jaźń. Ginger walked to the river and slept.", "cp1250"),
+        ("Привет, сказал медведь. Он был большой и добрый.", "cp1251"),
+        ("Καλημέρα, είπε η αρκούδα. Ήταν μεγάλη.", "cp1253"),
+        ("Ginger dijo: ¿Qué? Mañana iré al río con Zoë.", "cp1252"),
+    ],
+    ids=["polish", "russian", "greek", "spanish"],
+)
+def test_other_code_pages_are_not_taken_for_cp1252(tmp_path, text, encoding):
+    path = tmp_path / "story.txt"
+    path.write_bytes(text.encode(encoding))
+    assert read_story(path).text == text
