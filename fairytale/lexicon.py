@@ -116,7 +116,7 @@ UNSUITABLE_FOR_PICTURES = frozenset(
     """
     blood bloody bleeding bled gore gory guts corpse corpses murder murdered murderer
     murders kill killed killing kills slaughter slaughtered stab stabbed stabbing behead beheaded
-    decapitated strangled hanged suicide torture tortured dismembered wound wounded wounds gun guns
+    decapitated strangled hanged suicide torture tortured dismembered wounded gun guns
     rifle pistol shotgun bullet bullets knife knives naked nude nudity sex sexy
     """.split()
 )

@@ -167,3 +167,10 @@ def test_grim_answers_are_not_painted():
     hunter = next(m for m in members if m.name == "the hunter")
     looks = find_looks(members, sentences, models)[members.index(hunter)]
     assert looks == {"clothes": "a green coat"}  # the knife is left out, the coat kept
+
+
+def test_ordinary_words_near_grim_ones_are_kept():
+    # "wound" is also the path that wound through the hills
+    models = fake_models(names=("Ginger",), qa_rules={r"Where does this happen": "where the path wound through the hills"})
+    _, scenes, _ = scenes_of("Ginger walked where the path wound through the hills.", models)
+    assert scenes[0].setting == "where the path wound through the hills"
