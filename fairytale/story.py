@@ -218,7 +218,8 @@ def split_title(text: str) -> tuple[str | None, str]:
         and rest.strip() != ""
     )
     if is_title:
-        return candidate, rest.strip()
+        # "Title: Ginger the Giraffe", as stories written with a chat assistant begin
+        return re.sub(r"^title\s*:\s*", "", candidate, flags=re.IGNORECASE) or candidate, rest.strip()
     return None, text.strip()
 
 

@@ -177,3 +177,11 @@ def test_other_code_pages_are_not_taken_for_cp1252(tmp_path, text, encoding):
     path = tmp_path / "story.txt"
     path.write_bytes(text.encode(encoding))
     assert read_story(path).text == text
+
+
+def test_a_title_label_is_not_part_of_the_title(tmp_path):
+    path = tmp_path / "story.txt"
+    path.write_text("**Title: Ginger the Giraffe**\n\nGinger was tall.", encoding="utf-8")
+    assert read_story(path).title == "Ginger the Giraffe"
+    path.write_text("Title:\n\nGinger was tall.", encoding="utf-8")
+    assert read_story(path).text.startswith("Title:")  # a bare label is no title
