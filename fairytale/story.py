@@ -169,8 +169,8 @@ def _refuse_documents(data: bytes, text: str | None, path: Path) -> None:
 
 
 def _looks_binary(text: str) -> bool:
-    # Control characters other than tab/newline/carriage return/form feed mean binary data.
-    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
+    # Control characters other than tab, the line breaks and form feed mean binary data.
+    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v\x85")
     return controls > max(2, len(text) // 200)
 
 
@@ -223,6 +223,12 @@ def split_title(text: str) -> tuple[str | None, str]:
     return None, text.strip()
 
 
+#: Line and paragraph breaks other than "\n": old Macs' CR, Unicode's line and paragraph
+#: separators (desktop publishing and some phone apps paste them), NEL and the vertical tab
+#: (Word's manual line break in exported text).
+_LINE_BREAKS = str.maketrans({"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\n", "\u2029": "\n\n"})
+
+
 def _only_a_title(body: str) -> bool:
     """A single short line that ends no sentence: a file saved before its story was written."""
     line = body.strip()
@@ -249,7 +255,7 @@ def read_story(path: Path, title: str | None = None) -> Story:
     _refuse_documents(data, text, path)
     if _looks_binary(text):
         raise FairytaleError(f"{path} is not a text file (it contains binary data)")
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).replace("\ufeff", "")
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").translate(_LINE_BREAKS)).replace("\ufeff", "")
     text = strip_markdown(text)
     if not text.strip():
         raise FairytaleError(f"{path} has no text")

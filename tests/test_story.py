@@ -185,3 +185,19 @@ def test_a_title_label_is_not_part_of_the_title(tmp_path):
     assert read_story(path).title == "Ginger the Giraffe"
     path.write_text("Title:\n\nGinger was tall.", encoding="utf-8")
     assert read_story(path).text.startswith("Title:")  # a bare label is no title
+
+
+def test_unicode_line_and_paragraph_separators_are_breaks(tmp_path):
+    # Pasted from a layout program: the paragraphs ran together and the title was not found.
+    path = tmp_path / "story.txt"
+    path.write_text("Ginger the Giraffe\u2029Ginger was tall.\u2028She ate leaves.\u2029Milo came\vby.", encoding="utf-8")
+    story = read_story(path)
+    assert story.title == "Ginger the Giraffe"
+    assert story.text == "Ginger was tall.\nShe ate leaves.\n\nMilo came\nby."
+
+
+def test_a_poem_with_word_line_breaks_is_not_binary(tmp_path):
+    # Word exports a manual line break as a vertical tab: a poem has one on every line.
+    path = tmp_path / "story.txt"
+    path.write_text("Twinkle, twinkle, little star,\vHow I wonder what you are.\v" * 10, encoding="utf-8")
+    assert read_story(path).text.count("\n") == 19
