@@ -7,7 +7,7 @@ import re
 import pytest
 
 from fairytale.errors import FairytaleError
-from fairytale.story import MAX_BYTES, read_story, split_title
+from fairytale.story import MAX_BYTES, read_story, split_title, strip_markdown
 
 TEXT = "Zoë’s Café\n\n“Hello,” said Zoë. She served crème brûlée to the giraffe.\n\nIt was a sunny day."
 
@@ -201,3 +201,16 @@ def test_a_poem_with_word_line_breaks_is_not_binary(tmp_path):
     path = tmp_path / "story.txt"
     path.write_text("Twinkle, twinkle, little star,\vHow I wonder what you are.\v" * 10, encoding="utf-8")
     assert read_story(path).text.count("\n") == 19
+
+
+@pytest.mark.parametrize("mark", ["_a ", "**a ", "*a "])
+def test_unmatched_emphasis_marks_are_read_in_linear_time(mark):
+    # Each unmatched mark scanned the rest of its line: 64 KB of "_a " took about 20 s (quadratic;
+    # a 512 KB story, minutes). Bounded spans take a fraction of a second; 5 s leaves room for a
+    # loaded machine.
+    import time
+
+    text = mark * (64_000 // len(mark))
+    started = time.perf_counter()
+    assert strip_markdown(text) == text
+    assert time.perf_counter() - started < 5
