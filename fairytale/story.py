@@ -176,12 +176,22 @@ def _looks_binary(text: str) -> bool:
 
 # Markdown, as stories pasted from a notes app or a chat assistant arrive: the marks are not
 # words of the story and would be printed on the page ("# Ginger", "**tall**").
-_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.*?)(?:[ \t]+#+)?[ \t]*$", re.MULTILINE)
+_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+([^\n]*)$", re.MULTILINE)
 _MD_RULE = re.compile(r"^[ \t]{0,3}([-*_=])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE)
 # Emphasis spans a few words: bounded, so that a line of 100,000 unmatched "_" is read in
 # linear time (unbounded, each mark scanned the rest of the line: minutes for 512 KB).
 _MD_STRONG = re.compile(r"(\*\*|__)(?=\S)(.{1,300}?)(?<=\S)\1")
 _MD_EMPHASIS = re.compile(r"(?<![\w*])([*_])(?=[^\s*_])(.{1,300}?)(?<=[^\s*_])\1(?![\w*])")
+
+
+def _heading_words(line: str) -> str:
+    """A heading line's words without its optional closing hashes ("Chapter 2 ##"). Plain
+    string methods: a regular expression for them backtracked over long runs of spaces."""
+    words = line.rstrip(" \t")
+    unclosed = words.rstrip("#")
+    if unclosed != words and (not unclosed or unclosed[-1] in " \t"):
+        words = unclosed.rstrip(" \t")
+    return words
 
 
 def strip_markdown(text: str) -> str:
@@ -191,7 +201,7 @@ def strip_markdown(text: str) -> str:
     >>> strip_markdown("# Ginger\\nShe was **very** tall.\\n\\n---\\n\\n*The end*")
     'Ginger\\n\\nShe was very tall.\\n\\n\\n\\nThe end'
     """
-    text = _MD_HEADING.sub(lambda m: f"{m.group(1)}\n", text)
+    text = _MD_HEADING.sub(lambda m: f"{_heading_words(m.group(1))}\n", text)
     text = _MD_RULE.sub("", text)
     text = _MD_STRONG.sub(r"\2", text)
     return _MD_EMPHASIS.sub(r"\2", text)
