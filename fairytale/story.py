@@ -241,6 +241,30 @@ def split_title(text: str) -> tuple[str | None, str]:
 _LINE_BREAKS = str.maketrans({"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\n", "\u2029": "\n\n"})
 
 
+#: Longer than this, a run of characters without a space is no word a page can print (text is
+#: wrapped at spaces, never cut): a pasted blob, a URL with its tracking, a keyboard held down.
+MAX_WORD_CHARS = 200
+_UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "IDEOGRAPHIC")
+_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refuse_unbroken_runs(body: str, path: Path) -> None:
+    """One clear line for a "word" no page can print, named by its start. Scripts written
+    without spaces (Chinese, Japanese, Thai…) are not words run together, and are left alone."""
+    for run in _LONG_RUN.finditer(body):
+        sample = run.group()[: MAX_WORD_CHARS]
+        if any(unicodedata.name(ch, "").startswith(_UNSPACED_SCRIPTS) for ch in sample):
+            continue
+        raise FairytaleError(
+            f"{path} has a 'word' of {len(run.group()):,} characters without a space "
+            f"('{_shortened(run.group(), 40)}'): no page can print it; break it up or remove it"
+        )
+
+
 def _only_a_title(body: str) -> bool:
     """A single short line that ends no sentence: a file saved before its story was written."""
     line = body.strip()
@@ -285,9 +309,10 @@ def read_story(path: Path, title: str | None = None) -> Story:
         raise FairytaleError(f"{path} has a title but no story text")
     if _only_a_title(body):
         raise FairytaleError(
-            f"{path} holds only a title ('{body.strip()}'), no story: write the story below it "
+            f"{path} holds only a title ('{_shortened(body.strip())}'), no story: write the story below it "
             "(a one-line story ends with a full stop)"
         )
+    _refuse_unbroken_runs(body, path)
     if words > MAX_WORDS:
         raise FairytaleError(f"{path} has {words:,} words, too long for a picture book (the limit is {MAX_WORDS:,})")
     return Story(title=title, text=body, source=path, encoding=encoding, sha256=hashlib.sha256(data).hexdigest())

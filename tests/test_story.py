@@ -216,3 +216,25 @@ def test_unmatched_emphasis_marks_are_read_in_linear_time(mark):
     started = time.perf_counter()
     assert strip_markdown(text) == (text if not text.startswith("#") else "a" + " " * 64_000 + "b\n")
     assert time.perf_counter() - started < 5
+
+
+@pytest.mark.parametrize("run", ["x" * 500_000, "“" * 150_000, "https://example.com/?" + "utm=a&" * 60])
+def test_a_word_no_page_can_print_is_refused_by_its_start(tmp_path, run):
+    # It became a page of 500,000 characters, which the layout refused later as "does not fit:
+    # split it into two pages"; and a file of only such a "word" was quoted whole in the error.
+    path = tmp_path / "story.txt"
+    path.write_text(f"Ginger ran. {run} She slept.", encoding="utf-8")
+    with pytest.raises(FairytaleError, match=f"has a 'word' of {len(run):,} characters without a space") as info:
+        read_story(path)
+    assert len(str(info.value)) < 300
+    path.write_text(run, encoding="utf-8")
+    with pytest.raises(FairytaleError) as info:
+        read_story(path)
+    assert len(str(info.value)) < 300
+
+
+def test_scripts_written_without_spaces_are_not_long_words(tmp_path):
+    path = tmp_path / "story.txt"
+    text = "长颈鹿金杰很高。她每天早上都吃树叶，然后去河边喝水。" * 20
+    path.write_text(text, encoding="utf-8")
+    assert read_story(path).text == text
