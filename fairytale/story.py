@@ -245,7 +245,7 @@ _LINE_BREAKS = str.maketrans({"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\
 #: wrapped at spaces, never cut): a pasted blob, a URL with its tracking, a keyboard held down.
 MAX_WORD_CHARS = 200
 _UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "IDEOGRAPHIC")
-_LONG_RUN = re.compile(r"\S{%d,}" % (MAX_WORD_CHARS + 1))
+_LONG_RUN = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
 
 
 def _shortened(text: str, limit: int = 60) -> str:
