@@ -98,8 +98,11 @@ def test_hand_edited_plan_is_not_overwritten(tmp_path, tiny_args):
         (bytes(range(256)) * 4, "not a text file"),
         (b"a" * (1024 * 1024), "too long"),
         (b"The sun rose over the hills. The wind blew over the sea.", "No characters found"),
+        (rb"{\rtf1\ansi{\fonttbl\f0 Helvetica;}\f0 Ginger the giraffe was tall.\par}", "is an RTF document"),
+        (b"Ginger the Giraffe\n", "holds only a title"),
+        (b"Ginger ran. " + b"z" * 100_000 + b" She slept.", "without a space"),
     ],
-    ids=["empty", "binary", "1MB", "no-characters"],
+    ids=["empty", "binary", "1MB", "no-characters", "rtf", "title-only", "blob"],
 )
 def test_bad_stories_are_one_line_errors_and_write_nothing(tmp_path, tiny_args, content, message):
     story, out = tmp_path / "story.txt", tmp_path / "plan.json"
