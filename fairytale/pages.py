@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from fairytale.errors import FairytaleError
+
 #: Picture books run 500–1,000 words over 24–32 pages: about 35 words under each picture.
 DEFAULT_WORDS_PER_PAGE = 35
 #: ``--words-per-page`` bounds: below 5 a page is a few words, and pages run to twice the
@@ -137,8 +139,6 @@ def split_sentences(text: str) -> list[Sentence]:
 
 def check_words_per_page(words_per_page: int | None) -> int:
     """``words_per_page``, or the default when it is None; one clear error when out of range."""
-    from fairytale.errors import FairytaleError
-
     if words_per_page is None:
         return DEFAULT_WORDS_PER_PAGE
     if not MIN_WORDS_PER_PAGE <= words_per_page <= MAX_WORDS_PER_PAGE:
