@@ -24,6 +24,7 @@ The steps, each batched across the whole story:
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -126,11 +127,30 @@ class _Phrase:
 # --------------------------------------------------------------------------- 1. names
 
 
+#: A tagged span that is a name and its noun: "Ginger the Giraffe", "Milo, the Little Monkey".
+_NAME_AND_NOUN = re.compile(r"(?P<name>.+?),?\s+(?:the|The|THE)\s+(?:\S+\s+){0,2}(?P<noun>[^\W\d_]+)")
+
+
 def _clean_name(text: str) -> str:
     text = text.strip(_QUOTES + " ,.;:!?")
     for suffix in ("’s", "'s"):
         text = text.removesuffix(suffix)
+    # NER tags a title-case "Ginger the Giraffe" as one name; the name is "Ginger", and the text
+    # ties her to "giraffe" (see text_ties). Kept whole, the giraffe inside it became a second
+    # character, drawn beside her.
+    both = _NAME_AND_NOUN.fullmatch(text)
+    if both and both.group("noun").lower() in CHARACTER_NOUNS:
+        text = both.group("name")
     return text.strip()
+
+
+def _preferred_spelling(mentions: Sequence[Mention]) -> str:
+    """How a character's name is written: the most used spelling of it, not a shouted "GINGER"
+    when the story also writes "Ginger" (ties: the first used)."""
+    counts = Counter(m.text for m in mentions)
+    order = {text: index for index, text in reversed(list(enumerate(m.text for m in mentions)))}
+    quiet = [text for text in counts if not (text.isupper() and len(text) > 1)] or list(counts)
+    return min(quiet, key=lambda text: (-counts[text], order[text]))
 
 
 def find_names(sentences: Sequence[Sentence], models: PlannerModels) -> list[Mention]:
@@ -324,7 +344,7 @@ def text_ties(text: str, names: Sequence[Mention]) -> list[Tie]:
     ties = []
     for mention in names:
         after = text[mention.end : mention.end + 80]
-        appositive = bool(re.match(r",?\s+(?:the|a|an)\s", after))
+        appositive = bool(re.match(r",?\s+(?:the|a|an)\s", after, re.IGNORECASE))
         words = [w.lower() for w in _WORD.findall(after)][:7]
         if words and words[0] in _COPULAS and not appositive:
             words = words[1:]
@@ -397,6 +417,8 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
         member = cast.setdefault(key, CastMember(key=key, name=mention.text, named=True))
         member.names.add(mention.text)
         member.mentions.append(mention)
+    for member in cast.values():
+        member.name = _preferred_spelling(member.mentions)
     _merge_partial_names(cast)
 
     # 2. unnamed candidates; 3. ties the text states
@@ -410,7 +432,7 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
         if tie.alias:
             member.names.add(tie.alias)
         tied_heads[tie.head].add(member.key)
-    name_ends = [m.end for m in name_mentions]
+    name_ends = sorted(m.end for m in name_mentions)
 
     # 4. confirm unnamed candidates (NLI) and find kinds of named characters (QA, then NLI)
     by_head: dict[str, list[_Phrase]] = defaultdict(list)
@@ -473,7 +495,9 @@ def find_characters(text: str, sentences: Sequence[Sentence], models: PlannerMod
         for phrase in by_head[head]:
             owner.phrases.add(phrase.text[0].lower() + phrase.text[1:])
             # "Ginger the giraffe" is one mention of Ginger, not two.
-            right_after_name = any(0 <= phrase.start - end <= 3 for end in name_ends)
+            # (bisection: a long story has thousands of names and phrases)
+            before = bisect.bisect_right(name_ends, phrase.start) - 1
+            right_after_name = before >= 0 and phrase.start - name_ends[before] <= 3
             if not right_after_name:
                 owner.mentions.append(Mention(phrase.start, phrase.end, phrase.text, phrase.sentence, "phrase"))
 

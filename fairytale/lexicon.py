@@ -108,3 +108,18 @@ MOOD_CUES = frozenset(
     calm quiet peaceful sleepy tired surprised amazed hoped wished shivered trembled danger storm
     thunder hugged loved love kind friends feast sang song played""".split()
 )
+
+#: Words that must not reach an illustration prompt from the story's own words: fairy tales are
+#: grim ("cut open the wolf's belly"), and the safety checker only catches nudity. An answer
+#: read from the text that holds one of these is not used; the plan stays editable by hand.
+UNSUITABLE_FOR_PICTURES = frozenset(
+    """
+    blood bloody bleeding bled gore gory guts corpse corpses murder murdered murderer
+    murders kill killed killing kills slaughter slaughtered stab stabbed stabbing behead beheaded
+    decapitated strangled hanged suicide torture tortured dismembered wounded gun guns
+    rifle pistol shotgun bullet bullets knife knives naked nude nudity sex sexy
+    """.split()
+)
+
+#: …and phrases, matched in lower case.
+UNSUITABLE_PHRASES = ("cut open", "cut off his head", "cut off her head", "dead body", "chopped off")

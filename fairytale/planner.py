@@ -19,7 +19,7 @@ from pathlib import Path
 from fairytale.characters import CastMember, find_characters
 from fairytale.errors import FairytaleError
 from fairytale.nlp import PlannerModels, load_planner_models
-from fairytale.pages import DEFAULT_WORDS_PER_PAGE, split_pages, tidy
+from fairytale.pages import check_words_per_page, split_pages, tidy
 from fairytale.plan import BookPlan, Character, Page, Source, Style
 from fairytale.prompts import clip_token_counter, fit_prompt, page_parts
 from fairytale.scenes import describe, drawn_alone, find_looks, find_scenes, side_by_side
@@ -39,6 +39,16 @@ class PlanStats:
     qa_computed: int = 0
     nli_asked: int = 0
     nli_computed: int = 0
+
+
+def _latin_share(text: str) -> float:
+    """The share of the letters of ``text`` that are Latin (1.0 for a text without letters)."""
+    import unicodedata
+
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return 1.0
+    return sum(1 for ch in letters if unicodedata.name(ch, "").startswith("LATIN")) / len(letters)
 
 
 def _slug(text: str) -> str:
@@ -158,9 +168,7 @@ def plan_story(
     ``models`` and ``count_tokens`` replace the loaded models (tests pass fakes). ``seed``
     makes the page seeds reproducible; without one a seed is drawn and recorded in the plan.
     """
-    words_per_page = words_per_page or DEFAULT_WORDS_PER_PAGE
-    if words_per_page < 5:
-        raise FairytaleError(f"--words-per-page must be at least 5, got {words_per_page}")
+    words_per_page = check_words_per_page(words_per_page)
     with _steps(progress, 6) as step:
         # 1. read and paginate (cheap, and fails fast on bad input before any model loads)
         story = read_story(story_path, title=title)
@@ -179,6 +187,11 @@ def plan_story(
         # 3. characters
         members = find_characters(story.text, sentences, models)
         if not members:
+            if _latin_share(story.text) < 0.5:
+                raise FairytaleError(
+                    f"No characters found in {story_path}: the planner's language models read English, and this "
+                    "story is mostly in another script; write the book plan by hand (see README, 'The book plan')"
+                )
             raise FairytaleError(
                 f"No characters found in {story_path}: a picture book needs someone to draw "
                 "(a name like 'Ginger' or a phrase like 'the little giraffe')"

@@ -5,7 +5,8 @@ drops the rest, so a prompt is assembled from ranked parts and the least importa
 dropped, then trimmed word by word, until the target model's tokenizer says it fits.
 
 Order of importance (kept first → dropped first): style, main characters, setting, action,
-other characters, time of day, mood.
+other characters, time of day, mood. The style and the main characters are never dropped: a
+description too long for the prompt is shortened instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MAX_TOKENS = 77
+#: Parts this important (style 100, main characters 90…) are trimmed, never dropped.
+ESSENTIAL = 80
+#: A trimmed part keeps at least this many words ("a tall giraffe").
+MIN_PART_WORDS = 3
 
 MOOD_WORDS = {
     "happy": "joyful, bright",
@@ -42,16 +47,29 @@ class PromptPart:
 def fit_prompt(parts: Sequence[PromptPart], count_tokens: Callable[[str], int], limit: int = MAX_TOKENS) -> str:
     """Join ``parts`` with commas, dropping the least important until ``count_tokens`` ≤ ``limit``.
 
-    If even the most important part is too long, it is cut word by word.
+    Parts of importance :data:`ESSENTIAL` or more (the style, the main characters) are never
+    dropped: when only they are left and still too long, the longest of them after the first
+    (a long description, not the book's style) loses its last words, so every main character
+    keeps its start ("a tall giraffe…"). Only if that is not enough is the prompt cut word by
+    word from its end.
     """
-    kept = [part for part in parts if part.text.strip()]
+    kept = [PromptPart(" ".join(part.text.split()), part.importance) for part in parts if part.text.strip()]
 
     def render(selection: Sequence[PromptPart]) -> str:
-        return ", ".join(part.text.strip() for part in selection)
+        return ", ".join(part.text for part in selection)
 
     while len(kept) > 1 and count_tokens(render(kept)) > limit:
-        weakest = min(range(len(kept)), key=lambda i: (kept[i].importance, -i))
-        kept.pop(weakest)
+        droppable = [i for i in range(len(kept)) if kept[i].importance < ESSENTIAL]
+        if not droppable:
+            break
+        kept.pop(min(droppable, key=lambda i: (kept[i].importance, -i)))
+    while len(kept) > 1 and count_tokens(render(kept)) > limit:
+        trimmable = [i for i in range(1, len(kept)) if len(kept[i].text.split()) > MIN_PART_WORDS]
+        if not trimmable:
+            break
+        longest = max(trimmable, key=lambda i: (len(kept[i].text.split()), i))
+        words = kept[longest].text.split()[:-1]
+        kept[longest] = PromptPart(" ".join(words).rstrip(",;:"), kept[longest].importance)
     prompt = render(kept)
     words = prompt.split()
     while len(words) > 1 and count_tokens(" ".join(words)) > limit:

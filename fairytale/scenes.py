@@ -27,13 +27,14 @@ on a laptop CPU, so asking six moods of every whole page would cost minutes per 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fairytale.characters import CastMember
-from fairytale.lexicon import MOOD_CUES, TIME_CUES
-from fairytale.nlp import Choice, PlannerModels, Question
+from fairytale.lexicon import MOOD_CUES, TIME_CUES, UNSUITABLE_FOR_PICTURES, UNSUITABLE_PHRASES
+from fairytale.nlp import Answer, Choice, PlannerModels, Question
 from fairytale.pages import PageSpan, Sentence
 from fairytale.plan import Region
 
@@ -87,6 +88,18 @@ def _plain(answer: str) -> str:
     return re.sub(r"^(?:her|his|their|its|my|your)\s+", "a ", answer)
 
 
+def suitable(answer: Answer | None) -> Answer | None:
+    """``answer``, unless it holds a word no children's picture should be painted from (see
+    :data:`~fairytale.lexicon.UNSUITABLE_FOR_PICTURES`): then no answer, as if the text were silent."""
+    if answer is None:
+        return None
+    words = {word.lower().strip("’'") for word in re.findall(r"[^\W\d_]+(?:[’'-][^\W\d_]+)*", answer.text)}
+    lowered = " ".join(answer.text.lower().split())
+    if words & UNSUITABLE_FOR_PICTURES or any(phrase in lowered for phrase in UNSUITABLE_PHRASES):
+        return None
+    return answer
+
+
 def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], models: PlannerModels) -> list[dict[str, str]]:
     """For each character, the looks the text states, by aspect (missing when unanswered).
 
@@ -99,7 +112,7 @@ def find_looks(members: Sequence[CastMember], sentences: Sequence[Sentence], mod
         for member in asked
         for template in LOOK_QUESTIONS.values()
     ]
-    answers = iter(models.reader.answer_all(questions))
+    answers = iter(suitable(answer) for answer in models.reader.answer_all(questions))
     looks: list[dict[str, str]] = []
     for member in members:
         found: dict[str, str] = {}
@@ -170,11 +183,13 @@ def find_scenes(
     page_texts = [" ".join(text[p.start : p.end].split()) for p in pages]
     page_sentences = [sentences[p.first_sentence : p.last_sentence] for p in pages]
 
-    # 1. presence from mentions
+    # 1. presence from mentions (looked up by bisection: a long story has thousands of both)
+    starts = {member.key: sorted(m.start for m in member.mentions) for member in members}
+    said_in = {member.key: {m.sentence for m in member.mentions} for member in members}
     present: list[list[str]] = []
     for page in pages:
         on_page = [
-            member.key for member in members if any(page.start <= m.start < page.end for m in member.mentions)
+            member.key for member in members if _first_between(starts[member.key], page.start, page.end) is not None
         ]
         # "They jumped in the river": a group on the page brings its members.
         brought = [key for member in members if member.key in on_page for key in member.members]
@@ -201,14 +216,14 @@ def find_scenes(
         first = by_key[present[number][0]] if present[number] else None
         if first:
             # Only the sentences that mention them: what they do is said there, and it is cheaper.
-            said = {m.sentence for m in first.mentions}
+            said = said_in[first.key]
             span = range(pages[number].first_sentence, pages[number].last_sentence)
             about = " ".join(sentences[i].text for i in span if i in said) or page_text
             verb = "do" if first.is_group else "does"
             questions.append(Question(f"What {verb} {first.reference} do?", about))
         else:
             questions.append(Question("What happens?", page_text))
-    answers = models.reader.answer_all(questions)
+    answers = [suitable(answer) for answer in models.reader.answer_all(questions)]
     time_cues = [_cue_sentence(group, TIME_CUES) for group in page_sentences]
     mood_cues = [_cue_sentence(group, MOOD_CUES) for group in page_sentences]
     time_iter = iter(models.judge.choose([Choice(cue, "It is {}.", TIMES_OF_DAY) for cue in time_cues if cue]))
@@ -231,22 +246,35 @@ def find_scenes(
                 action=_plain(what.text) if what else None,
                 time_of_day=time_of_day,
                 mood=mood,
-                named=named_order(present[number], members, pages[number]),
+                named=named_order(present[number], members, pages[number], starts),
             )
         )
     return scenes
 
 
-def named_order(keys: Sequence[str], members: Sequence[CastMember], page: PageSpan) -> list[str]:
+def _first_between(starts: Sequence[int], low: int, high: int) -> int | None:
+    """The first of the sorted ``starts`` in ``[low, high)``, or None."""
+    index = bisect.bisect_left(starts, low)
+    return starts[index] if index < len(starts) and starts[index] < high else None
+
+
+def named_order(
+    keys: Sequence[str],
+    members: Sequence[CastMember],
+    page: PageSpan,
+    starts: dict[str, list[int]] | None = None,
+) -> list[str]:
     """``keys`` (characters on ``page``) in the order the page's text first names them. A
     group's members that the page does not name themselves stand where the group is named, in
     the group's order; characters the page does not name at all (kept from the page before)
-    come last, in the order given."""
+    come last, in the order given. ``starts``: each character's sorted mention offsets, if known."""
     by_key = {member.key: member for member in members}
+    if starts is None:
+        starts = {key: sorted(m.start for m in by_key[key].mentions) for key in keys}
     position: dict[str, tuple[float, int, int]] = {}
     for index, key in enumerate(keys):
-        named = [m.start for m in by_key[key].mentions if page.start <= m.start < page.end]
-        position[key] = (min(named), 0, 0) if named else (float("inf"), 0, index)
+        named = _first_between(starts[key], page.start, page.end)
+        position[key] = (named, 0, 0) if named is not None else (float("inf"), 0, index)
     for key in keys:
         if position[key][0] == float("inf"):
             continue

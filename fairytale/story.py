@@ -26,6 +26,8 @@ MAX_BYTES = 512 * 1024
 MAX_WORDS = 20_000
 #: A first line is taken as the title when it is this short and followed by a blank line.
 TITLE_MAX_WORDS = 12
+#: What a sentence (or a line of speech) ends with; a title ends with none of these.
+_SENTENCE_ENDS = (".", "!", "?", "…", "”", '"', "’", "»", ")", "。", "！", "？", "؟", "।")
 
 _PREFERRED_LEGACY = ("cp1252", "latin_1", "iso8859_15", "mac_roman")
 
@@ -82,6 +84,27 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
             raise FairytaleError(f"{what} cannot be read: {path} ({exc.strerror})") from None
 
 
+def _cp1252_for_stray_bytes(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start : error.end].decode("cp1252", errors="replace"), error.end
+
+
+codecs.register_error("fairytale-cp1252", _cp1252_for_stray_bytes)
+
+
+def _utf8_with_stray_cp1252(data: bytes) -> str | None:
+    """``data`` as UTF-8 whose few invalid bytes are read as cp1252, when it is mostly UTF-8:
+    a UTF-8 story with a curly quote pasted in from an old Windows program. Read whole by a
+    detected single-byte code page, every accented letter of it was garbled ("cafÃ©")."""
+    readable = data.decode("utf-8", errors="ignore")
+    valid = sum(1 for ch in readable if ord(ch) > 0x7F)  # letters UTF-8 spelled right
+    stray = data.decode("utf-8", errors="replace").count("\ufffd") - readable.count("\ufffd")
+    if valid == 0 or stray > valid:
+        return None
+    return data.decode("utf-8", errors="fairytale-cp1252")
+
+
 def _decode(data: bytes, path: Path) -> tuple[str, str]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
@@ -94,26 +117,94 @@ def _decode(data: bytes, path: Path) -> tuple[str, str]:
             return data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             pass
+        mixed = _utf8_with_stray_cp1252(data)
+        if mixed is not None:
+            return mixed, "utf-8"
     from charset_normalizer import from_bytes
 
     matches = list(from_bytes(data))
     if not matches:
         raise FairytaleError(f"{path} is not a text file (no text encoding fits it)")
     # Several code pages often fit equally well; stories here are mostly English, written on
-    # Windows, so among the equally good ones the Western code page wins.
+    # Windows, so among the ones that read as cleanly as the best the Western code page wins.
+    # Its language guess ("coherence") is not asked: on English text with one "Zoë" it chose
+    # the Baltic cp1257, and the book said "Zoė".
     best = min(matches, key=lambda m: (round(m.chaos, 3), -round(m.coherence, 3)))
-    tied = [m for m in matches if round(m.chaos, 3) == round(best.chaos, 3) and round(m.coherence, 3) == round(best.coherence, 3)]
+    clean = [m for m in matches if round(m.chaos, 3) == round(best.chaos, 3)]
     for preferred in _PREFERRED_LEGACY:
-        for match in tied:
-            if match.encoding == preferred:
-                return str(match), match.encoding
+        for match in clean:
+            if preferred == match.encoding or preferred in match.could_be_from_charset:
+                try:
+                    return data.decode(preferred), preferred
+                except UnicodeDecodeError:
+                    continue
     return str(best), best.encoding
 
 
+#: Documents saved in a word processor's own format, by their first bytes, and what they are.
+_DOCUMENT_MAGIC = (
+    (b"PK\x03\x04", "a Word (.docx), OpenDocument (.odt) or other zipped document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Word (.doc) document"),
+    (b"%PDF-", "a PDF"),
+    (b"{\\rtf", "an RTF document"),
+)
+_HTML_START = re.compile(r"\s*(?:<!doctype\s+html|<html[\s>]|<head[\s>]|<body[\s>])", re.IGNORECASE)
+_SAVE_AS_TEXT = "save it as plain text (.txt) and try again"
+
+
+def _refuse_documents(data: bytes, text: str | None, path: Path) -> None:
+    """One clear line for a file that is a document or a book plan rather than a story's text:
+    its markup would otherwise be printed on the pages, or its bytes refused as "not text"."""
+    for magic, what in _DOCUMENT_MAGIC:
+        if data.lstrip(codecs.BOM_UTF8).startswith(magic):
+            raise FairytaleError(f"{path} is {what}, not plain text: {_SAVE_AS_TEXT}")
+    if text is None:
+        return
+    if _HTML_START.match(text):
+        raise FairytaleError(f"{path} is a web page (HTML), not plain text: {_SAVE_AS_TEXT}")
+    if text.lstrip().startswith("{") and '"pages"' in text and '"characters"' in text:
+        raise FairytaleError(
+            f"{path} is a book plan, not a story: paint it with `fairytale render {path} -o book.pdf`"
+        )
+
+
 def _looks_binary(text: str) -> bool:
-    # Control characters other than tab/newline/carriage return/form feed mean binary data.
-    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f")
+    # Control characters other than tab, the line breaks and form feed mean binary data.
+    controls = sum(1 for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\t\n\r\f\v\x85")
     return controls > max(2, len(text) // 200)
+
+
+# Markdown, as stories pasted from a notes app or a chat assistant arrive: the marks are not
+# words of the story and would be printed on the page ("# Ginger", "**tall**").
+_MD_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+([^\n]*)$", re.MULTILINE)
+_MD_RULE = re.compile(r"^[ \t]{0,3}([-*_=])(?:[ \t]*\1){2,}[ \t]*$", re.MULTILINE)
+# Emphasis spans a few words: bounded, so that a line of 100,000 unmatched "_" is read in
+# linear time (unbounded, each mark scanned the rest of the line: minutes for 512 KB).
+_MD_STRONG = re.compile(r"(\*\*|__)(?=\S)(.{1,300}?)(?<=\S)\1")
+_MD_EMPHASIS = re.compile(r"(?<![\w*])([*_])(?=[^\s*_])(.{1,300}?)(?<=[^\s*_])\1(?![\w*])")
+
+
+def _heading_words(line: str) -> str:
+    """A heading line's words without its optional closing hashes ("Chapter 2 ##"). Plain
+    string methods: a regular expression for them backtracked over long runs of spaces."""
+    words = line.rstrip(" \t")
+    unclosed = words.rstrip("#")
+    if unclosed != words and (not unclosed or unclosed[-1] in " \t"):
+        words = unclosed.rstrip(" \t")
+    return words
+
+
+def strip_markdown(text: str) -> str:
+    """``text`` without Markdown marks: a heading is its words as a paragraph of its own,
+    a horizontal rule a paragraph break, ``**strong**`` and ``*emphasis*`` their words.
+
+    >>> strip_markdown("# Ginger\\nShe was **very** tall.\\n\\n---\\n\\n*The end*")
+    'Ginger\\n\\nShe was very tall.\\n\\n\\n\\nThe end'
+    """
+    text = _MD_HEADING.sub(lambda m: f"{_heading_words(m.group(1))}\n", text)
+    text = _MD_RULE.sub("", text)
+    text = _MD_STRONG.sub(r"\2", text)
+    return _MD_EMPHASIS.sub(r"\2", text)
 
 
 def _pretty_stem(path: Path) -> str:
@@ -139,8 +230,45 @@ def split_title(text: str) -> tuple[str | None, str]:
         and rest.strip() != ""
     )
     if is_title:
-        return candidate, rest.strip()
+        # "Title: Ginger the Giraffe", as stories written with a chat assistant begin
+        return re.sub(r"^title\s*:\s*", "", candidate, flags=re.IGNORECASE) or candidate, rest.strip()
     return None, text.strip()
+
+
+#: Line and paragraph breaks other than "\n": old Macs' CR, Unicode's line and paragraph
+#: separators (desktop publishing and some phone apps paste them), NEL and the vertical tab
+#: (Word's manual line break in exported text).
+_LINE_BREAKS = str.maketrans({"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\n", "\u2029": "\n\n"})
+
+
+#: Longer than this, a run of characters without a space is no word a page can print (text is
+#: wrapped at spaces, never cut): a pasted blob, a URL with its tracking, a keyboard held down.
+MAX_WORD_CHARS = 200
+_UNSPACED_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN", "IDEOGRAPHIC")
+_LONG_RUN = re.compile(rf"\S{{{MAX_WORD_CHARS + 1},}}")
+
+
+def _shortened(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _refuse_unbroken_runs(body: str, path: Path) -> None:
+    """One clear line for a "word" no page can print, named by its start. Scripts written
+    without spaces (Chinese, Japanese, Thai…) are not words run together, and are left alone."""
+    for run in _LONG_RUN.finditer(body):
+        sample = run.group()[: MAX_WORD_CHARS]
+        if any(unicodedata.name(ch, "").startswith(_UNSPACED_SCRIPTS) for ch in sample):
+            continue
+        raise FairytaleError(
+            f"{path} has a 'word' of {len(run.group()):,} characters without a space "
+            f"('{_shortened(run.group(), 40)}'): no page can print it; break it up or remove it"
+        )
+
+
+def _only_a_title(body: str) -> bool:
+    """A single short line that ends no sentence: a file saved before its story was written."""
+    line = body.strip()
+    return "\n" not in line and len(line.split()) <= TITLE_MAX_WORDS and not line.endswith(_SENTENCE_ENDS)
 
 
 def read_story(path: Path, title: str | None = None) -> Story:
@@ -158,10 +286,13 @@ def read_story(path: Path, title: str | None = None) -> Story:
         )
     if not data.strip():
         raise FairytaleError(f"{path} is empty")
+    _refuse_documents(data, None, path)
     text, encoding = _decode(data, path)
+    _refuse_documents(data, text, path)
     if _looks_binary(text):
         raise FairytaleError(f"{path} is not a text file (it contains binary data)")
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")).replace("\ufeff", "")
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").translate(_LINE_BREAKS)).replace("\ufeff", "")
+    text = strip_markdown(text)
     if not text.strip():
         raise FairytaleError(f"{path} has no text")
     found_title, body = split_title(text)
@@ -176,6 +307,12 @@ def read_story(path: Path, title: str | None = None) -> Story:
     words = len(body.split())
     if words == 0:
         raise FairytaleError(f"{path} has a title but no story text")
+    if _only_a_title(body):
+        raise FairytaleError(
+            f"{path} holds only a title ('{_shortened(body.strip())}'), no story: write the story below it "
+            "(a one-line story ends with a full stop)"
+        )
+    _refuse_unbroken_runs(body, path)
     if words > MAX_WORDS:
         raise FairytaleError(f"{path} has {words:,} words, too long for a picture book (the limit is {MAX_WORDS:,})")
     return Story(title=title, text=body, source=path, encoding=encoding, sha256=hashlib.sha256(data).hexdigest())

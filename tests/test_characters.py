@@ -138,3 +138,20 @@ def test_overlong_names_are_tagging_slips():
     text = f"{blob} sat. Ginger Ann Lee May Roe ran. Pip laughed."
     cast, _ = cast_of(text, fake_models(names=(blob, "Ginger Ann Lee May Roe", "Pip")))
     assert list(cast) == ["Pip"]  # questions about a 300-letter "name" would crowd out the context
+
+
+def test_a_name_tagged_with_its_noun_is_one_character():
+    # NER tags a title-case "Ginger the Giraffe" as one name: the giraffe inside it was a second
+    # character, drawn beside Ginger on every page.
+    text = "Ginger the Giraffe walked to the river. Ginger ate leaves. Milo, The Little Monkey, waved."
+    cast, _ = cast_of(text, fake_models(names=("Ginger the Giraffe", "Ginger", "Milo, The Little Monkey")))
+    assert list(cast) == ["Ginger", "Milo"]
+    assert cast["Ginger"].kind == "giraffe" and "Ginger the Giraffe" in cast["Ginger"].names
+    assert cast["Milo"].kind == "monkey"
+
+
+def test_a_shouted_name_is_not_the_characters_name():
+    text = "“GINGER!” shouted Milo. Ginger the giraffe turned. Ginger's scarf was red. Ginger smiled."
+    cast, _ = cast_of(text, fake_models(names=("GINGER", "Ginger", "Milo")))
+    assert list(cast) == ["Ginger", "Milo"]  # one character, written as the story mostly writes her
+    assert cast["Ginger"].names >= {"GINGER", "Ginger"} and len(cast["Ginger"].mentions) >= 4

@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from fairytale.pages import split_pages, split_sentences, tidy
+from fairytale.pages import (
+    DEFAULT_WORDS_PER_PAGE,
+    MAX_WORDS_PER_PAGE,
+    Sentence,
+    _is_heading,
+    break_long_sentence,
+    split_pages,
+    split_sentences,
+    tidy,
+)
 from fairytale.story import read_story
 from tests.conftest import STORIES
 
@@ -73,6 +82,60 @@ def test_sizes_follow_the_target_and_respect_paragraphs():
 
 
 def test_a_sentence_longer_than_a_page_is_kept_whole():
-    long = "The " + "very " * 60 + "long sentence ends here."
+    long = "The " + "very " * 20 + "long sentence ends here."  # 25 words: 2.5 pages of 10
     pages = pages_of(f"Short one. {long} Another short one.", 10)
     assert any(" ".join(long.split()) in page for page in pages)
+
+
+def test_a_run_on_sentence_is_broken_into_printable_pages():
+    # A story typed without full stops was one 20,000-word page that no layout can print.
+    text = "Ginger the giraffe walked to the river and " * 2_500 + "she slept."
+    pages = pages_of(text)
+    assert len(pages) > 500 and max(len(p.split()) for p in pages) <= 2 * DEFAULT_WORDS_PER_PAGE
+    assert " ".join(pages).split() == text.split()  # nothing lost, nothing repeated
+    assert all(p.endswith(("river", "slept.")) for p in pages)  # cut before "and", not mid-clause
+
+
+def test_a_quotation_that_never_closes_is_broken_at_its_full_stops():
+    text = "“" + " ".join(f"Ginger the giraffe walked to tree number {i} and ate." for i in range(40))
+    pages = pages_of(text)
+    assert len(pages) > 5 and all(p.endswith("ate.") for p in pages)
+    assert " ".join(pages).split() == text.split()
+
+
+def test_a_long_sentence_breaks_at_a_comma_rather_than_mid_clause():
+    clause = "the little giraffe ran past the tall green trees"  # 9 words
+    text = ", ".join([clause] * 6) + "."
+    pieces = break_long_sentence(Sentence(100, 100 + len(text), 0, text), 20)
+    assert [p.text for p in pieces] == [f"{clause}, {clause},"] * 2 + [f"{clause}, {clause}."]
+    assert all(text[p.start - 100 : p.end - 100] == p.text for p in pieces)  # spans of the story text
+
+
+def test_a_chapter_heading_starts_its_page_not_ends_the_one_before():
+    # "Chapter 4" was left at the foot of a page, its chapter overleaf.
+    rng = random.Random(0)
+    paragraphs = []
+    for chapter in range(1, 8):
+        paragraphs.append(f"Chapter {chapter}")
+        paragraphs += [" ".join(["Ginger walked to the river."] * rng.randint(1, 4)) for _ in range(rng.randint(1, 4))]
+    text = "\n\n".join(paragraphs)
+    pages = pages_of(text)
+    assert " ".join(pages).split() == text.split()
+    assert not any(page.endswith(tuple(f"Chapter {n}" for n in range(1, 8))) for page in pages)
+    assert sum(page.startswith("Chapter") for page in pages) >= 3
+
+
+@pytest.mark.parametrize("heading", ["Chapter 2", "CHAPTER TWO", "Chapter 3: The River", "Part IV", "Prologue", "12"])
+def test_what_counts_as_a_chapter_heading(heading):
+    sentences = split_sentences(f"Ginger was tall.\n\n{heading}\n\nShe ate leaves.")
+    assert [_is_heading(sentences, i) for i in range(3)] == [False, True, False]
+    # …but not a short line of verse, nor a heading-like phrase inside a paragraph
+    assert not any(_is_heading(split_sentences("Twinkle twinkle little star\n\nHow I wonder"), i) for i in range(2))
+    assert not _is_heading(split_sentences("Part one. She ran."), 0)
+
+
+def test_at_the_largest_page_size_a_long_sentence_is_still_broken_to_print():
+    # 3 × 120 words would be kept whole: more than a page prints (about 330 words).
+    text = "Ginger walked to the river and " * 56 + "slept."  # 337 words, one sentence
+    pages = pages_of(text, MAX_WORDS_PER_PAGE)
+    assert len(pages) >= 2 and max(len(p.split()) for p in pages) <= 2 * MAX_WORDS_PER_PAGE

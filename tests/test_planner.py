@@ -98,8 +98,11 @@ def test_hand_edited_plan_is_not_overwritten(tmp_path, tiny_args):
         (bytes(range(256)) * 4, "not a text file"),
         (b"a" * (1024 * 1024), "too long"),
         (b"The sun rose over the hills. The wind blew over the sea.", "No characters found"),
+        (rb"{\rtf1\ansi{\fonttbl\f0 Helvetica;}\f0 Ginger the giraffe was tall.\par}", "is an RTF document"),
+        (b"Ginger the Giraffe\n", "holds only a title"),
+        (b"Ginger ran. " + b"z" * 100_000 + b" She slept.", "without a space"),
     ],
-    ids=["empty", "binary", "1MB", "no-characters"],
+    ids=["empty", "binary", "1MB", "no-characters", "rtf", "title-only", "blob"],
 )
 def test_bad_stories_are_one_line_errors_and_write_nothing(tmp_path, tiny_args, content, message):
     story, out = tmp_path / "story.txt", tmp_path / "plan.json"
@@ -131,9 +134,47 @@ def test_default_models_offline_fail_with_the_fix(tmp_path):
     assert "fairytale models pull" in result.output and "flair/ner-english-fast" in result.output
 
 
-def test_bad_words_per_page():
-    with pytest.raises(FairytaleError, match="at least 5"):
-        plan_story(STORY_FILES[0], words_per_page=2, models=fake_models(), count_tokens=word_count)
+@pytest.mark.parametrize(
+    "text",
+    ["גינג׳ר הג׳ירפה הייתה גבוהה מאוד. היא אכלה עלים.", "长颈鹿金杰很高。她吃树叶。", "Жираф Джинджер была высокой."],
+    ids=["hebrew", "chinese", "russian"],
+)
+def test_a_story_in_another_script_says_the_models_read_english(tmp_path, text):
+    # "a picture book needs someone to draw" puzzled the author of a story full of characters.
+    story = tmp_path / "story.txt"
+    story.write_text(text, encoding="utf-8")
+    with pytest.raises(FairytaleError, match="read English, and this story is mostly in another script"):
+        plan_story(story, models=fake_models(), count_tokens=word_count)
+
+
+def test_an_english_story_without_characters_is_told_what_a_character_is(tmp_path):
+    story = tmp_path / "story.txt"
+    story.write_text("The sun rose over the hills 🌄. The wind blew over the sea, «calme».", encoding="utf-8")
+    with pytest.raises(FairytaleError, match="needs someone to draw"):
+        plan_story(story, models=fake_models(), count_tokens=word_count)
+
+
+@pytest.mark.parametrize("words", [0, 2, 121, 10_000])
+def test_bad_words_per_page(words):
+    # 0 was taken silently as "the default"; 10,000 made pages no layout can print.
+    with pytest.raises(FairytaleError, match=f"between 5 and 120, got {words}"):
+        plan_story(STORY_FILES[0], words_per_page=words, models=fake_models(), count_tokens=word_count)
+
+
+@pytest.mark.parametrize("command", ["plan", "book", "library"])
+@pytest.mark.parametrize("words", ["0", "500"])
+def test_words_per_page_out_of_range_is_one_line_before_any_model(tmp_path, command, words):
+    # No model options: were the value not checked first, the missing default models would be
+    # reported instead (offline), or downloaded for minutes.
+    story = STORY_FILES[0]
+    target = {"plan": ["-o", str(tmp_path / "p.json")], "book": ["-o", str(tmp_path / "b.pdf")]}.get(
+        command, ["--out", str(tmp_path / "books")]
+    )
+    source = str(story.parent) if command == "library" else str(story)
+    result = CliRunner().invoke(app, [command, source, *target, "--words-per-page", words])
+    assert result.exit_code == 1, result.output
+    assert f"--words-per-page must be between 5 and 120, got {words}" in result.output
+    assert "models pull" not in result.output and "Traceback" not in result.output
 
 
 def test_groups_with_the_tiny_models(tmp_path, tiny_args):
@@ -195,3 +236,34 @@ def test_named_order_side_by_side_and_edits():
     mine = {"a": Region(left=0.1, top=0.2, right=0.4, bottom=0.9), "b": Region(left=0.5, top=0, right=1, bottom=1)}
     assert refit_regions(mine, ["a", "c"], {}) == {"a": mine["a"]}
     assert refit_regions(None, ["a", "b"], {}) is None
+
+
+_PLAN_IN_A_FRESH_PROCESS = """
+import sys
+from fairytale.plan import dump_plan
+from fairytale.planner import plan_story
+from tests.conftest import STORIES
+from tests.fakes import fake_models, word_count
+names = ("Ginger", "Milo", "Luna", "Pip", "Tom", "Zoë", "Rosa", "Grandma Rosa", "Finn", "Ann", "Bo", "Cy")
+for story in sorted(STORIES.glob("*.txt")):
+    plan = plan_story(story, models=fake_models(names=names, qa_rules={"Where": "the river"}), count_tokens=word_count, seed=3)
+    sys.stdout.write(dump_plan(plan))
+"""
+
+
+def test_a_plan_depends_on_its_seed_not_on_the_process(tmp_path):
+    # Sets of names and nouns are everywhere in the planner; with another string hash seed an
+    # iteration order must not change a character's name, kind, aliases or a page's cast.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    outputs = []
+    for hash_seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(root)}
+        run = subprocess.run([sys.executable, "-c", _PLAN_IN_A_FRESH_PROCESS], cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        outputs.append(run.stdout)
+    assert outputs[0] == outputs[1] and outputs[0].count('"seed": 3') == len(list(STORIES.glob("*.txt")))

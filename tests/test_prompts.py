@@ -43,3 +43,30 @@ def test_long_page_prompt_fits_77_clip_tokens(clip_count):
     assert prompt.startswith("children's picture book illustration")
     assert "joyful" not in prompt  # the mood went before the main character did
     assert "tall giraffe" in prompt
+
+
+def test_a_long_description_is_trimmed_never_dropped(clip_count):
+    # Three long QA answers made a description longer than the prompt: the main character was
+    # dropped whole, and the page was painted without her.
+    style = "children's picture book illustration, soft watercolor, warm gentle colors"
+    long_looks = ", ".join(["a very tall and very friendly young giraffe with big orange spots"] * 8)
+    assert clip_count(style) + clip_count(long_looks) > MAX_TOKENS
+    parts = page_parts(
+        style=style,
+        main_characters=[long_looks, "a small brown monkey"],
+        other_characters=[],
+        action="drank",
+        setting="the river",
+        time_of_day=None,
+        mood=None,
+    )
+    prompt = fit_prompt(parts, clip_count)
+    assert clip_count(prompt) <= MAX_TOKENS
+    assert prompt.startswith(style + ", a very tall and very friendly young giraffe")  # style whole, then her
+    assert "a small brown monkey" in prompt  # the other main character keeps his place
+
+
+def test_parts_are_trimmed_longest_first_once_only_the_essential_remain():
+    parts = [PromptPart("style words", 100), PromptPart("one two three four five six", 90), PromptPart("mood", 10)]
+    assert fit_prompt(parts, word_count, limit=8) == "style words, one two three four"
+    assert fit_prompt(parts, word_count, limit=3) == "style"  # the style alone left: cut as before

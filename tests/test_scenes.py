@@ -122,3 +122,56 @@ def test_a_much_mentioned_group_leaves_the_main_cast_to_individuals(tmp_path):
     plan = plan_story(story, models=fake_models(names=("Goldilocks",)), count_tokens=word_count, seed=1)
     assert plan.characters[0].id == "three-bears" and not plan.characters[0].main  # most mentioned
     assert plan.character("goldilocks").main  # 3 mentions against the bears' 36: still the heroine
+
+
+class CountedMentions(list):
+    """A character's mentions that count how often they are read through."""
+
+    reads = 0
+
+    def __iter__(self):
+        CountedMentions.reads += 1
+        return super().__iter__()
+
+
+def test_presence_reads_each_characters_mentions_once_not_once_a_page():
+    # Every page scanned every mention of every character: quadratic (a 20,000-word story of 50
+    # names planned in 1.14 s with the models stubbed, 0.40 s now).
+    story = "\n\n".join(f"Ginger met Milo by the mill. She smiled at him. Day {i} ended." for i in range(60))
+    models = fake_models(names=("Ginger", "Milo"))
+    sentences, spans = split_pages(story, 10)
+    members = find_characters(story, sentences, models)
+    for member in members:
+        member.mentions = CountedMentions(member.mentions)
+    CountedMentions.reads = 0
+    scenes = find_scenes(spans, sentences, story, members, set(), models)
+    assert len(scenes) > 50 and all({"ginger", "milo"} <= set(s.characters) for s in scenes)
+    assert CountedMentions.reads <= 4 * len(members)  # not pages × characters
+
+
+def test_grim_answers_are_not_painted():
+    # "cut open the wolf's belly" went from the story into the prompt: the safety checker only
+    # catches nudity, so nothing stopped the picture.
+    story = (
+        "The hunter saw the wolf asleep by the bloody cottage. The hunter took his knife and cut open the wolf's belly.\n\n"
+        "The hunter wore a green coat. The hunter walked home through the dark forest."
+    )
+    qa = {
+        r"Where does this happen": "the bloody cottage",
+        r"What does the hunter do": "cut open the wolf's belly",
+        r"What does the hunter look like": "a tall man with a knife",
+        r"What is the hunter wearing": "a green coat",
+    }
+    models = fake_models(qa_rules=qa)
+    members, scenes, sentences = scenes_of(story, models, words_per_page=10)
+    assert len(scenes) >= 2 and all((s.setting, s.action) == (None, None) for s in scenes)
+    hunter = next(m for m in members if m.name == "the hunter")
+    looks = find_looks(members, sentences, models)[members.index(hunter)]
+    assert looks == {"clothes": "a green coat"}  # the knife is left out, the coat kept
+
+
+def test_ordinary_words_near_grim_ones_are_kept():
+    # "wound" is also the path that wound through the hills
+    models = fake_models(names=("Ginger",), qa_rules={r"Where does this happen": "where the path wound through the hills"})
+    _, scenes, _ = scenes_of("Ginger walked where the path wound through the hills.", models)
+    assert scenes[0].setting == "where the path wound through the hills"

@@ -103,7 +103,7 @@ def library(
     ] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author shown on every cover.")] = None,
     words_per_page: Annotated[
-        int | None, typer.Option("--words-per-page", help="About how many words go on a page.")
+        int | None, typer.Option("--words-per-page", help="About how many words go on a page, 5-120 (default 35).")
     ] = None,
     seed: Annotated[
         int | None,
@@ -154,6 +154,9 @@ def library(
     """
     settings = render_settings(locals())  # first: before any other name is bound here
     from fairytale.library import PlanOptions, make_library
+    from fairytale.pages import check_words_per_page
+
+    check_words_per_page(words_per_page)  # said once, not once a story
 
     plan_options = PlanOptions(
         author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model, qa_model=qa_model,

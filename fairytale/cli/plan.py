@@ -16,7 +16,7 @@ NliOpt = Annotated[str | None, typer.Option("--nli-model", help="NLI model: hub 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Illustration model whose tokenizer measures the prompts: hub id or local path.")]
 TitleOpt = Annotated[str | None, typer.Option("--title", help="Book title (default: a short first line, else the file name).")]
 AuthorOpt = Annotated[str | None, typer.Option("--author", help="Author printed on the cover.")]
-WordsOpt = Annotated[int | None, typer.Option("--words-per-page", min=5, help="Target words under each picture (default 35).")]
+WordsOpt = Annotated[int | None, typer.Option("--words-per-page", help="Target words under each picture, 5-120 (default 35).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", min=0, help="Master seed for the page seeds (recorded in the plan; random if omitted).")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="Device for the language models: cpu, cuda, cuda:1, mps (default: cpu).")]
 
@@ -52,6 +52,9 @@ def plan_command(
 
     if backend not in registry.BACKENDS:
         raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
+    from fairytale.pages import check_words_per_page
+
+    check_words_per_page(words_per_page)
     refuse_overwriting_the_story(story, output)
     # A missing or unreadable story is said before the models are checked (which may mean
     # minutes of downloads, or a missing-model line that hides the real mistake); the read is

@@ -240,7 +240,7 @@ def book(
     nli_model: Annotated[str | None, typer.Option("--nli-model", help="NLI model (kind, mood, presence): hub id or local folder.")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Book title (default: the story's first line if it is short).")] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author shown on the cover.")] = None,
-    words_per_page: Annotated[int | None, typer.Option("--words-per-page", help="About how many words go on a page.")] = None,
+    words_per_page: Annotated[int | None, typer.Option("--words-per-page", help="About how many words go on a page, 5-120 (default 35).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Master seed the page seeds are drawn from.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Plan again even if the book folder has a plan.json (your edits to it are lost).")] = False,
     backend: Backend = "sd14",
@@ -293,6 +293,9 @@ def book(
     from fairytale.render import check_outputs, get_backend, render_book
 
     get_backend(backend)  # an unknown backend fails before minutes of planning
+    from fairytale.pages import check_words_per_page
+
+    check_words_per_page(words_per_page)  # …and so does an impossible page size
     publishing = publish_options(formats, preset, paper, spine_width, rendering=True, facing=facing)
     check_trim(publishing, trim)
     if not story.is_file():
