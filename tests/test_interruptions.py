@@ -1,0 +1,216 @@
+"""Long jobs stopped half-way, as users stop them: Ctrl-C (SIGINT), a killed process (SIGKILL),
+a full disk. Each must keep every finished piece, leave no half-written file, free the book,
+and let the same command go on from where it stopped.
+
+The real-process tests run the CLI through :mod:`tests.interrupt_hook`, which holds the process
+just before (or after) it puts a chosen file in place; the signal is sent once the hook says
+so, never after a sleep.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fairytale.book_lock import book_is_busy
+from fairytale.cli import app
+from fairytale.files import TEMP_MARK
+from tests.library_support import ROOT, cli_env
+from tests.render_support import (  # noqa: F401  (single_torch_thread is an autouse fixture)
+    make_plan,
+    single_torch_thread,
+    write_plan,
+)
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def render_args(plan: Path, pdf: Path, tiny_sd: Path) -> list[str]:
+    return [
+        "render", str(plan), "-o", str(pdf), "--model", str(tiny_sd), "--consistency", "seed",
+        "--steps", "2", "--device", "cpu", "--batch-size", "1",
+    ]  # fmt: skip
+
+
+def temporaries(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if TEMP_MARK in p.name]
+
+
+def finished_records(book_dir: Path) -> list[Path]:
+    return sorted(p for p in (book_dir / "cache").glob("*.json") if not p.name.startswith("."))
+
+
+def counts(stderr: str) -> tuple[int, int]:
+    found = re.search(r"(\d+) painted, (\d+) reused", stderr)
+    assert found, stderr
+    return int(found.group(1)), int(found.group(2))
+
+
+def start_held(
+    args: list[str], tmp_path: Path, *, at: str, nth: int = 1, after: bool = False
+) -> subprocess.Popen:
+    """The CLI in a subprocess, held when it is about to put its ``nth`` file named like ``at``
+    in place (or just after, with ``after``); returns once it is held there."""
+    held = tmp_path / "held"
+    env = cli_env(
+        FAIRYTALE_TEST_BLOCK_AT=at, FAIRYTALE_TEST_BLOCK_NTH=str(nth), FAIRYTALE_TEST_BLOCKED=str(held),
+        FAIRYTALE_TEST_BLOCK_AFTER="1" if after else "0",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "interrupt_hook.py"), *args],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    # Wait for the hook's file (or for the process to end, which is a failure to show).
+    while not held.exists():
+        try:
+            out, err = process.communicate(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
+        pytest.fail(f"the command ended before it was held (exit {process.returncode}): {err[-3000:]}")
+    return process
+
+
+# --------------------------------------------------------------------------- render, in-process
+
+
+def test_ctrl_c_while_painting_says_how_many_pages_are_kept(tiny_sd, tmp_path, monkeypatch):
+    """Ctrl-C after two of four pages: one line saying so, exit 130, the two pictures kept
+    (records and all), no temporary file, the book free; the same command paints the rest."""
+    from fairytale.render.page_store import PageStore
+
+    plan = write_plan(tmp_path, make_plan(4))
+    pdf = tmp_path / "out" / "zoe.pdf"
+    put = PageStore.put
+    calls = []
+
+    def interrupted_on_the_third(self, stored, picture):
+        calls.append(stored.key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return put(self, stored, picture)
+
+    monkeypatch.setattr(PageStore, "put", interrupted_on_the_third)
+    stopped = run(*render_args(plan, pdf, tiny_sd))
+    assert stopped.exit_code == 130, stopped.output
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last == "Stopped: 2 of 4 pages painted and kept; run the same command again to go on.", (
+        stopped.stderr
+    )
+    assert "Traceback" not in stopped.output
+    book = pdf.with_suffix("")
+    assert len(finished_records(book)) == 2 and not temporaries(tmp_path)
+    assert not pdf.exists() and not (book / "manifest.json").exists()
+    assert not book_is_busy(book)
+
+    monkeypatch.setattr(PageStore, "put", put)
+    again = run(*render_args(plan, pdf, tiny_sd))
+    assert again.exit_code == 0, again.output
+    assert counts(again.stderr) == (2, 2)
+
+
+def test_ctrl_c_after_painting_says_the_book_is_not_laid_out(tiny_sd, tmp_path, monkeypatch):
+    import fairytale.render.book as book_module
+
+    plan = write_plan(tmp_path, make_plan(2))
+    pdf = tmp_path / "zoe.pdf"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book_module, "_write_pdf", stop)
+    stopped = run(*render_args(plan, pdf, tiny_sd))
+    assert stopped.exit_code == 130
+    assert "Stopped: all 2 pages are painted and kept, the book is not laid out yet;" in stopped.stderr
+
+
+# --------------------------------------------------------------------------- render, real processes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("at", "nth", "after"),
+    [
+        ("[0-9a-f]*.json", 3, False),  # page 3's picture in place, its record not yet
+        ("[0-9a-f]*.png", 3, False),  # page 3's picture written, not yet in place
+        ("zoe.pdf", 1, False),  # every page painted, the PDF written, not yet in place
+        ("zoe.pdf", 1, True),  # the PDF in place, the manifest not written
+    ],
+    ids=["before-a-record", "before-a-picture", "before-the-pdf", "before-the-manifest"],
+)
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
+def test_a_stopped_render_goes_on_where_it_stopped(tiny_sd, tmp_path, how, at, nth, after):
+    plan = write_plan(tmp_path, make_plan(4))
+    pdf = tmp_path / "out" / "zoe.pdf"
+    book = pdf.with_suffix("")
+    args = render_args(plan, pdf, tiny_sd)
+    process = start_held(args, tmp_path, at=at, nth=nth, after=after)
+    records_then = len(finished_records(book))
+    process.send_signal(how)
+    out, err = process.communicate(timeout=120)
+    if how == signal.SIGINT:
+        assert process.returncode == 130, err[-3000:]
+        assert "Traceback" not in err
+        assert err.strip().splitlines()[-1].startswith("Stopped: "), err[-3000:]
+        assert not temporaries(tmp_path)  # Ctrl-C: cleaned up at once
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert len(finished_records(book)) == records_then  # nothing half-done counts as finished
+    assert not book_is_busy(book)
+    if not after:
+        assert not (book / "manifest.json").exists()
+
+    again = subprocess.run(
+        [sys.executable, "-m", "fairytale", *args], env=cli_env(), cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert counts(again.stderr) == (4 - records_then, records_then)
+    assert not temporaries(tmp_path)  # a killed run's leftovers are gone once their files are written
+    manifest = json.loads((book / "manifest.json").read_text(encoding="utf-8"))
+    assert len(manifest["pages"]) == 4
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+def test_a_full_disk_while_painting_is_one_line_and_keeps_the_cache_consistent(
+    tiny_sd, tmp_path, monkeypatch
+):
+    """The disk fills up as page 2's picture is written: one line naming the file and the
+    cause, page 1 kept, no temporary file, and page 2 painted once there is room again."""
+    from PIL import Image
+
+    plan = write_plan(tmp_path, make_plan(3))
+    pdf = tmp_path / "zoe.pdf"
+    save = Image.Image.save
+    saved = []
+
+    def full_on_the_second(self, fp, *args, **kwargs):
+        if isinstance(fp, Path) and "cache" in fp.parts:
+            saved.append(fp)
+            if len(saved) == 2:
+                Path(fp).write_bytes(b"\x89PNG half")  # some bytes went out before the disk was full
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_on_the_second)
+    full = run(*render_args(plan, pdf, tiny_sd))
+    assert full.exit_code == 1
+    lines = [line for line in full.stderr.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and "No space left on device" in lines[0], full.stderr
+    assert "Traceback" not in full.output
+    assert len(finished_records(pdf.with_suffix(""))) == 1 and not temporaries(tmp_path)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    again = run(*render_args(plan, pdf, tiny_sd))
+    assert again.exit_code == 0, again.output
+    assert counts(again.stderr) == (2, 1)
