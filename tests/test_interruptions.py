@@ -57,10 +57,11 @@ def counts(stderr: str) -> tuple[int, int]:
 
 
 def start_held(
-    args: list[str], tmp_path: Path, *, at: str, nth: int = 1, after: bool = False
+    args: list[str], tmp_path: Path, *, at: str, nth: int = 1, after: bool = False, session: bool = False
 ) -> subprocess.Popen:
     """The CLI in a subprocess, held when it is about to put its ``nth`` file named like ``at``
-    in place (or just after, with ``after``); returns once it is held there."""
+    in place (or just after, with ``after``); returns once it is held there. With ``session``
+    it leads a process group of its own, as a command started in a terminal does."""
     held = tmp_path / "held"
     env = cli_env(
         FAIRYTALE_TEST_BLOCK_AT=at, FAIRYTALE_TEST_BLOCK_NTH=str(nth), FAIRYTALE_TEST_BLOCKED=str(held),
@@ -68,7 +69,7 @@ def start_held(
     )  # fmt: skip
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "interrupt_hook.py"), *args],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=session,
     )  # fmt: skip
     # Wait for the hook's file (or for the process to end, which is a failure to show).
     while not held.exists():
@@ -214,3 +215,73 @@ def test_a_full_disk_while_painting_is_one_line_and_keeps_the_cache_consistent(
     again = run(*render_args(plan, pdf, tiny_sd))
     assert again.exit_code == 0, again.output
     assert counts(again.stderr) == (2, 1)
+
+
+# --------------------------------------------------------------------------- library
+
+
+def running_in_group(group: int) -> list[str]:
+    """The processes of process group ``group`` still running (ended ones waiting to be
+    reaped do not count), as "PID command"."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        state, _, pgrp = text[text.rindex(")") + 2 :].split()[:3]
+        if int(pgrp) == group and state not in ("Z", "X"):
+            found.append(f"{stat.parent.name} {text[: text.rindex(')') + 1]}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("to_group", [True, False], ids=["terminal-ctrl-c", "notebook-interrupt"])
+def test_ctrl_c_stops_the_library_workers_and_a_rerun_goes_on(
+    tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path, to_group
+):
+    """Ctrl-C while two workers make books: the command ends at once with one line (exit 130),
+    no worker is left running, nothing is locked; the same command makes the rest. In a
+    terminal the SIGINT reaches every process of the group; a notebook's interrupt (or
+    ``kill -INT``) reaches the main process only, which then stops the workers itself."""
+    import os
+
+    from fairytale.library import make_library
+    from fairytale.render import RenderSettings
+
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in ("a", "b", "c"):
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(3))  # planned already: the test is about painting
+    args = [
+        "library", str(stories), "--out", str(books), "--workers", "2", "--model", str(tiny_sd),
+        "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
+        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
+    ]  # fmt: skip
+    process = start_held(args, tmp_path, at=f"{books}/b/cache/*.json", session=True)  # b's first picture
+    if to_group:
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        process.send_signal(signal.SIGINT)
+    try:
+        out, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:  # before the fix, a notebook's interrupt waited for every book
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the library went on after Ctrl-C")
+    assert process.returncode == 130, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    stopped = err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"Stopped: \d of 3 books finished .*; run the same command again to go on\.", stopped
+    ), err
+    assert running_in_group(process.pid) == []
+    assert not any(book_is_busy(books / name) for name in ("a", "b", "c"))
+    assert not temporaries(books)
+    finished = int(stopped.split()[1])
+
+    settings = RenderSettings(model=str(tiny_sd), consistency="seed", steps=2, device="cpu", batch_size=1)
+    report = make_library(stories, books, settings, workers=1, progress=False)
+    statuses = sorted(book.status for book in report.books)
+    assert statuses == sorted(["finished"] * finished + ["made"] * (3 - finished)), report.books
