@@ -484,6 +484,8 @@ def _make_here(
 
 # One Workshop per worker process of the local pool, made by its initializer.
 _WORKSHOP: Workshop | None = None
+# The pool's flags, shared by its workers: which of its books a worker has taken in hand.
+_STARTED: Any = None
 
 
 def _end_without_teardown() -> None:
@@ -495,8 +497,10 @@ def _end_without_teardown() -> None:
     os._exit(0)
 
 
-def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any) -> None:
-    global _WORKSHOP
+def _start_worker(
+    settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, started: Any = None
+) -> None:
+    global _WORKSHOP, _STARTED
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until it makes a book (see _make_in_worker)
     atexit.register(_end_without_teardown)  # registered first, so it runs after every other handler
     use_threads(threads)
@@ -511,6 +515,7 @@ def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: 
         if gpus:
             settings = settings.with_(device=f"cuda:{index % gpus}")
     _WORKSHOP = Workshop(settings, plan_options)
+    _STARTED = started
 
 
 def _stop_this_book(signum: int, frame: Any) -> None:
@@ -522,8 +527,10 @@ def _stop_this_book(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _make_in_worker(book: LibraryBook) -> BookOutcome:
+def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
     assert _WORKSHOP is not None, "worker not started"
+    if _STARTED is not None:
+        _STARTED[index] = 1
     signal.signal(signal.SIGINT, _stop_this_book)
     try:
         return _WORKSHOP.make(book)
@@ -542,30 +549,85 @@ def _make_in_pool(
     view: LibraryProgress,
     outcomes: dict[str, BookOutcome],
 ) -> None:
+    """Make ``books`` in ``workers`` processes.
+
+    A worker process that dies (killed, out of memory, a crash in native code) breaks the
+    whole pool, and every book in hand with it. The books no worker had started go on in a
+    fresh pool; those in hand are made again one at a time, so that the book that kills its
+    worker is found and reported failed while the others are made.
+    """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
+    pending: list[LibraryBook] = list(books)
+    suspects: list[LibraryBook] = []  # in hand when a worker died: each made alone
+    while pending or suspects:
+        alone = bool(suspects)
+        batch = suspects if alone else pending
+        made_before = len(outcomes)
+        in_hand, unstarted = _pool_round(
+            batch, 1 if alone else workers, context, counter, settings, plan_options, threads, view, outcomes
+        )
+        if not in_hand and unstarted and len(outcomes) == made_before:
+            # No book was in hand and none was made: the workers die before they take one.
+            _fail(unstarted, "its worker process could not start", view, outcomes)
+            return
+        if alone:
+            _fail(in_hand, "its worker process was killed or crashed while making it", view, outcomes)
+            suspects = unstarted
+        else:
+            suspects, pending = in_hand, unstarted
+
+
+def _fail(books: list[LibraryBook], error: str, view: LibraryProgress, outcomes: dict[str, BookOutcome]) -> None:
+    for book in books:
+        outcome = BookOutcome(book.name, book.pdf, "failed", error=error)
+        outcomes[book.name] = outcome
+        view.done(outcome)
+
+
+def _pool_round(
+    books: list[LibraryBook],
+    workers: int,
+    context: Any,
+    counter: Any,
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    threads: int,
+    view: LibraryProgress,
+    outcomes: dict[str, BookOutcome],
+) -> tuple[list[LibraryBook], list[LibraryBook]]:
+    """Make ``books`` in one pool of ``workers`` processes, recording each outcome. If a worker
+    died, returns the books it broke off: ``(in hand, not started)``, each in story order."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    started = context.Array("b", len(books), lock=False)  # each worker writes its own books' flags
+    broken: list[int] = []
     with ProcessPoolExecutor(
         max_workers=min(workers, len(books)),
         mp_context=context,
         initializer=_start_worker,
-        initargs=(settings, plan_options, threads, counter),
+        initargs=(settings, plan_options, threads, counter, started),
     ) as pool, _stopped_with(pool):
         with _ctrl_c_ignored_by_new_processes():  # the workers start here
-            futures = {pool.submit(_make_in_worker, book): book for book in books}
+            futures = {pool.submit(_make_in_worker, book, index): index for index, book in enumerate(books)}
         for future in as_completed(futures):
-            book = futures[future]
+            index = futures[future]
+            book = books[index]
             try:
                 outcome = future.result()
-            except Exception as exc:  # the worker process itself died
-                outcome = BookOutcome(
-                    book.name, book.pdf, "failed", error=f"its worker process stopped ({describe_error(exc)})"
-                )
+            except BrokenProcessPool:
+                broken.append(index)
+                continue
+            except Exception as exc:  # the outcome could not come back from the worker
+                outcome = BookOutcome(book.name, book.pdf, "failed", error=describe_error(exc))
             outcomes[book.name] = outcome
             view.done(outcome)
+    broken.sort()
+    return [books[i] for i in broken if started[i]], [books[i] for i in broken if not started[i]]
 
 
 @contextlib.contextmanager

@@ -8,7 +8,9 @@ writes) wrapped: when the file it is about to put in place matches ``FAIRYTALE_T
 ``FAIRYTALE_TEST_BLOCKED`` (the test waits for it) and then waits for a signal, with the
 finished temporary file not yet renamed. The test then sends SIGINT or SIGKILL: the process is
 stopped exactly there, never by timing. ``FAIRYTALE_TEST_BLOCK_AFTER=1`` blocks just after the
-rename instead (the file is in place, what follows it is not done yet). Run as a script, the
+rename instead (the file is in place, what follows it is not done yet);
+``FAIRYTALE_TEST_BLOCK_KILL=1`` makes the process kill itself there (SIGKILL), as a crash or
+the out-of-memory killer would. Run as a script, the
 hook is in the worker processes of ``fairytale library --workers N`` too (a spawned worker
 imports the main script again), each counting its own files.
 """
@@ -27,11 +29,14 @@ _pattern = os.environ.get("FAIRYTALE_TEST_BLOCK_AT", "")
 _nth = int(os.environ.get("FAIRYTALE_TEST_BLOCK_NTH", "1"))
 _after = os.environ.get("FAIRYTALE_TEST_BLOCK_AFTER") == "1"
 _blocked = os.environ.get("FAIRYTALE_TEST_BLOCKED", "")
+_kill = os.environ.get("FAIRYTALE_TEST_BLOCK_KILL") == "1"
 _seen = 0
 _move_into_place = files._move_into_place
 
 
 def _block(target: Path) -> None:
+    if _kill:  # a crash: no clean-up of any kind
+        os.kill(os.getpid(), signal.SIGKILL)
     Path(_blocked).write_text(f"{target}\n", encoding="utf-8")
     while True:
         signal.pause()  # a signal's handler (SIGINT: KeyboardInterrupt) ends the wait

@@ -285,3 +285,67 @@ def test_ctrl_c_stops_the_library_workers_and_a_rerun_goes_on(
     report = make_library(stories, books, settings, workers=1, progress=False)
     statuses = sorted(book.status for book in report.books)
     assert statuses == sorted(["finished"] * finished + ["made"] * (3 - finished)), report.books
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_ctrl_c_mid_export_leaves_the_previous_export_as_it_was(tmp_path, monkeypatch):
+    """Ctrl-C while the KDP cover is drawn (the EPUB and the interior already made): the
+    previous export's EPUB, interior, cover and preflight report are as they were, and no
+    temporary file is left."""
+    import fairytale.publish.book_export as book_export
+    from tests.publish_support import fake_book
+
+    book = fake_book(tmp_path)
+    first = run("export", book, "--format", "epub", "--preset", "kdp", "--quiet")
+    assert first.exit_code == 0, first.output
+    made = {
+        p: p.read_bytes()
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p.suffix in (".epub", ".pdf", ".txt")
+    }
+    assert len(made) == 4, sorted(made)
+
+    def interrupted(path, *args, **kwargs):
+        Path(path).write_bytes(b"%PDF-1.4 half a cover")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(book_export, "write_cover_pdf", interrupted)
+    stopped = run("export", book, "--format", "epub", "--preset", "kdp", "--quiet")
+    assert stopped.exit_code == 130
+    assert stopped.stderr.strip().startswith("Stopped: ") and "Traceback" not in stopped.output
+    assert {p: p.read_bytes() for p in made} == made
+    assert not temporaries(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_making_one_book_fails_that_book_only(
+    tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path
+):
+    """The worker making book b dies (SIGKILL, as the out-of-memory killer does) every time
+    it paints b's first picture: b is reported failed, a and c are made all the same (a dead
+    worker breaks the whole process pool, and every book in hand with it)."""
+    from fairytale.files import sha256_file
+
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in ("a", "b", "c"):
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(3))
+    args = [
+        str(ROOT / "tests" / "interrupt_hook.py"), "library", str(stories), "--out", str(books), "--workers", "2",
+        "--model", str(tiny_sd), "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
+        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
+    ]  # fmt: skip
+    env = cli_env(FAIRYTALE_TEST_BLOCK_AT=f"{books}/b/cache/*.json", FAIRYTALE_TEST_BLOCK_KILL="1")
+    done = subprocess.run(
+        [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    # (a worker killed with semaphores of its own makes Python's resource tracker warn after this)
+    assert "\nError: 1 of 3 stories failed: b\n" in done.stderr, done.stderr[-3000:]
+    assert "failed: its worker process was killed or crashed while making it" in done.stderr
+    assert (books / "a.pdf").is_file() and (books / "c.pdf").is_file() and not (books / "b.pdf").exists()
+    assert not any(book_is_busy(books / name) for name in ("a", "b", "c"))
+    assert sha256_file(books / "a.pdf")  # a whole file, not a torn one
