@@ -349,3 +349,49 @@ def test_a_worker_killed_while_making_one_book_fails_that_book_only(
     assert (books / "a.pdf").is_file() and (books / "c.pdf").is_file() and not (books / "b.pdf").exists()
     assert not any(book_is_busy(books / name) for name in ("a", "b", "c"))
     assert sha256_file(books / "a.pdf")  # a whole file, not a torn one
+
+
+# --------------------------------------------------------------------------- train
+
+
+def test_ctrl_c_while_training_keeps_the_checkpoint_and_says_to_resume(tmp_path, tiny_sd, monkeypatch):
+    """Ctrl-C right after the step-2 checkpoint: "Stopped:" (not an error), exit 130, the
+    checkpoint named with `--resume`; the same command with it ends the run from step 2, with
+    the token an uninterrupted run makes."""
+    import torch
+
+    from fairytale.embeddings import read_embedding
+    from tests.training_fixtures import character_folder
+    from training import checkpoint as ckpt
+
+    pictures = character_folder(tmp_path / "pictures")
+    fast = ["--steps", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--checkpoint-every", "2"]
+
+    def train(output: Path, *extra: str):
+        return run("train", "character", "--data", pictures, "--token", "<creature>", "--init", "cat",
+                   "--model", tiny_sd, *fast, "-o", output, *extra)  # fmt: skip
+
+    straight = train(tmp_path / "straight.safetensors")
+    assert straight.exit_code == 0, straight.output
+
+    save = ckpt.save_checkpoint
+
+    def stopped_after_saving(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", stopped_after_saving)
+    output = tmp_path / "creature.safetensors"
+    stopped = train(output)
+    assert stopped.exit_code == 130, stopped.output
+    line = " ".join(stopped.stderr.split())
+    assert line.endswith("is kept; add --resume to the same command to go on."), stopped.stderr
+    assert "Stopped: the last checkpoint (" in line and "step-000002" in line
+    assert "Error" not in stopped.output and "Traceback" not in stopped.output
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    resumed = train(output, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert torch.equal(
+        read_embedding(output).vectors, read_embedding(tmp_path / "straight.safetensors").vectors
+    )

@@ -87,9 +87,10 @@ def user_errors(func: F) -> F:
         except KeyboardInterrupt as exc:
             # Ctrl-C: every finished file is in place (they are written atomically), so one
             # line says what is kept and how to go on, with the shell's code for SIGINT.
-            kept = exc.kept if isinstance(exc, Interrupted) else "finished work is kept"
+            if not isinstance(exc, Interrupted):
+                exc = Interrupted("finished work is kept")
             stderr().print(
-                f"[yellow]Stopped:[/] {escape(kept)}; run the same command again to go on.",
+                f"[yellow]Stopped:[/] {escape(exc.kept)}; {escape(exc.go_on)}.",
                 highlight=False,
                 soft_wrap=True,
             )
