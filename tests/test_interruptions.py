@@ -395,3 +395,28 @@ def test_ctrl_c_while_training_keeps_the_checkpoint_and_says_to_resume(tmp_path,
     assert torch.equal(
         read_embedding(output).vectors, read_embedding(tmp_path / "straight.safetensors").vectors
     )
+
+
+def test_a_full_disk_while_a_checkpoint_is_finished_is_one_line(tmp_path, monkeypatch):
+    """The disk fills up just as a checkpoint is marked complete: a FairytaleError naming the
+    file (one line in the CLI, not a traceback), and the checkpoint does not count as complete."""
+    from fairytale.errors import FairytaleError
+    from training import checkpoint as ckpt
+
+    write_bytes, write_text = Path.write_bytes, Path.write_text
+
+    def full(method):
+        def write(self, data, *args, **kwargs):
+            if self.name.startswith((ckpt.COMPLETE, f".{ckpt.COMPLETE}")):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return method(self, data, *args, **kwargs)
+
+        return write
+
+    monkeypatch.setattr(Path, "write_bytes", full(write_bytes))
+    monkeypatch.setattr(Path, "write_text", full(write_text))
+    with pytest.raises(FairytaleError, match="No space left on device"):
+        ckpt.save_checkpoint(
+            tmp_path, 2, {"step": 2}, {"data": None}, rank=0, is_main=True, barrier=lambda: None
+        )
+    assert ckpt.latest_checkpoint(tmp_path) is None and not temporaries(tmp_path)
