@@ -420,3 +420,51 @@ def test_a_full_disk_while_a_checkpoint_is_finished_is_one_line(tmp_path, monkey
             tmp_path, 2, {"step": 2}, {"data": None}, rank=0, is_main=True, barrier=lambda: None
         )
     assert ckpt.latest_checkpoint(tmp_path) is None and not temporaries(tmp_path)
+
+
+def test_leftovers_of_killed_runs_are_removed_even_when_their_names_never_come_back(tiny_sd, tmp_path):
+    """A run killed while writing the picture of a page that was then edited (so its key, and
+    the file name, never come back) left a temporary file: the next render removes it, and
+    keeps a live writer's and the user's own hidden files."""
+    import os
+
+    from fairytale.render import render_book
+    from tests.render_support import tiny_settings
+
+    plan = write_plan(tmp_path, make_plan(1))
+    pdf = tmp_path / "zoe.pdf"
+    book = pdf.with_suffix("")
+    dead = 999999999
+    leftovers = [
+        book / "cache" / f".0123abcd.png{TEMP_MARK}{dead}-x.png",
+        book / "pages" / f".page-09.png{TEMP_MARK}{dead}-y.png",
+        book / "print" / f".0123abcd.jpg{TEMP_MARK}{dead}-z.jpg",
+    ]
+    kept = [book / "cache" / f".0123abcd.png{TEMP_MARK}{os.getpid()}-live.png", book / "cache" / ".notes"]
+    for path in leftovers + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    render_book(plan, pdf, tiny_settings(tiny_sd), progress=False)
+    assert not any(path.exists() for path in leftovers)
+    assert all(path.exists() for path in kept)
+
+
+def test_ctrl_c_while_planning_a_book_says_nothing_was_written(tiny_sd, tmp_path, monkeypatch):
+    import types
+
+    def plan_story(story_path, **options):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "fairytale.planner", types.SimpleNamespace(plan_story=plan_story))
+    monkeypatch.setattr("fairytale.model_check.plan_needs", lambda *args, **kwargs: [])
+    story = tmp_path / "ginger.txt"
+    story.write_text("Ginger the Giraffe\n\nGinger was tall.\n", encoding="utf-8")
+    args = ["book", story, "-o", tmp_path / "out" / "ginger.pdf", "--model", tiny_sd, "--consistency", "seed"]
+    stopped = run(*args)
+    assert stopped.exit_code == 130
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert (
+        last
+        == "Stopped: the story was not planned yet, nothing was written; run the same command again to go on."
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["ginger.txt"]

@@ -30,7 +30,7 @@ from fairytale import __version__
 from fairytale.book_lock import book_lock
 from fairytale.embeddings import LearnedEmbedding
 from fairytale.errors import FairytaleError, Interrupted
-from fairytale.files import can_create_files_in, check_output_path, ensure_dir
+from fairytale.files import can_create_files_in, check_output_path, ensure_dir, remove_stale_temporaries_in
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, save_plan
 from fairytale.render import drafts
@@ -210,6 +210,8 @@ def render_book(
             _paint_missing_references(job, session, reporter, team)
             # 4. what is cached and what must be painted (drafts where a draft run has no picture)
             store = PageStore(job.book_dir)
+            store.remove_leftovers()  # of killed runs (live writers of a team keep theirs)
+            remove_stale_temporaries_in(job.book_dir / "print")  # print pictures are named by hash too
             stored, jobs = _look_up_cache(job, store)
             # 5. paint what is missing (in a team, this process's share), the model loaded only now
             report = _paint_missing(job, session, jobs, store, reporter, team, on_preview, preview_every)
