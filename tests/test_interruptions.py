@@ -468,3 +468,31 @@ def test_ctrl_c_while_planning_a_book_says_nothing_was_written(tiny_sd, tmp_path
         == "Stopped: the story was not planned yet, nothing was written; run the same command again to go on."
     )
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["ginger.txt"]
+
+
+def test_ctrl_c_in_a_one_process_library_counts_books_not_pages(tiny_sd, tmp_path, monkeypatch):
+    """`fairytale library` without workers stops on Ctrl-C inside a book's render: the line
+    counts the library's books (a finished one stays finished), not that book's pages."""
+    from fairytale.errors import Interrupted
+    from fairytale.library import make_library
+    from fairytale.render import RenderSettings
+    from fairytale.render.page_store import PageStore
+
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in ("a", "b"):
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(2))
+    settings = RenderSettings(model=str(tiny_sd), consistency="seed", steps=2, device="cpu", batch_size=1)
+    put = PageStore.put
+
+    def stop_in_b(self, stored, picture):
+        if self.book_dir.name == "b":
+            raise KeyboardInterrupt
+        return put(self, stored, picture)
+
+    monkeypatch.setattr(PageStore, "put", stop_in_b)
+    with pytest.raises(Interrupted) as stopped:
+        make_library(stories, books, settings, workers=1, progress=False)
+    assert stopped.value.kept == "1 of 2 books finished (the others keep the pictures they had painted)"
+    assert not book_is_busy(books / "b")
