@@ -581,7 +581,9 @@ def _make_in_pool(
             suspects, pending = in_hand, unstarted
 
 
-def _fail(books: list[LibraryBook], error: str, view: LibraryProgress, outcomes: dict[str, BookOutcome]) -> None:
+def _fail(
+    books: list[LibraryBook], error: str, view: LibraryProgress, outcomes: dict[str, BookOutcome]
+) -> None:
     for book in books:
         outcome = BookOutcome(book.name, book.pdf, "failed", error=error)
         outcomes[book.name] = outcome
@@ -606,12 +608,15 @@ def _pool_round(
 
     started = context.Array("b", len(books), lock=False)  # each worker writes its own books' flags
     broken: list[int] = []
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(books)),
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(settings, plan_options, threads, counter, started),
-    ) as pool, _stopped_with(pool):
+    with (
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(books)),
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(settings, plan_options, threads, counter, started),
+        ) as pool,
+        _stopped_with(pool),
+    ):
         with _ctrl_c_ignored_by_new_processes():  # the workers start here
             futures = {pool.submit(_make_in_worker, book, index): index for index, book in enumerate(books)}
         for future in as_completed(futures):
