@@ -24,3 +24,18 @@ class ModelUnavailableError(FairytaleError):
 
 class PlanError(FairytaleError):
     """A book plan file is missing, malformed, of another version, or inconsistent."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a long job after it had put its finished work in place.
+
+    ``kept`` says what is kept, in a few words ("2 of 6 pages painted and kept"), and ``go_on``
+    how to go on; the CLI prints them as one line with exit code 130. It stays a
+    :class:`KeyboardInterrupt`, so code that stops on one (a notebook, a ``finally``) stops on
+    it too.
+    """
+
+    def __init__(self, kept: str, go_on: str = "run the same command again to go on") -> None:
+        super().__init__(kept, go_on)
+        self.kept = kept
+        self.go_on = go_on

@@ -176,6 +176,29 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     return removed
 
 
+def remove_stale_temporaries_in(folder: Path) -> list[Path]:
+    """Remove the temporary files that killed writers left in ``folder`` (not below it), for
+    any target: files named by :func:`atomic_path` whose writing process is no longer running.
+
+    :func:`atomic_path` only clears the leftovers of the file it writes; a folder whose files
+    are named by what made them (a picture cache) may never write that name again. Returns the
+    files removed.
+    """
+    pattern = re.compile(r"\A\..+" + re.escape(TEMP_MARK) + r"(\d+)-[^/]*\Z")
+    removed = []
+    try:
+        candidates = list(Path(folder).glob(f".*{TEMP_MARK}*"))
+    except OSError:
+        return removed
+    for candidate in candidates:
+        match = pattern.match(candidate.name)
+        if match and candidate.is_file() and not process_running(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+                removed.append(candidate)
+    return removed
+
+
 def glob_escape(name: str) -> str:
     """``name`` with glob's special characters made literal."""
     return re.sub(r"([*?\[])", r"[\1]", name)

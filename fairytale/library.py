@@ -22,17 +22,19 @@ through three stages: **plan** (the story read by the language models, ``plan.js
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fairytale.book_lock import book_lock
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, Interrupted
 from fairytale.files import can_create_files_in, ensure_dir, sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -397,6 +399,32 @@ def make_library(
             outcomes[book.name] = finished_outcome(book)
         else:
             todo.append(book)
+    try:
+        where = _make(todo, books, settings, plan_options, workers, threads, ray_address, painters, stage_timeout,
+                      split_stages, progress, outcomes)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C: what is finished stays finished; the same command goes on
+        finished = sum(is_finished(book, settings) for book in books)
+        raise Interrupted(
+            f"{finished} of {len(books)} books finished (the others keep the pictures they had painted)"
+        ) from None
+    return LibraryReport([outcomes[b.name] for b in books], time.perf_counter() - started, where)
+
+
+def _make(
+    todo: list[LibraryBook],
+    books: list[LibraryBook],
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    workers: int,
+    threads: int | None,
+    ray_address: str | None,
+    painters: int | None,
+    stage_timeout: float | None,
+    split_stages: bool | None,
+    progress: bool,
+    outcomes: dict[str, BookOutcome],
+) -> str:
+    """Make the books of ``todo`` where :func:`make_library` was told to; returns where."""
     with LibraryProgress(len(books), show=progress) as view:
         for outcome in outcomes.values():
             view.done(outcome)
@@ -420,7 +448,7 @@ def make_library(
         else:
             where = f"{workers} worker processes"
             _make_in_pool(todo, settings, plan_options, workers, threads, view, outcomes)
-    return LibraryReport([outcomes[b.name] for b in books], time.perf_counter() - started, where)
+    return where
 
 
 def use_threads(threads: int | None) -> None:
@@ -456,6 +484,8 @@ def _make_here(
 
 # One Workshop per worker process of the local pool, made by its initializer.
 _WORKSHOP: Workshop | None = None
+# The pool's flags, shared by its workers: which of its books a worker has taken in hand.
+_STARTED: Any = None
 
 
 def _end_without_teardown() -> None:
@@ -467,8 +497,11 @@ def _end_without_teardown() -> None:
     os._exit(0)
 
 
-def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any) -> None:
-    global _WORKSHOP
+def _start_worker(
+    settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, started: Any = None
+) -> None:
+    global _WORKSHOP, _STARTED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until it makes a book (see _make_in_worker)
     atexit.register(_end_without_teardown)  # registered first, so it runs after every other handler
     use_threads(threads)
     with counter.get_lock():
@@ -482,11 +515,29 @@ def _start_worker(settings: RenderSettings, plan_options: PlanOptions, threads: 
         if gpus:
             settings = settings.with_(device=f"cuda:{index % gpus}")
     _WORKSHOP = Workshop(settings, plan_options)
+    _STARTED = started
 
 
-def _make_in_worker(book: LibraryBook) -> BookOutcome:
+def _stop_this_book(signum: int, frame: Any) -> None:
+    """A worker's SIGINT handler while it makes a book: the book stops as `fairytale book`
+    stops on Ctrl-C (finished pictures kept, its lock freed). Further SIGINTs are ignored, so
+    that clean-up runs undisturbed (a terminal's Ctrl-C reaches the worker, and the library
+    passes it on too)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
     assert _WORKSHOP is not None, "worker not started"
-    return _WORKSHOP.make(book)
+    if _STARTED is not None:
+        _STARTED[index] = 1
+    signal.signal(signal.SIGINT, _stop_this_book)
+    try:
+        return _WORKSHOP.make(book)
+    finally:
+        # Between books a worker only waits for the next one: a Ctrl-C then ends nothing half
+        # done, and the pool's shutdown ends the worker (without a traceback on the terminal).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _make_in_pool(
@@ -498,26 +549,133 @@ def _make_in_pool(
     view: LibraryProgress,
     outcomes: dict[str, BookOutcome],
 ) -> None:
+    """Make ``books`` in ``workers`` processes.
+
+    A worker process that dies (killed, out of memory, a crash in native code) breaks the
+    whole pool, and every book in hand with it. The books no worker had started go on in a
+    fresh pool; those in hand are made again one at a time, so that the book that kills its
+    worker is found and reported failed while the others are made.
+    """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch and fork do not mix
     counter = context.Value("i", 0)
-    with ProcessPoolExecutor(
-        max_workers=min(workers, len(books)),
-        mp_context=context,
-        initializer=_start_worker,
-        initargs=(settings, plan_options, threads, counter),
-    ) as pool:
-        futures = {pool.submit(_make_in_worker, book): book for book in books}
+    pending: list[LibraryBook] = list(books)
+    suspects: list[LibraryBook] = []  # in hand when a worker died: each made alone
+    while pending or suspects:
+        alone = bool(suspects)
+        batch = suspects if alone else pending
+        made_before = len(outcomes)
+        in_hand, unstarted = _pool_round(
+            batch, 1 if alone else workers, context, counter, settings, plan_options, threads, view, outcomes
+        )
+        if not in_hand and unstarted and len(outcomes) == made_before:
+            # No book was in hand and none was made: the workers die before they take one.
+            _fail(unstarted, "its worker process could not start", view, outcomes)
+            return
+        if alone:
+            _fail(in_hand, "its worker process was killed or crashed while making it", view, outcomes)
+            suspects = unstarted
+        else:
+            suspects, pending = in_hand, unstarted
+
+
+def _fail(
+    books: list[LibraryBook], error: str, view: LibraryProgress, outcomes: dict[str, BookOutcome]
+) -> None:
+    for book in books:
+        outcome = BookOutcome(book.name, book.pdf, "failed", error=error)
+        outcomes[book.name] = outcome
+        view.done(outcome)
+
+
+def _pool_round(
+    books: list[LibraryBook],
+    workers: int,
+    context: Any,
+    counter: Any,
+    settings: RenderSettings,
+    plan_options: PlanOptions,
+    threads: int,
+    view: LibraryProgress,
+    outcomes: dict[str, BookOutcome],
+) -> tuple[list[LibraryBook], list[LibraryBook]]:
+    """Make ``books`` in one pool of ``workers`` processes, recording each outcome. If a worker
+    died, returns the books it broke off: ``(in hand, not started)``, each in story order."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    started = context.Array("b", len(books), lock=False)  # each worker writes its own books' flags
+    broken: list[int] = []
+    with (
+        ProcessPoolExecutor(
+            max_workers=min(workers, len(books)),
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(settings, plan_options, threads, counter, started),
+        ) as pool,
+        _stopped_with(pool),
+    ):
+        with _ctrl_c_ignored_by_new_processes():  # the workers start here
+            futures = {pool.submit(_make_in_worker, book, index): index for index, book in enumerate(books)}
         for future in as_completed(futures):
-            book = futures[future]
+            index = futures[future]
+            book = books[index]
             try:
                 outcome = future.result()
-            except Exception as exc:  # the worker process itself died
-                outcome = BookOutcome(
-                    book.name, book.pdf, "failed", error=f"its worker process stopped ({describe_error(exc)})"
-                )
+            except BrokenProcessPool:
+                broken.append(index)
+                continue
+            except Exception as exc:  # the outcome could not come back from the worker
+                outcome = BookOutcome(book.name, book.pdf, "failed", error=describe_error(exc))
             outcomes[book.name] = outcome
             view.done(outcome)
+    broken.sort()
+    return [books[i] for i in broken if started[i]], [books[i] for i in broken if not started[i]]
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored_by_new_processes() -> Iterator[None]:
+    """Processes started in the block begin with SIGINT ignored (a process inherits that), so
+    a Ctrl-C while a worker is still starting up prints no traceback from it; the worker
+    listens again while it makes a book (:func:`_make_in_worker`). This process ignores a
+    Ctrl-C only for the moment the block takes (it only starts processes)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread handles signals
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _stopped_with(pool: Any) -> Iterator[None]:
+    """On Ctrl-C in the block: start no other book, stop the workers' books as Ctrl-C stops
+    `fairytale book`, and return once every worker has ended (no process is left running).
+
+    A terminal's Ctrl-C reaches the workers as well; a notebook's interrupt or ``kill -INT``
+    reaches this process only, so it is passed on to them. A second Ctrl-C while they stop
+    kills them: every file is written atomically, so that loses nothing finished.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        # The executor has no public list of its processes; they are alive until shut down.
+        workers = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            for worker in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGINT)
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:
+            for worker in workers:
+                worker.kill()
+                worker.join()
+        raise

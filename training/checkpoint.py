@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fairytale.errors import FairytaleError
-from fairytale.files import atomic_path, ensure_dir
+from fairytale.files import atomic_path, atomic_write_text, ensure_dir
 
 KEEP = 2
 COMPLETE = "complete"
@@ -126,7 +126,8 @@ def save_checkpoint(
         _save(state, target / "state.pt")
     barrier()
     if is_main:
-        (target / COMPLETE).write_text(f"{step}\n", encoding="utf-8")
+        # atomic too: a full disk is then one line, and a torn mark never counts
+        atomic_write_text(target / COMPLETE, f"{step}\n")
         for _, old in completed_checkpoints(folder)[:-KEEP]:
             shutil.rmtree(old, ignore_errors=True)
     barrier()

@@ -14,7 +14,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from fairytale import __version__
-from fairytale.errors import FairytaleError
+from fairytale.errors import FairytaleError, Interrupted
 
 
 @contextlib.contextmanager
@@ -84,8 +84,16 @@ def user_errors(func: F) -> F:
             # The message quotes the user's own text (file names, tokens, titles): never markup.
             stderr().print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=exc.exit_code) from None
-        except KeyboardInterrupt:
-            stderr().print("[yellow]Interrupted.[/] Finished work is kept; run the same command again to resume.")
+        except KeyboardInterrupt as exc:
+            # Ctrl-C: every finished file is in place (they are written atomically), so one
+            # line says what is kept and how to go on, with the shell's code for SIGINT.
+            if not isinstance(exc, Interrupted):
+                exc = Interrupted("finished work is kept")
+            stderr().print(
+                f"[yellow]Stopped:[/] {escape(exc.kept)}; {escape(exc.go_on)}.",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(code=130) from None
         finally:
             # The up-front model check puts the process in cache-only mode for the command's

@@ -333,10 +333,15 @@ def book(
             raise FairytaleError(f"The story planner is not available in this installation ({exc})") from None
         if not quiet:
             console.print("[dim]Planning the book: pages, characters, scenes, prompts…[/]")
-        plan = plan_story(
-            story, title=title, author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model,
-            qa_model=qa_model, nli_model=nli_model, model=model, backend=backend, device=device,
-        )
+        try:
+            plan = plan_story(
+                story, title=title, author=author, words_per_page=words_per_page, seed=seed, ner_model=ner_model,
+                qa_model=qa_model, nli_model=nli_model, model=model, backend=backend, device=device,
+            )
+        except KeyboardInterrupt:
+            from fairytale.errors import Interrupted
+
+            raise Interrupted("the story was not planned yet, nothing was written") from None
         ensure_dir(book_dir)
         save_plan(plan, plan_file)
     result = render_book(plan_file, pdf, settings, progress=not quiet)

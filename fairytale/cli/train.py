@@ -257,10 +257,20 @@ def _command(kind: str, summary: str):
 
         config.check_pictures(len(find_training_images(data)))
         ensure(train_needs(backend.value, model, safety_model, validation_prompt is not None), console)
+        from training.textual_inversion import TrainingInterrupted
+
         try:
             result = train(config, console=console)
         except FollowerError:  # under accelerate launch: the main process has said what went wrong
             raise typer.Exit(code=1) from None
+        except TrainingInterrupted:  # Ctrl-C: said as every command says it, not as an error
+            from fairytale.errors import Interrupted
+            from training.checkpoint import checkpoint_dir_for, latest_checkpoint
+
+            last = latest_checkpoint(config.checkpoint_dir or checkpoint_dir_for(config.output))
+            if last is None:
+                raise Interrupted("no checkpoint had been written yet", "run the same command again to start over") from None
+            raise Interrupted(f"the last checkpoint ({last}) is kept", "add --resume to the same command to go on") from None
         if result.written:  # the main process of a multi-GPU run
             from rich.table import Table
 

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 from fairytale import __version__
 from fairytale.book_lock import book_lock
 from fairytale.embeddings import LearnedEmbedding
-from fairytale.errors import FairytaleError
-from fairytale.files import can_create_files_in, check_output_path, ensure_dir
+from fairytale.errors import FairytaleError, Interrupted
+from fairytale.files import can_create_files_in, check_output_path, ensure_dir, remove_stale_temporaries_in
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
 from fairytale.plan import BookPlan, load_plan, save_plan
 from fairytale.render import drafts
@@ -191,43 +191,56 @@ def render_book(
     team = current_team()
     settings = team.place(settings or RenderSettings())
     reporter = _progress(progress if team.is_main else False)
-    with reporter, contextlib.ExitStack() as held:
-        # 1. check everything that can be checked before painting; nothing is written yet
-        job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator, on_preview, preview_every)
-        team.lead(lambda: held.enter_context(book_lock(job.book_dir)))  # one job per book (a team's: process 0)
-        session = held.enter_context(
-            IllustratorSession(job.backend, reporter, given=illustrator, embeddings=job.embeddings)
-        )
-        # 2. new seeds for the pages to repaint (written to the plan once they are painted)
-        new_seeds = _choose_new_seeds(job, seed)
-        # 3. reference portraits the pages are painted from: painted once, recorded in the plan
-        _paint_missing_references(job, session, reporter, team)
-        # 4. what is cached and what must be painted (drafts where a draft run has no picture)
-        store = PageStore(job.book_dir)
-        stored, jobs = _look_up_cache(job, store)
-        # 5. paint what is missing (in a team, this process's share), the model loaded only now
-        report = _paint_missing(job, session, jobs, store, reporter, team, on_preview, preview_every)
-        stored.update(report.stored)
-        # 6. the plan records the seeds of repainted pages (process 0); the others stop here
-        if not team.is_main:
-            return _painted_only(job, report.mine, started, report, session.device_plan, settings)
-        if new_seeds:
-            _record_new_seeds(job, new_seeds)
-        if not lay_out:
-            return _painted_only(job, jobs, started, report, session.device_plan, settings, new_seeds)
-        # 7. page files (placeholders drawn for pages that have one)
-        page_files = _page_files(job, store, stored)
-        # 8. --print: upscale (the painting model is freed first: one big model on the GPU)
-        print_files = _upscale(job, session, page_files, stored, reporter)
-        session.release()
-        # 9. the PDF
-        reporter.stage("Writing the PDF…")
-        pdf_report, cover = _write_pdf(job, page_files, print_files)
-        # 10. the manifest, last
-        painted_now = {j.request.page for j in jobs}
-        manifest_pages, manifest_path = _write_manifest(
-            job, stored, page_files, print_files, painted_now, pdf_report, cover, session.device_plan
-        )
+    # What is known so far, to say what an interrupted render kept.
+    job: _Job | None = None
+    store: PageStore | None = None
+    stored: dict[int, StoredPicture] = {}
+    jobs: list[PageJob] = []
+    try:
+        with reporter, contextlib.ExitStack() as held:
+            # 1. check everything that can be checked before painting; nothing is written yet
+            job = _check_inputs(Path(plan_path), Path(pdf_path), settings, pages, seed, illustrator, on_preview, preview_every)
+            team.lead(lambda: held.enter_context(book_lock(job.book_dir)))  # one job per book (a team's: process 0)
+            session = held.enter_context(
+                IllustratorSession(job.backend, reporter, given=illustrator, embeddings=job.embeddings)
+            )
+            # 2. new seeds for the pages to repaint (written to the plan once they are painted)
+            new_seeds = _choose_new_seeds(job, seed)
+            # 3. reference portraits the pages are painted from: painted once, recorded in the plan
+            _paint_missing_references(job, session, reporter, team)
+            # 4. what is cached and what must be painted (drafts where a draft run has no picture)
+            store = PageStore(job.book_dir)
+            store.remove_leftovers()  # of killed runs (live writers of a team keep theirs)
+            remove_stale_temporaries_in(job.book_dir / "print")  # print pictures are named by hash too
+            stored, jobs = _look_up_cache(job, store)
+            # 5. paint what is missing (in a team, this process's share), the model loaded only now
+            report = _paint_missing(job, session, jobs, store, reporter, team, on_preview, preview_every)
+            stored.update(report.stored)
+            # 6. the plan records the seeds of repainted pages (process 0); the others stop here
+            if not team.is_main:
+                return _painted_only(job, report.mine, started, report, session.device_plan, settings)
+            if new_seeds:
+                _record_new_seeds(job, new_seeds)
+            if not lay_out:
+                return _painted_only(job, jobs, started, report, session.device_plan, settings, new_seeds)
+            # 7. page files (placeholders drawn for pages that have one)
+            page_files = _page_files(job, store, stored)
+            # 8. --print: upscale (the painting model is freed first: one big model on the GPU)
+            print_files = _upscale(job, session, page_files, stored, reporter)
+            session.release()
+            # 9. the PDF
+            reporter.stage("Writing the PDF…")
+            pdf_report, cover = _write_pdf(job, page_files, print_files)
+            # 10. the manifest, last
+            painted_now = {j.request.page for j in jobs}
+            manifest_pages, manifest_path = _write_manifest(
+                job, stored, page_files, print_files, painted_now, pdf_report, cover, session.device_plan
+            )
+
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # the lock and the model are released by now; finished pictures are in place
+        raise Interrupted(_kept_after_interrupt(job, store, stored, jobs)) from None
 
     device_plan = session.device_plan
     return RenderResult(
@@ -618,6 +631,20 @@ def _write_manifest(
         warnings=job.warnings,
     )
     return manifest_pages, save_manifest(manifest, ensure_dir(book_dir))
+
+
+def _kept_after_interrupt(
+    job: _Job | None, store: PageStore | None, stored: dict[int, StoredPicture], jobs: list[PageJob]
+) -> str:
+    """What a render stopped by Ctrl-C leaves for the next run, in a few words: how many pages
+    have a finished picture in the cache (its record written, the mark of a finished page)."""
+    if job is None or store is None:
+        return "no page was painted; pictures of earlier runs are kept"
+    total = len(job.plan.pages)
+    done = set(stored) | {j.request.page for j in jobs if store.record_path(j.key).is_file()}
+    if len(done) >= total:
+        return f"all {total} pages are painted and kept, the book is not laid out yet"
+    return f"{len(done)} of {total} pages painted and kept"
 
 
 def _both(first: PreviewCallback, second: PreviewCallback) -> PreviewCallback:

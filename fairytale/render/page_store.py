@@ -25,7 +25,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from fairytale.files import atomic_path, atomic_write_text, ensure_dir, sha256_file
+from fairytale.files import (
+    atomic_path,
+    atomic_write_text,
+    ensure_dir,
+    remove_stale_temporaries_in,
+    sha256_file,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -123,6 +129,12 @@ class PageStore:
         record = {**stored.record(), "sha256": digest}
         atomic_write_text(self.record_path(stored.key), json.dumps(record, indent=2) + "\n")
         return StoredPicture(**{**record, "image": image})
+
+    def remove_leftovers(self) -> None:
+        """Remove what writers killed mid-write left in the cache and page folders: a picture
+        whose key no run asks for again (its plan was edited since) would keep its leftover."""
+        for folder in (self.cache_dir, self.pages_dir):
+            remove_stale_temporaries_in(folder)
 
     def page_file(self, number: int, source: Path) -> Path:
         """Make ``pages/page-NN.png`` a copy of ``source`` (unchanged files are left alone)."""
