@@ -397,6 +397,53 @@ def test_ctrl_c_while_training_keeps_the_checkpoint_and_says_to_resume(tmp_path,
     )
 
 
+def test_a_first_ctrl_c_while_training_keeps_the_step_under_way(tmp_path, tiny_sd, monkeypatch):
+    """The first Ctrl-C lets the step under way finish and keeps it as a checkpoint, although
+    no regular checkpoint was due (--checkpoint-every 1000): no trained step is lost, and
+    `--resume` ends with the token an uninterrupted run makes."""
+    import os
+    import signal
+
+    import torch
+
+    from fairytale.embeddings import read_embedding
+    from tests.training_fixtures import character_folder
+    from training import progress as training_progress
+
+    pictures = character_folder(tmp_path / "pictures")
+    fast = ["--steps", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--checkpoint-every", "1000"]
+
+    def train(output: Path, *extra: str):
+        return run("train", "character", "--data", pictures, "--token", "<creature>", "--init", "cat",
+                   "--model", tiny_sd, *fast, "-o", output, *extra)  # fmt: skip
+
+    straight = train(tmp_path / "straight.safetensors")
+    assert straight.exit_code == 0, straight.output
+
+    update = training_progress.TrainingProgress.update
+
+    def ctrl_c_during_step_1(self, step, loss):  # as step 1's progress is drawn, before its end
+        update(self, step, loss)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(training_progress.TrainingProgress, "update", ctrl_c_during_step_1)
+    output = tmp_path / "creature.safetensors"
+    stopped = train(output)
+    assert stopped.exit_code == 130, stopped.output
+    assert "Stopping after this step" in stopped.output
+    line = " ".join(stopped.stderr.split())
+    assert "Stopped: the last checkpoint (" in line and "step-000001" in line, stopped.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+    monkeypatch.setattr(training_progress.TrainingProgress, "update", update)
+    resumed = train(output, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert torch.equal(
+        read_embedding(output).vectors, read_embedding(tmp_path / "straight.safetensors").vectors
+    )
+
+
 def test_a_full_disk_while_a_checkpoint_is_finished_is_one_line(tmp_path, monkeypatch):
     """The disk fills up just as a checkpoint is marked complete: a FairytaleError naming the
     file (one line in the CLI, not a traceback), and the checkpoint does not count as complete."""

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -52,6 +54,38 @@ class TrainingInterrupted(FairytaleError):
     """Ctrl-C during training; checkpoints already written are kept."""
 
     exit_code = 130
+
+
+class StopRequest:
+    """Ctrl-C while training: the first asks the run to stop once the step under way is done
+    (that step is then kept as a checkpoint, so nothing trained is lost); a second stops at
+    once, keeping the checkpoints already written.
+
+    The handler is installed only in the main thread (Python delivers signals there); elsewhere
+    Ctrl-C stops at once, as before.
+    """
+
+    def __init__(self, say: Callable[..., None]) -> None:
+        self.asked = False
+        self._say = say
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.asked:
+            raise KeyboardInterrupt
+        self.asked = True
+        with contextlib.suppress(Exception):  # a message only
+            self._say("[yellow]Stopping after this step, which is kept as a checkpoint (Ctrl-C again: stop now).[/]")
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 class NewTokenEmbedding(nn.Module):
@@ -389,9 +423,33 @@ def _train(
     validation_pictures: list[Path] = []
     session_started = time.perf_counter()
 
+    def save_checkpoint(step: int) -> None:
+        state = {
+            "step": step,
+            "new_rows": new_rows.detach().cpu().clone(),
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_schedule.state_dict(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "settings": settings,
+            "losses": list(losses),
+        }
+        rng = ckpt.rng_state(generators)
+        barrier = accelerator.wait_for_everyone
+        ckpt.save_checkpoint(checkpoint_dir, step, state, rng, rank=rank, is_main=is_main, barrier=barrier)
+
+    def stop_asked(stop: StopRequest) -> bool:
+        """Whether a Ctrl-C asked to stop, in any process (they must stop at the same step)."""
+        if accelerator.num_processes == 1:
+            return stop.asked
+        asked = torch.tensor(float(stop.asked), device=device)
+        return accelerator.reduce(asked, reduction="sum").item() > 0
+
     # 8. the loop
     try:
-        with TrainingProgress(console, total=config.steps, start=start_step) as progress:
+        with (
+            TrainingProgress(console, total=config.steps, start=start_step) as progress,
+            StopRequest(say).installed() as stop,
+        ):
             for step in range(start_step + 1, config.steps + 1):
                 # data: this step's micro-batches (cached latent distributions, crops, prompts)
                 batches = [
@@ -465,22 +523,11 @@ def _train(
                 losses.append(loss_value)
                 progress.update(step, loss_value)
 
-                # checkpoint (also the last step, so a finished run can be extended with --resume)
-                if step % config.checkpoint_every == 0 or step == config.steps:
-                    state = {
-                        "step": step,
-                        "new_rows": new_rows.detach().cpu().clone(),
-                        "optimizer": optimizer.state_dict(),
-                        "lr_scheduler": lr_schedule.state_dict(),
-                        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                        "settings": settings,
-                        "losses": list(losses),
-                    }
-                    rng = ckpt.rng_state(generators)
-                    barrier = accelerator.wait_for_everyone
-                    ckpt.save_checkpoint(
-                        checkpoint_dir, step, state, rng, rank=rank, is_main=is_main, barrier=barrier
-                    )
+                # checkpoint (also the last step, so a finished run can be extended with --resume;
+                # and a step a Ctrl-C asked to stop after)
+                stopping = step < config.steps and stop_asked(stop)
+                if step % config.checkpoint_every == 0 or step == config.steps or stopping:
+                    save_checkpoint(step)
 
                 trained = accelerator.unwrap_model(text_encoder)
                 if validating and step % config.validation_every == 0:
@@ -496,6 +543,8 @@ def _train(
                     on_step(
                         StepReport(step, loss_value, lr_now, trained, tokenizer, unet, token_ids, new_rows)
                     )
+                if stopping:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         last = ckpt.latest_checkpoint(checkpoint_dir)
         where = f"the last checkpoint ({last}) is kept; add --resume to the same command to continue"
