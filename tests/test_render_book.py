@@ -282,3 +282,12 @@ def test_repainting_pages_keeps_plan_edits_saved_while_they_paint(tiny_sd, tmp_p
     after = load_plan(plan_path)
     assert result.painted == [2] and after.pages[1].seed == result.new_seeds[2]
     assert after.pages[0].text == "Edited while page 2 was painted."
+
+
+def test_a_title_too_long_for_the_cover_is_said_before_any_page_is_painted(tiny_sd, tmp_path):
+    from fairytale.errors import PlanError
+
+    plan = write_plan(tmp_path, make_plan(2, title="Zoë " * 300))
+    with pytest.raises(PlanError, match="title is too long to fit the cover"):
+        render_book(plan, tmp_path / "b.pdf", tiny_settings(tiny_sd), progress=False)
+    assert not (tmp_path / "b").exists()  # no picture painted, no book folder made

@@ -10,6 +10,7 @@ from fairytale.pdf.writer import (
     BookPage,
     PdfReport,
     PdfSettings,
+    check_cover_text,
     plan_story_layouts,
     write_book_pdf,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "PageGeometry",
     "PdfReport",
     "PdfSettings",
+    "check_cover_text",
     "plan_story_layouts",
     "write_book_pdf",
 ]

@@ -240,6 +240,16 @@ def _cover_layout(title: str, author: str | None, fonts: FontFamily, geometry: P
     return band, (title_block, title_box), (author_block, author_box)
 
 
+def check_cover_text(title: str, author: str | None, settings: PdfSettings) -> None:
+    """Raise the one-line :class:`PlanError` :func:`write_book_pdf` would raise for a title or
+    an author line too long for the cover, so a render can say it before painting a page."""
+    fonts = book_fonts()
+    ignored: list[str] = []  # characters the font lacks are reported when the book is written
+    title = _printable(title, fonts, "title", ignored)
+    author = _printable(author, fonts, "author", ignored) if author else None
+    _cover_layout(title, author, fonts, settings.geometry())
+
+
 #: Threads that scale and encode a book's pictures (None: one per CPU, at most 8). A process
 #: told to work on N threads (a `fairytale library` worker) sets it, so that it keeps to them.
 PICTURE_THREADS: int | None = None

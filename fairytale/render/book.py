@@ -31,7 +31,15 @@ from fairytale.book_lock import book_lock
 from fairytale.embeddings import LearnedEmbedding
 from fairytale.errors import FairytaleError, Interrupted
 from fairytale.files import can_create_files_in, check_output_path, ensure_dir, remove_stale_temporaries_in
-from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, plan_story_layouts, write_book_pdf
+from fairytale.pdf import (
+    BookContents,
+    BookPage,
+    PdfReport,
+    PdfSettings,
+    check_cover_text,
+    plan_story_layouts,
+    write_book_pdf,
+)
 from fairytale.plan import BookPlan, load_plan, save_plan
 from fairytale.render import drafts
 from fairytale.render.backends import Backend, get_backend
@@ -295,6 +303,7 @@ def _check_inputs(
     width, height = backend.picture_size()
     pdf_settings = PdfSettings(settings.trim, settings.bleed, settings.dpi, settings.jpeg_quality, settings.layout)
     _, layout_warnings = plan_story_layouts([(p.number, p.text, p.layout) for p in plan.pages], pdf_settings, width / height)
+    check_cover_text(plan.title, plan.author, pdf_settings)  # as the PDF will, but before any painting
     warnings = list(layout_warnings)
     if settings.draft and drafts.same_as_final(settings, backend.family):
         warnings.append(
