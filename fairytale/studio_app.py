@@ -16,7 +16,9 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,25 @@ class StudioSession:
     books_dir: Path
     pool: IllustratorPool = field(default_factory=IllustratorPool)
     jobs: dict[Path, StudioProgress] = field(default_factory=dict)
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def painting(self, book: Book) -> Iterator[StudioProgress]:
+        """Claim ``book`` for one painting action (any tab) and yield its progress, which the
+        Stop button stops; a second action on the book meanwhile is refused at once, in one
+        line, instead of waiting unseen behind the first."""
+        with self._jobs_lock:
+            if book.folder in self.jobs:
+                raise FairytaleError(
+                    "This book is being painted already (here or in another tab): "
+                    "wait for it to finish, or press Stop on the Paint tab"
+                )
+            job = self.jobs[book.folder] = StudioProgress()
+        try:
+            yield job
+        finally:
+            with self._jobs_lock:
+                self.jobs.pop(book.folder, None)
 
 
 @dataclass
@@ -177,12 +198,14 @@ def stream_painting(
 
     With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
     otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
+
+    The book stays claimed (:meth:`StudioSession.painting`) until the painting thread ends, not
+    the page's stream: after a reload, or from another tab, Stop still stops it and a second
+    painting is still refused.
     """
     book = _book(path)
-    job = StudioProgress()
-    if session.jobs.get(book.folder):
-        raise FairytaleError("This book is being painted already; wait for it or press Stop")
-    session.jobs[book.folder] = job
+    claim = session.painting(book)
+    job = claim.__enter__()  # refused here, before anything starts, when the book is busy
     outcome: dict[str, Any] = {}
     latest: dict[str, Any] = {}  # the newest preview: the painting thread writes, this one reads
 
@@ -194,41 +217,79 @@ def stream_painting(
             outcome["result"] = work(book, job, keep if previews else None)
         except BaseException as exc:  # shown in the page below
             outcome["error"] = exc
+        finally:
+            claim.__exit__(None, None, None)
 
     thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
-    thread.start()
-    shown = None
     try:
-        while thread.is_alive():
-            thread.join(timeout=1.0)  # wake up once a second to show progress
-            newest = latest.get("preview")
-            picture = gr.update()
-            if newest is not None and newest is not shown:
-                shown = newest
-                listed = ", ".join(map(str, newest.pages))
-                picture = gr.update(
-                    value=_preview_picture(newest),
-                    label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
-                    visible=True,
-                )
-            yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
-    finally:
-        session.jobs.pop(book.folder, None)
+        thread.start()
+    except BaseException:
+        claim.__exit__(None, None, None)
+        raise
+    shown = None
+    while thread.is_alive():
+        thread.join(timeout=1.0)  # wake up once a second to show progress
+        newest = latest.get("preview")
+        picture = gr.update()
+        if newest is not None and newest is not shown:
+            shown = newest
+            listed = ", ".join(map(str, newest.pages))
+            picture = gr.update(
+                value=_preview_picture(newest),
+                label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
+                visible=True,
+            )
+        yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
     done_preview = gr.update(value=None, visible=False)  # the real pictures are in the gallery now
     error = outcome.get("error")
     if error is not None:
-        if isinstance(error, FairytaleError):
-            yield str(error), _pictures(book, session), _table(book, session), done_preview
-            return
-        raise error
+        if not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt, SystemExit: the studio itself is stopping
+        yield user_message(error), _pictures(book, session), _table(book, session), done_preview
+        return
     result = outcome["result"]
     yield _painted_message(result), _pictures(book, session), _table(book, session), done_preview
 
 
+#: What the page says when something unforeseen breaks (the details go to the terminal).
+UNEXPECTED = (
+    "Something went wrong inside the studio ({name}). Finished pictures are kept in the book folder; "
+    "the details are in the window where the studio runs."
+)
+#: What the page says when painting runs out of memory.
+OUT_OF_MEMORY = (
+    "The computer ran out of memory while painting. Close other programs and try again, "
+    "or start the studio with --low-vram."
+)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError (CUDA), MemoryError (RAM), "out of memory" RuntimeErrors (MPS, HIP)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    )
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the page, never a traceback: a :class:`FairytaleError`'s own message; for
+    anything else a plain sentence (running out of memory says what to do), its traceback
+    written to the terminal where the studio runs."""
+    if isinstance(exc, FairytaleError):
+        return str(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if _out_of_memory(exc):
+        return OUT_OF_MEMORY
+    return UNEXPECTED.format(name=type(exc).__name__)
+
+
 def _errors(gr: Any, handler: Callable) -> Callable:
-    """A handler whose FairytaleError is shown in the page as one line, not a traceback."""
-    import functools
+    """A handler whose errors are shown in the page as one line (see :func:`user_message`)."""
     import inspect
+
+    def shown(exc: Exception) -> Exception:
+        return exc if isinstance(exc, gr.Error) else gr.Error(user_message(exc))
 
     if inspect.isgeneratorfunction(handler):
 
@@ -236,8 +297,8 @@ def _errors(gr: Any, handler: Callable) -> Callable:
         def generator(*args: Any) -> Any:
             try:
                 yield from handler(*args)
-            except FairytaleError as exc:
-                raise gr.Error(str(exc)) from None
+            except Exception as exc:
+                raise shown(exc) from None
 
         return generator
 
@@ -245,8 +306,8 @@ def _errors(gr: Any, handler: Callable) -> Callable:
     def wrapper(*args: Any) -> Any:
         try:
             return handler(*args)
-        except FairytaleError as exc:
-            raise gr.Error(str(exc)) from None
+        except Exception as exc:
+            raise shown(exc) from None
 
     return wrapper
 
@@ -495,8 +556,12 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         def paint_reference(path: str, character_id: str) -> list[Any]:
             book = _book(path)
-            picture = repaint_reference(book, character_id, session.options, session.pool)
-            return [str(picture), f"Painted a new portrait of {character_id}", _table(book, session)]
+            if not character_id:
+                raise FairytaleError("Choose a character first")
+            with session.painting(book):
+                picture = repaint_reference(book, character_id, session.options, session.pool)
+            name_ = book.plan().character(character_id).name
+            return [str(picture), f"Painted a new portrait of {name_}", _table(book, session)]
 
         reference_again.click(
             _errors(gr, paint_reference), [book_state, character_pick], [reference, status, pages_table]
@@ -592,7 +657,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            repaint_page(book, int(number), session.options, session.pool, prompt=prompt, draft=draft)
+            with session.painting(book) as job:
+                repaint_page(
+                    book, int(number), session.options, session.pool, prompt=prompt, draft=draft, progress=job
+                )
             return after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
 
         fix_repaint.click(
@@ -603,9 +671,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            result = repaint_page(
-                book, int(number), session.options, session.pool, new_seed=True, draft=draft
-            )
+            with session.painting(book) as job:
+                result = repaint_page(
+                    book, int(number), session.options, session.pool, new_seed=True, draft=draft, progress=job
+                )
             return after_fix(
                 book,
                 number,
@@ -620,7 +689,8 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            painted = paint_candidates(book, int(number), session.options, session.pool, draft=draft)
+            with session.painting(book):
+                painted = paint_candidates(book, int(number), session.options, session.pool, draft=draft)
             found = [c for c in painted if c.image]
             return [
                 [(str(c.image), f"seed {c.seed}") for c in found],
@@ -664,7 +734,8 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         def lay_out(path: str) -> list[Any]:
             book = _book(path)
-            pdf = book_pdf(book, session.options, session.pool)
+            with session.painting(book):
+                pdf = book_pdf(book, session.options, session.pool)
             shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
             return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 

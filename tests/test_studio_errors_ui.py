@@ -1,0 +1,125 @@
+"""What the studio page shows when things go wrong (no browser): one line, never a traceback or
+raw exception text; a second painting of a book (another tab, another button) is refused at
+once instead of waiting unseen; a painting stays stoppable after its page stream is gone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fairytale.errors import FairytaleError
+from fairytale.studio_actions import StudioOptions, open_book
+from tests.render_support import make_plan, tiny_settings, write_plan
+from tests.studio_support import require_gradio
+
+
+@pytest.fixture()
+def gradio(tmp_path, monkeypatch):
+    require_gradio()
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # put back after the test
+    from fairytale.studio_app import _import_gradio
+
+    return _import_gradio(tmp_path / ".studio")
+
+
+@pytest.fixture()
+def session(tmp_path, tiny_sd):
+    from fairytale.studio_app import StudioSession
+
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    return StudioSession(StudioOptions(tiny_settings(tiny_sd)), tmp_path)
+
+
+def book_of(session):
+    return open_book(session.books_dir / "zoe")
+
+
+def test_an_unforeseen_error_is_one_plain_line_and_its_traceback_goes_to_the_terminal(gradio, capsys):
+    from fairytale.studio_app import _errors
+
+    def broken(path):
+        return [][1]
+
+    with pytest.raises(gradio.Error) as raised:
+        _errors(gradio, broken)("x")
+    message = raised.value.message
+    assert "Something went wrong inside the studio (IndexError)" in message
+    assert "list index out of range" not in message and "Traceback" not in message
+    assert "Traceback" in capsys.readouterr().err and "list index out of range" not in message
+
+
+def test_running_out_of_memory_says_what_to_do(gradio):
+    import torch
+
+    from fairytale.studio_app import _errors
+
+    def paint(path):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 7.79 GiB total)")
+
+    with pytest.raises(gradio.Error, match="ran out of memory.*--low-vram") as raised:
+        _errors(gradio, paint)("x")
+    assert "GiB" not in raised.value.message
+
+
+def test_a_painting_that_breaks_ends_with_one_line_in_the_progress(gradio, session):
+    from fairytale.studio_app import stream_painting
+
+    def work(book, job, on_preview):
+        raise RuntimeError("Expected all tensors to be on the same device, but found cuda:0 and cpu")
+
+    updates = list(stream_painting(gradio, session, str(book_of(session).folder), work, False))
+    last = updates[-1][0]
+    assert last.startswith("Something went wrong inside the studio (RuntimeError)")
+    assert "tensors" not in last
+    assert not session.jobs  # the book is free again
+
+
+def test_a_second_painting_of_the_book_is_refused_at_once(gradio, session):
+    from fairytale.studio_app import build_app, stream_painting
+
+    book = book_of(session)
+    app = build_app(session)
+    handlers = {f.name: f.fn for f in app.fns.values()}
+    with session.painting(book):
+        with pytest.raises(FairytaleError, match="being painted already"):
+            next(stream_painting(gradio, session, str(book.folder), lambda *a: None, False))
+        # the Fix-a-page buttons too: before, they waited unseen for the painting, then painted
+        for name, args in [
+            ("repaint_with_prompt", ("1", "a new prompt", False)),
+            ("repaint_new_seed", ("1", False)),
+            ("four", ("1", False)),
+            ("paint_reference", ("zoe",)),
+            ("lay_out", ()),
+        ]:
+            with pytest.raises(gradio.Error, match="being painted already"):
+                handlers[name](str(book.folder), *args)
+    assert not (book.folder / "cache").exists() or not any((book.folder / "cache").rglob("*.png"))
+
+
+def test_a_painting_stays_claimed_and_stoppable_after_its_page_is_gone(gradio, session):
+    from fairytale.studio_app import stream_painting
+
+    book = book_of(session)
+    started, stopped = threading.Event(), threading.Event()
+
+    def work(book, job, on_preview):
+        started.set()
+        while not job.stopping:  # a painting checks stop at every step
+            job._stop.wait(1)
+        stopped.set()
+
+    stream = stream_painting(gradio, session, str(book.folder), work, False)
+    next(stream)
+    assert started.wait(60)
+    stream.close()  # the tab was reloaded or closed: gradio drops the stream
+    assert book.folder in session.jobs, "the painting goes on, so the book must stay claimed"
+    session.jobs[book.folder].stop()  # Stop, pressed in the reloaded page
+    assert stopped.wait(60)
+    for thread in threading.enumerate():
+        if thread.name == "fairytale-studio-paint":
+            thread.join(60)
+    assert book.folder not in session.jobs
