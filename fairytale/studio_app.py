@@ -54,6 +54,8 @@ from fairytale.studio_actions import (
 HOST = "127.0.0.1"
 SESSION_DIR = ".studio"
 INSTALL_HINT = 'The studio needs gradio: pip install -e ".[studio]" (in a checkout) or pip install "fairytale-books[studio]"'
+#: Where the browser remembers the open book (see ``restore`` in :func:`build_app`).
+REMEMBERED_KEY = "fairytale-studio-book"
 #: Largest story or picture upload gradio accepts (the actions check them again).
 MAX_UPLOAD = "20mb"
 
@@ -321,6 +323,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
     # gradio's copies of shown files (in SESSION/.studio/gradio) older than a day are deleted hourly
     with gr.Blocks(title="fAIrytale Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         book_state = gr.State(first)
+        # The open book, remembered by the browser (encrypted with a secret made at each launch), so
+        # a reload or a second tab of this studio opens it again instead of an empty page.
+        remembered = gr.BrowserState(None, storage_key=REMEMBERED_KEY)
         gr.Markdown("# fAIrytale Studio\nStory → plan → pictures → your book.")
         status = gr.Markdown(
             f"Open: {first}" if first else "Start a book: paste a story below.", elem_id="status"
@@ -495,22 +500,49 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
                 str(book.folder),
                 gr.Tabs(selected="plan"),  # on to the review
+                str(book.folder),
             ] + plan_values(str(book.folder))
 
         make_plan.click(
             _errors(gr, start),
             [story_text, story_file, title, author, style],
-            [book_state, status, open_path, tabs, *plan_outputs],
+            [book_state, status, open_path, tabs, remembered, *plan_outputs],
         )
 
         def open_(path: str) -> list[Any]:
-            book = open_book(path)
-            return [str(book.folder), f"Opened **{book.plan().title}** in `{book.folder}`"] + plan_values(
-                str(book.folder)
-            )
+            if not (path or "").strip():
+                raise FairytaleError("Type the path of a book folder first")
+            book = open_book(path.strip())
+            return [
+                str(book.folder),
+                f"Opened **{book.plan().title}** in `{book.folder}`",
+                str(book.folder),
+            ] + plan_values(str(book.folder))
 
-        open_button.click(_errors(gr, open_), [open_path], [book_state, status, *plan_outputs])
-        app.load(_errors(gr, plan_values), [book_state], plan_outputs)
+        open_button.click(_errors(gr, open_), [open_path], [book_state, status, remembered, *plan_outputs])
+
+        def restore(path: str | None, kept: str | None) -> list[Any]:
+            """The page (re)loaded: open the book this browser had open in this studio, else the
+            one the studio was started with."""
+            for candidate in (kept, path):
+                if not candidate:
+                    continue
+                try:
+                    book = open_book(candidate)
+                except FairytaleError:
+                    continue  # moved or deleted meanwhile: fall back
+                message = f"Open: **{book.plan().title}** in `{book.folder}`"
+                job = session.jobs.get(book.folder)
+                if job is not None:
+                    message += (
+                        f" · being painted now ({job.describe() or 'starting'}); Stop is on the Paint tab"
+                    )
+                return [str(book.folder), message, str(book.folder)] + plan_values(str(book.folder))
+            return [None, "Start a book: paste a story below.", gr.update()] + plan_values(None)
+
+        app.load(
+            _errors(gr, restore), [book_state, remembered], [book_state, status, open_path, *plan_outputs]
+        )
 
         def show_character(path: str | None, character_id: str | None) -> list[Any]:
             if not path or not character_id:

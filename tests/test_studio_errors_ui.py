@@ -123,3 +123,22 @@ def test_a_painting_stays_claimed_and_stoppable_after_its_page_is_gone(gradio, s
         if thread.name == "fairytale-studio-paint":
             thread.join(60)
     assert book.folder not in session.jobs
+
+
+def test_a_reloaded_page_opens_the_book_the_browser_had_open(gradio, session, tmp_path):
+    from fairytale.studio_app import build_app
+
+    book = book_of(session)
+    other = tmp_path / "other"
+    other.mkdir()
+    write_plan(other, make_plan(2))
+    restore = {f.name: f.fn for f in build_app(session, other).fns.values()}["restore"]
+    # the browser remembers the book it opened (BrowserState): it wins over the one started with
+    path, message, shown, *_ = restore(str(other), str(book.folder))
+    assert path == shown == str(book.folder) and "Open:" in message
+    # a remembered book that was moved away meanwhile: the studio's own book, not an error
+    path, *_ = restore(str(other), str(tmp_path / "moved-away"))
+    assert path == str(other.resolve())
+    # a book being painted says so, and where Stop is
+    with session.painting(book):
+        assert "being painted now" in restore(None, str(book.folder))[1]
