@@ -821,7 +821,14 @@ def launch_studio(
     app = build_app(session, book.folder if book else None)
     app.queue(default_concurrency_limit=2)
     colab = in_colab()
+    # Only what the studio asks for, whatever GRADIO_* variables the environment sets: no code
+    # editor asking a hosted model (GRADIO_VIBE_MODE), no Node renderer (GRADIO_SSR_MODE), no MCP
+    # tools (GRADIO_MCP_SERVER), no monitoring page; share only with --share (GRADIO_SHARE).
+    app.vibe_mode = False
     app.launch(
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
         server_name=HOST,
         server_port=port or free_port(),
         share=share,
