@@ -756,10 +756,24 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
         earlier.select(_errors(gr, go_back), [book_state, fix_page], fixed_outputs)
 
         def set_lock(path: str, number: str, locked: bool) -> list[Any]:
+            """Lock or unlock the page; a refusal is said, and the box shows the page as it is
+            (it stayed ticked on a page that was not locked)."""
             if not path or not number:
-                return [gr.update()] * len(fixed_outputs)
+                refused = (
+                    "Choose a page first"
+                    if path
+                    else "Start a book first (paste a story, or open a book folder)"
+                )
+                gr.Warning(refused)
+                unchanged = [gr.update()] * len(fixed_outputs)
+                unchanged[0], unchanged[fixed_outputs.index(fix_locked)] = refused, False
+                return unchanged
             book = _book(path)
-            lock_page(book, int(number), settings, locked=locked)
+            try:
+                lock_page(book, int(number), settings, locked=locked)
+            except FairytaleError as exc:
+                gr.Warning(str(exc))
+                return after_fix(book, number, str(exc))
             return after_fix(book, number, f"Page {number} {'locked' if locked else 'unlocked'}")
 
         fix_locked.input(_errors(gr, set_lock), [book_state, fix_page, fix_locked], fixed_outputs)

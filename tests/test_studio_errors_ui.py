@@ -142,3 +142,16 @@ def test_a_reloaded_page_opens_the_book_the_browser_had_open(gradio, session, tm
     # a book being painted says so, and where Stop is
     with session.painting(book):
         assert "being painted now" in restore(None, str(book.folder))[1]
+
+
+def test_a_refused_lock_leaves_the_box_showing_the_page_as_it_is(gradio, session):
+    from fairytale.studio_app import build_app
+
+    book = book_of(session)
+    set_lock = {f.name: f.fn for f in build_app(session).fns.values()}["set_lock"]
+    with pytest.warns(UserWarning, match="no picture yet"):
+        message, _picture, _prompt, locked, *_ = set_lock(str(book.folder), "1", True)  # not painted
+    assert "Page 1 has no picture yet" in message and locked is False
+    with pytest.warns(UserWarning, match="Choose a page first"):
+        message, _picture, _prompt, locked, *_ = set_lock(str(book.folder), None, True)
+    assert locked is False
