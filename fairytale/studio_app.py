@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,12 +286,19 @@ def user_message(exc: BaseException) -> str:
     return UNEXPECTED.format(name=type(exc).__name__)
 
 
-def _errors(gr: Any, handler: Callable) -> Callable:
-    """A handler whose errors are shown in the page as one line (see :func:`user_message`)."""
+def _errors(gr: Any, handler: Callable, outputs: Sequence[Any] = (), say: Sequence[Any] = ()) -> Callable:
+    """``handler``, whose errors are told, not thrown at the page: the one line of
+    :func:`user_message` in a warning box and in each of its ``outputs`` that is one of ``say``
+    (the status and progress lines), every other output left as it was. (An error raised to
+    gradio would mark every output "Error" and hide what it showed: the prompt, the pictures.)"""
+    import html
     import inspect
 
-    def shown(exc: Exception) -> Exception:
-        return exc if isinstance(exc, gr.Error) else gr.Error(user_message(exc))
+    def told(exc: Exception) -> Any:
+        message = user_message(exc)
+        gr.Warning(html.escape(message), title="Not done")  # the box renders HTML: a file name is not markup
+        updates = [message if any(o is s for s in say) else gr.update() for o in outputs]
+        return updates[0] if len(updates) == 1 else updates
 
     if inspect.isgeneratorfunction(handler):
 
@@ -300,7 +307,7 @@ def _errors(gr: Any, handler: Callable) -> Callable:
             try:
                 yield from handler(*args)
             except Exception as exc:
-                raise shown(exc) from None
+                yield told(exc)
 
         return generator
 
@@ -309,7 +316,7 @@ def _errors(gr: Any, handler: Callable) -> Callable:
         try:
             return handler(*args)
         except Exception as exc:
-            raise shown(exc) from None
+            return told(exc)
 
     return wrapper
 
@@ -457,6 +464,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         # -- handlers ----------------------------------------------------------------------
 
+        def guarded(handler: Callable, outputs: Sequence[Any]) -> Callable:
+            return _errors(gr, handler, outputs, say=(status, progress))
+
         def plan_values(path: str | None) -> list[Any]:
             if not path:
                 return [gr.update()] * 6
@@ -504,7 +514,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ] + plan_values(str(book.folder))
 
         make_plan.click(
-            _errors(gr, start),
+            guarded(start, [book_state, status, open_path, tabs, remembered, *plan_outputs]),
             [story_text, story_file, title, author, style],
             [book_state, status, open_path, tabs, remembered, *plan_outputs],
         )
@@ -519,7 +529,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 str(book.folder),
             ] + plan_values(str(book.folder))
 
-        open_button.click(_errors(gr, open_), [open_path], [book_state, status, remembered, *plan_outputs])
+        open_button.click(
+            guarded(open_, [book_state, status, remembered, *plan_outputs]),
+            [open_path],
+            [book_state, status, remembered, *plan_outputs],
+        )
 
         def restore(path: str | None, kept: str | None) -> list[Any]:
             """The page (re)loaded: open the book this browser had open in this studio, else the
@@ -541,7 +555,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [None, "Start a book: paste a story below.", gr.update()] + plan_values(None)
 
         app.load(
-            _errors(gr, restore), [book_state, remembered], [book_state, status, open_path, *plan_outputs]
+            guarded(restore, [book_state, status, open_path, *plan_outputs]),
+            [book_state, remembered],
+            [book_state, status, open_path, *plan_outputs],
         )
 
         def show_character(path: str | None, character_id: str | None) -> list[Any]:
@@ -559,7 +575,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ]
 
         character_pick.change(
-            _errors(gr, show_character),
+            guarded(show_character, [name, kind, description, main, reference]),
             [book_state, character_pick],
             [name, kind, description, main, reference],
         )
@@ -581,7 +597,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [f"Saved {name_}{marked}", _table(book, session)]
 
         save_character_button.click(
-            _errors(gr, store_character),
+            guarded(store_character, [status, pages_table]),
             [book_state, character_pick, name, kind, description, main],
             [status, pages_table],
         )
@@ -596,7 +612,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [str(picture), f"Painted a new portrait of {name_}", _table(book, session)]
 
         reference_again.click(
-            _errors(gr, paint_reference), [book_state, character_pick], [reference, status, pages_table]
+            guarded(paint_reference, [reference, status, pages_table]),
+            [book_state, character_pick],
+            [reference, status, pages_table],
         )
 
         def my_reference(path: str, character_id: str, upload: str | None) -> list[Any]:
@@ -611,7 +629,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ]
 
         my_picture.upload(
-            _errors(gr, my_reference),
+            guarded(my_reference, [reference, status, pages_table]),
             [book_state, character_pick, my_picture],
             [reference, status, pages_table],
         )
@@ -622,7 +640,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             page = _book(path).plan().pages[int(number) - 1]
             return [page.text, page.prompt, page.characters]
 
-        page_pick.change(_errors(gr, show_page), [book_state, page_pick], [page_text, page_prompt, page_who])
+        page_pick.change(
+            guarded(show_page, [page_text, page_prompt, page_who]),
+            [book_state, page_pick],
+            [page_text, page_prompt, page_who],
+        )
 
         def store_page(path: str, number: str, text: str, prompt: str, who: list[str]) -> list[Any]:
             book = _book(path)
@@ -630,7 +652,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [f"Saved page {number}", _table(book, session)]
 
         save_page_button.click(
-            _errors(gr, store_page),
+            guarded(store_page, [status, pages_table]),
             [book_state, page_pick, page_text, page_prompt, page_who],
             [status, pages_table],
         )
@@ -647,7 +669,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             )
 
         paint.click(
-            _errors(gr, paint_all),
+            guarded(paint_all, [progress, pictures, pages_table, live_preview]),
             [book_state, paint_draft, show_previews],
             [progress, pictures, pages_table, live_preview],
         )
@@ -659,7 +681,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             job.stop()
             return "Stopping after the current step… (finished pictures are kept)"
 
-        stop.click(_errors(gr, stop_painting), [book_state], [progress])
+        stop.click(guarded(stop_painting, [progress]), [book_state], [progress])
 
         def show_fix(path: str | None, number: str | None) -> list[Any]:
             if not path or not number:
@@ -670,7 +692,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [str(view.picture) if view.picture else None, view.prompt, view.locked, [], history]
 
         fix_outputs = [fix_picture, fix_prompt, fix_locked, candidates, earlier]
-        fix_page.change(_errors(gr, show_fix), [book_state, fix_page], fix_outputs)
+        fix_page.change(guarded(show_fix, fix_outputs), [book_state, fix_page], fix_outputs)
 
         def after_fix(book: Book, number: str, message: str) -> list[Any]:
             return [
@@ -696,7 +718,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
 
         fix_repaint.click(
-            _errors(gr, repaint_with_prompt), [book_state, fix_page, fix_prompt, fix_draft], fixed_outputs
+            guarded(repaint_with_prompt, fixed_outputs),
+            [book_state, fix_page, fix_prompt, fix_draft],
+            fixed_outputs,
         )
 
         def repaint_new_seed(path: str, number: str, draft: bool) -> list[Any]:
@@ -713,7 +737,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 f"Page {number} painted again with seed {result.new_seeds.get(int(number))}{as_draft(draft)}",
             )
 
-        fix_seed.click(_errors(gr, repaint_new_seed), [book_state, fix_page, fix_draft], fixed_outputs)
+        fix_seed.click(
+            guarded(repaint_new_seed, fixed_outputs), [book_state, fix_page, fix_draft], fixed_outputs
+        )
 
         candidate_seeds = gr.State([])
 
@@ -731,7 +757,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ]
 
         fix_candidates.click(
-            _errors(gr, four), [book_state, fix_page, fix_draft], [candidates, candidate_seeds, status]
+            guarded(four, [candidates, candidate_seeds, status]),
+            [book_state, fix_page, fix_draft],
+            [candidates, candidate_seeds, status],
         )
 
         def pick(path: str, number: str, seeds: list[int], evt: gr.SelectData) -> list[Any]:
@@ -743,7 +771,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 f"Page {number} uses the candidate with seed {seeds[evt.index]} (lay out the book to update the PDF)",
             )
 
-        candidates.select(_errors(gr, pick), [book_state, fix_page, candidate_seeds], fixed_outputs)
+        candidates.select(
+            guarded(pick, fixed_outputs), [book_state, fix_page, candidate_seeds], fixed_outputs
+        )
 
         def go_back(path: str, number: str, evt: gr.SelectData) -> list[Any]:
             book = _book(path)
@@ -753,7 +783,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 book, number, f"Page {number} is back to its earlier picture (seed {entry.seed}) and locked"
             )
 
-        earlier.select(_errors(gr, go_back), [book_state, fix_page], fixed_outputs)
+        earlier.select(guarded(go_back, fixed_outputs), [book_state, fix_page], fixed_outputs)
 
         def set_lock(path: str, number: str, locked: bool) -> list[Any]:
             """Lock or unlock the page; a refusal is said, and the box shows the page as it is
@@ -776,7 +806,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 return after_fix(book, number, str(exc))
             return after_fix(book, number, f"Page {number} {'locked' if locked else 'unlocked'}")
 
-        fix_locked.input(_errors(gr, set_lock), [book_state, fix_page, fix_locked], fixed_outputs)
+        fix_locked.input(guarded(set_lock, fixed_outputs), [book_state, fix_page, fix_locked], fixed_outputs)
 
         def lay_out(path: str) -> list[Any]:
             book = _book(path)
@@ -785,7 +815,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
             return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 
-        make_pdf.click(_errors(gr, lay_out), [book_state], [pdf_file, preview, status])
+        make_pdf.click(
+            guarded(lay_out, [pdf_file, preview, status]), [book_state], [pdf_file, preview, status]
+        )
 
         def publish(path: str, preset: str | None) -> list[Any]:
             book = _book(path)
@@ -796,7 +828,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 message += f" · preflight found {len(result.preflight.errors)} problems (see the report)"
             return [files, message]
 
-        make_epub.click(_errors(gr, publish), [book_state, export_preset], [export_files, status])
+        make_epub.click(
+            guarded(publish, [export_files, status]), [book_state, export_preset], [export_files, status]
+        )
     return app
 
 
