@@ -709,6 +709,7 @@ def paint_candidates(
     *,
     count: int = CANDIDATES,
     draft: bool = False,
+    progress: RenderProgress | None = None,
 ) -> list[Candidate]:
     """Paint ``count`` pictures of page ``number`` with new seeds (each safety-checked and kept
     in the cache); :func:`choose_candidate` makes one the page's picture. ``draft``: quick
@@ -741,7 +742,7 @@ def paint_candidates(
                 store,
                 batch_size=batch,
                 max_repaints=settings.max_repaints,
-                progress=QuietProgress(),
+                progress=progress or QuietProgress(),  # a StudioProgress: Stop ends it
             )
     candidates = []
     for job in jobs:
@@ -1047,10 +1048,13 @@ def preview_pages(book: Book, width: int = 480) -> list[Image.Image]:
     return pdf_page_images(book.pdf, pages=10_000, width=width)
 
 
-def book_pdf(book: Book, options: StudioOptions, pool: IllustratorPool) -> Path:
-    """The PDF of the book as the plan stands now (painting what is missing first)."""
+def book_pdf(
+    book: Book, options: StudioOptions, pool: IllustratorPool, progress: RenderProgress | None = None
+) -> Path:
+    """The PDF of the book as the plan stands now (painting what is missing first, with
+    ``progress``: a :class:`StudioProgress` stops it)."""
     if pages_to_paint(book, options.settings) or not book.pdf.is_file() or _stale(book):
-        paint_book(book, options, pool)
+        paint_book(book, options, pool, progress=progress)
     return book.pdf
 
 

@@ -138,22 +138,35 @@ def _book(path: str | None) -> Book:
     return open_book(path)
 
 
+def _views(book: Book, session: StudioSession) -> list[Any] | None:
+    """The pages with their pictures, or None when the model's files cannot be named (a missing
+    model: its cache keys cannot be made; the action that needs the model says so, in one line)."""
+    try:
+        return page_views(book, session.options.settings)
+    except FairytaleError:
+        return None
+
+
 def _pictures(book: Book, session: StudioSession) -> list[tuple[str, str]]:
     return [
         (
             str(v.picture),
             f"page {v.number}{' · locked' if v.locked else ''}{' · draft' if v.status == 'draft' else ''}",
         )
-        for v in page_views(book, session.options.settings)
+        for v in _views(book, session) or []
         if v.picture
     ]
 
 
+#: A page's status in the table when the model is missing (nothing can be looked up in the cache).
+UNKNOWN = "? (model missing)"
+
+
 def _table(book: Book, session: StudioSession) -> list[list[Any]]:
-    return [
-        [v.number, v.status, ", ".join(v.characters), v.prompt]
-        for v in page_views(book, session.options.settings)
-    ]
+    views = _views(book, session)
+    if views is None:  # the plan can still be read and edited
+        return [[p.number, UNKNOWN, ", ".join(p.characters), p.prompt] for p in book.plan().pages]
+    return [[v.number, v.status, ", ".join(v.characters), v.prompt] for v in views]
 
 
 def _preview_picture(preview: Any) -> Any:
@@ -435,6 +448,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         )
                         fix_seed = gr.Button("Paint again with a new seed", elem_id="fix-seed")
                         fix_candidates = gr.Button("Paint four candidates", elem_id="fix-candidates")
+                        fix_stop = gr.Button("Stop", elem_id="fix-stop")
                 candidates = gr.Gallery(
                     label="Candidates: click one to use it", columns=4, height=300, elem_id="candidates"
                 )
@@ -447,7 +461,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
             # 5. the book
             with gr.Tab("5 · Book", id="book"):
-                make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
+                with gr.Row():
+                    make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
+                    book_stop = gr.Button("Stop", elem_id="book-stop")
                 pdf_file = gr.File(label="The PDF", elem_id="pdf-file")
                 with gr.Row():
                     export_preset = gr.Dropdown(
@@ -682,6 +698,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return "Stopping after the current step… (finished pictures are kept)"
 
         stop.click(guarded(stop_painting, [progress]), [book_state], [progress])
+        # the Fix and Book tabs paint too (a page, candidates, the missing pages of the PDF)
+        fix_stop.click(guarded(stop_painting, [status]), [book_state], [status])
+        book_stop.click(guarded(stop_painting, [status]), [book_state], [status])
 
         def show_fix(path: str | None, number: str | None) -> list[Any]:
             if not path or not number:
@@ -747,8 +766,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            with session.painting(book):
-                painted = paint_candidates(book, int(number), session.options, session.pool, draft=draft)
+            with session.painting(book) as job:
+                painted = paint_candidates(
+                    book, int(number), session.options, session.pool, draft=draft, progress=job
+                )
             found = [c for c in painted if c.image]
             return [
                 [(str(c.image), f"seed {c.seed}") for c in found],
@@ -810,8 +831,8 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         def lay_out(path: str) -> list[Any]:
             book = _book(path)
-            with session.painting(book):
-                pdf = book_pdf(book, session.options, session.pool)
+            with session.painting(book) as job:
+                pdf = book_pdf(book, session.options, session.pool, progress=job)
             shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
             return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 

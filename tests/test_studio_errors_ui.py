@@ -171,3 +171,39 @@ def test_a_refused_lock_leaves_the_box_showing_the_page_as_it_is(gradio, session
     with pytest.warns(UserWarning, match="Choose a page first"):
         message, _picture, _prompt, locked, *_ = set_lock(str(book.folder), None, True)
     assert locked is False
+
+
+def test_stop_stops_candidates_and_the_layout_of_a_book_with_pages_to_paint(session):
+    from fairytale.studio_actions import PaintingStopped, StudioProgress, book_pdf, paint_candidates
+
+    book = book_of(session)
+    stopped = StudioProgress()
+    stopped.stop()  # Stop, pressed on the Fix or Book tab while they paint
+    with pytest.raises(PaintingStopped):
+        paint_candidates(book, 1, session.options, session.pool, progress=stopped)
+    with pytest.raises(PaintingStopped):
+        book_pdf(book, session.options, session.pool, progress=stopped)
+    assert not book.pdf.exists()
+    session.pool.release()
+
+
+def test_a_missing_model_is_one_line_in_the_progress(gradio, session, tmp_path):
+    from dataclasses import replace
+
+    from fairytale.studio_actions import paint_book
+    from fairytale.studio_app import stream_painting
+
+    missing = tmp_path / "no-such-model"
+    session.options = replace(session.options, settings=session.options.settings.with_(model=str(missing)))
+
+    def work(book, job, on_preview):
+        return paint_book(book, session.options, session.pool, progress=job)
+
+    last = list(stream_painting(gradio, session, str(book_of(session).folder), work, False))[-1][0]
+    assert str(missing) in last and "\n" not in last and "Traceback" not in last
+    # the plan can still be read and edited: its pages are listed, their status unknown
+    from fairytale.studio_app import UNKNOWN, build_app
+
+    restore = {f.name: f.fn for f in build_app(session).fns.values()}["restore"]
+    _path, _message, _shown, _character, table, *_ = restore(None, str(book_of(session).folder))
+    assert [row[:2] for row in table] == [[1, UNKNOWN], [2, UNKNOWN]]
