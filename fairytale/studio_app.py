@@ -56,6 +56,31 @@ SESSION_DIR = ".studio"
 INSTALL_HINT = 'The studio needs gradio: pip install -e ".[studio]" (in a checkout) or pip install "fairytale-books[studio]"'
 #: Where the browser remembers the open book (see ``restore`` in :func:`build_app`).
 REMEMBERED_KEY = "fairytale-studio-book"
+#: gradio shows its pictures without alt text (a gallery's caption is a separate label, or the
+#: picture's ``title``): give each one a name a screen reader says, its caption, or what it is for.
+ALT_TEXT_JS = """
+() => {
+  const named = {
+    "reference": "Reference portrait of the character",
+    "fix-picture": "The page's picture now",
+    "live-preview": "Live preview of the page being painted",
+  };
+  const name = () => {
+    for (const img of document.querySelectorAll("img")) {
+      const holder = Object.keys(named).find((id) => img.closest("#" + id));
+      const caption = img.closest("button")?.querySelector(".caption-label")?.textContent?.trim();
+      const label = img.title || caption || named[holder];
+      if (label && img.alt !== label) img.alt = label;  // again when a picture is replaced in place
+    }
+  };
+  new MutationObserver(name).observe(document.documentElement, {
+    subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["src", "title"],
+  });
+  name();
+}
+"""
+#: launch(js=...) is not run by this gradio's page; a script in the page's head is.
+ALT_TEXT_HEAD = f"<script>({ALT_TEXT_JS.strip()})();</script>"
 #: Largest story or picture upload gradio accepts (the actions check them again).
 MAX_UPLOAD = "20mb"
 
@@ -386,7 +411,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         save_character_button = gr.Button("Save character")
                     with gr.Column(scale=1):
                         reference = gr.Image(
-                            label="Reference portrait", type="filepath", interactive=False, height=300
+                            label="Reference portrait",
+                            type="filepath",
+                            interactive=False,
+                            height=300,
+                            elem_id="reference",
                         )
                         reference_again = gr.Button("Paint again")
                         my_picture = gr.File(label="Use my picture", file_types=["image"], type="filepath")
@@ -434,7 +463,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 with gr.Row():
                     with gr.Column():
                         fix_picture = gr.Image(
-                            label="Picture now", type="filepath", interactive=False, height=360
+                            label="Picture now",
+                            type="filepath",
+                            interactive=False,
+                            height=360,
+                            elem_id="fix-picture",
                         )
                         fix_locked = gr.Checkbox(label="Locked (nothing repaints it)", elem_id="fix-lock")
                         fix_draft = gr.Checkbox(
@@ -833,7 +866,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             book = _book(path)
             with session.painting(book) as job:
                 pdf = book_pdf(book, session.options, session.pool, progress=job)
-            shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
+            shown = [(image, f"printed page {i + 1}") for i, image in enumerate(preview_pages(book))]
             return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 
         make_pdf.click(
@@ -906,6 +939,7 @@ def launch_studio(
         quiet=True,
         show_error=True,
         max_file_size=MAX_UPLOAD,
+        head=ALT_TEXT_HEAD,
         footer_links=[],
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
     )
