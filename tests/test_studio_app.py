@@ -141,3 +141,29 @@ def test_gradio_variables_in_the_environment_open_nothing_more(tmp_path, tiny_sd
         assert status_of(f"{running.url}gradio_api/mcp/schema") == 404
     finally:
         running.close()
+
+
+def test_gradio_asks_nothing_of_its_servers_even_when_imported_first(tmp_path, tiny_sd, monkeypatch):
+    """gradio imported before the studio (a notebook), with its analytics variable left on: the
+    studio still turns them off; no version check, no analytics request is even attempted
+    (the network guard would fail the test on one that was)."""
+    require_gradio()
+    import gradio.analytics
+
+    from fairytale.studio_app import launch_studio
+
+    keep_environment(monkeypatch)
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    asked = []
+    monkeypatch.setattr(gradio.analytics, "version_check", lambda: asked.append("version check"))
+    monkeypatch.setattr(gradio.analytics, "_do_analytics_request", lambda topic, data: asked.append(topic))
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    running = launch_studio(folder, options=StudioOptions(tiny_settings(tiny_sd)))
+    try:
+        assert status_of(running.url) == 200
+        assert not running.app.analytics_enabled
+    finally:
+        running.close()
+    assert asked == []
