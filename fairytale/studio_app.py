@@ -804,10 +804,17 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                     book, int(number), session.options, session.pool, draft=draft, progress=job
                 )
             found = [c for c in painted if c.image]
+            if not found:
+                raise FairytaleError(
+                    f"The safety checker turned down all {len(painted)} candidates of page {number}: "
+                    "change the prompt, then paint candidates again"
+                )
+            flagged = len(painted) - len(found)
+            said = f" ({flagged} turned down by the safety checker)" if flagged else ""
             return [
                 [(str(c.image), f"seed {c.seed}") for c in found],
                 [c.seed for c in found],
-                "Click the candidate to use" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
+                f"Click the candidate to use{said}" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
             ]
 
         fix_candidates.click(

@@ -207,3 +207,21 @@ def test_a_missing_model_is_one_line_in_the_progress(gradio, session, tmp_path):
     restore = {f.name: f.fn for f in build_app(session).fns.values()}["restore"]
     _path, _message, _shown, _character, table, *_ = restore(None, str(book_of(session).folder))
     assert [row[:2] for row in table] == [[1, UNKNOWN], [2, UNKNOWN]]
+
+
+def test_candidates_all_turned_down_say_so_instead_of_an_empty_gallery(gradio, session, monkeypatch):
+    from fairytale import studio_app
+    from fairytale.studio_actions import Candidate
+
+    book = book_of(session)
+    four = {f.name: f.fn for f in studio_app.build_app(session).fns.values()}["four"]
+    flagged = [Candidate(seed, f"key{seed}", None) for seed in range(4)]
+    monkeypatch.setattr(studio_app, "paint_candidates", lambda *a, **k: flagged)
+    with pytest.warns(UserWarning, match="safety checker turned down all 4 candidates of page 1"):
+        gallery, seeds, message = four(str(book.folder), "1", False)
+    assert "change the prompt" in message  # it said "Click the candidate to use" over an empty gallery
+    monkeypatch.setattr(
+        studio_app, "paint_candidates", lambda *a, **k: flagged[:3] + [Candidate(9, "k9", book.plan_file)]
+    )
+    gallery, seeds, message = four(str(book.folder), "1", False)
+    assert seeds == [9] and "3 turned down by the safety checker" in message
