@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -291,6 +292,47 @@ def stream_painting(
     yield _painted_message(result), _pictures(book, session), _table(book, session), done_preview
 
 
+def painting_steps(
+    session: StudioSession,
+    book: Book,
+    work: Callable[[StudioProgress], Any],
+    tell: Callable[[str], Any],
+    what: str,
+) -> Any:
+    """Run ``work(progress)`` in a thread with ``book`` claimed (:meth:`StudioSession.painting`),
+    yielding ``tell(line)`` about once a second: ``what``, the progress and the seconds so far.
+    Returns what ``work`` returned (``result = yield from painting_steps(...)``) or raises its
+    error. As in :func:`stream_painting`, the book stays claimed, and Stop stops the work, until
+    the thread ends, even when the page's stream is gone."""
+    claim = session.painting(book)
+    job = claim.__enter__()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(job)
+        except BaseException as exc:  # raised below, in the page's stream
+            outcome["error"] = exc
+        finally:
+            claim.__exit__(None, None, None)
+
+    thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-fix")
+    try:
+        thread.start()
+    except BaseException:
+        claim.__exit__(None, None, None)
+        raise
+    started = time.monotonic()
+    while thread.is_alive():
+        thread.join(timeout=1.0)  # wake up once a second to show progress
+        if thread.is_alive():
+            doing = job.describe() or "Loading the model…"
+            yield tell(f"{what}: {doing} · {time.monotonic() - started:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 #: What the page says when something unforeseen breaks (the details go to the terminal).
 UNEXPECTED = (
     "Something went wrong inside the studio ({name}). Finished pictures are kept in the book folder; "
@@ -515,6 +557,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         def guarded(handler: Callable, outputs: Sequence[Any]) -> Callable:
             return _errors(gr, handler, outputs, say=(status, progress))
+
+        def telling(outputs: Sequence[Any]) -> Callable[[str], list[Any]]:
+            """A progress line for the status line among ``outputs``, the others left as they are."""
+            return lambda line: [line if output is status else gr.update() for output in outputs]
 
         def plan_values(path: str | None) -> list[Any]:
             if not path:
@@ -759,15 +805,20 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
         def as_draft(draft: bool) -> str:
             return " as a draft" if draft else ""
 
-        def repaint_with_prompt(path: str, number: str, prompt: str, draft: bool) -> list[Any]:
+        def repaint_with_prompt(path: str, number: str, prompt: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            with session.painting(book) as job:
-                repaint_page(
+            yield from painting_steps(
+                session,
+                book,
+                lambda job: repaint_page(
                     book, int(number), session.options, session.pool, prompt=prompt, draft=draft, progress=job
-                )
-            return after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
+                ),
+                telling(fixed_outputs),
+                f"Page {number}",
+            )
+            yield after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
 
         fix_repaint.click(
             guarded(repaint_with_prompt, fixed_outputs),
@@ -775,15 +826,20 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             fixed_outputs,
         )
 
-        def repaint_new_seed(path: str, number: str, draft: bool) -> list[Any]:
+        def repaint_new_seed(path: str, number: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            with session.painting(book) as job:
-                result = repaint_page(
+            result = yield from painting_steps(
+                session,
+                book,
+                lambda job: repaint_page(
                     book, int(number), session.options, session.pool, new_seed=True, draft=draft, progress=job
-                )
-            return after_fix(
+                ),
+                telling(fixed_outputs),
+                f"Page {number}",
+            )
+            yield after_fix(
                 book,
                 number,
                 f"Page {number} painted again with seed {result.new_seeds.get(int(number))}{as_draft(draft)}",
@@ -795,14 +851,21 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         candidate_seeds = gr.State([])
 
-        def four(path: str, number: str, draft: bool) -> list[Any]:
+        four_outputs = [candidates, candidate_seeds, status]
+
+        def four(path: str, number: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            with session.painting(book) as job:
-                painted = paint_candidates(
+            painted = yield from painting_steps(
+                session,
+                book,
+                lambda job: paint_candidates(
                     book, int(number), session.options, session.pool, draft=draft, progress=job
-                )
+                ),
+                telling(four_outputs),
+                f"Candidates of page {number}",
+            )
             found = [c for c in painted if c.image]
             if not found:
                 raise FairytaleError(
@@ -811,17 +874,13 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 )
             flagged = len(painted) - len(found)
             said = f" ({flagged} turned down by the safety checker)" if flagged else ""
-            return [
+            yield [
                 [(str(c.image), f"seed {c.seed}") for c in found],
                 [c.seed for c in found],
                 f"Click the candidate to use{said}" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
             ]
 
-        fix_candidates.click(
-            guarded(four, [candidates, candidate_seeds, status]),
-            [book_state, fix_page, fix_draft],
-            [candidates, candidate_seeds, status],
-        )
+        fix_candidates.click(guarded(four, four_outputs), [book_state, fix_page, fix_draft], four_outputs)
 
         def pick(path: str, number: str, seeds: list[int], evt: gr.SelectData) -> list[Any]:
             book = _book(path)
@@ -869,16 +928,21 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         fix_locked.input(guarded(set_lock, fixed_outputs), [book_state, fix_page, fix_locked], fixed_outputs)
 
-        def lay_out(path: str) -> list[Any]:
-            book = _book(path)
-            with session.painting(book) as job:
-                pdf = book_pdf(book, session.options, session.pool, progress=job)
-            shown = [(image, f"printed page {i + 1}") for i, image in enumerate(preview_pages(book))]
-            return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
+        layout_outputs = [pdf_file, preview, status]
 
-        make_pdf.click(
-            guarded(lay_out, [pdf_file, preview, status]), [book_state], [pdf_file, preview, status]
-        )
+        def lay_out(path: str) -> Any:
+            book = _book(path)
+            pdf = yield from painting_steps(
+                session,
+                book,
+                lambda job: book_pdf(book, session.options, session.pool, progress=job),
+                telling(layout_outputs),
+                "Laying out the book",
+            )
+            shown = [(image, f"printed page {i + 1}") for i, image in enumerate(preview_pages(book))]
+            yield [str(pdf), shown, f"The book is laid out: {pdf.name}"]
+
+        make_pdf.click(guarded(lay_out, layout_outputs), [book_state], layout_outputs)
 
         def publish(path: str, preset: str | None) -> list[Any]:
             book = _book(path)

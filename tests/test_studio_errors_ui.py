@@ -4,7 +4,9 @@ once instead of waiting unseen; a painting stays stoppable after its page stream
 
 from __future__ import annotations
 
+import inspect
 import threading
+from types import SimpleNamespace
 
 import pytest
 
@@ -36,6 +38,11 @@ def session(tmp_path, tiny_sd):
 
 def book_of(session):
     return open_book(session.books_dir / "zoe")
+
+
+def last(said):
+    """What a handler showed last (the painting ones stream their progress first)."""
+    return list(said)[-1] if inspect.isgenerator(said) else said
 
 
 def test_an_unforeseen_error_is_one_plain_line_and_its_traceback_goes_to_the_terminal(gradio, capsys):
@@ -111,7 +118,7 @@ def test_a_second_painting_of_the_book_is_refused_at_once(gradio, session):
             ("lay_out", ()),
         ]:
             with pytest.warns(UserWarning, match="being painted already"):
-                said = handlers[name](str(book.folder), *args)
+                said = last(handlers[name](str(book.folder), *args))
             assert any("being painted already" in str(value) for value in said), name
     assert not (book.folder / "cache").exists() or not any((book.folder / "cache").rglob("*.png"))
 
@@ -218,10 +225,39 @@ def test_candidates_all_turned_down_say_so_instead_of_an_empty_gallery(gradio, s
     flagged = [Candidate(seed, f"key{seed}", None) for seed in range(4)]
     monkeypatch.setattr(studio_app, "paint_candidates", lambda *a, **k: flagged)
     with pytest.warns(UserWarning, match="safety checker turned down all 4 candidates of page 1"):
-        gallery, seeds, message = four(str(book.folder), "1", False)
+        gallery, seeds, message = last(four(str(book.folder), "1", False))
     assert "change the prompt" in message  # it said "Click the candidate to use" over an empty gallery
     monkeypatch.setattr(
         studio_app, "paint_candidates", lambda *a, **k: flagged[:3] + [Candidate(9, "k9", book.plan_file)]
     )
-    gallery, seeds, message = four(str(book.folder), "1", False)
+    gallery, seeds, message = last(four(str(book.folder), "1", False))
     assert seeds == [9] and "3 turned down by the safety checker" in message
+
+
+def test_fixing_a_page_shows_its_progress_and_stop_stops_it(gradio, session, monkeypatch):
+    from fairytale import studio_app
+    from fairytale.studio_actions import PaintingStopped
+
+    book = book_of(session)
+    handlers = {f.name: f.fn for f in studio_app.build_app(session).fns.values()}
+
+    def repaint_page(book, number, options, pool, *, progress, **kwargs):
+        progress.start_pages(1)
+        for _ in range(30):  # a painting checks Stop at every step (bounded: before, nothing pressed Stop)
+            progress.step(1, 25)
+            progress._stop.wait(1)
+        return SimpleNamespace(new_seeds={1: 7})
+
+    monkeypatch.setattr(studio_app, "repaint_page", repaint_page)
+    stream = handlers["repaint_new_seed"](str(book.folder), "1", False)
+    first = next(stream)
+    # before, the page showed nothing until the painting ended, and no Stop reached it
+    assert first[0].startswith("Page 1: Painting page 1 of 1 · ")
+    assert all(update == gradio.update() for update in first[1:])
+    with pytest.warns(UserWarning, match="Painting stopped"):
+        assert "Nothing is being painted" not in handlers["stop_painting"](str(book.folder))
+        told = list(stream)[-1]
+    assert told[0] == str(
+        PaintingStopped("Painting stopped; the finished pictures are kept — paint again to go on")
+    )
+    assert book.folder not in session.jobs
