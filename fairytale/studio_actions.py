@@ -51,6 +51,11 @@ HISTORY_NAME = "history.json"
 #: Largest picture a person may upload as a reference portrait.
 MAX_PICTURE_BYTES = 20 * 1024 * 1024
 PICTURE_FORMATS = {"PNG", "JPEG", "WEBP"}
+#: Most pixels an uploaded picture may have (a 48-megapixel phone photo passes; a decompression
+#: bomb, a few KB that decode to gigabytes, does not).
+MAX_PICTURE_PIXELS = 64 * 10**6
+#: An uploaded picture is kept at most this many pixels a side (a portrait needs no more).
+MAX_PICTURE_SIDE = 2048
 #: How many pictures "four candidates" paints.
 CANDIDATES = 4
 #: A live preview every this many denoising steps (when previews are shown).
@@ -157,11 +162,13 @@ def create_book(
     input (size, encoding, not binary) before any model loads; nothing is left behind when
     planning fails."""
     from fairytale.planner import compose_prompt, plan_story
-    from fairytale.story import MAX_BYTES, read_story
+    from fairytale.story import MAX_BYTES, read_story, split_title
 
     options = options or StudioOptions()
     if (story_text is None) == (story_file is None):
         raise FairytaleError("Paste a story or upload a story file (one of them)")
+    if story_text is not None:
+        story_text = pasted_text(story_text)
     if story_file is not None:
         story_file = Path(story_file)
         if story_file.is_file() and story_file.stat().st_size > MAX_BYTES:
@@ -179,17 +186,30 @@ def create_book(
             raise FairytaleError(
                 f"The story is {len(data) // 1024} KB, too long for a picture book (the limit is {MAX_BYTES // 1024} KB)"
             )
-    title = (title or "").strip() or None
-    author = (author or "").strip() or None
+    title = pasted_text(title or "").strip() or None
+    author = pasted_text(author or "").strip() or None
+    style = pasted_text(style) if style else style
     books_dir = ensure_dir(Path(books_dir).expanduser().resolve())
 
-    # Read it once from a scratch file to learn the title (and refuse bad input) before a folder is made.
-    scratch = books_dir / f".story-{threading.get_ident()}-{time.monotonic_ns()}.txt"
+    # Read it once from a scratch file to learn the title (and refuse bad input) before a folder is
+    # made. The scratch file has the upload's name, which is the title when the story has none, as
+    # in `fairytale plan`; the story's problems name what the person gave, not the scratch file.
+    scratch_dir = books_dir / f".story-{threading.get_ident()}-{time.monotonic_ns()}"
+    scratch = scratch_dir / (Path(story_file).name if story_file is not None else STORY_NAME)
+    given = Path(story_file).name if story_file is not None else "The pasted story"
     try:
+        ensure_dir(scratch_dir)
         scratch.write_bytes(data)
-        story = read_story(scratch, title=title)
+        try:
+            story = read_story(scratch, title=title)
+        except FairytaleError as exc:
+            raise FairytaleError(str(exc).replace(str(scratch), given)) from None
     finally:
-        scratch.unlink(missing_ok=True)
+        shutil.rmtree(scratch_dir, ignore_errors=True)
+    if story_text is not None and title is None and split_title(story_text.strip())[0] is None:
+        raise FairytaleError(
+            "Give the book a title: the story does not start with a short title line (and a blank line)"
+        )
     folder = _new_folder(books_dir, story.title)
     ensure_dir(folder)
     try:
@@ -201,7 +221,7 @@ def create_book(
             count_tokens = _token_counter(settings)
         plan = plan_story(
             story_path,
-            title=title,
+            title=story.title,  # as read above: the upload's name, not "story.txt", when it has none
             author=author,
             words_per_page=options.words_per_page,
             seed=seed,
@@ -222,6 +242,20 @@ def create_book(
         shutil.rmtree(folder, ignore_errors=True)  # we made it just now: nothing of the person's is in it
         raise
     return Book(folder)
+
+
+#: Characters a paste from a word processor carries that a page cannot print: line and page breaks
+#: (Word's Shift+Enter is a vertical tab) become new lines, other control characters go.
+_BREAKS = str.maketrans({"\v": "\n", "\f": "\n\n", "\u2028": "\n", "\u2029": "\n\n"})
+_CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
+
+
+def pasted_text(text: str) -> str:
+    """``text`` typed or pasted into the page, made printable: a lone surrogate (a broken emoji
+    from the clipboard, which cannot be saved as UTF-8) becomes U+FFFD, line and page breaks
+    become new lines, and other control characters are dropped."""
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return _CONTROLS.sub("", text.translate(_BREAKS))
 
 
 def _token_counter(settings: RenderSettings) -> Callable[[str], int]:
@@ -264,7 +298,9 @@ def _page_keys(book: Book, settings: RenderSettings) -> PageKeys:
         if settings.draft:
             raise  # painting drafts needs the LoRA: say so now, in one line
         draft_mark = None  # no LoRA here: no draft can be in the cache either
-    return PageKeys(plan, book.plan_file, backend, embedding_hashes(plan, book.plan_file), painter, draft_mark)
+    return PageKeys(
+        plan, book.plan_file, backend, embedding_hashes(plan, book.plan_file), painter, draft_mark
+    )
 
 
 def _store(book: Book) -> PageStore:
@@ -279,7 +315,9 @@ def _view(keys: PageKeys, store: PageStore, page: Page, max_repaints: int) -> Pa
     cached = keys.look_up(page, store, drafts=keys.draft_mark is not None, max_repaints=max_repaints)
     found = cached.found
     status: PageStatus = (
-        "locked" if page.locked and found else ("draft" if cached.draft and found else "painted" if found else "to paint")
+        "locked"
+        if page.locked and found
+        else ("draft" if cached.draft and found else "painted" if found else "to paint")
     )
     return PageView(
         page.number,
@@ -317,6 +355,8 @@ def save_page(
 ) -> BookPlan:
     """Change a page's text, prompt or characters and save the plan (validated). A new prompt
     marks the page to paint (its cache key changes); a locked page refuses a new prompt."""
+    text = pasted_text(text) if text is not None else None
+    prompt = pasted_text(prompt) if prompt is not None else None
     plan = book.plan()
     page = book.page(plan, number)
     if prompt is not None and prompt.strip() != page.prompt:
@@ -358,6 +398,7 @@ def save_character(
     pages showing the character again (locked pages keep theirs); returns those pages."""
     from fairytale.plan_edits import recompose
 
+    name, kind, description = (pasted_text(v) if v is not None else None for v in (name, kind, description))
     plan = book.plan()
     try:
         character = plan.character(character_id)
@@ -668,6 +709,7 @@ def paint_candidates(
     *,
     count: int = CANDIDATES,
     draft: bool = False,
+    progress: RenderProgress | None = None,
 ) -> list[Candidate]:
     """Paint ``count`` pictures of page ``number`` with new seeds (each safety-checked and kept
     in the cache); :func:`choose_candidate` makes one the page's picture. ``draft``: quick
@@ -700,7 +742,7 @@ def paint_candidates(
                 store,
                 batch_size=batch,
                 max_repaints=settings.max_repaints,
-                progress=QuietProgress(),
+                progress=progress or QuietProgress(),  # a StudioProgress: Stop ends it
             )
     candidates = []
     for job in jobs:
@@ -733,7 +775,13 @@ def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: Illustr
         _teach_learned_tokens(illustrator, book, plan, backend)
         batch = settings.batch_size or illustrator.device_plan.batch_size
         paint_references(
-            illustrator, plan, book.plan_file, book.folder, missing, max_repaints=settings.max_repaints, batch_size=batch
+            illustrator,
+            plan,
+            book.plan_file,
+            book.folder,
+            missing,
+            max_repaints=settings.max_repaints,
+            batch_size=batch,
         )
         record_references(book.plan_file, plan, missing)
 
@@ -896,7 +944,9 @@ def repaint_reference(book: Book, character_id: str, options: StudioOptions, poo
         _teach_learned_tokens(illustrator, book, plan, backend)
         # the paint-and-safety loop of pages (repaints with repaint_seed(first, attempt))
         request = PaintRequest(0, prompt, plan.style.negative_prompt, first)
-        loop = illustrator_loop(illustrator, [request], batch_size=1, max_repaints=options.settings.max_repaints)
+        loop = illustrator_loop(
+            illustrator, [request], batch_size=1, max_repaints=options.settings.max_repaints
+        )
         [done] = [checked for finished in loop for checked in finished]
         if done.picture is None:
             raise FairytaleError(
@@ -917,8 +967,10 @@ def repaint_reference(book: Book, character_id: str, options: StudioOptions, poo
 
 def check_picture_upload(path: Path | str) -> Image.Image:
     """An uploaded picture, checked like CLI input: a file, at most :data:`MAX_PICTURE_BYTES`,
-    really a PNG, JPEG or WebP, and not a decompression bomb. Returns it as RGB."""
-    from PIL import Image, UnidentifiedImageError
+    really a PNG, JPEG or WebP, at most :data:`MAX_PICTURE_PIXELS` (else one line saying its
+    size, before it is decoded). Returns it as RGB, upright (a phone photo's orientation tag
+    applied), transparency on white, and at most :data:`MAX_PICTURE_SIDE` pixels a side."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
@@ -934,8 +986,22 @@ def check_picture_upload(path: Path | str) -> Image.Image:
                 raise FairytaleError(
                     f"{path.name} is a {opened.format} file; use a PNG, JPEG or WebP picture"
                 )
+            width, height = opened.size
+            if width * height > MAX_PICTURE_PIXELS:
+                raise FairytaleError(
+                    f"{path.name} is {width}×{height} pixels; the largest picture the studio takes is "
+                    f"{MAX_PICTURE_PIXELS // 10**6} megapixels: make it smaller first"
+                )
+            opened.draft("RGB", (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))  # a big JPEG decodes smaller
             opened.load()
-            return opened.convert("RGB")
+            picture = ImageOps.exif_transpose(opened)
+            if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+                rgba = picture.convert("RGBA")
+                picture = Image.new("RGB", rgba.size, "white")
+                picture.paste(rgba, mask=rgba.getchannel("A"))
+            picture = picture.convert("RGB")
+            picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE), Image.Resampling.LANCZOS)
+            return picture
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise FairytaleError(
             f"{path.name} is not a picture this studio can read ({type(exc).__name__})"
@@ -982,10 +1048,13 @@ def preview_pages(book: Book, width: int = 480) -> list[Image.Image]:
     return pdf_page_images(book.pdf, pages=10_000, width=width)
 
 
-def book_pdf(book: Book, options: StudioOptions, pool: IllustratorPool) -> Path:
-    """The PDF of the book as the plan stands now (painting what is missing first)."""
+def book_pdf(
+    book: Book, options: StudioOptions, pool: IllustratorPool, progress: RenderProgress | None = None
+) -> Path:
+    """The PDF of the book as the plan stands now (painting what is missing first, with
+    ``progress``: a :class:`StudioProgress` stops it)."""
     if pages_to_paint(book, options.settings) or not book.pdf.is_file() or _stale(book):
-        paint_book(book, options, pool)
+        paint_book(book, options, pool, progress=progress)
     return book.pdf
 
 

@@ -16,7 +16,10 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Callable
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +55,33 @@ from fairytale.studio_actions import (
 HOST = "127.0.0.1"
 SESSION_DIR = ".studio"
 INSTALL_HINT = 'The studio needs gradio: pip install -e ".[studio]" (in a checkout) or pip install "fairytale-books[studio]"'
+#: Where the browser remembers the open book (see ``restore`` in :func:`build_app`).
+REMEMBERED_KEY = "fairytale-studio-book"
+#: gradio shows its pictures without alt text (a gallery's caption is a separate label, or the
+#: picture's ``title``): give each one a name a screen reader says, its caption, or what it is for.
+ALT_TEXT_JS = """
+() => {
+  const named = {
+    "reference": "Reference portrait of the character",
+    "fix-picture": "The page's picture now",
+    "live-preview": "Live preview of the page being painted",
+  };
+  const name = () => {
+    for (const img of document.querySelectorAll("img")) {
+      const holder = Object.keys(named).find((id) => img.closest("#" + id));
+      const caption = img.closest("button")?.querySelector(".caption-label")?.textContent?.trim();
+      const label = img.title || caption || named[holder];
+      if (label && img.alt !== label) img.alt = label;  // again when a picture is replaced in place
+    }
+  };
+  new MutationObserver(name).observe(document.documentElement, {
+    subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ["src", "title"],
+  });
+  name();
+}
+"""
+#: launch(js=...) is not run by this gradio's page; a script in the page's head is.
+ALT_TEXT_HEAD = f"<script>({ALT_TEXT_JS.strip()})();</script>"
 #: Largest story or picture upload gradio accepts (the actions check them again).
 MAX_UPLOAD = "20mb"
 
@@ -82,6 +112,25 @@ class StudioSession:
     books_dir: Path
     pool: IllustratorPool = field(default_factory=IllustratorPool)
     jobs: dict[Path, StudioProgress] = field(default_factory=dict)
+    _jobs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextmanager
+    def painting(self, book: Book) -> Iterator[StudioProgress]:
+        """Claim ``book`` for one painting action (any tab) and yield its progress, which the
+        Stop button stops; a second action on the book meanwhile is refused at once, in one
+        line, instead of waiting unseen behind the first."""
+        with self._jobs_lock:
+            if book.folder in self.jobs:
+                raise FairytaleError(
+                    "This book is being painted already (here or in another tab): "
+                    "wait for it to finish, or press Stop on the Paint tab"
+                )
+            job = self.jobs[book.folder] = StudioProgress()
+        try:
+            yield job
+        finally:
+            with self._jobs_lock:
+                self.jobs.pop(book.folder, None)
 
 
 @dataclass
@@ -115,22 +164,35 @@ def _book(path: str | None) -> Book:
     return open_book(path)
 
 
+def _views(book: Book, session: StudioSession) -> list[Any] | None:
+    """The pages with their pictures, or None when the model's files cannot be named (a missing
+    model: its cache keys cannot be made; the action that needs the model says so, in one line)."""
+    try:
+        return page_views(book, session.options.settings)
+    except FairytaleError:
+        return None
+
+
 def _pictures(book: Book, session: StudioSession) -> list[tuple[str, str]]:
     return [
         (
             str(v.picture),
             f"page {v.number}{' · locked' if v.locked else ''}{' · draft' if v.status == 'draft' else ''}",
         )
-        for v in page_views(book, session.options.settings)
+        for v in _views(book, session) or []
         if v.picture
     ]
 
 
+#: A page's status in the table when the model is missing (nothing can be looked up in the cache).
+UNKNOWN = "? (model missing)"
+
+
 def _table(book: Book, session: StudioSession) -> list[list[Any]]:
-    return [
-        [v.number, v.status, ", ".join(v.characters), v.prompt]
-        for v in page_views(book, session.options.settings)
-    ]
+    views = _views(book, session)
+    if views is None:  # the plan can still be read and edited
+        return [[p.number, UNKNOWN, ", ".join(p.characters), p.prompt] for p in book.plan().pages]
+    return [[v.number, v.status, ", ".join(v.characters), v.prompt] for v in views]
 
 
 def _preview_picture(preview: Any) -> Any:
@@ -177,12 +239,14 @@ def stream_painting(
 
     With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
     otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
+
+    The book stays claimed (:meth:`StudioSession.painting`) until the painting thread ends, not
+    the page's stream: after a reload, or from another tab, Stop still stops it and a second
+    painting is still refused.
     """
     book = _book(path)
-    job = StudioProgress()
-    if session.jobs.get(book.folder):
-        raise FairytaleError("This book is being painted already; wait for it or press Stop")
-    session.jobs[book.folder] = job
+    claim = session.painting(book)
+    job = claim.__enter__()  # refused here, before anything starts, when the book is busy
     outcome: dict[str, Any] = {}
     latest: dict[str, Any] = {}  # the newest preview: the painting thread writes, this one reads
 
@@ -194,41 +258,127 @@ def stream_painting(
             outcome["result"] = work(book, job, keep if previews else None)
         except BaseException as exc:  # shown in the page below
             outcome["error"] = exc
+        finally:
+            claim.__exit__(None, None, None)
 
     thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
-    thread.start()
-    shown = None
     try:
-        while thread.is_alive():
-            thread.join(timeout=1.0)  # wake up once a second to show progress
-            newest = latest.get("preview")
-            picture = gr.update()
-            if newest is not None and newest is not shown:
-                shown = newest
-                listed = ", ".join(map(str, newest.pages))
-                picture = gr.update(
-                    value=_preview_picture(newest),
-                    label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
-                    visible=True,
-                )
-            yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
-    finally:
-        session.jobs.pop(book.folder, None)
+        thread.start()
+    except BaseException:
+        claim.__exit__(None, None, None)
+        raise
+    shown = None
+    while thread.is_alive():
+        thread.join(timeout=1.0)  # wake up once a second to show progress
+        newest = latest.get("preview")
+        picture = gr.update()
+        if newest is not None and newest is not shown:
+            shown = newest
+            listed = ", ".join(map(str, newest.pages))
+            picture = gr.update(
+                value=_preview_picture(newest),
+                label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
+                visible=True,
+            )
+        yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
     done_preview = gr.update(value=None, visible=False)  # the real pictures are in the gallery now
     error = outcome.get("error")
     if error is not None:
-        if isinstance(error, FairytaleError):
-            yield str(error), _pictures(book, session), _table(book, session), done_preview
-            return
-        raise error
+        if not isinstance(error, Exception):
+            raise error  # KeyboardInterrupt, SystemExit: the studio itself is stopping
+        yield user_message(error), _pictures(book, session), _table(book, session), done_preview
+        return
     result = outcome["result"]
     yield _painted_message(result), _pictures(book, session), _table(book, session), done_preview
 
 
-def _errors(gr: Any, handler: Callable) -> Callable:
-    """A handler whose FairytaleError is shown in the page as one line, not a traceback."""
-    import functools
+def painting_steps(
+    session: StudioSession,
+    book: Book,
+    work: Callable[[StudioProgress], Any],
+    tell: Callable[[str], Any],
+    what: str,
+) -> Any:
+    """Run ``work(progress)`` in a thread with ``book`` claimed (:meth:`StudioSession.painting`),
+    yielding ``tell(line)`` about once a second: ``what``, the progress and the seconds so far.
+    Returns what ``work`` returned (``result = yield from painting_steps(...)``) or raises its
+    error. As in :func:`stream_painting`, the book stays claimed, and Stop stops the work, until
+    the thread ends, even when the page's stream is gone."""
+    claim = session.painting(book)
+    job = claim.__enter__()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(job)
+        except BaseException as exc:  # raised below, in the page's stream
+            outcome["error"] = exc
+        finally:
+            claim.__exit__(None, None, None)
+
+    thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-fix")
+    try:
+        thread.start()
+    except BaseException:
+        claim.__exit__(None, None, None)
+        raise
+    started = time.monotonic()
+    while thread.is_alive():
+        thread.join(timeout=1.0)  # wake up once a second to show progress
+        if thread.is_alive():
+            doing = job.describe() or "Loading the model…"
+            yield tell(f"{what}: {doing} · {time.monotonic() - started:.0f} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+#: What the page says when something unforeseen breaks (the details go to the terminal).
+UNEXPECTED = (
+    "Something went wrong inside the studio ({name}). Finished pictures are kept in the book folder; "
+    "the details are in the window where the studio runs."
+)
+#: What the page says when painting runs out of memory.
+OUT_OF_MEMORY = (
+    "The computer ran out of memory while painting. Close other programs and try again, "
+    "or start the studio with --low-vram."
+)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    # torch.OutOfMemoryError (CUDA), MemoryError (RAM), "out of memory" RuntimeErrors (MPS, HIP)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    )
+
+
+def user_message(exc: BaseException) -> str:
+    """One line for the page, never a traceback: a :class:`FairytaleError`'s own message; for
+    anything else a plain sentence (running out of memory says what to do), its traceback
+    written to the terminal where the studio runs."""
+    if isinstance(exc, FairytaleError):
+        return str(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if _out_of_memory(exc):
+        return OUT_OF_MEMORY
+    return UNEXPECTED.format(name=type(exc).__name__)
+
+
+def _errors(gr: Any, handler: Callable, outputs: Sequence[Any] = (), say: Sequence[Any] = ()) -> Callable:
+    """``handler``, whose errors are told, not thrown at the page: the one line of
+    :func:`user_message` in a warning box and in each of its ``outputs`` that is one of ``say``
+    (the status and progress lines), every other output left as it was. (An error raised to
+    gradio would mark every output "Error" and hide what it showed: the prompt, the pictures.)"""
+    import html
     import inspect
+
+    def told(exc: Exception) -> Any:
+        message = user_message(exc)
+        gr.Warning(html.escape(message), title="Not done")  # the box renders HTML: a file name is not markup
+        updates = [message if any(o is s for s in say) else gr.update() for o in outputs]
+        return updates[0] if len(updates) == 1 else updates
 
     if inspect.isgeneratorfunction(handler):
 
@@ -236,8 +386,8 @@ def _errors(gr: Any, handler: Callable) -> Callable:
         def generator(*args: Any) -> Any:
             try:
                 yield from handler(*args)
-            except FairytaleError as exc:
-                raise gr.Error(str(exc)) from None
+            except Exception as exc:
+                yield told(exc)
 
         return generator
 
@@ -245,8 +395,8 @@ def _errors(gr: Any, handler: Callable) -> Callable:
     def wrapper(*args: Any) -> Any:
         try:
             return handler(*args)
-        except FairytaleError as exc:
-            raise gr.Error(str(exc)) from None
+        except Exception as exc:
+            return told(exc)
 
     return wrapper
 
@@ -260,6 +410,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
     # gradio's copies of shown files (in SESSION/.studio/gradio) older than a day are deleted hourly
     with gr.Blocks(title="fAIrytale Studio", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         book_state = gr.State(first)
+        # The open book, remembered by the browser (encrypted with a secret made at each launch), so
+        # a reload or a second tab of this studio opens it again instead of an empty page.
+        remembered = gr.BrowserState(None, storage_key=REMEMBERED_KEY)
         gr.Markdown("# fAIrytale Studio\nStory → plan → pictures → your book.")
         status = gr.Markdown(
             f"Open: {first}" if first else "Start a book: paste a story below.", elem_id="status"
@@ -300,7 +453,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         save_character_button = gr.Button("Save character")
                     with gr.Column(scale=1):
                         reference = gr.Image(
-                            label="Reference portrait", type="filepath", interactive=False, height=300
+                            label="Reference portrait",
+                            type="filepath",
+                            interactive=False,
+                            height=300,
+                            elem_id="reference",
                         )
                         reference_again = gr.Button("Paint again")
                         my_picture = gr.File(label="Use my picture", file_types=["image"], type="filepath")
@@ -348,7 +505,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 with gr.Row():
                     with gr.Column():
                         fix_picture = gr.Image(
-                            label="Picture now", type="filepath", interactive=False, height=360
+                            label="Picture now",
+                            type="filepath",
+                            interactive=False,
+                            height=360,
+                            elem_id="fix-picture",
                         )
                         fix_locked = gr.Checkbox(label="Locked (nothing repaints it)", elem_id="fix-lock")
                         fix_draft = gr.Checkbox(
@@ -362,6 +523,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         )
                         fix_seed = gr.Button("Paint again with a new seed", elem_id="fix-seed")
                         fix_candidates = gr.Button("Paint four candidates", elem_id="fix-candidates")
+                        fix_stop = gr.Button("Stop", elem_id="fix-stop")
                 candidates = gr.Gallery(
                     label="Candidates: click one to use it", columns=4, height=300, elem_id="candidates"
                 )
@@ -374,7 +536,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
             # 5. the book
             with gr.Tab("5 · Book", id="book"):
-                make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
+                with gr.Row():
+                    make_pdf = gr.Button("Lay out the book", variant="primary", elem_id="make-pdf")
+                    book_stop = gr.Button("Stop", elem_id="book-stop")
                 pdf_file = gr.File(label="The PDF", elem_id="pdf-file")
                 with gr.Row():
                     export_preset = gr.Dropdown(
@@ -390,6 +554,13 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 preview = gr.Gallery(label="Pages as they will print", columns=2, elem_id="preview")
 
         # -- handlers ----------------------------------------------------------------------
+
+        def guarded(handler: Callable, outputs: Sequence[Any]) -> Callable:
+            return _errors(gr, handler, outputs, say=(status, progress))
+
+        def telling(outputs: Sequence[Any]) -> Callable[[str], list[Any]]:
+            """A progress line for the status line among ``outputs``, the others left as they are."""
+            return lambda line: [line if output is status else gr.update() for output in outputs]
 
         def plan_values(path: str | None) -> list[Any]:
             if not path:
@@ -434,22 +605,55 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
                 str(book.folder),
                 gr.Tabs(selected="plan"),  # on to the review
+                str(book.folder),
             ] + plan_values(str(book.folder))
 
         make_plan.click(
-            _errors(gr, start),
+            guarded(start, [book_state, status, open_path, tabs, remembered, *plan_outputs]),
             [story_text, story_file, title, author, style],
-            [book_state, status, open_path, tabs, *plan_outputs],
+            [book_state, status, open_path, tabs, remembered, *plan_outputs],
         )
 
         def open_(path: str) -> list[Any]:
-            book = open_book(path)
-            return [str(book.folder), f"Opened **{book.plan().title}** in `{book.folder}`"] + plan_values(
-                str(book.folder)
-            )
+            if not (path or "").strip():
+                raise FairytaleError("Type the path of a book folder first")
+            book = open_book(path.strip())
+            return [
+                str(book.folder),
+                f"Opened **{book.plan().title}** in `{book.folder}`",
+                str(book.folder),
+            ] + plan_values(str(book.folder))
 
-        open_button.click(_errors(gr, open_), [open_path], [book_state, status, *plan_outputs])
-        app.load(_errors(gr, plan_values), [book_state], plan_outputs)
+        open_button.click(
+            guarded(open_, [book_state, status, remembered, *plan_outputs]),
+            [open_path],
+            [book_state, status, remembered, *plan_outputs],
+        )
+
+        def restore(path: str | None, kept: str | None) -> list[Any]:
+            """The page (re)loaded: open the book this browser had open in this studio, else the
+            one the studio was started with."""
+            for candidate in (kept, path):
+                if not candidate:
+                    continue
+                try:
+                    book = open_book(candidate)
+                except FairytaleError:
+                    continue  # moved or deleted meanwhile: fall back
+                message = f"Open: **{book.plan().title}** in `{book.folder}`"
+                job = session.jobs.get(book.folder)
+                if job is not None:
+                    message += (
+                        f" · being painted now ({job.describe() or 'starting'}); Stop is on the Paint tab"
+                    )
+                return [str(book.folder), message, str(book.folder)] + plan_values(str(book.folder))
+            return [None, "Start a book: paste a story below.", gr.update()] + plan_values(None)
+
+        app.load(
+            guarded(restore, [book_state, status, open_path, *plan_outputs]),
+            [book_state, remembered],
+            [book_state, status, open_path, *plan_outputs],
+        )
 
         def show_character(path: str | None, character_id: str | None) -> list[Any]:
             if not path or not character_id:
@@ -466,7 +670,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ]
 
         character_pick.change(
-            _errors(gr, show_character),
+            guarded(show_character, [name, kind, description, main, reference]),
             [book_state, character_pick],
             [name, kind, description, main, reference],
         )
@@ -488,18 +692,24 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [f"Saved {name_}{marked}", _table(book, session)]
 
         save_character_button.click(
-            _errors(gr, store_character),
+            guarded(store_character, [status, pages_table]),
             [book_state, character_pick, name, kind, description, main],
             [status, pages_table],
         )
 
         def paint_reference(path: str, character_id: str) -> list[Any]:
             book = _book(path)
-            picture = repaint_reference(book, character_id, session.options, session.pool)
-            return [str(picture), f"Painted a new portrait of {character_id}", _table(book, session)]
+            if not character_id:
+                raise FairytaleError("Choose a character first")
+            with session.painting(book):
+                picture = repaint_reference(book, character_id, session.options, session.pool)
+            name_ = book.plan().character(character_id).name
+            return [str(picture), f"Painted a new portrait of {name_}", _table(book, session)]
 
         reference_again.click(
-            _errors(gr, paint_reference), [book_state, character_pick], [reference, status, pages_table]
+            guarded(paint_reference, [reference, status, pages_table]),
+            [book_state, character_pick],
+            [reference, status, pages_table],
         )
 
         def my_reference(path: str, character_id: str, upload: str | None) -> list[Any]:
@@ -514,7 +724,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ]
 
         my_picture.upload(
-            _errors(gr, my_reference),
+            guarded(my_reference, [reference, status, pages_table]),
             [book_state, character_pick, my_picture],
             [reference, status, pages_table],
         )
@@ -525,7 +735,11 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             page = _book(path).plan().pages[int(number) - 1]
             return [page.text, page.prompt, page.characters]
 
-        page_pick.change(_errors(gr, show_page), [book_state, page_pick], [page_text, page_prompt, page_who])
+        page_pick.change(
+            guarded(show_page, [page_text, page_prompt, page_who]),
+            [book_state, page_pick],
+            [page_text, page_prompt, page_who],
+        )
 
         def store_page(path: str, number: str, text: str, prompt: str, who: list[str]) -> list[Any]:
             book = _book(path)
@@ -533,7 +747,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [f"Saved page {number}", _table(book, session)]
 
         save_page_button.click(
-            _errors(gr, store_page),
+            guarded(store_page, [status, pages_table]),
             [book_state, page_pick, page_text, page_prompt, page_who],
             [status, pages_table],
         )
@@ -550,7 +764,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             )
 
         paint.click(
-            _errors(gr, paint_all),
+            guarded(paint_all, [progress, pictures, pages_table, live_preview]),
             [book_state, paint_draft, show_previews],
             [progress, pictures, pages_table, live_preview],
         )
@@ -562,7 +776,10 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             job.stop()
             return "Stopping after the current step… (finished pictures are kept)"
 
-        stop.click(_errors(gr, stop_painting), [book_state], [progress])
+        stop.click(guarded(stop_painting, [progress]), [book_state], [progress])
+        # the Fix and Book tabs paint too (a page, candidates, the missing pages of the PDF)
+        fix_stop.click(guarded(stop_painting, [status]), [book_state], [status])
+        book_stop.click(guarded(stop_painting, [status]), [book_state], [status])
 
         def show_fix(path: str | None, number: str | None) -> list[Any]:
             if not path or not number:
@@ -573,7 +790,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [str(view.picture) if view.picture else None, view.prompt, view.locked, [], history]
 
         fix_outputs = [fix_picture, fix_prompt, fix_locked, candidates, earlier]
-        fix_page.change(_errors(gr, show_fix), [book_state, fix_page], fix_outputs)
+        fix_page.change(guarded(show_fix, fix_outputs), [book_state, fix_page], fix_outputs)
 
         def after_fix(book: Book, number: str, message: str) -> list[Any]:
             return [
@@ -588,49 +805,82 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
         def as_draft(draft: bool) -> str:
             return " as a draft" if draft else ""
 
-        def repaint_with_prompt(path: str, number: str, prompt: str, draft: bool) -> list[Any]:
+        def repaint_with_prompt(path: str, number: str, prompt: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            repaint_page(book, int(number), session.options, session.pool, prompt=prompt, draft=draft)
-            return after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
+            yield from painting_steps(
+                session,
+                book,
+                lambda job: repaint_page(
+                    book, int(number), session.options, session.pool, prompt=prompt, draft=draft, progress=job
+                ),
+                telling(fixed_outputs),
+                f"Page {number}",
+            )
+            yield after_fix(book, number, f"Page {number} painted again from its prompt{as_draft(draft)}")
 
         fix_repaint.click(
-            _errors(gr, repaint_with_prompt), [book_state, fix_page, fix_prompt, fix_draft], fixed_outputs
+            guarded(repaint_with_prompt, fixed_outputs),
+            [book_state, fix_page, fix_prompt, fix_draft],
+            fixed_outputs,
         )
 
-        def repaint_new_seed(path: str, number: str, draft: bool) -> list[Any]:
+        def repaint_new_seed(path: str, number: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            result = repaint_page(
-                book, int(number), session.options, session.pool, new_seed=True, draft=draft
+            result = yield from painting_steps(
+                session,
+                book,
+                lambda job: repaint_page(
+                    book, int(number), session.options, session.pool, new_seed=True, draft=draft, progress=job
+                ),
+                telling(fixed_outputs),
+                f"Page {number}",
             )
-            return after_fix(
+            yield after_fix(
                 book,
                 number,
                 f"Page {number} painted again with seed {result.new_seeds.get(int(number))}{as_draft(draft)}",
             )
 
-        fix_seed.click(_errors(gr, repaint_new_seed), [book_state, fix_page, fix_draft], fixed_outputs)
+        fix_seed.click(
+            guarded(repaint_new_seed, fixed_outputs), [book_state, fix_page, fix_draft], fixed_outputs
+        )
 
         candidate_seeds = gr.State([])
 
-        def four(path: str, number: str, draft: bool) -> list[Any]:
+        four_outputs = [candidates, candidate_seeds, status]
+
+        def four(path: str, number: str, draft: bool) -> Any:
             book = _book(path)
             if not number:
                 raise FairytaleError("Choose a page first")
-            painted = paint_candidates(book, int(number), session.options, session.pool, draft=draft)
+            painted = yield from painting_steps(
+                session,
+                book,
+                lambda job: paint_candidates(
+                    book, int(number), session.options, session.pool, draft=draft, progress=job
+                ),
+                telling(four_outputs),
+                f"Candidates of page {number}",
+            )
             found = [c for c in painted if c.image]
-            return [
+            if not found:
+                raise FairytaleError(
+                    f"The safety checker turned down all {len(painted)} candidates of page {number}: "
+                    "change the prompt, then paint candidates again"
+                )
+            flagged = len(painted) - len(found)
+            said = f" ({flagged} turned down by the safety checker)" if flagged else ""
+            yield [
                 [(str(c.image), f"seed {c.seed}") for c in found],
                 [c.seed for c in found],
-                "Click the candidate to use" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
+                f"Click the candidate to use{said}" + (f" (drafts: {DRAFT_NOTE})" if draft else ""),
             ]
 
-        fix_candidates.click(
-            _errors(gr, four), [book_state, fix_page, fix_draft], [candidates, candidate_seeds, status]
-        )
+        fix_candidates.click(guarded(four, four_outputs), [book_state, fix_page, fix_draft], four_outputs)
 
         def pick(path: str, number: str, seeds: list[int], evt: gr.SelectData) -> list[Any]:
             book = _book(path)
@@ -641,7 +891,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 f"Page {number} uses the candidate with seed {seeds[evt.index]} (lay out the book to update the PDF)",
             )
 
-        candidates.select(_errors(gr, pick), [book_state, fix_page, candidate_seeds], fixed_outputs)
+        candidates.select(
+            guarded(pick, fixed_outputs), [book_state, fix_page, candidate_seeds], fixed_outputs
+        )
 
         def go_back(path: str, number: str, evt: gr.SelectData) -> list[Any]:
             book = _book(path)
@@ -651,24 +903,46 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 book, number, f"Page {number} is back to its earlier picture (seed {entry.seed}) and locked"
             )
 
-        earlier.select(_errors(gr, go_back), [book_state, fix_page], fixed_outputs)
+        earlier.select(guarded(go_back, fixed_outputs), [book_state, fix_page], fixed_outputs)
 
         def set_lock(path: str, number: str, locked: bool) -> list[Any]:
+            """Lock or unlock the page; a refusal is said, and the box shows the page as it is
+            (it stayed ticked on a page that was not locked)."""
             if not path or not number:
-                return [gr.update()] * len(fixed_outputs)
+                refused = (
+                    "Choose a page first"
+                    if path
+                    else "Start a book first (paste a story, or open a book folder)"
+                )
+                gr.Warning(refused)
+                unchanged = [gr.update()] * len(fixed_outputs)
+                unchanged[0], unchanged[fixed_outputs.index(fix_locked)] = refused, False
+                return unchanged
             book = _book(path)
-            lock_page(book, int(number), settings, locked=locked)
+            try:
+                lock_page(book, int(number), settings, locked=locked)
+            except FairytaleError as exc:
+                gr.Warning(str(exc))
+                return after_fix(book, number, str(exc))
             return after_fix(book, number, f"Page {number} {'locked' if locked else 'unlocked'}")
 
-        fix_locked.input(_errors(gr, set_lock), [book_state, fix_page, fix_locked], fixed_outputs)
+        fix_locked.input(guarded(set_lock, fixed_outputs), [book_state, fix_page, fix_locked], fixed_outputs)
 
-        def lay_out(path: str) -> list[Any]:
+        layout_outputs = [pdf_file, preview, status]
+
+        def lay_out(path: str) -> Any:
             book = _book(path)
-            pdf = book_pdf(book, session.options, session.pool)
-            shown = [(image, f"{i + 1}") for i, image in enumerate(preview_pages(book))]
-            return [str(pdf), shown, f"The book is laid out: {pdf.name}"]
+            pdf = yield from painting_steps(
+                session,
+                book,
+                lambda job: book_pdf(book, session.options, session.pool, progress=job),
+                telling(layout_outputs),
+                "Laying out the book",
+            )
+            shown = [(image, f"printed page {i + 1}") for i, image in enumerate(preview_pages(book))]
+            yield [str(pdf), shown, f"The book is laid out: {pdf.name}"]
 
-        make_pdf.click(_errors(gr, lay_out), [book_state], [pdf_file, preview, status])
+        make_pdf.click(guarded(lay_out, layout_outputs), [book_state], layout_outputs)
 
         def publish(path: str, preset: str | None) -> list[Any]:
             book = _book(path)
@@ -679,7 +953,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 message += f" · preflight found {len(result.preflight.errors)} problems (see the report)"
             return [files, message]
 
-        make_epub.click(_errors(gr, publish), [book_state, export_preset], [export_files, status])
+        make_epub.click(
+            guarded(publish, [export_files, status]), [book_state, export_preset], [export_files, status]
+        )
     return app
 
 
@@ -718,7 +994,14 @@ def launch_studio(
     app = build_app(session, book.folder if book else None)
     app.queue(default_concurrency_limit=2)
     colab = in_colab()
+    # Only what the studio asks for, whatever GRADIO_* variables the environment sets: no code
+    # editor asking a hosted model (GRADIO_VIBE_MODE), no Node renderer (GRADIO_SSR_MODE), no MCP
+    # tools (GRADIO_MCP_SERVER), no monitoring page; share only with --share (GRADIO_SHARE).
+    app.vibe_mode = False
     app.launch(
+        ssr_mode=False,
+        mcp_server=False,
+        enable_monitoring=False,
         server_name=HOST,
         server_port=port or free_port(),
         share=share,
@@ -727,6 +1010,7 @@ def launch_studio(
         quiet=True,
         show_error=True,
         max_file_size=MAX_UPLOAD,
+        head=ALT_TEXT_HEAD,
         footer_links=[],
         theme=gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]),
     )

@@ -114,3 +114,56 @@ def test_a_missing_browser_skips_here_but_fails_on_ci(monkeypatch, tmp_path):
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the studio tests"):
         studio_support.require_browser()
+
+
+def test_gradio_variables_in_the_environment_open_nothing_more(tmp_path, tiny_sd, monkeypatch):
+    require_gradio()
+    from fairytale.studio_app import launch_studio
+
+    keep_environment(monkeypatch)
+    for name, value in {
+        "GRADIO_SERVER_NAME": "0.0.0.0",  # listen on every network
+        "GRADIO_SHARE": "true",  # a public link
+        "GRADIO_SSR_MODE": "true",  # a Node server beside the studio
+        "GRADIO_MCP_SERVER": "true",  # the studio's actions as tools for remote agents
+        "GRADIO_VIBE_MODE": "1",  # a code editor that asks a hosted model
+    }.items():
+        monkeypatch.setenv(name, value)
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    running = launch_studio(folder, options=StudioOptions(tiny_settings(tiny_sd)))
+    try:
+        app = running.app
+        assert running.url.startswith("http://127.0.0.1:") and running.share_url is None
+        assert app.server_name == "127.0.0.1" and app.server.config.host == "127.0.0.1"
+        assert not app.share and not app.ssr_mode and not app.mcp_server and not app.vibe_mode
+        assert status_of(f"{running.url}gradio_api/mcp/schema") == 404
+    finally:
+        running.close()
+
+
+def test_gradio_asks_nothing_of_its_servers_even_when_imported_first(tmp_path, tiny_sd, monkeypatch):
+    """gradio imported before the studio (a notebook), with its analytics variable left on: the
+    studio still turns them off; no version check, no analytics request is even attempted
+    (the network guard would fail the test on one that was)."""
+    require_gradio()
+    import gradio.analytics
+
+    from fairytale.studio_app import launch_studio
+
+    keep_environment(monkeypatch)
+    monkeypatch.setenv("GRADIO_ANALYTICS_ENABLED", "True")
+    asked = []
+    monkeypatch.setattr(gradio.analytics, "version_check", lambda: asked.append("version check"))
+    monkeypatch.setattr(gradio.analytics, "_do_analytics_request", lambda topic, data: asked.append(topic))
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    running = launch_studio(folder, options=StudioOptions(tiny_settings(tiny_sd)))
+    try:
+        assert status_of(running.url) == 200
+        assert not running.app.analytics_enabled
+    finally:
+        running.close()
+    assert asked == []

@@ -52,6 +52,11 @@ def wait_for(page, selector: str, text: str) -> None:
         pytest.fail(f"the studio showed an error instead of {text!r}: {toast.all_inner_texts()}")
 
 
+def alt_texts(page, selector: str) -> list[str]:
+    """The alt text of every picture under ``selector`` (gradio leaves it empty; the studio names them)."""
+    return page.locator(f"{selector} img").evaluate_all("images => images.map(i => i.alt)")
+
+
 def test_paste_plan_paint_fix_page_two_and_download(
     tiny_sd, tiny_ner, tiny_qa, tiny_nli, tiny_models, tmp_path, monkeypatch
 ):
@@ -98,6 +103,14 @@ def test_paste_plan_paint_fix_page_two_and_download(
             book_dir = Path(page.locator("#open-path textarea").input_value())
             pages = len(load_plan(book_dir / "plan.json").pages)
             assert pages >= 3
+            # a reload, or a second tab, opens the same book (it used to show an empty studio)
+            page.reload()
+            wait_for(page, "#status", "Zoë and the Lighthouse")
+            expect(page.locator("#open-path textarea")).to_have_value(str(book_dir))
+            second = context.new_page()
+            second.goto(studio.url)
+            wait_for(second, "#status", "Zoë and the Lighthouse")
+            second.close()
             page.get_by_role("tab", name="2 · Plan").click()
             expect(page.locator("#pages-table")).to_contain_text("to paint")
             shots.take("plan")
@@ -117,6 +130,8 @@ def test_paste_plan_paint_fix_page_two_and_download(
             wait_for(page, "#progress", "now painted in full")
             expect(page.locator("#pictures img")).to_have_count(pages)
             assert not any(p.draft for p in load_manifest(book_dir).pages)
+            expect(page.locator("#pictures img").first).to_have_attribute("alt", "page 1")
+            assert all(alt_texts(page, "#pictures")), alt_texts(page, "#pictures")
             shots.take("painted")
             before = pdf_picture_pixels(book_dir.with_suffix(".pdf"))
             keys_before = {p.number: p.key for p in load_manifest(book_dir).pages}
@@ -130,6 +145,8 @@ def test_paste_plan_paint_fix_page_two_and_download(
             shots.take("page-2-new-prompt")
             page.locator("#fix-repaint").click()
             wait_for(page, "#status", "Page 2 painted again")
+            expect(page.locator("#fix-picture img")).to_have_attribute("alt", "The page's picture now")
+            assert all(alt_texts(page, "#earlier")), alt_texts(page, "#earlier")
             shots.take("page-2-repainted")
 
             # 4. lay out the book and download the PDF
@@ -141,6 +158,7 @@ def test_paste_plan_paint_fix_page_two_and_download(
             downloaded = tmp_path / "downloaded.pdf"
             download_info.value.save_as(downloaded)
             seconds = time.perf_counter() - started
+            assert all(alt_texts(page, "#preview")), alt_texts(page, "#preview")
             shots.take("book-preview")
 
             # 5. the EPUB beside the PDF, from the painted pictures
