@@ -234,6 +234,12 @@ class ModelSource:
         rev = f"@{self.revision}" if self.revision and not self.local else ""
         return f"{self.ref}{rev} ({self.spec.role})"
 
+    @property
+    def public_label(self) -> str:
+        """:attr:`label` as a published book may print it: a local copy is named by its folder
+        (or file) alone, never by its path, which can name the user's home folder."""
+        return f"{Path(self.ref).name} ({self.spec.role})" if self.local else self.label
+
     def with_ref(self, ref: str) -> ModelSource:
         return ModelSource(self.spec, ref, self.revision, self.local, self.candidates)
 

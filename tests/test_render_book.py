@@ -291,3 +291,21 @@ def test_a_title_too_long_for_the_cover_is_said_before_any_page_is_painted(tiny_
     with pytest.raises(PlanError, match="title is too long to fit the cover"):
         render_book(plan, tmp_path / "b.pdf", tiny_settings(tiny_sd), progress=False)
     assert not (tmp_path / "b").exists()  # no picture painted, no book folder made
+
+
+def test_the_credit_line_names_a_local_model_by_its_folder_not_its_path(rendered, tiny_sd):
+    # A book goes out into the world: "/home/jane/models/sd" would print the painter's folders.
+    result, _, _ = rendered
+    credit = squash(" ".join(pdf_page_texts(result.pdf)))
+    assert "Pictures painted with sd (sd14)" in credit
+    assert str(tiny_sd.parent) not in credit and "tiny-models" not in credit
+    manifest = load_manifest(result.book_dir)
+    assert manifest.model_credit == "sd (sd14)" and manifest.model == f"{tiny_sd} (sd14)"  # the record keeps it
+
+
+def test_an_export_from_an_older_manifest_prints_no_local_path():
+    from fairytale.publish.book_export import _public
+
+    assert _public("/home/jane/models/my-sd (sd14)") == "my-sd (sd14)"
+    assert _public("C:\\Users\\jane\\sd (sd14)") == "sd (sd14)"
+    assert _public("CompVis/stable-diffusion-v1-4 (sd14)") == "CompVis/stable-diffusion-v1-4 (sd14)"

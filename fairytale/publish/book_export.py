@@ -85,7 +85,16 @@ def _output(book_dir: Path, suffix: str) -> Path:
 
 
 def _credit(manifest: Manifest) -> str:
-    return f"Pictures painted with {manifest.model} · made with fAIrytale {__version__}"
+    return f"Pictures painted with {manifest.model_credit or _public(manifest.model)} · made with fAIrytale {__version__}"
+
+
+def _public(label: str) -> str:
+    """The model ``label`` of an older manifest ("REF (role)") with a local path cut to its last
+    part: a printed book never shows the painter's folders."""
+    ref, role = label.rsplit(" (", 1) if label.endswith(")") and " (" in label else (label, None)
+    if ref.startswith(("/", "~", ".", "\\")) or (len(ref) > 1 and ref[1] == ":") or ref.count("/") > 1:
+        ref = ref.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return f"{ref} ({role}" if role else ref
 
 
 def _pictures(book_dir: Path, manifest: Manifest, plan: BookPlan) -> dict[int, Path]:

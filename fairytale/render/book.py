@@ -567,7 +567,7 @@ def _write_pdf(job: _Job, page_files: dict[int, Path], print_files: dict[int, Pa
         author=plan.author,
         pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
         cover_picture=placed[cover],
-        credit=f"Pictures painted with {job.backend.describe_model()} · made with fAIrytale {__version__}",
+        credit=f"Pictures painted with {job.backend.credit_model()} · made with fAIrytale {__version__}",
     )
     pdf_report = write_book_pdf(contents, job.pdf_path, job.pdf_settings, picture_cache=ensure_dir(job.book_dir / "print"))
     job.warnings.extend(w for w in pdf_report.warnings if w not in job.warnings)
@@ -627,6 +627,7 @@ def _write_manifest(
         pdf=_relative(job.pdf_path, book_dir),
         backend=backend.name,
         model=backend.describe_model(),
+        model_credit=backend.credit_model(),
         model_fingerprint=backend.model_fingerprint(),
         settings=job.settings.as_dict()
         | {"width": job.width, "height": job.height, "guidance": backend.guidance, "consistency": job.consistency},

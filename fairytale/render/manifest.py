@@ -61,6 +61,8 @@ class Manifest(_Strict):
     pdf: str
     backend: str
     model: str
+    #: how the book's credit line names the model: the hub id, or a local copy's folder name (older manifests: None)
+    model_credit: str | None = None
     model_fingerprint: str
     settings: dict[str, Any]
     device: str

@@ -277,6 +277,10 @@ class Backend:
     def describe_model(self) -> str:
         return self.source.label
 
+    def credit_model(self) -> str:
+        """How the book's credit line names the model (no local path: see ``public_label``)."""
+        return self.source.public_label
+
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
