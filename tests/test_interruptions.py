@@ -354,6 +354,21 @@ def test_a_worker_killed_while_making_one_book_fails_that_book_only(
 # --------------------------------------------------------------------------- train
 
 
+def trainer(tmp_path: Path, tiny_sd: Path, checkpoint_every: int):
+    """``train(output, *extra)``: a 4-step CLI training run of a character token on the tiny
+    model, checkpoints every ``checkpoint_every`` steps."""
+    from tests.training_fixtures import character_folder
+
+    pictures = character_folder(tmp_path / "pictures")
+    fast = ["--steps", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--checkpoint-every", str(checkpoint_every)]
+
+    def train(output: Path, *extra: str):
+        return run("train", "character", "--data", pictures, "--token", "<creature>", "--init", "cat",
+                   "--model", tiny_sd, *fast, "-o", output, *extra)  # fmt: skip
+
+    return train
+
+
 def test_ctrl_c_while_training_keeps_the_checkpoint_and_says_to_resume(tmp_path, tiny_sd, monkeypatch):
     """Ctrl-C right after the step-2 checkpoint: "Stopped:" (not an error), exit 130, the
     checkpoint named with `--resume`; the same command with it ends the run from step 2, with
@@ -361,16 +376,9 @@ def test_ctrl_c_while_training_keeps_the_checkpoint_and_says_to_resume(tmp_path,
     import torch
 
     from fairytale.embeddings import read_embedding
-    from tests.training_fixtures import character_folder
     from training import checkpoint as ckpt
 
-    pictures = character_folder(tmp_path / "pictures")
-    fast = ["--steps", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--checkpoint-every", "2"]
-
-    def train(output: Path, *extra: str):
-        return run("train", "character", "--data", pictures, "--token", "<creature>", "--init", "cat",
-                   "--model", tiny_sd, *fast, "-o", output, *extra)  # fmt: skip
-
+    train = trainer(tmp_path, tiny_sd, checkpoint_every=2)
     straight = train(tmp_path / "straight.safetensors")
     assert straight.exit_code == 0, straight.output
 
@@ -407,16 +415,9 @@ def test_a_first_ctrl_c_while_training_keeps_the_step_under_way(tmp_path, tiny_s
     import torch
 
     from fairytale.embeddings import read_embedding
-    from tests.training_fixtures import character_folder
     from training import progress as training_progress
 
-    pictures = character_folder(tmp_path / "pictures")
-    fast = ["--steps", "4", "--grad-accum", "1", "--no-gradient-checkpointing", "--checkpoint-every", "1000"]
-
-    def train(output: Path, *extra: str):
-        return run("train", "character", "--data", pictures, "--token", "<creature>", "--init", "cat",
-                   "--model", tiny_sd, *fast, "-o", output, *extra)  # fmt: skip
-
+    train = trainer(tmp_path, tiny_sd, checkpoint_every=1000)
     straight = train(tmp_path / "straight.safetensors")
     assert straight.exit_code == 0, straight.output
 
