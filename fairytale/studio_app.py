@@ -227,6 +227,35 @@ def _painted_message(result: Any) -> str:
     return text
 
 
+def _claimed_thread(
+    session: StudioSession, book: Book, work: Callable[[StudioProgress], Any], name: str
+) -> tuple[StudioProgress, threading.Thread, dict[str, Any]]:
+    """Claim ``book`` (:meth:`StudioSession.painting`: refused at once when it is busy) and start
+    ``work(progress)`` in a thread that holds the claim until it ends, not the page's stream:
+    after a reload, or from another tab, Stop still stops it and a second painting is still
+    refused. Returns the progress, the thread, and the dict where the thread leaves ``result``
+    or ``error``."""
+    claim = session.painting(book)
+    job = claim.__enter__()
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = work(job)
+        except BaseException as exc:  # shown (or raised) in the page's stream
+            outcome["error"] = exc
+        finally:
+            claim.__exit__(None, None, None)
+
+    thread = threading.Thread(target=target, daemon=True, name=name)
+    try:
+        thread.start()
+    except BaseException:
+        claim.__exit__(None, None, None)
+        raise
+    return job, thread, outcome
+
+
 def stream_painting(
     gr: Any,
     session: StudioSession,
@@ -240,33 +269,17 @@ def stream_painting(
     With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
     otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
 
-    The book stays claimed (:meth:`StudioSession.painting`) until the painting thread ends, not
-    the page's stream: after a reload, or from another tab, Stop still stops it and a second
-    painting is still refused.
+    The book stays claimed until the painting thread ends (:func:`_claimed_thread`).
     """
     book = _book(path)
-    claim = session.painting(book)
-    job = claim.__enter__()  # refused here, before anything starts, when the book is busy
-    outcome: dict[str, Any] = {}
     latest: dict[str, Any] = {}  # the newest preview: the painting thread writes, this one reads
 
     def keep(preview: Any) -> None:
         latest["preview"] = preview
 
-    def target() -> None:
-        try:
-            outcome["result"] = work(book, job, keep if previews else None)
-        except BaseException as exc:  # shown in the page below
-            outcome["error"] = exc
-        finally:
-            claim.__exit__(None, None, None)
-
-    thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-paint")
-    try:
-        thread.start()
-    except BaseException:
-        claim.__exit__(None, None, None)
-        raise
+    job, thread, outcome = _claimed_thread(
+        session, book, lambda job: work(book, job, keep if previews else None), "fairytale-studio-paint"
+    )
     shown = None
     while thread.is_alive():
         thread.join(timeout=1.0)  # wake up once a second to show progress
@@ -304,24 +317,7 @@ def painting_steps(
     Returns what ``work`` returned (``result = yield from painting_steps(...)``) or raises its
     error. As in :func:`stream_painting`, the book stays claimed, and Stop stops the work, until
     the thread ends, even when the page's stream is gone."""
-    claim = session.painting(book)
-    job = claim.__enter__()
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = work(job)
-        except BaseException as exc:  # raised below, in the page's stream
-            outcome["error"] = exc
-        finally:
-            claim.__exit__(None, None, None)
-
-    thread = threading.Thread(target=target, daemon=True, name="fairytale-studio-fix")
-    try:
-        thread.start()
-    except BaseException:
-        claim.__exit__(None, None, None)
-        raise
+    job, thread, outcome = _claimed_thread(session, book, work, "fairytale-studio-fix")
     started = time.monotonic()
     while thread.is_alive():
         thread.join(timeout=1.0)  # wake up once a second to show progress
