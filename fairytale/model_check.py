@@ -182,9 +182,10 @@ def ensure(needs: Iterable[Need], console: Console | None = None) -> None:
     # with it) is checked, and named, with the whole model.
     whole = {(need.role, need.ref, need.device) for need in unique if need.only is None}
     unique = [need for need in unique if need.only is None or (need.role, need.ref, need.device) not in whole]
-    for need in unique:  # a folder the user named that holds no model of its role's kind: say so now
-        registry.check_local(registry.resolve(need.role, need.ref, need.device, need.only), need.only)
-    missing = [need for need in unique if not registry.is_cached(need.role, need.ref, need.device, need.only)]
+    sources = {need: registry.resolve(need.role, need.ref, need.device, need.only) for need in unique}
+    for need, source in sources.items():  # a folder the user named that holds no model of its role's kind: say so now
+        registry.check_local(source, need.only)
+    missing = [need for need, source in sources.items() if registry.missing_in_cache(source, need.only)]
     if missing and registry.hub_reachable():
         for need in missing:
             if console is not None:
