@@ -238,7 +238,8 @@ def split_title(text: str) -> tuple[str | None, str]:
 #: Line and paragraph breaks other than "\n": old Macs' CR, Unicode's line and paragraph
 #: separators (desktop publishing and some phone apps paste them), NEL and the vertical tab
 #: (Word's manual line break in exported text).
-_LINE_BREAKS = str.maketrans({"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\n", "\u2029": "\n\n"})
+LINE_BREAKS = {"\r": "\n", "\u2028": "\n", "\x85": "\n", "\v": "\n", "\u2029": "\n\n"}
+_LINE_BREAKS = str.maketrans(LINE_BREAKS)
 
 
 #: Longer than this, a run of characters without a space is no word a page can print (text is

@@ -34,6 +34,7 @@ from fairytale.files import atomic_path, atomic_write_text, ensure_dir
 from fairytale.plan import BookPlan, Page, Reference, load_plan, save_plan
 from fairytale.render.progress import RenderProgress
 from fairytale.render.settings import RenderSettings
+from fairytale.story import LINE_BREAKS
 
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
@@ -245,8 +246,8 @@ def create_book(
 
 
 #: Characters a paste from a word processor carries that a page cannot print: line and page breaks
-#: (Word's Shift+Enter is a vertical tab) become new lines, other control characters go.
-_BREAKS = str.maketrans({"\v": "\n", "\f": "\n\n", "\u2028": "\n", "\u2029": "\n\n"})
+#: (those a story file may hold, and the page break) become new lines, other control characters go.
+_BREAKS = str.maketrans(LINE_BREAKS | {"\f": "\n\n"})
 _CONTROLS = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
 
 
