@@ -100,9 +100,11 @@ def recompose(
 def _warn_kept(result: Recomposed) -> None:
     if result.hand_written:
         pages = ", ".join(map(str, result.hand_written))
+        one = len(result.hand_written) == 1
+        kept = f"Page {pages} kept its hand-written prompt" if one else f"Pages {pages} kept their hand-written prompts"
         warnings.warn(
             HandWrittenPromptsKept(
-                f"Pages {pages} kept their hand-written prompts; to compose them again, "
+                f"{kept}; to compose {'it' if one else 'them'} again from the plan, "
                 f"edit the plan with reset_prompts=[{pages}]"
             ),
             stacklevel=3,

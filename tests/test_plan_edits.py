@@ -67,7 +67,7 @@ def test_a_hand_written_prompt_wins_over_recomposition(plan_file):
 
 def test_a_prompt_given_in_an_earlier_edit_survives_a_new_description(plan_file):
     edit_plan(plan_file, prompts={1: "Zoë on the lighthouse stairs, lantern in hand"}, count_tokens=words)
-    with pytest.warns(HandWrittenPromptsKept, match=r"Pages 1 kept .*reset_prompts=\[1\]"):
+    with pytest.warns(HandWrittenPromptsKept, match=r"Page 1 kept .*reset_prompts=\[1\]"):
         plan = edit_plan(plan_file, descriptions={"zoe": "a girl in a yellow raincoat"}, count_tokens=words)
     assert plan.pages[0].prompt == "Zoë on the lighthouse stairs, lantern in hand"
     assert "yellow raincoat" in plan.pages[2].prompt
@@ -75,7 +75,7 @@ def test_a_prompt_given_in_an_earlier_edit_survives_a_new_description(plan_file)
 
 def test_a_prompt_edited_in_a_text_editor_survives_a_new_description(plan_file):
     edit_by_hand(plan_file, 3, "Zoë climbs the winding stairs, watercolor")
-    with pytest.warns(HandWrittenPromptsKept, match="Pages 3 kept"):
+    with pytest.warns(HandWrittenPromptsKept, match="Page 3 kept"):
         plan = edit_plan(plan_file, descriptions={"zoe": "a girl in a yellow raincoat"}, count_tokens=words)
     assert plan.pages[2].prompt == "Zoë climbs the winding stairs, watercolor" and not plan.pages[2].prompt_is_composed()
     assert "yellow raincoat" in plan.pages[0].prompt
@@ -102,7 +102,7 @@ def test_an_older_plan_keeps_its_hand_written_prompts_and_recomposes_the_compose
     data["pages"][2]["prompt"] = "Zoë climbs the winding stairs"
     plan_file = tmp_path / "plan.json"
     plan_file.write_text(json.dumps(data), encoding="utf-8")
-    with pytest.warns(HandWrittenPromptsKept, match="Pages 3 kept"):
+    with pytest.warns(HandWrittenPromptsKept, match="Page 3 kept"):
         plan = edit_plan(plan_file, descriptions={"zoe": "a girl in a yellow raincoat"}, count_tokens=words)
     assert plan.version == 4
     assert "yellow raincoat" in plan.pages[0].prompt and plan.pages[0].prompt_is_composed()
@@ -157,7 +157,7 @@ def test_a_learned_token_leaves_hand_written_prompts_alone(plan_file, tmp_path):
     edit_by_hand(plan_file, 2, "Father bakes croissants at dawn")
     style = tmp_path / "style.safetensors"
     save_embedding(style, "<book-style>", torch.randn(1, 32), family="sd1")
-    with pytest.warns(HandWrittenPromptsKept, match="Pages 2 kept"):
+    with pytest.warns(HandWrittenPromptsKept, match="Page 2 kept"):
         plan = add_learned_token(plan_file, style, count_tokens=words)
     assert plan.pages[1].prompt == "Father bakes croissants at dawn"
     assert all("<book-style>" in p.prompt for p in plan.pages if p.number != 2)
