@@ -74,3 +74,15 @@ def test_bad_edits_are_one_line_and_change_nothing(plan_file, tiny_sd, args, mes
     result = edit(plan_file, tiny_sd, *args)
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert plan_file.read_bytes() == before
+
+
+def test_a_missing_tokenizer_is_one_line_before_anything_changes(plan_file):
+    before = plan_file.read_bytes()
+    result = runner.invoke(app, ["edit", str(plan_file), "-d", "zoe=a girl in a yellow raincoat"])
+    assert result.exit_code != 0 and "Missing model" in result.output and "fairytale models pull" in result.output
+    assert "Traceback" not in result.output
+    assert plan_file.read_bytes() == before
+    # a prompt of your own needs no model
+    result = runner.invoke(app, ["edit", str(plan_file), "-p", "1=Zoë at the café door"])
+    assert result.exit_code == 0, result.output
+    assert load_plan(plan_file).pages[0].prompt == "Zoë at the café door"

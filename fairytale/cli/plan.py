@@ -177,6 +177,12 @@ def edit_command(
     if not (descriptions or prompts or reset_prompt):
         raise FairytaleError("Nothing to edit: give --describe, --prompt or --reset-prompt")
     plan = load_plan(plan_file)
+    console = stderr()
+    if descriptions or reset_prompt:  # prompts are composed: the tokenizer must be at hand
+        from fairytale.model_check import Need, ensure
+        from fairytale.render.backends import get_backend
+
+        ensure([Need(get_backend(backend).role, model, only="tokenizer")], console)
     result = apply_edits(
         plan,
         descriptions=dict(descriptions),
@@ -187,7 +193,6 @@ def edit_command(
     )
     save_plan(parse_plan(dump_plan(plan), str(plan_file)), plan_file)
 
-    console = stderr()
     composed = ", ".join(map(str, result.changed)) or "none"
     console.print(
         f"[green]✓[/] {escape(str(plan_file))}: new composed prompts on pages {composed}",
