@@ -22,7 +22,9 @@ from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import atomic_write_text
 from fairytale.story import read_bounded
 
-PLAN_VERSION = 3
+PLAN_VERSION = 4
+#: Length of a composed prompt's fingerprint (hex digits of its SHA-256).
+FINGERPRINT_LENGTH = 16
 #: A plan is a few kilobytes per page; anything larger is not one.
 MAX_PLAN_BYTES = 32 * 2**20
 
@@ -120,6 +122,13 @@ class Page(_Strict):
     time_of_day: str | None = None
     mood: str | None = None
     prompt: str = Field(min_length=1)
+    composed: str | None = Field(
+        default=None,
+        pattern=rf"^[0-9a-f]{{{FINGERPRINT_LENGTH}}}$",
+        description="Fingerprint of the prompt fAIrytale composed for this page (see prompt_fingerprint). A prompt "
+        "that no longer matches it was written by a person, and a new description or token leaves it alone. "
+        "Null: written by hand (or a plan older than version 4).",
+    )
     negative_prompt: str | None = Field(default=None, description="Overrides the style's negative prompt.")
     seed: StrictInt = Field(ge=0, lt=2**63)
     layout: Layout | None = None
@@ -138,6 +147,27 @@ class Page(_Strict):
         description="Cache key of the picture a locked page keeps (a chosen candidate or an earlier picture).",
     )
 
+    def prompt_is_composed(self) -> bool:
+        """Whether the page's prompt is the one fAIrytale composed for it: true while it matches the
+        fingerprint written with it, false once a person changed it (in any editor) or set it."""
+        return self.composed is not None and self.composed == prompt_fingerprint(self.prompt)
+
+    def set_composed_prompt(self, prompt: str) -> None:
+        """Give the page ``prompt`` as composed by fAIrytale, with its fingerprint."""
+        self.prompt = prompt
+        self.composed = prompt_fingerprint(prompt)
+
+    def set_hand_written_prompt(self, prompt: str) -> None:
+        """Give the page ``prompt`` as written by a person: re-composition keeps it."""
+        self.prompt = prompt
+        self.composed = None
+
+
+def prompt_fingerprint(prompt: str) -> str:
+    """A short fingerprint of ``prompt`` (the first hex digits of its UTF-8 SHA-256), written beside
+    a composed prompt so that a hand edit of it shows: no editor has to know about it."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:FINGERPRINT_LENGTH]
+
 
 class Source(_Strict):
     """Where the plan came from, so a run can be reproduced."""
@@ -151,7 +181,7 @@ class Source(_Strict):
 class BookPlan(_Strict):
     """A whole book, ready to render. See the module docstring."""
 
-    version: Literal[3] = PLAN_VERSION
+    version: Literal[4] = PLAN_VERSION
     book_id: str | None = Field(
         default=None,
         pattern=r"^\S+$",
@@ -266,9 +296,17 @@ def _v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": 3}
 
 
+def _v3_to_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 adds the fingerprint of a composed prompt (``pages[].composed``). An older plan
+    has none, so its prompts read as hand-written until an edit recomposes them; the edit first
+    takes a prompt for composed when it is exactly what composing that page gives (see
+    :func:`fairytale.plan_edits.fingerprint_composed_prompts`), so hand-written ones are kept."""
+    return {**data, "version": 4}
+
+
 #: Each entry upgrades a plan of that version by one version. A later format adds its step
 #: here; plans are read through the whole chain, so every old plan keeps working.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def migrate_plan_data(data: dict[str, Any], origin: str = "plan") -> dict[str, Any]:

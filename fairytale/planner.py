@@ -243,7 +243,7 @@ def plan_story(
             ),
         )
         for page in plan.pages:
-            page.prompt = compose_prompt(plan, page, count_tokens)
+            page.set_composed_prompt(compose_prompt(plan, page, count_tokens))
         step("Done")
     if stats is not None:
         stats.qa_asked, stats.qa_computed = models.reader.counters.asked, models.reader.counters.computed

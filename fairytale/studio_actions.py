@@ -39,6 +39,7 @@ from fairytale.story import LINE_BREAKS
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
+    from fairytale.plan_edits import Recomposed
     from fairytale.publish import PublishResult
     from fairytale.render import RenderResult
     from fairytale.render.illustrator import Illustrator
@@ -237,7 +238,7 @@ def create_book(
         if style and style.strip():
             plan.style.description = style.strip()
             for page in plan.pages:
-                page.prompt = compose_prompt(plan, page, count_tokens)
+                page.set_composed_prompt(compose_prompt(plan, page, count_tokens))
         save_plan(plan, folder / PLAN_NAME)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # we made it just now: nothing of the person's is in it
@@ -365,7 +366,7 @@ def save_page(
             raise PageLockedError(f"Page {number} is locked: unlock it to change its prompt")
         if not prompt.strip():
             raise PlanError(f"The prompt of page {number} is empty")
-        page.prompt = prompt.strip()
+        page.set_hand_written_prompt(prompt.strip())  # a later new description keeps it
     if text is not None:
         if not text.strip():
             raise PlanError(f"The text of page {number} is empty")
@@ -394,10 +395,12 @@ def save_character(
     description: str | None = None,
     main: bool | None = None,
     count_tokens: Callable[[str], int] | None = None,
-) -> list[int]:
+) -> Recomposed:
     """Change a character card and save the plan. A new description composes the prompts of the
-    pages showing the character again (locked pages keep theirs); returns those pages."""
-    from fairytale.plan_edits import recompose
+    pages showing the character again, except locked pages and prompts a person wrote; returns
+    the pages composed again and those that kept a hand-written prompt (:func:`compose_page_prompt`
+    composes one of them again)."""
+    from fairytale.plan_edits import Recomposed, fingerprint_composed_prompts, recompose
 
     name, kind, description = (pasted_text(v) if v is not None else None for v in (name, kind, description))
     plan = book.plan()
@@ -413,13 +416,46 @@ def save_character(
         character.kind = kind.strip() or None
     if main is not None:
         character.main = bool(main)
-    changed: list[int] = []
+    result = Recomposed([], [])
     if description is not None and description.strip() != character.description:
+        count_tokens = count_tokens or _token_counter(settings)
+        fingerprint_composed_prompts(plan, count_tokens)  # before the change: see its docstring
         character.description = description.strip()
         locked = {p.number for p in plan.pages if p.locked}
-        changed = recompose(plan, {character.id}, count_tokens or _token_counter(settings), keep=locked)
+        result = recompose(plan, {character.id}, count_tokens, keep=locked)
     _save(book, plan)
-    return changed
+    return result
+
+
+def recomposed_note(result: Recomposed) -> str:
+    """What a new description did to the prompts, said for the studio's status line ("" for nothing)."""
+    note = ""
+    if result.changed:
+        note += f"; pages to paint again: {', '.join(map(str, result.changed))}"
+    if result.hand_written:
+        pages = ", ".join(map(str, result.hand_written))
+        note += (
+            f"; page{'s' if len(result.hand_written) > 1 else ''} {pages} kept the prompt you wrote "
+            "('Compose the prompt again' on a page replaces it)"
+        )
+    return note
+
+
+def compose_page_prompt(
+    book: Book, number: int, *, settings: RenderSettings, count_tokens: Callable[[str], int] | None = None
+) -> str:
+    """Replace page ``number``'s prompt, hand-written or not, with the one composed from the plan
+    (its characters' descriptions, the scene, the style) and save the plan; returns the prompt.
+    A locked page refuses."""
+    from fairytale.planner import compose_prompt
+
+    plan = book.plan()
+    page = book.page(plan, number)
+    if page.locked:
+        raise PageLockedError(f"Page {number} is locked: unlock it to change its prompt")
+    page.set_composed_prompt(compose_prompt(plan, page, count_tokens or _token_counter(settings)))
+    _save(book, plan)
+    return page.prompt
 
 
 def _save(book: Book, plan: BookPlan) -> None:

@@ -35,6 +35,7 @@ from fairytale.studio_actions import (
     StudioProgress,
     book_pdf,
     choose_candidate,
+    compose_page_prompt,
     create_book,
     earlier_pictures,
     export_book,
@@ -44,6 +45,7 @@ from fairytale.studio_actions import (
     paint_book,
     paint_candidates,
     preview_pages,
+    recomposed_note,
     repaint_page,
     repaint_reference,
     save_character,
@@ -469,7 +471,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                     page_who = gr.CheckboxGroup(label="Who is on the page", choices=[])
                 page_text = gr.Textbox(label="Text", lines=3)
                 page_prompt = gr.Textbox(label="Prompt", lines=3)
-                save_page_button = gr.Button("Save page")
+                with gr.Row():
+                    save_page_button = gr.Button("Save page")
+                    compose_button = gr.Button("Compose the prompt again", elem_id="compose-prompt")
 
             # 3. painting
             with gr.Tab("3 · Paint", id="paint"):
@@ -675,7 +679,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             path: str, character_id: str, name_: str, kind_: str, description_: str, main_: bool
         ) -> list[Any]:
             book = _book(path)
-            changed = save_character(
+            result = save_character(
                 book,
                 character_id,
                 settings=settings,
@@ -684,8 +688,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 description=description_,
                 main=main_,
             )
-            marked = f"; pages to paint again: {', '.join(map(str, changed))}" if changed else ""
-            return [f"Saved {name_}{marked}", _table(book, session)]
+            return [f"Saved {name_}{recomposed_note(result)}", _table(book, session)]
 
         save_character_button.click(
             guarded(store_character, [status, pages_table]),
@@ -746,6 +749,19 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             guarded(store_page, [status, pages_table]),
             [book_state, page_pick, page_text, page_prompt, page_who],
             [status, pages_table],
+        )
+
+        def compose_page(path: str, number: str) -> list[Any]:
+            if not number:
+                raise FairytaleError("Choose a page first")
+            book = _book(path)
+            prompt = compose_page_prompt(book, int(number), settings=settings)
+            return [prompt, f"Page {number} has the composed prompt again", _table(book, session)]
+
+        compose_button.click(
+            guarded(compose_page, [page_prompt, status, pages_table]),
+            [book_state, page_pick],
+            [page_prompt, status, pages_table],
         )
 
         run_painting = functools.partial(stream_painting, gr, session)

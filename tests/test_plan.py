@@ -32,13 +32,14 @@ def test_round_trip_is_lossless_and_human_readable(tmp_path):
     assert "Zoë’s “café”" in text  # not \u-escaped: a person edits this file
     assert load_plan(path) == plan
     data = json.loads(text)
-    assert data["version"] == 3 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
+    assert data["version"] == 4 and data["pages"][0]["text"] and data["characters"][0]["aliases"]
 
 
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda d: d.update(version=4), "plan version 4"),
+        (lambda d: d.update(version=5), "plan version 5"),
+        (lambda d: d["pages"][0].update(composed="not a hash"), "pages.0.composed"),
         (lambda d: d.update(version=0), "plan version 0"),
         (lambda d: d.update(version=True), "plan version True"),
         (lambda d: d.update(version="2"), "plan version '2'"),
@@ -92,6 +93,7 @@ def test_version_1_plans_are_migrated(tmp_path):
     data.pop("book_id")
     for page in data["pages"]:
         page.pop("alt_text")
+        page.pop("composed")
     for character in data["characters"]:
         character.pop("members")
     for key in ("language", "back_cover_text"):
@@ -100,8 +102,27 @@ def test_version_1_plans_are_migrated(tmp_path):
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(data))
     migrated = load_plan(path)
-    assert migrated.version == 3
+    assert migrated.version == 4
     assert migrated == make_plan()  # the same book: prompts, seeds, characters unchanged
+
+
+def test_a_version_3_plan_is_read_without_fingerprints_and_a_composed_prompt_keeps_one(tmp_path):
+    from fairytale.plan import prompt_fingerprint
+
+    plan = make_plan()
+    plan.pages[0].set_composed_prompt("a giraffe")
+    data = json.loads(dump_plan(plan))
+    assert data["pages"][0]["composed"] == prompt_fingerprint("a giraffe") and data["pages"][1]["composed"] is None
+    assert parse_plan(json.dumps(data)).pages[0].prompt_is_composed()
+    # the same prompt edited in a text editor no longer matches its fingerprint: hand-written
+    data["pages"][0]["prompt"] = "a giraffe in a red scarf"
+    assert not parse_plan(json.dumps(data)).pages[0].prompt_is_composed()
+    for page in data["pages"]:
+        page.pop("composed")
+    data["version"] = 3
+    old = parse_plan(json.dumps(data))
+    assert old.version == 4 and [p.composed for p in old.pages] == [None, None]
+    assert old.pages[0].prompt == "a giraffe in a red scarf"
 
 
 def test_a_plan_keeps_its_book_id_and_a_version_2_plan_gets_a_stable_one(tmp_path):
@@ -121,7 +142,7 @@ def test_a_plan_keeps_its_book_id_and_a_version_2_plan_gets_a_stable_one(tmp_pat
     data.pop("book_id")
     data["version"] = 2
     old = parse_plan(json.dumps(data))
-    assert old.version == 3 and old.book_id == plan.book_id
+    assert old.version == 4 and old.book_id == plan.book_id
     data["pages"][0]["text"] = "Ginger was very tall."
     assert parse_plan(json.dumps(data)).book_id == plan.book_id
     # another story, or another master seed, of the same title and author is another book
@@ -168,11 +189,12 @@ def test_groups_of_groups_are_refused():
 
 
 def _as_version_1(data: dict) -> dict:
-    """Plan JSON as version 1 wrote it: without the fields versions 2 and 3 added."""
+    """Plan JSON as version 1 wrote it: without the fields versions 2, 3 and 4 added."""
     data = json.loads(json.dumps(data))
     data.pop("book_id")
     for page in data["pages"]:
         page.pop("alt_text")
+        page.pop("composed")
     for character in data["characters"]:
         character.pop("members")
     for key in ("language", "back_cover_text"):

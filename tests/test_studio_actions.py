@@ -174,18 +174,68 @@ def test_a_new_seed_after_rejected_candidates_paints_a_new_picture(book, options
         seen.add(again.pages[0].key)
 
 
+def compose_prompts(book) -> None:
+    """Give every page the prompt composed from the plan (as an older plan holds it: without a
+    fingerprint, which the first edit adds)."""
+    from fairytale.plan import save_plan
+    from fairytale.planner import compose_prompt
+
+    plan = book.plan()
+    for page in plan.pages:
+        page.prompt = compose_prompt(plan, page, count_words)
+    save_plan(plan, book.plan_file)
+
+
 def test_new_description_marks_the_pages_showing_the_character(book, options, pool):
+    compose_prompts(book)
     paint_book(book, options, pool)
     lock_page(book, 3, options.settings)
-    changed = save_character(
+    result = save_character(
         book,
         "zoe",
         settings=options.settings,
         description="a girl with a yellow raincoat",
         count_tokens=count_words,
     )
-    assert changed == [1]  # zoe is on pages 1 and 3; page 3 is locked
+    assert (result.changed, result.hand_written) == ([1], [])  # zoe is on pages 1 and 3; page 3 is locked
     assert [v.status for v in page_views(book, options.settings)] == ["to paint", "painted", "locked"]
+
+
+def test_a_prompt_written_in_the_studio_survives_a_new_description(book):
+    from fairytale.render.settings import RenderSettings
+
+    settings = RenderSettings()  # the tokenizer is never loaded: count_tokens is given
+    compose_prompts(book)
+    save_page(book, 1, prompt="Zoë waves from the café door, morning light")
+    result = save_character(
+        book, "zoe", settings=settings, description="a girl with a yellow raincoat", count_tokens=count_words
+    )
+    plan = book.plan()
+    assert plan.pages[0].prompt == "Zoë waves from the café door, morning light"
+    assert "yellow raincoat" in plan.pages[2].prompt
+    assert (result.changed, result.hand_written) == ([3], [1])
+
+    from fairytale.studio_actions import compose_page_prompt, recomposed_note
+
+    note = recomposed_note(result)
+    assert "pages to paint again: 3" in note and "page 1 kept the prompt you wrote" in note
+    # the person asks for the composed prompt back
+    prompt = compose_page_prompt(book, 1, settings=settings, count_tokens=count_words)
+    assert "yellow raincoat" in prompt and book.plan().pages[0].prompt == prompt
+    assert book.plan().pages[0].prompt_is_composed()
+
+
+def test_compose_page_prompt_refuses_a_locked_page(book):
+    from fairytale.plan import save_plan
+    from fairytale.render.settings import RenderSettings
+    from fairytale.studio_actions import compose_page_prompt
+
+    plan = book.plan()
+    plan.pages[1].locked = True
+    save_plan(plan, book.plan_file)
+    with pytest.raises(PageLockedError, match="Page 2 is locked"):
+        compose_page_prompt(book, 2, settings=RenderSettings(), count_tokens=count_words)
+    assert book.plan().pages[1].prompt == plan.pages[1].prompt
 
 
 def test_use_my_picture_checks_the_upload(book, tmp_path):

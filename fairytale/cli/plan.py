@@ -109,6 +109,109 @@ def refuse_overwriting_the_story(story: Path, *outputs: Path) -> None:
             raise FairytaleError(f"{output} is the story file itself: writing it would overwrite the story")
 
 
+def _pairs(values: list[str], option: str, what: str) -> list[tuple[str, str]]:
+    """``KEY=TEXT`` option values as (key, text); a value without ``=`` is a usage mistake."""
+    from fairytale.errors import FairytaleError
+
+    pairs = []
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key.strip():
+            raise FairytaleError(f"{option} takes {what}=TEXT, got {value!r}")
+        pairs.append((key.strip(), text))
+    return pairs
+
+
+def edit_command(
+    plan_file: Annotated[Path, typer.Argument(help="Book plan (JSON) to edit in place.", show_default=False)],
+    describe: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--describe",
+            "-d",
+            metavar="CHARACTER=TEXT",
+            help="New description of a character (id, name or alias); the composed prompts of its pages "
+            "follow, prompts you wrote are kept. Repeatable.",
+        ),
+    ] = None,
+    prompt: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--prompt", "-p", metavar="PAGE=TEXT", help="Your own prompt for a page: later edits keep it. Repeatable."
+        ),
+    ] = None,
+    reset_prompt: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--reset-prompt",
+            min=1,
+            metavar="PAGE",
+            help="Compose the page's prompt again from the plan, replacing one you wrote. Repeatable.",
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    backend: Annotated[str, typer.Option("--backend", help="Illustration backend the prompts are measured for: sd14, sd21, unclip.")] = "sd14",
+) -> None:
+    """Edit a book plan: character descriptions and page prompts, saved in place.
+
+    A new description composes again the prompts of the pages showing the character, except
+    prompts a person wrote (here, in the studio or in a text editor): those are kept, and named.
+    `--reset-prompt PAGE` gives such a page its composed prompt back.
+    """
+    from rich.markup import escape
+
+    from fairytale import registry
+    from fairytale.errors import FairytaleError
+    from fairytale.plan import dump_plan, load_plan, parse_plan, save_plan
+    from fairytale.plan_edits import apply_edits
+
+    if backend not in registry.BACKENDS:
+        raise FairytaleError(f"Unknown backend '{backend}'; choose one of {', '.join(registry.BACKENDS)}")
+    describe, prompt, reset_prompt = describe or [], prompt or [], reset_prompt or []
+    descriptions = _pairs(describe, "--describe", "CHARACTER")
+    prompts = {}
+    for number, text in _pairs(prompt, "--prompt", "PAGE"):
+        if not number.isdigit():
+            raise FairytaleError(f"--prompt takes PAGE=TEXT with a page number, got {number!r}")
+        prompts[int(number)] = text
+    if not (descriptions or prompts or reset_prompt):
+        raise FairytaleError("Nothing to edit: give --describe, --prompt or --reset-prompt")
+    plan = load_plan(plan_file)
+    console = stderr()
+    if descriptions or reset_prompt:  # prompts are composed: the tokenizer must be at hand
+        from fairytale.model_check import Need, ensure
+        from fairytale.render.backends import get_backend
+
+        ensure([Need(get_backend(backend).role, model, only="tokenizer")], console)
+    result = apply_edits(
+        plan,
+        descriptions=dict(descriptions),
+        prompts=prompts,
+        reset_prompts=reset_prompt,
+        backend=backend,
+        model=model,
+    )
+    save_plan(parse_plan(dump_plan(plan), str(plan_file)), plan_file)
+
+    composed = ", ".join(map(str, result.changed)) or "none"
+    console.print(
+        f"[green]✓[/] {escape(str(plan_file))}: new composed prompts on pages {composed}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.hand_written:
+        pages = ", ".join(map(str, result.hand_written))
+        again = " ".join(f"--reset-prompt {number}" for number in result.hand_written)
+        kept = f"page {pages} keeps the prompt" if len(result.hand_written) == 1 else f"pages {pages} keep the prompts"
+        console.print(
+            f"[yellow]Kept:[/] {kept} you wrote; to compose {'it' if len(result.hand_written) == 1 else 'them'} again: "
+            f"fairytale edit {escape(str(plan_file))} {again}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def register(app: typer.Typer) -> None:
-    """Add `fairytale plan` to ``app``."""
+    """Add `fairytale plan` and `fairytale edit` to ``app``."""
     app.command("plan")(user_errors(plan_command))
+    app.command("edit")(user_errors(edit_command))
