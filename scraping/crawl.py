@@ -86,6 +86,8 @@ class ScrapeReport:
     dry_run: bool
     books: list[BookOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pace: list[str] = field(default_factory=list)
+    """One line per host whose robots.txt asked for a longer pause than ``delay`` (and got it)."""
     requests: int = 0
 
     def count(self, action: str) -> int:
@@ -160,6 +162,7 @@ def scrape(
     finally:
         report.requests = http.requests_made
         report.warnings.extend(http.notes)
+        report.pace.extend(http.pace)
         http.close()
         if not dry_run:
             manifest.compact()

@@ -6,8 +6,8 @@ owes a small publisher:
 - a clear ``User-Agent`` naming the project and how to reach it;
 - ``robots.txt`` obeyed for every host it touches, as RFC 9309 reads it (Protego, Scrapy's
   parser: ``*`` and ``$`` in paths, the longest matching rule wins; the standard library's parser
-  knows neither and takes the first rule that matches); a ``Crawl-delay`` longer than ours is
-  honoured;
+  knows neither and takes the first rule that matches); a ``Crawl-delay`` or ``Request-rate``
+  asking for a longer pause than ours is honoured (the slowest of the three wins) and reported;
 - a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
@@ -113,7 +113,7 @@ class HttpConfig:
     backoff_max: float = 60.0
     max_retry_after: float = 300.0
     max_crawl_delay: float = 60.0
-    """A robots.txt Crawl-delay above this is not waited out: the host is not crawled."""
+    """A robots.txt Crawl-delay (or Request-rate pause) above this is not waited out: the host is not crawled."""
     page_deadline: float = 120.0
     """Seconds a whole HTML page or robots.txt may take to arrive, however it trickles."""
     download_deadline: float = 1800.0
@@ -282,6 +282,9 @@ class PoliteSession:
         self.requests_made = 0
         self.notes: list[str] = []
         """Things the user should know (a robots.txt cut at its size limit…), once each."""
+        self.pace: list[str] = []
+        """The pause each host's robots.txt set, when longer than ``delay`` (one line per host)."""
+        self._paced: set[str] = set()
 
     # -- politeness -------------------------------------------------------------------------
 
@@ -322,17 +325,41 @@ class PoliteSession:
         # utf-8-sig: a byte order mark would otherwise glue itself to the first "User-agent".
         return Protego.parse(body.decode("utf-8-sig", errors="replace"))
 
-    def _crawl_delay(self, url: str) -> float:
+    def _robots_gap(self, url: str) -> tuple[float, str]:
+        """The pause robots.txt of ``url``'s host asks for, and where it says so.
+
+        ``Crawl-delay: 4`` asks for 4 s between requests, ``Request-rate: 1/5`` (one request per
+        5 s) for 5 s; when both are given the slower wins. A Request-rate's time window
+        (``1/5 0800-1300``) is not read: the rate applies at every hour, the cautious reading.
+        """
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))
-        delay = parser.crawl_delay(self.config.user_agent) if parser is not None else None
-        return float(delay) if delay else 0.0
+        if parser is None:
+            return 0.0, ""
+        found = [(0.0, "")]
+        delay = parser.crawl_delay(self.config.user_agent)
+        if delay:
+            found.append((float(delay), f"Crawl-delay: {float(delay):g}"))
+        rate = parser.request_rate(self.config.user_agent)
+        if rate is not None and rate.requests > 0 and rate.seconds > 0:
+            found.append((rate.seconds / rate.requests, f"Request-rate: {rate.requests}/{rate.seconds}s"))
+        return max(found, key=lambda item: item[0])
 
     def _wait_turn(self, url: str) -> None:
-        gap = max(self.config.delay, min(self._crawl_delay(url), self.config.max_crawl_delay))
+        gap = max(self.config.delay, min(self._robots_gap(url)[0], self.config.max_crawl_delay))
         if self._last_done is not None and gap > 0:
             remaining = gap - (self.config.clock() - self._last_done)
             if remaining > 0:
                 self.config.sleep(remaining)
+
+    def _say_pace(self, url: str) -> None:
+        """Tell the user, once per host, when its robots.txt slows the crawl down."""
+        netloc = urlsplit(url).netloc
+        asked, source = self._robots_gap(url)
+        if asked > self.config.delay and netloc not in self._paced:
+            self._paced.add(netloc)
+            text = f"{netloc}: {asked:g} s between requests, as its robots.txt asks ({source})"
+            self.pace.append(text)
+            log.info("%s", text)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -359,12 +386,13 @@ class PoliteSession:
                     f"cannot read {parts.scheme}://{parts.netloc}/robots.txt ({problem}), so not crawling that host"
                 )
             raise DisallowedByRobots(f"robots.txt of {parts.netloc} disallows {url}")
-        delay = self._crawl_delay(url)
+        delay, source = self._robots_gap(url)
         if delay > self.config.max_crawl_delay:
             raise CrawlDelayTooLong(
-                f"robots.txt of {parts.netloc} asks for {delay:g} s between requests (Crawl-delay), more than "
+                f"robots.txt of {parts.netloc} asks for {delay:g} s between requests ({source}), more than "
                 f"the {self.config.max_crawl_delay:g} s fAIrytale waits, so not crawling that host"
             )
+        self._say_pace(url)
 
     def _check_peer(self, host: str, address: str) -> None:
         if self.scope is not None:

@@ -65,6 +65,8 @@ def scrape_command(
         show_progress=True,
         console=console,
     )
+    for line in report.pace:
+        console.print(f"Pace: {escape(line)}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
