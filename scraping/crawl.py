@@ -4,8 +4,12 @@
 >>> report.count("downloaded"), report.manifest_path                 # doctest: +SKIP
 (50, PosixPath('books/manifest.jsonl'))
 
-Run it again and it resumes: books recorded as complete are neither looked up nor downloaded
-again; failed ones are retried. Ctrl-C keeps every finished book.
+Run it again and it resumes: books recorded as complete, whose files are still intact (size and
+SHA-256), are neither looked up nor downloaded again; failed or damaged ones are fetched again.
+With ``check_updates=True`` complete books are asked about too, with a conditional request
+(``If-None-Match``/``If-Modified-Since`` from the recorded ``ETag``/``Last-Modified``): a file
+the site has not changed is not downloaded again, one it replaced is. Ctrl-C keeps every
+finished book.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from scraping.discovery import BookLink, listing_url, parse_book_page, parse_lis
 from scraping.download import (
     DownloadRejected,
     IncompleteDownload,
+    NotModified,
+    Validators,
     fetch_pdf,
     file_name_for,
     part_path,
@@ -55,14 +61,15 @@ MAX_LISTING_PAGES = 50
 MAX_BOOKS = 1000
 """Books one crawl takes at most (Monkey Pen lists about 50); the rest are ignored with a warning."""
 
-ACTIONS = ("downloaded", "skipped", "duplicate", "failed", "no pdf", "disallowed", "would fetch")
+ACTIONS = ("downloaded", "skipped", "unchanged", "duplicate", "failed", "no pdf", "disallowed", "would fetch")
 
 
 @dataclass
 class BookOutcome:
     """What happened to one book in this run.
 
-    ``action`` is one of: ``downloaded``, ``skipped`` (already complete), ``duplicate`` (same
+    ``action`` is one of: ``downloaded``, ``skipped`` (already complete), ``unchanged``
+    (complete, and the site says it has not changed: ``check_updates``), ``duplicate`` (same
     bytes as a stored book), ``failed``, ``no pdf``, ``disallowed`` (robots.txt) or
     ``would fetch`` (dry run).
     """
@@ -107,6 +114,7 @@ def scrape(
     delay: float | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    check_updates: bool = False,
     http_config: HttpConfig | None = None,
     show_progress: bool = False,
     console: Console | None = None,
@@ -116,7 +124,8 @@ def scrape(
     ``base_url`` is the site root (the listing path is appended) or the listing page itself.
     ``delay`` (seconds between requests, 0 allowed) overrides ``http_config.delay``; ``limit``
     takes only the first N books of the listing; ``dry_run`` reads the listing and book pages
-    but downloads and writes nothing. Raises :class:`FairytaleError` when the listing cannot be
+    but downloads and writes nothing; ``check_updates`` asks the site whether each complete
+    book's PDF changed (a conditional request each) and downloads the ones it replaced. Raises :class:`FairytaleError` when the listing cannot be
     read or holds no books; a single book's failure is recorded, not raised.
     """
     # 1. Check the inputs.
@@ -147,7 +156,7 @@ def scrape(
             task = progress.add_task("Books", total=len(books))
             for book in books:
                 progress.update(task, description=f"Books · {_short(book.title)}")
-                report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress))
+                report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress, check_updates))
                 progress.advance(task)
             progress.update(task, description="Books")
     except OSError as exc:
@@ -234,12 +243,17 @@ def discover(
 
 
 def _fetch_book(
-    http: PoliteSession, book: BookLink, out: Path, manifest: Manifest, dry_run: bool, progress: Progress
+    http: PoliteSession,
+    book: BookLink,
+    out: Path,
+    manifest: Manifest,
+    dry_run: bool,
+    progress: Progress,
+    check_updates: bool = False,
 ) -> BookOutcome:
     key = book.key
-    if manifest.is_done(key):
-        done = manifest.get(key)
-        assert done is not None
+    done = manifest.get(key) if manifest.is_done(key) else None
+    if done is not None and not check_updates:
         return BookOutcome(done.title, done.page_url, done.pdf_url, "skipped", done.file or done.duplicate_of, done.bytes)
 
     earlier = manifest.get(key)
@@ -252,7 +266,7 @@ def _fetch_book(
             record.title = page.title or book.title
             if not page.pdf_urls:
                 record.status, record.error = Status.NO_PDF, "no link to a .pdf on the book's page"
-                return _finish(record, manifest, dry_run, "no pdf")
+                return _finish(record, manifest, dry_run, "no pdf", keep=done)
             record.pdf_url = page.pdf_urls[0]
             if http.scope is not None:
                 http.scope.add_pdf_host(record.pdf_url)
@@ -261,10 +275,26 @@ def _fetch_book(
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
                                file_name_for(record.pdf_url, record.title))
 
-        # b. Stream the PDF to a hidden .part file and verify it.
+        # b. Stream the PDF to a hidden .part file and verify it. A book already complete is
+        # asked for conditionally: the validators only speak for the URL they came from.
         name = file_name_for(record.pdf_url, record.title)
-        download = _download_with_progress(http, record.pdf_url, part_path(out, name), progress, record.title)
+        unless = None
+        if done is not None and done.pdf_url == record.pdf_url:
+            unless = Validators(done.etag, done.last_modified)
+        try:
+            download = _download_with_progress(
+                http, record.pdf_url, part_path(out, name), progress, record.title, unless=unless
+            )
+        except NotModified:
+            assert done is not None
+            return BookOutcome(done.title, done.page_url, done.pdf_url, "unchanged", done.file or done.duplicate_of, done.bytes)
         record.bytes, record.sha256 = download.bytes, download.sha256
+        record.etag, record.last_modified = download.validators.etag, download.validators.last_modified
+        if done is not None and download.sha256 == done.sha256:
+            # Sent again (no validators, or the server ignored them) but the same bytes: keep the file.
+            download.part.unlink(missing_ok=True)
+            record.status, record.file, record.duplicate_of = done.status, done.file, done.duplicate_of
+            return _finish(record, manifest, dry_run, "unchanged")
 
         # c. Keep one copy of identical PDFs, then give the file its name.
         twin = manifest.with_sha256(download.sha256)
@@ -283,14 +313,23 @@ def _fetch_book(
         return _finish(record, manifest, dry_run, "downloaded")
     except DisallowedByRobots as exc:
         record.status, record.error = Status.DISALLOWED, str(exc)
-        return _finish(record, manifest, dry_run, "disallowed")
+        return _finish(record, manifest, dry_run, "disallowed", keep=done)
     except (requests.RequestException, DownloadRejected, IncompleteDownload, FairytaleError) as exc:
         record.error = describe_error(exc, http)
         log.info("%s: %s", record.title, record.error)
-        return _finish(record, manifest, dry_run, "failed")
+        return _finish(record, manifest, dry_run, "failed", keep=done)
 
 
-def _finish(record: Record, manifest: Manifest, dry_run: bool, action: str) -> BookOutcome:
+def _finish(
+    record: Record, manifest: Manifest, dry_run: bool, action: str, *, keep: Record | None = None
+) -> BookOutcome:
+    """Record what happened to a book. ``keep`` is the book's intact complete record when only
+    checking for an update: a failed check leaves that record (and its file) as they are."""
+    if keep is not None and action in ("failed", "no pdf", "disallowed"):
+        return BookOutcome(
+            keep.title, keep.page_url, keep.pdf_url, action, keep.file or keep.duplicate_of, keep.bytes,
+            f"could not check for an update, the copy held is kept: {record.error}",
+        )
     if not dry_run:
         manifest.put(record)
     return BookOutcome(
@@ -299,7 +338,9 @@ def _finish(record: Record, manifest: Manifest, dry_run: bool, action: str) -> B
     )
 
 
-def _download_with_progress(http: PoliteSession, url: str, part: Path, progress: Progress, title: str):
+def _download_with_progress(
+    http: PoliteSession, url: str, part: Path, progress: Progress, title: str, *, unless: Validators | None = None
+):
     task: TaskID = progress.add_task(f"  {_short(title)}", total=None, bytes=True)
     try:
         return fetch_pdf(
@@ -308,6 +349,7 @@ def _download_with_progress(http: PoliteSession, url: str, part: Path, progress:
             part,
             on_start=lambda total: progress.reset(task, total=total),
             on_bytes=lambda n: progress.advance(task, n),
+            unless=unless,
         )
     finally:
         progress.remove_task(task)

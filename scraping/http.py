@@ -399,7 +399,9 @@ class PoliteSession:
             self.scope.check_peer(host, address)
 
     @contextlib.contextmanager
-    def request(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:
+    def request(
+        self, url: str, *, stream: bool = False, headers: dict[str, str] | None = None
+    ) -> Iterator[requests.Response]:
         """GET ``url`` politely; yields the final response (after redirects) and closes it afterwards.
 
         Raises :class:`DisallowedByRobots` when robots.txt forbids the URL or a redirect's
@@ -409,16 +411,19 @@ class PoliteSession:
         body is not read: use :func:`iter_body` (bounded) on the response. The pause before the
         next request counts from when this one is closed, so a long download is followed by the
         full delay too. ``stream`` is accepted for compatibility; bodies are always streamed.
+        ``headers`` are sent with every hop (conditional requests: ``If-None-Match``…).
         """
-        with self._follow(url, check_robots=True) as response:
+        with self._follow(url, check_robots=True, headers=headers) as response:
             yield response
 
     @contextlib.contextmanager
-    def _follow(self, url: str, *, check_robots: bool) -> Iterator[requests.Response]:
+    def _follow(
+        self, url: str, *, check_robots: bool, headers: dict[str, str] | None = None
+    ) -> Iterator[requests.Response]:
         current = url
         for hop in range(MAX_REDIRECTS + 1):
             self._check(current, redirect=hop > 0, check_robots=check_robots)
-            response = self._open(current)
+            response = self._open(current, headers)
             if not response.is_redirect:
                 break
             location = response.headers["Location"]
@@ -431,12 +436,13 @@ class PoliteSession:
         finally:
             self._close(response)
 
-    def _open(self, url: str) -> requests.Response:
+    def _open(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
         self._wait_turn(url)
         self.requests_made += 1
         try:
             return self.session.get(
                 url,
+                headers=headers,
                 stream=True,
                 allow_redirects=False,
                 timeout=(self.config.connect_timeout, self.config.read_timeout),
