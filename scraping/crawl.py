@@ -220,8 +220,6 @@ def discover(
                 warnings.append(f"more than {MAX_BOOKS} books found; only the first {MAX_BOOKS} are taken")
                 queue.clear()
                 break
-            if book.pdf_url is not None and http.scope is not None:
-                http.scope.add_pdf_host(book.pdf_url)
             books.setdefault(book.key, book)
         for next_url in page.next_pages:
             if same_listing_page(next_url) not in seen:
@@ -267,10 +265,20 @@ def _fetch_book(
             if not page.pdf_urls:
                 record.status, record.error = Status.NO_PDF, "no link to a .pdf on the book's page"
                 return _finish(record, manifest, dry_run, "no pdf", keep=done)
-            record.pdf_url = page.pdf_urls[0]
-            if http.scope is not None:
-                http.scope.add_pdf_host(record.pdf_url)
-        assert record.pdf_url is not None
+            candidates = page.pdf_urls
+        else:
+            assert book.pdf_url is not None
+            candidates = [book.pdf_url]
+        # Only from the site's own hosts, its known CDN and --allow-host (scraping.scope).
+        scope = http.scope
+        allowed = [url for url in candidates if scope is None or scope.pdf_host_allowed(url)]
+        if not allowed:
+            assert scope is not None
+            record.pdf_url = candidates[0]
+            record.status, record.error = Status.NO_PDF, scope.pdf_refusal(candidates[0])
+            log.info("%s: %s", record.title, record.error)
+            return _finish(record, manifest, dry_run, "no pdf", keep=done)
+        record.pdf_url = allowed[0]
         if dry_run:
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
                                file_name_for(record.pdf_url, record.title))

@@ -157,7 +157,7 @@ def _fetch_once(
     head = b""
     tail = b""
     try:
-        with http.request(url, stream=True, headers=headers or None) as response:
+        with http.request(url, stream=True, headers=headers or None, pdf=True) as response:
             if response.status_code == 304 and headers:
                 raise NotModified(url)
             if response.status_code != 200:

@@ -46,7 +46,7 @@ from urllib3.util.retry import Retry
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
-from scraping.scope import OffSite, SiteScope
+from scraping.scope import OffSite, SiteScope, parse_allowed_host
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,9 @@ class HttpConfig:
     max_page_bytes: int = MAX_PAGE_BYTES
     max_robots_bytes: int = MAX_ROBOTS_BYTES
     user_agent: str = USER_AGENT
+    allow_hosts: tuple[str, ...] = ()
+    """Hosts PDFs may also come from (``--allow-host``), besides the site's own and its known
+    CDN (:mod:`scraping.scope` has the rule)."""
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -148,6 +151,9 @@ class HttpConfig:
             raise FairytaleError(f"Retries cannot be negative (got {self.retries})")
         if min(self.max_crawl_delay, self.page_deadline, self.download_deadline) <= 0:
             raise FairytaleError("Deadlines and the Crawl-delay cap must be positive numbers of seconds")
+        self.allow_hosts = tuple(self.allow_hosts)
+        for entry in self.allow_hosts:
+            parse_allowed_host(entry)  # one clear line for a bad --allow-host, before any request
 
 
 class _PoliteRetry(Retry):
@@ -275,7 +281,7 @@ class PoliteSession:
         adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.scope = SiteScope(site) if site else None
+        self.scope = SiteScope(site, allow_hosts=self.config.allow_hosts) if site else None
         self._robots: dict[str, Protego] = {}
         self._robots_problems: dict[str, str] = {}
         self._last_done: float | None = None
@@ -368,12 +374,14 @@ class PoliteSession:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _check(self, url: str, *, redirect: bool, check_robots: bool = True) -> None:
+    def _check(self, url: str, *, redirect: bool, check_robots: bool = True, pdf: bool = False) -> None:
         """Everything a URL must pass before a byte is sent to it."""
         if self.scope is None:
-            self.scope = SiteScope(url)
+            self.scope = SiteScope(url, allow_hosts=self.config.allow_hosts)
         if redirect:
             self.scope.check_redirect(url)
+        elif pdf:
+            self.scope.check_pdf_link(url)
         else:
             self.scope.check_link(url)
         if not check_robots:
@@ -400,7 +408,7 @@ class PoliteSession:
 
     @contextlib.contextmanager
     def request(
-        self, url: str, *, stream: bool = False, headers: dict[str, str] | None = None
+        self, url: str, *, stream: bool = False, headers: dict[str, str] | None = None, pdf: bool = False
     ) -> Iterator[requests.Response]:
         """GET ``url`` politely; yields the final response (after redirects) and closes it afterwards.
 
@@ -411,18 +419,19 @@ class PoliteSession:
         body is not read: use :func:`iter_body` (bounded) on the response. The pause before the
         next request counts from when this one is closed, so a long download is followed by the
         full delay too. ``stream`` is accepted for compatibility; bodies are always streamed.
-        ``headers`` are sent with every hop (conditional requests: ``If-None-Match``…).
+        ``headers`` are sent with every hop (conditional requests: ``If-None-Match``…). With
+        ``pdf`` the URL must also be on a host PDFs may come from (:meth:`SiteScope.check_pdf_link`).
         """
-        with self._follow(url, check_robots=True, headers=headers) as response:
+        with self._follow(url, check_robots=True, headers=headers, pdf=pdf) as response:
             yield response
 
     @contextlib.contextmanager
     def _follow(
-        self, url: str, *, check_robots: bool, headers: dict[str, str] | None = None
+        self, url: str, *, check_robots: bool, headers: dict[str, str] | None = None, pdf: bool = False
     ) -> Iterator[requests.Response]:
         current = url
         for hop in range(MAX_REDIRECTS + 1):
-            self._check(current, redirect=hop > 0, check_robots=check_robots)
+            self._check(current, redirect=hop > 0, check_robots=check_robots, pdf=pdf)
             response = self._open(current, headers)
             if not response.is_redirect:
                 break

@@ -517,10 +517,14 @@ class FakeClock:
 
 
 def quick_http(clock: FakeClock, **overrides):
-    """An ``HttpConfig`` for tests: no real waiting, a 0.2 s read timeout, 2 retries."""
+    """An ``HttpConfig`` for tests: no real waiting, a 0.2 s read timeout, 2 retries, and the
+    site's "CDN" (``localhost``, another host than the site's ``127.0.0.1``) allowed for PDFs."""
     from scraping.http import HttpConfig
 
-    settings = dict(delay=0.0, connect_timeout=2.0, read_timeout=0.2, retries=2, backoff_factor=0.5, sleep=clock.sleep, clock=clock)
+    settings = dict(
+        delay=0.0, connect_timeout=2.0, read_timeout=0.2, retries=2, backoff_factor=0.5,
+        sleep=clock.sleep, clock=clock, allow_hosts=("localhost",),
+    )
     settings.update(overrides)
     return HttpConfig(**settings)
 

@@ -267,6 +267,6 @@ def test_the_cli_says_the_pause_in_use(site, tmp_path, monkeypatch):
     clock = FakeClock()
     monkeypatch.setattr(scraping.http, "HttpConfig", functools.partial(HttpConfig, sleep=clock.sleep, clock=clock, retries=1))
     site.robots = "User-agent: *\nRequest-rate: 1/5\n"
-    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--out", str(tmp_path), "--limit", "1"])
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path), "--limit", "1"])
     assert result.exit_code == 0, result.output
     assert f"Pace: 127.0.0.1:{site.port}: 5 s between requests" in result.output

@@ -174,7 +174,7 @@ def test_cli_check_updates(site, tmp_path, monkeypatch):
     clock = FakeClock()
     config = functools.partial(scraping.http.HttpConfig, sleep=clock.sleep, clock=clock, retries=1)
     monkeypatch.setattr(scraping.http, "HttpConfig", config)
-    args = ["scrape", "--base-url", site.url, "--out", str(tmp_path), "--delay", "0"]
+    args = ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path), "--delay", "0"]
     assert CliRunner().invoke(app, args).exit_code == 0
     result = CliRunner().invoke(app, [*args, "--check-updates"])
     assert result.exit_code == 0, result.output

@@ -43,6 +43,14 @@ def scrape_command(
     timeout: Annotated[
         float, typer.Option(help="Seconds (up to 600) to wait for a server's answer before retrying.")
     ] = 30.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also download PDFs from this host (and its subdomains; HOST:PORT for one port). "
+            "Repeatable. By default PDFs come only from the site's own host and its known CDN.",
+        ),
+    ] = None,
     check_updates: Annotated[
         bool,
         typer.Option(
@@ -61,7 +69,7 @@ def scrape_command(
     from scraping import HttpConfig, scrape
 
     # --delay, --timeout (HttpConfig) and --base-url are one line before any request is sent
-    http_config = HttpConfig(delay=delay, read_timeout=timeout)
+    http_config = HttpConfig(delay=delay, read_timeout=timeout, allow_hosts=tuple(allow_host or ()))
     console = stderr()
     console.print(f"[dim]{TERMS}[/]", highlight=False)
     report = scrape(
