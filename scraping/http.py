@@ -8,7 +8,8 @@ owes a small publisher:
   parser: ``*`` and ``$`` in paths, the longest matching rule wins; the standard library's parser
   knows neither and takes the first rule that matches); a ``Crawl-delay`` or ``Request-rate``
   asking for a longer pause than ours is honoured (the slowest of the three wins) and reported;
-- a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
+- a pause of at least ``delay`` seconds between requests (default 1 s), or the longer one a
+  host's robots.txt asks for, retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
 - connect and read timeouts on every request, and an overall deadline and size limit on
@@ -278,6 +279,7 @@ class PoliteSession:
             max_retry_after=self.config.max_retry_after,
             min_wait=self.config.delay,
         )
+        self._retry = retry
         adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -352,6 +354,7 @@ class PoliteSession:
 
     def _wait_turn(self, url: str) -> None:
         gap = max(self.config.delay, min(self._robots_gap(url)[0], self.config.max_crawl_delay))
+        self._retry.min_wait = gap  # urllib3's retries of this request keep the host's pace too
         if self._last_done is not None and gap > 0:
             remaining = gap - (self.config.clock() - self._last_done)
             if remaining > 0:

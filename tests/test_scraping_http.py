@@ -270,3 +270,17 @@ def test_the_cli_says_the_pause_in_use(site, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path), "--limit", "1"])
     assert result.exit_code == 0, result.output
     assert f"Pace: 127.0.0.1:{site.port}: 5 s between requests" in result.output
+
+
+def test_a_retry_keeps_the_pause_robots_asked_for(site, clock, tmp_path):
+    site.robots = "User-agent: *\nRequest-rate: 1/5\n"
+    site.faults[_pdf_path(site)] = [Fault.error(503)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    assert len(site.log) == report.requests + 1  # one retry, inside urllib3
+    # One sleep before each request but the first; the 5 s asked for before each, the retry's
+    # included, except before a host's own robots.txt (its rules are not known yet).
+    assert len(clock.sleeps) == len(site.log) - 1
+    waits = [(path.split("?")[0], wait) for (path, _), wait in zip(site.log[1:], clock.sleeps, strict=True)]
+    assert {wait for path, wait in waits if path != "/robots.txt"} == {5.0}
+    assert [path for path, _ in waits].count(_pdf_path(site)) == 2
