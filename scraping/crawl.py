@@ -4,8 +4,12 @@
 >>> report.count("downloaded"), report.manifest_path                 # doctest: +SKIP
 (50, PosixPath('books/manifest.jsonl'))
 
-Run it again and it resumes: books recorded as complete are neither looked up nor downloaded
-again; failed ones are retried. Ctrl-C keeps every finished book.
+Run it again and it resumes: books recorded as complete, whose files are still intact (size and
+SHA-256), are neither looked up nor downloaded again; failed or damaged ones are fetched again.
+With ``check_updates=True`` complete books are asked about too, with a conditional request
+(``If-None-Match``/``If-Modified-Since`` from the recorded ``ETag``/``Last-Modified``): a file
+the site has not changed is not downloaded again, one it replaced is. Ctrl-C keeps every
+finished book.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ from scraping.discovery import BookLink, listing_url, parse_book_page, parse_lis
 from scraping.download import (
     DownloadRejected,
     IncompleteDownload,
+    NotModified,
+    Validators,
     fetch_pdf,
     file_name_for,
     part_path,
@@ -55,14 +61,15 @@ MAX_LISTING_PAGES = 50
 MAX_BOOKS = 1000
 """Books one crawl takes at most (Monkey Pen lists about 50); the rest are ignored with a warning."""
 
-ACTIONS = ("downloaded", "skipped", "duplicate", "failed", "no pdf", "disallowed", "would fetch")
+ACTIONS = ("downloaded", "skipped", "unchanged", "duplicate", "failed", "no pdf", "disallowed", "would fetch")
 
 
 @dataclass
 class BookOutcome:
     """What happened to one book in this run.
 
-    ``action`` is one of: ``downloaded``, ``skipped`` (already complete), ``duplicate`` (same
+    ``action`` is one of: ``downloaded``, ``skipped`` (already complete), ``unchanged``
+    (complete, and the site says it has not changed: ``check_updates``), ``duplicate`` (same
     bytes as a stored book), ``failed``, ``no pdf``, ``disallowed`` (robots.txt) or
     ``would fetch`` (dry run).
     """
@@ -86,6 +93,8 @@ class ScrapeReport:
     dry_run: bool
     books: list[BookOutcome] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    pace: list[str] = field(default_factory=list)
+    """One line per host whose robots.txt asked for a longer pause than ``delay`` (and got it)."""
     requests: int = 0
 
     def count(self, action: str) -> int:
@@ -105,6 +114,7 @@ def scrape(
     delay: float | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    check_updates: bool = False,
     http_config: HttpConfig | None = None,
     show_progress: bool = False,
     console: Console | None = None,
@@ -114,7 +124,8 @@ def scrape(
     ``base_url`` is the site root (the listing path is appended) or the listing page itself.
     ``delay`` (seconds between requests, 0 allowed) overrides ``http_config.delay``; ``limit``
     takes only the first N books of the listing; ``dry_run`` reads the listing and book pages
-    but downloads and writes nothing. Raises :class:`FairytaleError` when the listing cannot be
+    but downloads and writes nothing; ``check_updates`` asks the site whether each complete
+    book's PDF changed (a conditional request each) and downloads the ones it replaced. Raises :class:`FairytaleError` when the listing cannot be
     read or holds no books; a single book's failure is recorded, not raised.
     """
     # 1. Check the inputs.
@@ -145,7 +156,7 @@ def scrape(
             task = progress.add_task("Books", total=len(books))
             for book in books:
                 progress.update(task, description=f"Books · {_short(book.title)}")
-                report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress))
+                report.books.append(_fetch_book(http, book, out, manifest, dry_run, progress, check_updates))
                 progress.advance(task)
             progress.update(task, description="Books")
     except OSError as exc:
@@ -160,6 +171,7 @@ def scrape(
     finally:
         report.requests = http.requests_made
         report.warnings.extend(http.notes)
+        report.pace.extend(http.pace)
         http.close()
         if not dry_run:
             manifest.compact()
@@ -208,8 +220,6 @@ def discover(
                 warnings.append(f"more than {MAX_BOOKS} books found; only the first {MAX_BOOKS} are taken")
                 queue.clear()
                 break
-            if book.pdf_url is not None and http.scope is not None:
-                http.scope.add_pdf_host(book.pdf_url)
             books.setdefault(book.key, book)
         for next_url in page.next_pages:
             if same_listing_page(next_url) not in seen:
@@ -231,12 +241,17 @@ def discover(
 
 
 def _fetch_book(
-    http: PoliteSession, book: BookLink, out: Path, manifest: Manifest, dry_run: bool, progress: Progress
+    http: PoliteSession,
+    book: BookLink,
+    out: Path,
+    manifest: Manifest,
+    dry_run: bool,
+    progress: Progress,
+    check_updates: bool = False,
 ) -> BookOutcome:
     key = book.key
-    if manifest.is_done(key):
-        done = manifest.get(key)
-        assert done is not None
+    done = manifest.get(key) if manifest.is_done(key) else None
+    if done is not None and not check_updates:
         return BookOutcome(done.title, done.page_url, done.pdf_url, "skipped", done.file or done.duplicate_of, done.bytes)
 
     earlier = manifest.get(key)
@@ -249,19 +264,45 @@ def _fetch_book(
             record.title = page.title or book.title
             if not page.pdf_urls:
                 record.status, record.error = Status.NO_PDF, "no link to a .pdf on the book's page"
-                return _finish(record, manifest, dry_run, "no pdf")
-            record.pdf_url = page.pdf_urls[0]
-            if http.scope is not None:
-                http.scope.add_pdf_host(record.pdf_url)
-        assert record.pdf_url is not None
+                return _finish(record, manifest, dry_run, "no pdf", keep=done)
+            candidates = page.pdf_urls
+        else:
+            assert book.pdf_url is not None
+            candidates = [book.pdf_url]
+        # Only from the site's own hosts, its known CDN and --allow-host (scraping.scope).
+        scope = http.scope
+        allowed = [url for url in candidates if scope is None or scope.pdf_host_allowed(url)]
+        if not allowed:
+            assert scope is not None
+            record.pdf_url = candidates[0]
+            record.status, record.error = Status.NO_PDF, scope.pdf_refusal(candidates[0])
+            log.info("%s: %s", record.title, record.error)
+            return _finish(record, manifest, dry_run, "no pdf", keep=done)
+        record.pdf_url = allowed[0]
         if dry_run:
             return BookOutcome(record.title, record.page_url, record.pdf_url, "would fetch",
                                file_name_for(record.pdf_url, record.title))
 
-        # b. Stream the PDF to a hidden .part file and verify it.
+        # b. Stream the PDF to a hidden .part file and verify it. A book already complete is
+        # asked for conditionally: the validators only speak for the URL they came from.
         name = file_name_for(record.pdf_url, record.title)
-        download = _download_with_progress(http, record.pdf_url, part_path(out, name), progress, record.title)
+        unless = None
+        if done is not None and done.pdf_url == record.pdf_url:
+            unless = Validators(done.etag, done.last_modified)
+        try:
+            download = _download_with_progress(
+                http, record.pdf_url, part_path(out, name), progress, record.title, unless=unless
+            )
+        except NotModified:
+            assert done is not None
+            return BookOutcome(done.title, done.page_url, done.pdf_url, "unchanged", done.file or done.duplicate_of, done.bytes)
         record.bytes, record.sha256 = download.bytes, download.sha256
+        record.etag, record.last_modified = download.validators.etag, download.validators.last_modified
+        if done is not None and download.sha256 == done.sha256:
+            # Sent again (no validators, or the server ignored them) but the same bytes: keep the file.
+            download.part.unlink(missing_ok=True)
+            record.status, record.file, record.duplicate_of = done.status, done.file, done.duplicate_of
+            return _finish(record, manifest, dry_run, "unchanged")
 
         # c. Keep one copy of identical PDFs, then give the file its name.
         twin = manifest.with_sha256(download.sha256)
@@ -280,14 +321,23 @@ def _fetch_book(
         return _finish(record, manifest, dry_run, "downloaded")
     except DisallowedByRobots as exc:
         record.status, record.error = Status.DISALLOWED, str(exc)
-        return _finish(record, manifest, dry_run, "disallowed")
+        return _finish(record, manifest, dry_run, "disallowed", keep=done)
     except (requests.RequestException, DownloadRejected, IncompleteDownload, FairytaleError) as exc:
         record.error = describe_error(exc, http)
         log.info("%s: %s", record.title, record.error)
-        return _finish(record, manifest, dry_run, "failed")
+        return _finish(record, manifest, dry_run, "failed", keep=done)
 
 
-def _finish(record: Record, manifest: Manifest, dry_run: bool, action: str) -> BookOutcome:
+def _finish(
+    record: Record, manifest: Manifest, dry_run: bool, action: str, *, keep: Record | None = None
+) -> BookOutcome:
+    """Record what happened to a book. ``keep`` is the book's intact complete record when only
+    checking for an update: a failed check leaves that record (and its file) as they are."""
+    if keep is not None and action in ("failed", "no pdf", "disallowed"):
+        return BookOutcome(
+            keep.title, keep.page_url, keep.pdf_url, action, keep.file or keep.duplicate_of, keep.bytes,
+            f"could not check for an update, the copy held is kept: {record.error}",
+        )
     if not dry_run:
         manifest.put(record)
     return BookOutcome(
@@ -296,7 +346,9 @@ def _finish(record: Record, manifest: Manifest, dry_run: bool, action: str) -> B
     )
 
 
-def _download_with_progress(http: PoliteSession, url: str, part: Path, progress: Progress, title: str):
+def _download_with_progress(
+    http: PoliteSession, url: str, part: Path, progress: Progress, title: str, *, unless: Validators | None = None
+):
     task: TaskID = progress.add_task(f"  {_short(title)}", total=None, bytes=True)
     try:
         return fetch_pdf(
@@ -305,6 +357,7 @@ def _download_with_progress(http: PoliteSession, url: str, part: Path, progress:
             part,
             on_start=lambda total: progress.reset(task, total=total),
             on_bytes=lambda n: progress.advance(task, n),
+            unless=unless,
         )
     finally:
         progress.remove_task(task)

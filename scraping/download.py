@@ -46,13 +46,36 @@ class IncompleteDownload(Exception):
     """The body stopped early; fetching again may help."""
 
 
+class NotModified(Exception):
+    """The server answered 304 to a conditional request: the copy we hold is current."""
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What the server said identifies the version of a file it sent (``ETag``,
+    ``Last-Modified``), kept to ask later whether it has changed."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """The conditional request headers for these validators (none when there are none)."""
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
 @dataclass(frozen=True)
 class Downloaded:
-    """A verified PDF waiting under its ``.part`` name."""
+    """A verified PDF waiting under its ``.part`` name, with the server's validators."""
 
     part: Path
     bytes: int
     sha256: str
+    validators: Validators = Validators()
 
 
 def safe_file_name(name: str, *, fallback: str = "book", max_length: int = MAX_NAME_LENGTH) -> str:
@@ -94,16 +117,20 @@ def fetch_pdf(
     max_bytes: int = MAX_PDF_BYTES,
     on_start: Callable[[int | None], None] | None = None,
     on_bytes: Callable[[int], None] | None = None,
+    unless: Validators | None = None,
 ) -> Downloaded:
     """Stream ``url`` into ``part`` and verify it is a whole PDF.
 
     Raises :class:`DownloadRejected` for a wrong body, ``requests`` exceptions when the server
     stays unreachable, and :class:`IncompleteDownload` when every attempt was cut short. On
-    any failure (Ctrl-C included) ``part`` is removed.
+    any failure (Ctrl-C included) ``part`` is removed. With ``unless`` (the validators of the
+    copy we hold) the request is conditional, and :class:`NotModified` is raised when the
+    server answers 304: nothing was downloaded.
     """
+    headers = unless.headers() if unless is not None else {}
     for attempt in range(1, attempts + 1):
         try:
-            return _fetch_once(http, url, part, max_bytes, on_start, on_bytes)
+            return _fetch_once(http, url, part, max_bytes, on_start, on_bytes, headers)
         except (IncompleteDownload, requests.exceptions.ChunkedEncodingError, _BodyError) as exc:
             cause = exc.__cause__ if isinstance(exc, _BodyError) else exc
             if attempt == attempts:
@@ -123,13 +150,16 @@ def _fetch_once(
     max_bytes: int,
     on_start: Callable[[int | None], None] | None,
     on_bytes: Callable[[int], None] | None,
+    headers: dict[str, str],
 ) -> Downloaded:
     digest = hashlib.sha256()
     received = 0
     head = b""
     tail = b""
     try:
-        with http.request(url, stream=True) as response:
+        with http.request(url, stream=True, headers=headers or None, pdf=True) as response:
+            if response.status_code == 304 and headers:
+                raise NotModified(url)
             if response.status_code != 200:
                 raise DownloadRejected(f"HTTP {response.status_code} {response.reason or ''}".strip())
             expected = _content_length(response)
@@ -163,10 +193,14 @@ def _fetch_once(
                 raise IncompleteDownload(f"got {received} of {expected} bytes")
             if b"%%EOF" not in tail:
                 raise IncompleteDownload(f"the PDF has no end marker after {received} bytes (cut short)")
+            validators = Validators(
+                etag=response.headers.get("ETag") or None,
+                last_modified=response.headers.get("Last-Modified") or None,
+            )
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    return Downloaded(part=part, bytes=received, sha256=digest.hexdigest())
+    return Downloaded(part=part, bytes=received, sha256=digest.hexdigest(), validators=validators)
 
 
 def _content_length(response: requests.Response) -> int | None:

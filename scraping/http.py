@@ -6,9 +6,10 @@ owes a small publisher:
 - a clear ``User-Agent`` naming the project and how to reach it;
 - ``robots.txt`` obeyed for every host it touches, as RFC 9309 reads it (Protego, Scrapy's
   parser: ``*`` and ``$`` in paths, the longest matching rule wins; the standard library's parser
-  knows neither and takes the first rule that matches); a ``Crawl-delay`` longer than ours is
-  honoured;
-- a pause of at least ``delay`` seconds between requests (default 1 s), retries included;
+  knows neither and takes the first rule that matches); a ``Crawl-delay`` or ``Request-rate``
+  asking for a longer pause than ours is honoured (the slowest of the three wins) and reported;
+- a pause of at least ``delay`` seconds between requests (default 1 s), or the longer one a
+  host's robots.txt asks for, retries included;
 - urllib3 ``Retry`` on connection errors, read timeouts, 429 and 5xx, with exponential backoff
   and the server's ``Retry-After`` honoured;
 - connect and read timeouts on every request, and an overall deadline and size limit on
@@ -46,7 +47,7 @@ from urllib3.util.retry import Retry
 
 from fairytale import __version__
 from fairytale.errors import FairytaleError
-from scraping.scope import OffSite, SiteScope
+from scraping.scope import OffSite, SiteScope, parse_allowed_host
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class HttpConfig:
     backoff_max: float = 60.0
     max_retry_after: float = 300.0
     max_crawl_delay: float = 60.0
-    """A robots.txt Crawl-delay above this is not waited out: the host is not crawled."""
+    """A robots.txt Crawl-delay (or Request-rate pause) above this is not waited out: the host is not crawled."""
     page_deadline: float = 120.0
     """Seconds a whole HTML page or robots.txt may take to arrive, however it trickles."""
     download_deadline: float = 1800.0
@@ -121,6 +122,9 @@ class HttpConfig:
     max_page_bytes: int = MAX_PAGE_BYTES
     max_robots_bytes: int = MAX_ROBOTS_BYTES
     user_agent: str = USER_AGENT
+    allow_hosts: tuple[str, ...] = ()
+    """Hosts PDFs may also come from (``--allow-host``), besides the site's own and its known
+    CDN (:mod:`scraping.scope` has the rule)."""
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -148,6 +152,9 @@ class HttpConfig:
             raise FairytaleError(f"Retries cannot be negative (got {self.retries})")
         if min(self.max_crawl_delay, self.page_deadline, self.download_deadline) <= 0:
             raise FairytaleError("Deadlines and the Crawl-delay cap must be positive numbers of seconds")
+        self.allow_hosts = tuple(self.allow_hosts)
+        for entry in self.allow_hosts:
+            parse_allowed_host(entry)  # one clear line for a bad --allow-host, before any request
 
 
 class _PoliteRetry(Retry):
@@ -272,16 +279,20 @@ class PoliteSession:
             max_retry_after=self.config.max_retry_after,
             min_wait=self.config.delay,
         )
+        self._retry = retry
         adapter = _PeerCheckingAdapter(self._check_peer, max_retries=retry)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.scope = SiteScope(site) if site else None
+        self.scope = SiteScope(site, allow_hosts=self.config.allow_hosts) if site else None
         self._robots: dict[str, Protego] = {}
         self._robots_problems: dict[str, str] = {}
         self._last_done: float | None = None
         self.requests_made = 0
         self.notes: list[str] = []
         """Things the user should know (a robots.txt cut at its size limit…), once each."""
+        self.pace: list[str] = []
+        """The pause each host's robots.txt set, when longer than ``delay`` (one line per host)."""
+        self._paced: set[str] = set()
 
     # -- politeness -------------------------------------------------------------------------
 
@@ -322,17 +333,42 @@ class PoliteSession:
         # utf-8-sig: a byte order mark would otherwise glue itself to the first "User-agent".
         return Protego.parse(body.decode("utf-8-sig", errors="replace"))
 
-    def _crawl_delay(self, url: str) -> float:
+    def _robots_gap(self, url: str) -> tuple[float, str]:
+        """The pause robots.txt of ``url``'s host asks for, and where it says so.
+
+        ``Crawl-delay: 4`` asks for 4 s between requests, ``Request-rate: 1/5`` (one request per
+        5 s) for 5 s; when both are given the slower wins. A Request-rate's time window
+        (``1/5 0800-1300``) is not read: the rate applies at every hour, the cautious reading.
+        """
         parser = self._robots.get("{0.scheme}://{0.netloc}".format(urlsplit(url)))
-        delay = parser.crawl_delay(self.config.user_agent) if parser is not None else None
-        return float(delay) if delay else 0.0
+        if parser is None:
+            return 0.0, ""
+        found = [(0.0, "")]
+        delay = parser.crawl_delay(self.config.user_agent)
+        if delay:
+            found.append((float(delay), f"Crawl-delay: {float(delay):g}"))
+        rate = parser.request_rate(self.config.user_agent)
+        if rate is not None and rate.requests > 0 and rate.seconds > 0:
+            found.append((rate.seconds / rate.requests, f"Request-rate: {rate.requests}/{rate.seconds}s"))
+        return max(found, key=lambda item: item[0])
 
     def _wait_turn(self, url: str) -> None:
-        gap = max(self.config.delay, min(self._crawl_delay(url), self.config.max_crawl_delay))
+        gap = max(self.config.delay, min(self._robots_gap(url)[0], self.config.max_crawl_delay))
+        self._retry.min_wait = gap  # urllib3's retries of this request keep the host's pace too
         if self._last_done is not None and gap > 0:
             remaining = gap - (self.config.clock() - self._last_done)
             if remaining > 0:
                 self.config.sleep(remaining)
+
+    def _say_pace(self, url: str) -> None:
+        """Tell the user, once per host, when its robots.txt slows the crawl down."""
+        netloc = urlsplit(url).netloc
+        asked, source = self._robots_gap(url)
+        if asked > self.config.delay and netloc not in self._paced:
+            self._paced.add(netloc)
+            text = f"{netloc}: {asked:g} s between requests, as its robots.txt asks ({source})"
+            self.pace.append(text)
+            log.info("%s", text)
 
     def _note(self, text: str) -> None:
         if text not in self.notes:
@@ -341,12 +377,14 @@ class PoliteSession:
 
     # -- requests ---------------------------------------------------------------------------
 
-    def _check(self, url: str, *, redirect: bool, check_robots: bool = True) -> None:
+    def _check(self, url: str, *, redirect: bool, check_robots: bool = True, pdf: bool = False) -> None:
         """Everything a URL must pass before a byte is sent to it."""
         if self.scope is None:
-            self.scope = SiteScope(url)
+            self.scope = SiteScope(url, allow_hosts=self.config.allow_hosts)
         if redirect:
             self.scope.check_redirect(url)
+        elif pdf:
+            self.scope.check_pdf_link(url)
         else:
             self.scope.check_link(url)
         if not check_robots:
@@ -359,19 +397,22 @@ class PoliteSession:
                     f"cannot read {parts.scheme}://{parts.netloc}/robots.txt ({problem}), so not crawling that host"
                 )
             raise DisallowedByRobots(f"robots.txt of {parts.netloc} disallows {url}")
-        delay = self._crawl_delay(url)
+        delay, source = self._robots_gap(url)
         if delay > self.config.max_crawl_delay:
             raise CrawlDelayTooLong(
-                f"robots.txt of {parts.netloc} asks for {delay:g} s between requests (Crawl-delay), more than "
+                f"robots.txt of {parts.netloc} asks for {delay:g} s between requests ({source}), more than "
                 f"the {self.config.max_crawl_delay:g} s fAIrytale waits, so not crawling that host"
             )
+        self._say_pace(url)
 
     def _check_peer(self, host: str, address: str) -> None:
         if self.scope is not None:
             self.scope.check_peer(host, address)
 
     @contextlib.contextmanager
-    def request(self, url: str, *, stream: bool = False) -> Iterator[requests.Response]:
+    def request(
+        self, url: str, *, stream: bool = False, headers: dict[str, str] | None = None, pdf: bool = False
+    ) -> Iterator[requests.Response]:
         """GET ``url`` politely; yields the final response (after redirects) and closes it afterwards.
 
         Raises :class:`DisallowedByRobots` when robots.txt forbids the URL or a redirect's
@@ -381,16 +422,20 @@ class PoliteSession:
         body is not read: use :func:`iter_body` (bounded) on the response. The pause before the
         next request counts from when this one is closed, so a long download is followed by the
         full delay too. ``stream`` is accepted for compatibility; bodies are always streamed.
+        ``headers`` are sent with every hop (conditional requests: ``If-None-Match``…). With
+        ``pdf`` the URL must also be on a host PDFs may come from (:meth:`SiteScope.check_pdf_link`).
         """
-        with self._follow(url, check_robots=True) as response:
+        with self._follow(url, check_robots=True, headers=headers, pdf=pdf) as response:
             yield response
 
     @contextlib.contextmanager
-    def _follow(self, url: str, *, check_robots: bool) -> Iterator[requests.Response]:
+    def _follow(
+        self, url: str, *, check_robots: bool, headers: dict[str, str] | None = None, pdf: bool = False
+    ) -> Iterator[requests.Response]:
         current = url
         for hop in range(MAX_REDIRECTS + 1):
-            self._check(current, redirect=hop > 0, check_robots=check_robots)
-            response = self._open(current)
+            self._check(current, redirect=hop > 0, check_robots=check_robots, pdf=pdf)
+            response = self._open(current, headers)
             if not response.is_redirect:
                 break
             location = response.headers["Location"]
@@ -403,12 +448,13 @@ class PoliteSession:
         finally:
             self._close(response)
 
-    def _open(self, url: str) -> requests.Response:
+    def _open(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
         self._wait_turn(url)
         self.requests_made += 1
         try:
             return self.session.get(
                 url,
+                headers=headers,
                 stream=True,
                 allow_redirects=False,
                 timeout=(self.config.connect_timeout, self.config.read_timeout),

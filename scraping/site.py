@@ -19,6 +19,14 @@ DEFAULT_BASE_URL = "https://monkeypen.com"
 LISTING_PATH = "/pages/free-childrens-books"
 """Where the free books are listed, relative to the site root."""
 
+PDF_HOSTS: dict[str, tuple[str, ...]] = {"monkeypen.com": ("cdn.shopify.com",)}
+"""Hosts a book site is known to serve its PDFs from, besides its own (see :mod:`scraping.scope`).
+
+Monkey Pen is a Shopify store: its article bodies link PDFs on Shopify's file CDN
+(``cdn.shopify.com/s/files/…``), and a store's own ``/cdn/shop/files/…`` paths redirect there.
+Keys are site hosts without ``www.``; a site not listed has none, and ``--allow-host`` adds more.
+"""
+
 TERMS = (
     "Monkey Pen offers these books free to read and download; its book pages say it is illegal to use "
     "them commercially without giving credit by linking to monkeypen.com, and ask teachers and "

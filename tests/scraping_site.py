@@ -13,13 +13,17 @@ Faults are queued per path and consumed one per request::
 
     site.faults["/s/files/ginger.pdf"] = [Fault.status(429, {"Retry-After": "7"})]
 
-Every request is logged in ``site.log`` (path with query, User-Agent).
+Every request is logged in ``site.log`` (path with query, User-Agent), its headers in
+``site.headers``. PDFs are served with an ``ETag`` (from their bytes) and a ``Last-Modified``
+and answer a matching ``If-None-Match`` / ``If-Modified-Since`` with 304, unless
+``site.validators`` is set to False.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import html
 import io
 import random
@@ -256,6 +260,9 @@ class Site:
         self.per_page = per_page
         self.faults: dict[str, list[Fault]] = {}
         self.log: list[tuple[str, str]] = []
+        self.headers: list[tuple[str, dict[str, str]]] = []
+        self.validators = True
+        self.last_modified = "Wed, 20 May 2020 10:00:00 GMT"
         self.robots = ROBOTS
         self.release = threading.Event()
         self.sent: dict[str, int] = {}
@@ -270,6 +277,14 @@ class Site:
     @property
     def cdn(self) -> str:
         return f"http://localhost:{self.port}"
+
+    def conditions_for(self, path: str) -> list[tuple[str | None, str | None]]:
+        """``(If-None-Match, If-Modified-Since)`` of each request for ``path`` (query string ignored)."""
+        return [
+            (headers.get("If-None-Match"), headers.get("If-Modified-Since"))
+            for logged, headers in self.headers
+            if urlsplit(logged).path == path
+        ]
 
     def requests_for(self, path: str) -> int:
         """How many requests asked for ``path`` (query string ignored)."""
@@ -333,6 +348,7 @@ website Teachers and Educational Institutions, please read our <a href="/pages/t
         parts = urlsplit(request.path)
         with self._lock:
             self.log.append((request.path, request.headers.get("User-Agent", "")))
+            self.headers.append((request.path, dict(request.headers.items())))
             queue = self.faults.get(parts.path)
             fault = queue.pop(0) if queue else None
         if fault is not None and fault.kind == "hang":
@@ -390,7 +406,15 @@ website Teachers and Educational Institutions, please read our <a href="/pages/t
                     request.wfile.flush()
                     request.close_connection = True
                     return
-                return _send(request, 200, body, "application/pdf")
+                if not self.validators:
+                    return _send(request, 200, body, "application/pdf")
+                etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
+                match = request.headers.get("If-None-Match")
+                since = request.headers.get("If-Modified-Since")
+                # RFC 9110 13.2.2: If-None-Match, when sent, decides; If-Modified-Since otherwise.
+                if (match == etag) if match is not None else (since == self.last_modified):
+                    return _send(request, 304, b"", "application/pdf", {"ETag": etag})
+                return _send(request, 200, body, "application/pdf", {"ETag": etag, "Last-Modified": self.last_modified})
         return _send(request, 404, b"<html><body>404 Not Found</body></html>", "text/html")
 
 
@@ -493,10 +517,14 @@ class FakeClock:
 
 
 def quick_http(clock: FakeClock, **overrides):
-    """An ``HttpConfig`` for tests: no real waiting, a 0.2 s read timeout, 2 retries."""
+    """An ``HttpConfig`` for tests: no real waiting, a 0.2 s read timeout, 2 retries, and the
+    site's "CDN" (``localhost``, another host than the site's ``127.0.0.1``) allowed for PDFs."""
     from scraping.http import HttpConfig
 
-    settings = dict(delay=0.0, connect_timeout=2.0, read_timeout=0.2, retries=2, backoff_factor=0.5, sleep=clock.sleep, clock=clock)
+    settings = dict(
+        delay=0.0, connect_timeout=2.0, read_timeout=0.2, retries=2, backoff_factor=0.5,
+        sleep=clock.sleep, clock=clock, allow_hosts=("localhost",),
+    )
     settings.update(overrides)
     return HttpConfig(**settings)
 

@@ -96,7 +96,7 @@ def test_a_redirect_to_a_host_the_site_does_not_use_is_refused_unvisited(site, o
 
 
 def test_a_redirect_is_checked_against_the_robots_txt_of_its_target(site, other_host, clock, tmp_path):
-    # The other host serves one of the site's PDFs (so redirects may go there), but its
+    # The other host is allowed to serve PDFs (--allow-host, so redirects may go there), but its
     # robots.txt disallows everything: a redirect from another book's PDF must not get around it.
     other_host.robots = "User-agent: *\nDisallow: /\n"
     hidden = f"{CDN_DIR}/hidden.pdf"
@@ -110,7 +110,8 @@ def test_a_redirect_is_checked_against_the_robots_txt_of_its_target(site, other_
     )
     site.books = [first, *site.books[:1]]
     site.faults[site.books[1].pdf_path()] = [Fault.redirect(f"{other_host.url}{hidden}")]
-    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    allowed = ("localhost", f"127.0.0.1:{other_host.port}")
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, allow_hosts=allowed))
     assert [b.action for b in report.books] == ["disallowed", "disallowed"]
     assert "robots.txt" in report.books[1].error and "hidden.pdf" in report.books[1].error
     assert [path for path, _ in other_host.log] == ["/robots.txt"]
@@ -207,6 +208,91 @@ def test_a_name_that_rebinds_to_a_local_address_when_connecting_gets_no_request(
     https = PoliteSession(quick_http(clock)).session.get_adapter("https://x").poolmanager
     assert https.pool_classes_by_scheme["https"].ConnectionCls.__name__ == "Checked"
 
+def test_pdfs_come_only_from_the_sites_own_hosts_its_known_cdn_and_allowed_hosts():
+    scope = SiteScope("https://monkeypen.com/pages/free-childrens-books", resolve=public_names)
+    for url in (
+        "https://monkeypen.com/cdn/shop/files/x.pdf",
+        "https://www.monkeypen.com/x.pdf",
+        "https://files.monkeypen.com/x.pdf",  # a subdomain is the site's own
+        "https://cdn.shopify.com/s/files/1/2081/8163/files/x.pdf?v=1",  # its known CDN (site.PDF_HOSTS)
+    ):
+        assert scope.pdf_host_allowed(url), url
+        scope.check_pdf_link(url)
+    for url in (
+        "https://cdn.example/x.pdf",
+        "https://monkeypen.com.evil.example/x.pdf",
+        "https://notmonkeypen.com/x.pdf",
+        "https://monkeypen.com:8443/x.pdf",  # another port is another host
+    ):
+        assert scope.pdf_refusal(url) == (
+            f"PDF link to {url.split('/')[2]} skipped: not the book site or a host it serves PDFs from "
+            f"(--allow-host {url.split('/')[2]} allows it)"
+        )
+        with pytest.raises(OffSite, match="skipped"):
+            scope.check_pdf_link(url)
+    other = SiteScope("https://books.example", resolve=public_names)
+    assert not other.pdf_host_allowed("https://cdn.shopify.com/x.pdf")  # monkeypen.com's CDN only
+    allowed = SiteScope("https://books.example", resolve=public_names, allow_hosts=("example.org", "cdn.test:8443"))
+    assert allowed.pdf_host_allowed("https://files.example.org/x.pdf")
+    assert allowed.pdf_host_allowed("https://cdn.test:8443/x.pdf")
+    assert not allowed.pdf_host_allowed("https://cdn.test/x.pdf")
+    allowed.check_redirect("https://files.example.org/x.pdf")  # redirects may go to allowed hosts too
+
+
+def test_an_allowed_host_still_never_reaches_a_local_address(clock):
+    http = PoliteSession(quick_http(clock, allow_hosts=("127.0.0.1", "localhost")), site="https://93.184.215.14")
+    with pytest.raises(OffSite, match="loopback address"):
+        with http.request("http://127.0.0.1:8000/book.pdf", pdf=True):
+            pass
+    assert http.requests_made == 0
+
+
+def test_a_pdf_linked_on_an_unrelated_host_is_skipped_with_one_line(site, other_host, clock, tmp_path):
+    other_host.faults[f"{CDN_DIR}/other.pdf"] = [Fault.content(book_pdf("Elsewhere"))]
+    elsewhere = Book("elsewhere", "Elsewhere", "other.pdf", b"", link=f"{other_host.url}{CDN_DIR}/other.pdf")
+    site.books = [elsewhere, *site.books[:1]]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["no pdf", "downloaded"]
+    assert report.books[0].error == (
+        f"PDF link to 127.0.0.1:{other_host.port} skipped: not the book site or a host it serves PDFs from "
+        f"(--allow-host 127.0.0.1:{other_host.port} allows it)"
+    )
+    assert other_host.log == []  # not even its robots.txt
+    assert read_manifest(tmp_path)[0]["status"] == "no_pdf"
+    # Named with --allow-host, the same link is fetched.
+    report = scrape(
+        site.url, tmp_path, http_config=quick_http(clock, allow_hosts=("localhost", f"127.0.0.1:{other_host.port}"))
+    )
+    assert [b.action for b in report.books] == ["downloaded", "skipped"]
+
+
+def test_the_first_allowed_pdf_link_on_a_page_is_taken(site, other_host, clock, tmp_path):
+    book = site.books[0]
+    page = f"""<html><body><article><div class="article__content">
+<a href="{other_host.url}/elsewhere.pdf">Download</a> <a href="{site.cdn}{book.pdf_path()}">Download</a>
+</div></article></body></html>""".encode()
+    site.faults[f"/blogs/news/{book.handle}"] = [Fault.content(page, "text/html; charset=utf-8")]
+    report = scrape(site.url, tmp_path, limit=1, http_config=quick_http(clock))
+    assert [b.action for b in report.books] == ["downloaded"]
+    assert other_host.log == []
+
+
+def test_cli_allow_host(site, other_host, quick_cli, tmp_path):
+    elsewhere = Book("elsewhere", "Elsewhere", "other.pdf", b"", link=f"{other_host.url}{CDN_DIR}/other.pdf")
+    other_host.faults[f"{CDN_DIR}/other.pdf"] = [Fault.content(book_pdf("Elsewhere"))]
+    site.books = [elsewhere]
+    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"Elsewhere: no pdf (PDF link to 127.0.0.1:{other_host.port} skipped" in result.output
+    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path), "--allow-host", f"127.0.0.1:{other_host.port}")
+    assert result.exit_code == 0, result.output
+    assert "1 downloaded" in result.output
+    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path), "--allow-host", "a b/c")
+    assert result.exit_code == 1
+    [line] = _error_lines(result.output)
+    assert "--allow-host takes a host name" in line
+
+
 def test_redirects_may_only_go_to_the_site_and_its_pdf_hosts():
     scope = SiteScope("https://monkeypen.com/pages/free-childrens-books", resolve=public_names)
     scope.check_redirect("https://www.monkeypen.com/blogs/news/x")  # www. is the same shop
@@ -259,10 +345,10 @@ def _markup_site() -> Site:
 def test_a_title_with_markup_is_shown_and_the_crawl_finishes_every_time(quick_cli, tmp_path):
     with serve(_markup_site()) as site:
         for _ in range(2):  # the first run and every rerun
-            result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+            result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
             assert result.exit_code == 0, result.output
         assert "2 skipped" in result.output
-        result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path / "dry"), "--dry-run")
+        result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path / "dry"), "--dry-run")
     assert result.exit_code == 0, result.output
     assert "Evil [/] Book" in result.output
     assert [r["title"] for r in read_manifest(tmp_path)] == ["Evil [/] Book", "Ginger the Giraffe"]
@@ -271,7 +357,7 @@ def test_a_title_with_markup_is_shown_and_the_crawl_finishes_every_time(quick_cl
 def test_a_failing_book_with_markup_in_its_title_is_reported_as_written(quick_cli, tmp_path):
     with serve(_markup_site()) as site:
         site.faults[site.books[0].pdf_path()] = [Fault.html_page()]
-        result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+        result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
     assert result.exit_code == 1
     assert "✗ Evil [/] Book: failed" in result.output
     assert len(_error_lines(result.output)) == 1
@@ -371,7 +457,7 @@ def test_a_gzip_bomb_page_stops_at_the_size_limit(site, clock):
 
 def test_a_gzip_bomb_listing_ends_the_crawl_with_one_line(site, quick_cli, tmp_path):
     site.faults[LISTING] = [Fault.gzip_bomb(100)]
-    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
     assert result.exit_code == 1
     [line] = _error_lines(result.output)
     assert "Cannot read the listing page" in line and "larger than 5 MiB" in line
@@ -414,7 +500,7 @@ def test_a_trickling_page_hits_the_page_deadline(site, clock):
 
 def test_an_absurd_crawl_delay_is_not_obeyed_silently(site, quick_cli, tmp_path):
     site.robots = "User-agent: *\nCrawl-delay: 100000\n"
-    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
     assert result.exit_code == 1
     [line] = _error_lines(result.output)
     assert "100000 s between requests" in line and "more than the 60 s" in line
@@ -522,7 +608,7 @@ def test_scrape_into_a_read_only_folder_is_one_line_before_any_request(
     inside, read_only_folder, site, quick_cli
 ):
     out = read_only_folder / "books" if inside else read_only_folder
-    result = _scrape_cli("--base-url", site.url, "--out", str(out))
+    result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(out))
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
     [line] = _error_lines(result.output)
@@ -551,7 +637,7 @@ def test_a_full_disk_stops_the_crawl_with_one_line_and_keeps_the_finished_books(
         return open(path, mode, *args, **kwargs)
 
     monkeypatch.setattr(scraping.download, "open", open_part, raising=False)
-    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
     assert result.exit_code == 1
     assert result.exception is None or isinstance(result.exception, SystemExit)
     [line] = _error_lines(result.output)
@@ -565,7 +651,7 @@ def test_a_full_disk_stops_the_crawl_with_one_line_and_keeps_the_finished_books(
 
 def test_robots_disallowing_every_book_exits_non_zero(site, quick_cli, tmp_path):
     site.robots = "User-agent: *\nDisallow: /blogs/\n"
-    result = _scrape_cli("--base-url", site.url, "--out", str(tmp_path))
+    result = _scrape_cli("--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path))
     assert result.exit_code == 1
     [line] = _error_lines(result.output)
     assert "3 of 3 books were not downloaded" in line and "disallowed by the site's robots.txt" in line

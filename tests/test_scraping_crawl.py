@@ -185,7 +185,7 @@ def quick_cli(monkeypatch):
 
 def test_cli_scrape_downloads_and_reports(site, quick_cli, tmp_path):
     out = tmp_path / "books"
-    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--out", str(out), "--delay", "0"])
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(out), "--delay", "0"])
     assert result.exit_code == 0, result.output
     assert "3 downloaded" in result.output
     assert "research use" in result.output  # the site's terms are shown
@@ -193,7 +193,7 @@ def test_cli_scrape_downloads_and_reports(site, quick_cli, tmp_path):
 
 
 def test_cli_dry_run_prints_the_plan(site, quick_cli, tmp_path):
-    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--out", str(tmp_path / "b"), "--dry-run"])
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path / "b"), "--dry-run"])
     assert result.exit_code == 0, result.output
     assert "Would fetch" in result.output and "Ginger the Giraffe" in result.output
     assert not (tmp_path / "b").exists()
@@ -203,7 +203,7 @@ def test_cli_exits_non_zero_when_a_book_failed(site, quick_cli, tmp_path):
     from tests.scraping_site import Fault
 
     site.faults[site.books[0].pdf_path()] = [Fault.html_page()]
-    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--out", str(tmp_path), "--delay", "0"])
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path), "--delay", "0"])
     assert result.exit_code == 1
     assert "1 of 3 books were not downloaded" in result.output
     assert "run the same command again" in result.output
@@ -259,7 +259,7 @@ def test_cli_unreachable_site_and_missing_listing_give_one_clear_line(site, quic
 
 def test_cli_listing_without_books_says_so(site, quick_cli, tmp_path):
     site.books = []
-    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path)])
     assert result.exit_code == 1
     [line] = _error_lines(result.output)
     assert "No books found" in line

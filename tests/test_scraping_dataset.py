@@ -340,7 +340,7 @@ def test_scrape_then_build_then_load_with_datasets(tmp_path, monkeypatch):
     books, dataset = tmp_path / "X", tmp_path / "Y"
     runner = CliRunner()
     with serve(Site()) as site:
-        result = runner.invoke(app, ["scrape", "--base-url", site.url, "--out", str(books), "--delay", "0"])
+        result = runner.invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(books), "--delay", "0"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["dataset", "build", str(books), "--out", str(dataset), "--dpi", "72"])
     assert result.exit_code == 0, result.output

@@ -222,3 +222,65 @@ def test_good_delays_timeouts_and_base_urls_pass():
         HttpConfig(delay=delay, read_timeout=600)
     assert _check_base_url("http://[::1]:8000/").startswith("http://[::1]:8000/")
     assert _check_base_url("https://monkeypen.com").startswith("https://monkeypen.com/")
+
+
+@pytest.mark.parametrize(
+    ("rules", "waited", "source"),
+    [
+        ("Request-rate: 1/5\n", 5.0, "Request-rate: 1/5s"),
+        ("Request-rate: 2/3s\n", 1.5, "Request-rate: 2/3s"),
+        ("Request-rate: 1/5\nCrawl-delay: 2\n", 5.0, "Request-rate: 1/5s"),  # the slower wins
+        ("Request-rate: 1/2\nCrawl-delay: 4\n", 4.0, "Crawl-delay: 4"),
+    ],
+)
+def test_a_request_rate_in_robots_is_honoured_and_said(rules, waited, source, site, clock, tmp_path):
+    site.robots = f"User-agent: *\n{rules}Disallow: /cart\n"
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
+    # Every gap before a request to the site's own host (127.0.0.1) is the pause robots.txt
+    # asked for; the CDN host (localhost) has the same robots.txt.
+    assert clock.sleeps and set(clock.sleeps) <= {1.0, waited} and waited in clock.sleeps
+    assert f"127.0.0.1:{site.port}: {waited:g} s between requests, as its robots.txt asks ({source})" in report.pace
+
+
+def test_our_own_delay_still_applies_when_robots_asks_for_less(site, clock, tmp_path):
+    site.robots = "User-agent: *\nRequest-rate: 10/1\nDisallow: /cart\n"  # 0.1 s
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.5))
+    assert clock.sleeps == [1.5] * (report.requests - 1)
+    assert report.pace == []
+
+
+def test_a_request_rate_slower_than_our_patience_stops_that_host(site, clock, tmp_path):
+    site.robots = "User-agent: *\nRequest-rate: 1/120\n"
+    with pytest.raises(FairytaleError, match=r"asks for 120 s between requests \(Request-rate: 1/120s\)"):
+        scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
+    assert clock.sleeps == []
+
+
+def test_the_cli_says_the_pause_in_use(site, tmp_path, monkeypatch):
+    import functools
+
+    from typer.testing import CliRunner
+
+    import scraping.http
+    from fairytale.cli import app
+
+    clock = FakeClock()
+    monkeypatch.setattr(scraping.http, "HttpConfig", functools.partial(HttpConfig, sleep=clock.sleep, clock=clock, retries=1))
+    site.robots = "User-agent: *\nRequest-rate: 1/5\n"
+    result = CliRunner().invoke(app, ["scrape", "--base-url", site.url, "--allow-host", "localhost", "--out", str(tmp_path), "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert f"Pace: 127.0.0.1:{site.port}: 5 s between requests" in result.output
+
+
+def test_a_retry_keeps_the_pause_robots_asked_for(site, clock, tmp_path):
+    site.robots = "User-agent: *\nRequest-rate: 1/5\n"
+    site.faults[_pdf_path(site)] = [Fault.error(503)]
+    report = scrape(site.url, tmp_path, http_config=quick_http(clock, delay=1.0))
+    assert [b.action for b in report.books] == ["downloaded"] * 3
+    assert len(site.log) == report.requests + 1  # one retry, inside urllib3
+    # One sleep before each request but the first; the 5 s asked for before each, the retry's
+    # included, except before a host's own robots.txt (its rules are not known yet).
+    assert len(clock.sleeps) == len(site.log) - 1
+    waits = [(path.split("?")[0], wait) for (path, _), wait in zip(site.log[1:], clock.sleeps, strict=True)]
+    assert {wait for path, wait in waits if path != "/robots.txt"} == {5.0}
+    assert [path for path, _ in waits].count(_pdf_path(site)) == 2

@@ -43,17 +43,33 @@ def scrape_command(
     timeout: Annotated[
         float, typer.Option(help="Seconds (up to 600) to wait for a server's answer before retrying.")
     ] = 30.0,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also download PDFs from this host (and its subdomains; HOST:PORT for one port). "
+            "Repeatable. By default PDFs come only from the site's own host and its known CDN.",
+        ),
+    ] = None,
+    check_updates: Annotated[
+        bool,
+        typer.Option(
+            "--check-updates",
+            help="Also ask the site whether each complete book's PDF changed (a conditional request "
+            "per book: If-None-Match/If-Modified-Since); download only the ones it replaced.",
+        ),
+    ] = False,
 ) -> None:
     """Download Monkey Pen's free children's books (PDFs) for your own research use.
 
     Obeys robots.txt, sends a clear User-Agent, waits --delay seconds between requests, retries 429/5xx with backoff (honouring Retry-After) and records every book in OUT/manifest.jsonl.
 
-    Run it again to resume: complete books are not fetched again, failed ones are retried.
+    Run it again to resume: complete books whose files are intact (size and SHA-256) are not fetched again; failed or damaged ones are. --check-updates also asks the site about complete books.
     """
     from scraping import HttpConfig, scrape
 
     # --delay, --timeout (HttpConfig) and --base-url are one line before any request is sent
-    http_config = HttpConfig(delay=delay, read_timeout=timeout)
+    http_config = HttpConfig(delay=delay, read_timeout=timeout, allow_hosts=tuple(allow_host or ()))
     console = stderr()
     console.print(f"[dim]{TERMS}[/]", highlight=False)
     report = scrape(
@@ -61,10 +77,13 @@ def scrape_command(
         out,
         limit=limit,
         dry_run=dry_run,
+        check_updates=check_updates,
         http_config=http_config,
         show_progress=True,
         console=console,
     )
+    for line in report.pace:
+        console.print(f"Pace: {escape(line)}", highlight=False)
     for warning in report.warnings:
         console.print(f"[yellow]Warning:[/] {escape(warning)}", highlight=False)
     if dry_run:
@@ -82,7 +101,7 @@ def scrape_command(
     for book in report.books:
         if book.action in ("failed", "no pdf", "disallowed"):
             console.print(f"[red]✗[/] {escape(book.title)}: {book.action} ({escape(book.error or '')})", highlight=False)
-    counts = ", ".join(f"{report.count(a)} {a}" for a in ("downloaded", "skipped", "duplicate") if report.count(a))
+    counts = ", ".join(f"{report.count(a)} {a}" for a in ("downloaded", "skipped", "unchanged", "duplicate") if report.count(a))
     console.print(
         f"[green]✓[/] {counts or 'nothing new'} → {escape(str(out))} (manifest: {escape(str(report.manifest_path))})",
         highlight=False,
