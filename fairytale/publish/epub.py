@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairytale import __version__
+from fairytale.book_words import BookWords, book_words, words_language
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_path
 from fairytale.pdf.fonts import book_fonts, printable
@@ -46,6 +47,11 @@ PX_PER_PT = 96 / 72  # CSS pixels are 1/96 in, PDF points 1/72 in
 MAX_PICTURE_PX = 2048  # longest side of a picture in the EPUB (readers gain nothing from more)
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 CONFORMS_TO = "EPUB Accessibility 1.1 - WCAG 2.1 Level AA"
+ACCESSIBILITY_SUMMARY = (
+    "A fixed-layout picture book. The story text is real text, not part of the pictures, so it can "
+    "be read aloud and searched; every picture has a text description; the pages follow the "
+    "reading order and are listed in the table of contents. The pictures flash or move in no way."
+)
 
 ET.register_namespace("", XHTML)
 ET.register_namespace("epub", EPUB_NS)
@@ -203,6 +209,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         raise FairytaleError(
             f"The plan's language '{language}' is not a language tag (BCP 47) such as 'en', 'de' or 'pt-BR'; fix it in the plan"
         )
+    words = book_words(language)  # the words the book adds ("by …", the contents' labels)
 
     def drawable(text: str) -> str:
         return printable(text, fonts)[0]
@@ -259,7 +266,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
     if book.author:
         box = Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18)
-        by = f"by {book.author}"
+        by = words.by(book.author)
         _paragraphs(_text_box(body, box, sheet, fitted(by, fonts.regular, box, 18.0, 10.0)), by)
     if book.credit:
         box = Rect(safe.x, safe.y, safe.width, safe.height * 0.12)
@@ -286,7 +293,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         )
         manifest.append((f"img-{name}", f"images/{name}.jpg", "image/jpeg", None))
         html, body = _document(
-            f"{book.title}, page {page.number}", language, size, "bodymatter" if page.number == 1 else None
+            f"{book.title}, {words.page_label(page.number)}", language, size, "bodymatter" if page.number == 1 else None
         )
         ET.SubElement(
             body,
@@ -311,7 +318,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         spine.append((name, recto if page.number % 2 else verso))
         alt_texts[page.number] = page.alt
 
-    files["nav.xhtml"] = _nav(book, language)
+    files["nav.xhtml"] = _nav(book, language, words)
     manifest.append(("nav", "nav.xhtml", "application/xhtml+xml", "nav"))
     files["package.opf"] = _package(book, language, manifest, spine, modified)
 
@@ -355,7 +362,7 @@ _CONTAINER = (
 )
 
 
-def _nav(book: EpubBook, language: str) -> bytes:
+def _nav(book: EpubBook, language: str, words: BookWords) -> bytes:
     html = ET.Element(f"{{{XHTML}}}html", {XML_LANG: language, "lang": language})
     head = ET.SubElement(html, f"{{{XHTML}}}head")
     ET.SubElement(head, f"{{{XHTML}}}meta", {"charset": "utf-8"})
@@ -373,21 +380,25 @@ def _nav(book: EpubBook, language: str) -> bytes:
             link_attrs = {"href": href} | ({f"{{{EPUB_NS}}}type": entry_type} if entry_type else {})
             ET.SubElement(ET.SubElement(ol, f"{{{XHTML}}}li"), f"{{{XHTML}}}a", link_attrs).text = label
 
-    story = [(f"page-{p.number:02d}.xhtml", f"Page {p.number}", None) for p in book.pages]
-    nav_list("toc", "Contents", [("cover.xhtml", "Cover", None), ("title.xhtml", "Title page", None), *story])
+    story = [(f"page-{p.number:02d}.xhtml", words.page_label(p.number), None) for p in book.pages]
+    nav_list(
+        "toc",
+        words.contents,
+        [("cover.xhtml", words.cover, None), ("title.xhtml", words.title_page, None), *story],
+    )
     nav_list(
         "page-list",
-        "Pages",
+        words.pages,
         [(f"page-{p.number:02d}.xhtml#p{p.number}", str(p.number), None) for p in book.pages],
         hidden=True,
     )
     nav_list(
         "landmarks",
-        "Landmarks",
+        words.landmarks,
         [
-            ("cover.xhtml", "Cover", "cover"),
-            ("title.xhtml", "Title page", "titlepage"),
-            ("page-01.xhtml", "Start of the story", "bodymatter"),
+            ("cover.xhtml", words.cover, "cover"),
+            ("title.xhtml", words.title_page, "titlepage"),
+            ("page-01.xhtml", words.story_start, "bodymatter"),
         ],
         hidden=True,
     )
@@ -411,8 +422,8 @@ def _package(
     def dc(name: str, text: str, **attrs: str) -> None:
         ET.SubElement(metadata, f"{{{DC}}}{name}", attrs).text = text
 
-    def meta(prop: str, text: str) -> None:
-        ET.SubElement(metadata, f"{{{OPF}}}meta", {"property": prop}).text = text
+    def meta(prop: str, text: str, **attrs: str) -> None:
+        ET.SubElement(metadata, f"{{{OPF}}}meta", {"property": prop, **attrs}).text = text
 
     dc("identifier", _identifier(book), id="book-id")
     dc("title", book.title)
@@ -434,16 +445,14 @@ def _package(
         ("schema:accessibilityFeature", "tableOfContents"),
         ("schema:accessibilityFeature", "pageNavigation"),
         ("schema:accessibilityHazard", "none"),
-        (
-            "schema:accessibilitySummary",
-            "A fixed-layout picture book. The story text is real text, not part of the pictures, so it can "
-            "be read aloud and searched; every picture has a text description; the pages follow the "
-            "reading order and are listed in the table of contents. The pictures flash or move in no way.",
-        ),
         ("dcterms:conformsTo", CONFORMS_TO),
         ("a11y:certifiedBy", f"fAIrytale {__version__} (self-declared)"),
     ):
         meta(prop, value)
+    # The summary is written in English only: said so, for a book in another language, so a
+    # reading system reads it out with an English voice.
+    summary_lang = {} if words_language(language) == "en" else {XML_LANG: "en"}
+    meta("schema:accessibilitySummary", ACCESSIBILITY_SUMMARY, **summary_lang)
     items = ET.SubElement(package, f"{{{OPF}}}manifest")
     for item_id, href, media_type, properties in manifest:
         attrs = {"id": item_id, "href": href, "media-type": media_type}
