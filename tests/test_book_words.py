@@ -136,6 +136,12 @@ def test_hebrew_words_are_drawn_from_the_right(tmp_path):
     assert "The End" not in texts and "by " not in texts and "Draw your" not in texts
 
 
+def test_arabic_words_are_joined(tmp_path):
+    drawn = PdfReader(str(_book(tmp_path, "ar-EG"))).pages[2].extract_text()
+    # النهاية in the forms its letters take joined in the word, none left unjoined
+    assert set(joined_letters("النهاية")) <= set(drawn) and not set("النهاية") & set(drawn), drawn
+
+
 def test_words_beyond_the_font_are_replaced_visibly_and_reported(tmp_path):
     picture = tmp_path / "p.png"
     Image.new("RGB", (64, 64), (200, 180, 160)).save(picture)
