@@ -196,3 +196,17 @@ def test_the_epub_of_a_german_book_labels_its_pages_in_german(german_export):
     (summary,) = [m for m in opf.iter(f"{OPF}meta") if m.get("property") == "schema:accessibilitySummary"]
     assert summary.get(XML_LANG) == "en"
     epubcheck(path)
+
+
+def test_the_epub_of_a_hebrew_book_reads_right_to_left_in_hebrew(tmp_path):
+    book = fake_book(tmp_path, make_plan(3, language="he", author="דנה"))
+    path = publish_book(book, PublishOptions(formats=("epub",))).files["epub"]
+    with zipfile.ZipFile(path) as archive:
+        nav = ET.fromstring(archive.read("OEBPS/nav.xhtml"))
+        title_page = ET.fromstring(archive.read("OEBPS/title.xhtml"))
+    # a browser takes a paragraph's direction from dir, never from the language
+    assert nav.get("dir") == "rtl" and title_page.get("dir") == "rtl"
+    assert [h.text for h in nav.iter(f"{XHTML}h2")][0] == "תוכן העניינים"
+    (by,) = [p for p in title_page.iter(f"{XHTML}p") if p.text == "מאת דנה"]
+    assert by.get("dir") == "auto"  # each paragraph by its first letter, as in the PDF
+    epubcheck(path)

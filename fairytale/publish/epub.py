@@ -105,8 +105,15 @@ def _place(rect: Rect, sheet: Rect) -> str:
     return f"left:{_px(rect.x)};top:{_px(top)};width:{_px(rect.width)};height:{_px(rect.height)}"
 
 
+def _language_attributes(language: str) -> dict[str, str]:
+    """The root element's language, and its direction when the language reads right to left
+    (a browser takes its base direction from ``dir``, never from the language)."""
+    attrs = {XML_LANG: language, "lang": language}
+    return attrs | {"dir": "rtl"} if is_right_to_left(language) else attrs
+
+
 def _document(title: str, language: str, size: tuple[int, int], page_type: str | None = None):
-    html = ET.Element(f"{{{XHTML}}}html", {XML_LANG: language, "lang": language})
+    html = ET.Element(f"{{{XHTML}}}html", _language_attributes(language))
     head = ET.SubElement(html, f"{{{XHTML}}}head")
     ET.SubElement(head, f"{{{XHTML}}}meta", {"charset": "utf-8"})
     ET.SubElement(head, f"{{{XHTML}}}title").text = title
@@ -130,8 +137,10 @@ def _serialise(html: ET.Element) -> bytes:
 
 
 def _paragraphs(parent: ET.Element, text: str, tag: str = "p", cls: str | None = None) -> None:
+    # dir="auto": each paragraph takes the direction of its first letter, as the PDF's do
     for paragraph in [p.strip() for p in text.splitlines() if p.strip()] or [text.strip()]:
-        element = ET.SubElement(parent, f"{{{XHTML}}}{tag}", {"class": cls} if cls else {})
+        attrs = {"dir": "auto"} | ({"class": cls} if cls else {})
+        element = ET.SubElement(parent, f"{{{XHTML}}}{tag}", attrs)
         element.text = " ".join(paragraph.split())
 
 
@@ -239,7 +248,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     )
     ET.SubElement(body, f"{{{XHTML}}}div", {"class": "band", "style": _place(band, sheet)})
     heading = _text_box(body, title_box, sheet, title_block.size, "heading")
-    ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
+    ET.SubElement(heading, f"{{{XHTML}}}h1", {"dir": "auto"}).text = book.title
     if author_block and author_box and book.author:
         _paragraphs(_text_box(body, author_box, sheet, author_block.size, "heading"), book.author)
     files["cover.xhtml"] = _serialise(html)
@@ -263,7 +272,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     html, body = _document(book.title, language, size, "titlepage")
     box = Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45)
     heading = _text_box(body, box, sheet, fitted(book.title, fonts.bold, box, 36.0, 6.0))
-    ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
+    ET.SubElement(heading, f"{{{XHTML}}}h1", {"dir": "auto"}).text = book.title
     if book.author:
         box = Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18)
         by = words.by(book.author)
@@ -363,7 +372,7 @@ _CONTAINER = (
 
 
 def _nav(book: EpubBook, language: str, words: BookWords) -> bytes:
-    html = ET.Element(f"{{{XHTML}}}html", {XML_LANG: language, "lang": language})
+    html = ET.Element(f"{{{XHTML}}}html", _language_attributes(language))
     head = ET.SubElement(html, f"{{{XHTML}}}head")
     ET.SubElement(head, f"{{{XHTML}}}meta", {"charset": "utf-8"})
     ET.SubElement(head, f"{{{XHTML}}}title").text = book.title
