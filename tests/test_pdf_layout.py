@@ -131,3 +131,26 @@ def test_fitted_text_stays_in_the_safe_area_at_every_trim(fonts):
             assert box.y >= geometry.trim.y and box.top <= geometry.safe.top + 1e-6
             assert layout.text.height <= box.height + 1e-6
             assert BODY_MIN <= layout.text.size <= BODY_MAX
+
+
+def test_pages_checked_before_painting_are_not_fitted_again_when_the_pdf_is_drawn(tmp_path, monkeypatch):
+    """A render lays every page out before it paints (to refuse a page that cannot fit at once);
+    the PDF then draws those layouts without fitting the same text into the same boxes again."""
+    from PIL import Image
+
+    from fairytale.pdf import BookContents, BookPage, PdfSettings, plan_story_layouts, write_book_pdf
+    from fairytale.pdf import text as text_module
+
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), (200, 180, 160)).save(picture)
+    texts = [f"Page {n} of a book checked once: the fox {'runs ' * n * 7}home." for n in range(1, 5)]
+    pages = [BookPage(n, text, picture) for n, text in enumerate(texts, 1)]
+    settings = PdfSettings(bleed=True)
+    checked, _ = plan_story_layouts([(p.number, p.text, p.layout) for p in pages], settings, 1.0)
+    wrapped: list[str] = []
+    real_wrap = text_module.wrap
+    monkeypatch.setattr(text_module, "wrap", lambda text, *rest: (wrapped.append(text), real_wrap(text, *rest))[1])
+    report = write_book_pdf(BookContents("Fox", None, pages, picture), tmp_path / "b.pdf", settings)
+    assert report.layouts == {n: layout.layout for n, layout in checked.items()}
+    assert not set(texts) & set(wrapped), "a story page's text was fitted again"
+    assert wrapped, "the title page is still fitted (its box is not checked before painting)"

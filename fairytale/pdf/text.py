@@ -4,10 +4,16 @@
 first at which every line fits the box's width and all lines fit its height. If none does it
 returns ``None``, and the layout gives the text more room or refuses the page with a clear
 message; text is never clipped or allowed to run off the page.
+
+A book's text is laid out more than once per build: a render checks that every page fits before
+it paints (so a page that cannot is refused at once, not after an hour), and the PDF and the
+EPUB then lay the same pages out to draw them. :func:`fit_text` remembers its answers (a pure
+function of its arguments, returning a frozen :class:`TextBlock`), so each box is fitted once.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 LEADING = 1.3  # line height as a multiple of the font size
@@ -124,6 +130,11 @@ def wrap(text: str, font: str, size: float, width: float) -> list[str]:
     return lines
 
 
+#: How many fitted boxes are remembered: every box tried for a 100-page book, and then some.
+FIT_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=FIT_CACHE_SIZE)
 def fit_text(
     text: str,
     font: str,
@@ -134,7 +145,8 @@ def fit_text(
     step: float = 0.5,
 ) -> TextBlock | None:
     """The largest size in ``[min_size, max_size]`` (in ``step``s) at which ``text`` fits the
-    ``width`` × ``height`` box, wrapped; ``None`` if it does not fit even at ``min_size``."""
+    ``width`` × ``height`` box, wrapped; ``None`` if it does not fit even at ``min_size``.
+    Remembered: the same text, font and box give the same block without fitting it again."""
 
     def fitting(size: float) -> TextBlock | None:
         block = TextBlock(tuple(wrap(text, font, size, width)), font, size)

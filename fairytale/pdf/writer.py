@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from fairytale import __version__
+from fairytale.book_words import BookWords, book_words
 from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import atomic_path, ensure_dir
 from fairytale.pdf.fonts import FontFamily, book_fonts, describe_missing, printable
@@ -63,6 +64,7 @@ class BookContents:
     pages: Sequence[BookPage]
     cover_picture: Path
     credit: str | None = None  # a small line at the foot of the title page
+    language: str = "en"  # BCP 47: the language of the words the book adds ("The End", "by …")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ class PdfSettings:
 
     The print-on-demand presets (:mod:`fairytale.publish.presets`) also set: bleed on the
     outside edges only, a gutter, no cover page (the cover is a separate file), closing pages
-    ("The End", credits) and a minimum, even page count.
+    ("The End", credits) and a minimum, even page count. The words the book adds are in the
+    language of its :class:`BookContents` (:mod:`fairytale.book_words`).
     """
 
     trim: str = "8.5x8.5"
@@ -274,16 +277,30 @@ def _prune(cache: Path, keep: set[Path]) -> None:
             stale.unlink(missing_ok=True)
 
 
-DRAWING_CAPTION = "Draw your favourite part of the story"
+def _by_line(words: BookWords, author: str, fonts: FontFamily, warnings: list[str]) -> str:
+    """The drawable author line ("by Sam", "מאת Sam") of the drawable ``author``: the book's
+    words around it made drawable on their own, so a character the author's name lacks in the
+    font is reported once, as the author's."""
+    before, _, after = words.by_author.partition("{author}")
+    return "".join(
+        (
+            _printable(before, fonts, "author line", warnings) if before else "",
+            author,
+            _printable(after, fonts, "author line", warnings) if after else "",
+        )
+    )
 
 
-def _closing_texts(settings: PdfSettings, credit: str | None, count: int, contents: BookContents) -> list[tuple[str, str]]:
-    """The pages after the story, as (what, text): "The End" and the credits when asked for,
-    then pages to draw on (or blank ones) until the minimum and an even count are met."""
+def _closing_texts(
+    settings: PdfSettings, credit: str | None, count: int, contents: BookContents, words: BookWords
+) -> list[tuple[str, str]]:
+    """The pages after the story, as (what, text): "The End" and the credits when asked for
+    (in the book's language), then pages to draw on (or blank ones) until the minimum and an
+    even count are met."""
     pages: list[tuple[str, str]] = []
     if settings.closing_pages:
-        pages.append(("the end", "The End"))
-        made_by = f"{contents.title}" + (f" by {contents.author}" if contents.author else "")
+        pages.append(("the end", words.the_end))
+        made_by = contents.title + (f"\n{words.by(contents.author)}" if contents.author else "")
         pages.append(("credits", f"{made_by}\n\n{credit}" if credit else made_by))
     filler = "drawing page" if settings.closing_pages else "blank"
     while count + len(pages) < settings.min_pages or (settings.even_pages and (count + len(pages)) % 2):
@@ -291,10 +308,11 @@ def _closing_texts(settings: PdfSettings, credit: str | None, count: int, conten
     return pages
 
 
-def _drawing_page(canvas, fonts: FontFamily, geometry: PageGeometry, block) -> None:
-    """A framed space to draw in, with a caption: kinder padding than a blank page."""
+def _drawing_page(canvas, fonts: FontFamily, geometry: PageGeometry, block, caption_text: str) -> None:
+    """A framed space to draw in, with a caption (drawable, in the book's language): kinder
+    padding than a blank page."""
     safe = geometry.safe
-    caption = fit_text(DRAWING_CAPTION, fonts.regular, safe.width, 0.6 * INCH, 16.0, 9.0)
+    caption = fit_text(caption_text, fonts.regular, safe.width, 0.6 * INCH, 16.0, 9.0)
     caption_box = Rect(safe.x, safe.top - 0.6 * INCH, safe.width, 0.6 * INCH)
     if caption:
         block(geometry, "drawing page", caption, caption_box)
@@ -333,6 +351,7 @@ def write_book_pdf(
     path = Path(path)
     picture_cache = ensure_dir(Path(picture_cache))
     fonts = book_fonts()
+    words = book_words(contents.language)
     geometry = settings.geometry()
     warnings: list[str] = []
     if not contents.pages:
@@ -379,7 +398,7 @@ def write_book_pdf(
         canvas.setTitle(contents.title)
         canvas.setAuthor(contents.author or "")
         canvas.setCreator(f"fAIrytale {__version__}")
-        canvas.setSubject("A picture book made with fAIrytale")
+        canvas.setSubject(words.book_subject)
         texts: list[PlacedText] = []
         index = 0
 
@@ -426,7 +445,7 @@ def write_book_pdf(
         page_geometry = settings.geometry(index)
         block(page_geometry, "title", title_page_block, Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45))
         if author:
-            by = fit_text(f"by {author}", fonts.regular, safe.width, safe.height * 0.18, 18.0, 10.0)
+            by = fit_text(_by_line(words, author, fonts, warnings), fonts.regular, safe.width, safe.height * 0.18, 18.0, 10.0)
             if by:
                 block(page_geometry, "author", by, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18))
         credit = _printable(contents.credit, fonts, "credit line", warnings) if contents.credit else None
@@ -461,7 +480,8 @@ def write_book_pdf(
 
         # closing pages: "The End", the credits, then pages to draw on until the count is right
         story_end = index
-        closing = _closing_texts(settings, credit, index, contents)
+        closing = _closing_texts(settings, credit, index, contents, words)
+        caption = None  # of the pages to draw on, made drawable once
         for what, text in closing:
             page_geometry = begin(index)
             safe = page_geometry.safe
@@ -472,7 +492,9 @@ def write_book_pdf(
                 if fitted:
                     block(page_geometry, what, fitted, Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.5))
             elif what == "drawing page":
-                _drawing_page(canvas, fonts, page_geometry, block)
+                if caption is None:
+                    caption = _printable(words.drawing_caption, fonts, "drawing page", warnings)
+                _drawing_page(canvas, fonts, page_geometry, block, caption)
             canvas.showPage()
             index += 1
         try:

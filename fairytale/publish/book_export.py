@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairytale import __version__
+from fairytale.book_words import book_words
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_file_set, check_output_path, ensure_dir
 from fairytale.pdf import BookContents, BookPage, PdfReport, PdfSettings, write_book_pdf
@@ -84,8 +85,9 @@ def _output(book_dir: Path, suffix: str) -> Path:
     return check_output_path(book_dir.parent / f"{book_dir.name}{suffix}")
 
 
-def _credit(manifest: Manifest) -> str:
-    return f"Pictures painted with {manifest.model_credit or _public(manifest.model)} · made with fAIrytale {__version__}"
+def _credit(manifest: Manifest, language: str) -> str:
+    """The credit line, in the book's language: the model that painted it, and our version."""
+    return book_words(language).credit(manifest.model_credit or _public(manifest.model), __version__)
 
 
 def _public(label: str) -> str:
@@ -151,7 +153,8 @@ def publish_book(
         author=plan.author,
         pages=[BookPage(p.number, p.text, pictures[p.number], p.layout) for p in plan.pages],
         cover_picture=pictures[cover_number],
-        credit=_credit(manifest),
+        credit=_credit(manifest, plan.language),
+        language=plan.language,
     )
     cache = ensure_dir(book_dir / "print")
 
@@ -171,7 +174,7 @@ def publish_book(
                 ],
                 cover_picture=pictures[cover_number],
                 cover_alt=alt_text(plan, plan.pages[cover_number - 1]),
-                credit=_credit(manifest),
+                credit=_credit(manifest, plan.language),
                 trim=trim,
                 layout=layout,  # type: ignore[arg-type]
             )
@@ -230,6 +233,7 @@ def publish_book(
                 title=plan.title,
                 author=plan.author,
                 back_text=plan.back_cover_text,
+                language=plan.language,
                 cover_picture=pictures[cover_number],
                 dpi=dpi,
                 jpeg_quality=quality,

@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fairytale.book_words import book_words
 from fairytale.errors import FairytaleError, PlanError
 from fairytale.files import atomic_path
 from fairytale.pdf.fonts import book_fonts, printable
@@ -56,8 +57,10 @@ def write_cover_pdf(
     cover_picture: Path,
     dpi: int = 300,
     jpeg_quality: int = 90,
+    language: str = "en",
 ) -> CoverReport:
-    """Write the wraparound cover to ``path`` (atomically) and report what is on it."""
+    """Write the wraparound cover to ``path`` (atomically) and report what is on it. Its
+    document title names it the cover in the book's ``language`` (BCP 47)."""
     from reportlab.pdfgen.canvas import Canvas
 
     fonts = book_fonts()
@@ -148,7 +151,7 @@ def write_cover_pdf(
                 pageCompression=1,
                 initialFontName=fonts.regular,
             )
-            canvas.setTitle(f"{title} (cover)")
+            canvas.setTitle(f"{title} ({book_words(language).cover})")
             canvas.setAuthor(author or "")
             canvas.setTrimBox(spec.trim.as_box())
             canvas.setBleedBox(media.as_box())

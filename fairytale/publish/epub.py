@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fairytale import __version__
+from fairytale.book_words import BookWords, book_words, words_language
 from fairytale.errors import FairytaleError
 from fairytale.files import atomic_path
 from fairytale.pdf.fonts import book_fonts, printable
@@ -46,6 +47,11 @@ PX_PER_PT = 96 / 72  # CSS pixels are 1/96 in, PDF points 1/72 in
 MAX_PICTURE_PX = 2048  # longest side of a picture in the EPUB (readers gain nothing from more)
 LANGUAGE_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
 CONFORMS_TO = "EPUB Accessibility 1.1 - WCAG 2.1 Level AA"
+ACCESSIBILITY_SUMMARY = (
+    "A fixed-layout picture book. The story text is real text, not part of the pictures, so it can "
+    "be read aloud and searched; every picture has a text description; the pages follow the "
+    "reading order and are listed in the table of contents. The pictures flash or move in no way."
+)
 
 ET.register_namespace("", XHTML)
 ET.register_namespace("epub", EPUB_NS)
@@ -99,8 +105,15 @@ def _place(rect: Rect, sheet: Rect) -> str:
     return f"left:{_px(rect.x)};top:{_px(top)};width:{_px(rect.width)};height:{_px(rect.height)}"
 
 
+def _language_attributes(language: str) -> dict[str, str]:
+    """The root element's language, and its direction when the language reads right to left
+    (a browser takes its base direction from ``dir``, never from the language)."""
+    attrs = {XML_LANG: language, "lang": language}
+    return attrs | {"dir": "rtl"} if is_right_to_left(language) else attrs
+
+
 def _document(title: str, language: str, size: tuple[int, int], page_type: str | None = None):
-    html = ET.Element(f"{{{XHTML}}}html", {XML_LANG: language, "lang": language})
+    html = ET.Element(f"{{{XHTML}}}html", _language_attributes(language))
     head = ET.SubElement(html, f"{{{XHTML}}}head")
     ET.SubElement(head, f"{{{XHTML}}}meta", {"charset": "utf-8"})
     ET.SubElement(head, f"{{{XHTML}}}title").text = title
@@ -124,8 +137,10 @@ def _serialise(html: ET.Element) -> bytes:
 
 
 def _paragraphs(parent: ET.Element, text: str, tag: str = "p", cls: str | None = None) -> None:
+    # dir="auto": each paragraph takes the direction of its first letter, as the PDF's do
     for paragraph in [p.strip() for p in text.splitlines() if p.strip()] or [text.strip()]:
-        element = ET.SubElement(parent, f"{{{XHTML}}}{tag}", {"class": cls} if cls else {})
+        attrs = {"dir": "auto"} | ({"class": cls} if cls else {})
+        element = ET.SubElement(parent, f"{{{XHTML}}}{tag}", attrs)
         element.text = " ".join(paragraph.split())
 
 
@@ -203,6 +218,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         raise FairytaleError(
             f"The plan's language '{language}' is not a language tag (BCP 47) such as 'en', 'de' or 'pt-BR'; fix it in the plan"
         )
+    words = book_words(language)  # the words the book adds ("by …", the contents' labels)
 
     def drawable(text: str) -> str:
         return printable(text, fonts)[0]
@@ -232,7 +248,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     )
     ET.SubElement(body, f"{{{XHTML}}}div", {"class": "band", "style": _place(band, sheet)})
     heading = _text_box(body, title_box, sheet, title_block.size, "heading")
-    ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
+    ET.SubElement(heading, f"{{{XHTML}}}h1", {"dir": "auto"}).text = book.title
     if author_block and author_box and book.author:
         _paragraphs(_text_box(body, author_box, sheet, author_block.size, "heading"), book.author)
     files["cover.xhtml"] = _serialise(html)
@@ -256,10 +272,10 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
     html, body = _document(book.title, language, size, "titlepage")
     box = Rect(safe.x, safe.y + safe.height * 0.45, safe.width, safe.height * 0.45)
     heading = _text_box(body, box, sheet, fitted(book.title, fonts.bold, box, 36.0, 6.0))
-    ET.SubElement(heading, f"{{{XHTML}}}h1").text = book.title
+    ET.SubElement(heading, f"{{{XHTML}}}h1", {"dir": "auto"}).text = book.title
     if book.author:
         box = Rect(safe.x, safe.y + safe.height * 0.25, safe.width, safe.height * 0.18)
-        by = f"by {book.author}"
+        by = words.by(book.author)
         _paragraphs(_text_box(body, box, sheet, fitted(by, fonts.regular, box, 18.0, 10.0)), by)
     if book.credit:
         box = Rect(safe.x, safe.y, safe.width, safe.height * 0.12)
@@ -286,7 +302,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         )
         manifest.append((f"img-{name}", f"images/{name}.jpg", "image/jpeg", None))
         html, body = _document(
-            f"{book.title}, page {page.number}", language, size, "bodymatter" if page.number == 1 else None
+            f"{book.title}, {words.page_label(page.number)}", language, size, "bodymatter" if page.number == 1 else None
         )
         ET.SubElement(
             body,
@@ -311,7 +327,7 @@ def write_epub(book: EpubBook, path: Path, *, modified: _dt.datetime | None = No
         spine.append((name, recto if page.number % 2 else verso))
         alt_texts[page.number] = page.alt
 
-    files["nav.xhtml"] = _nav(book, language)
+    files["nav.xhtml"] = _nav(book, language, words)
     manifest.append(("nav", "nav.xhtml", "application/xhtml+xml", "nav"))
     files["package.opf"] = _package(book, language, manifest, spine, modified)
 
@@ -355,8 +371,8 @@ _CONTAINER = (
 )
 
 
-def _nav(book: EpubBook, language: str) -> bytes:
-    html = ET.Element(f"{{{XHTML}}}html", {XML_LANG: language, "lang": language})
+def _nav(book: EpubBook, language: str, words: BookWords) -> bytes:
+    html = ET.Element(f"{{{XHTML}}}html", _language_attributes(language))
     head = ET.SubElement(html, f"{{{XHTML}}}head")
     ET.SubElement(head, f"{{{XHTML}}}meta", {"charset": "utf-8"})
     ET.SubElement(head, f"{{{XHTML}}}title").text = book.title
@@ -373,21 +389,25 @@ def _nav(book: EpubBook, language: str) -> bytes:
             link_attrs = {"href": href} | ({f"{{{EPUB_NS}}}type": entry_type} if entry_type else {})
             ET.SubElement(ET.SubElement(ol, f"{{{XHTML}}}li"), f"{{{XHTML}}}a", link_attrs).text = label
 
-    story = [(f"page-{p.number:02d}.xhtml", f"Page {p.number}", None) for p in book.pages]
-    nav_list("toc", "Contents", [("cover.xhtml", "Cover", None), ("title.xhtml", "Title page", None), *story])
+    story = [(f"page-{p.number:02d}.xhtml", words.page_label(p.number), None) for p in book.pages]
+    nav_list(
+        "toc",
+        words.contents,
+        [("cover.xhtml", words.cover, None), ("title.xhtml", words.title_page, None), *story],
+    )
     nav_list(
         "page-list",
-        "Pages",
+        words.pages,
         [(f"page-{p.number:02d}.xhtml#p{p.number}", str(p.number), None) for p in book.pages],
         hidden=True,
     )
     nav_list(
         "landmarks",
-        "Landmarks",
+        words.landmarks,
         [
-            ("cover.xhtml", "Cover", "cover"),
-            ("title.xhtml", "Title page", "titlepage"),
-            ("page-01.xhtml", "Start of the story", "bodymatter"),
+            ("cover.xhtml", words.cover, "cover"),
+            ("title.xhtml", words.title_page, "titlepage"),
+            ("page-01.xhtml", words.story_start, "bodymatter"),
         ],
         hidden=True,
     )
@@ -411,8 +431,8 @@ def _package(
     def dc(name: str, text: str, **attrs: str) -> None:
         ET.SubElement(metadata, f"{{{DC}}}{name}", attrs).text = text
 
-    def meta(prop: str, text: str) -> None:
-        ET.SubElement(metadata, f"{{{OPF}}}meta", {"property": prop}).text = text
+    def meta(prop: str, text: str, **attrs: str) -> None:
+        ET.SubElement(metadata, f"{{{OPF}}}meta", {"property": prop, **attrs}).text = text
 
     dc("identifier", _identifier(book), id="book-id")
     dc("title", book.title)
@@ -434,16 +454,14 @@ def _package(
         ("schema:accessibilityFeature", "tableOfContents"),
         ("schema:accessibilityFeature", "pageNavigation"),
         ("schema:accessibilityHazard", "none"),
-        (
-            "schema:accessibilitySummary",
-            "A fixed-layout picture book. The story text is real text, not part of the pictures, so it can "
-            "be read aloud and searched; every picture has a text description; the pages follow the "
-            "reading order and are listed in the table of contents. The pictures flash or move in no way.",
-        ),
         ("dcterms:conformsTo", CONFORMS_TO),
         ("a11y:certifiedBy", f"fAIrytale {__version__} (self-declared)"),
     ):
         meta(prop, value)
+    # The summary is written in English only: said so, for a book in another language, so a
+    # reading system reads it out with an English voice.
+    summary_lang = {} if words_language(language) == "en" else {XML_LANG: "en"}
+    meta("schema:accessibilitySummary", ACCESSIBILITY_SUMMARY, **summary_lang)
     items = ET.SubElement(package, f"{{{OPF}}}manifest")
     for item_id, href, media_type, properties in manifest:
         attrs = {"id": item_id, "href": href, "media-type": media_type}
