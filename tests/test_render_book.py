@@ -309,3 +309,13 @@ def test_an_export_from_an_older_manifest_prints_no_local_path():
     assert _public("/home/jane/models/my-sd (sd14)") == "my-sd (sd14)"
     assert _public("C:\\Users\\jane\\sd (sd14)") == "sd (sd14)"
     assert _public("CompVis/stable-diffusion-v1-4 (sd14)") == "CompVis/stable-diffusion-v1-4 (sd14)"
+
+
+def test_a_rendered_book_prints_its_own_words_in_the_book_language(tiny_sd, tmp_path):
+    # `fairytale render` writes its PDF itself (not through `export`): its credit line was
+    # English in a German book.
+    plan = write_plan(tmp_path, make_plan(1, language="de"))
+    result = render_book(plan, tmp_path / "b.pdf", tiny_settings(tiny_sd), progress=False)
+    texts = squash(" ".join(pdf_page_texts(result.pdf)))
+    assert "Bilder gemalt mit sd (sd14) · erstellt mit fAIrytale" in texts and "von Ann Example" in texts
+    assert "Pictures painted" not in texts and "made with" not in texts

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from fairytale import __version__
 from fairytale.book_lock import book_lock
+from fairytale.book_words import book_words
 from fairytale.embeddings import LearnedEmbedding
 from fairytale.errors import FairytaleError, Interrupted
 from fairytale.files import can_create_files_in, check_output_path, ensure_dir, remove_stale_temporaries_in
@@ -567,7 +568,8 @@ def _write_pdf(job: _Job, page_files: dict[int, Path], print_files: dict[int, Pa
         author=plan.author,
         pages=[BookPage(p.number, p.text, placed[p.number], p.layout) for p in plan.pages],
         cover_picture=placed[cover],
-        credit=f"Pictures painted with {job.backend.credit_model()} · made with fAIrytale {__version__}",
+        credit=book_words(plan.language).credit(job.backend.credit_model(), __version__),
+        language=plan.language,
     )
     pdf_report = write_book_pdf(contents, job.pdf_path, job.pdf_settings, picture_cache=ensure_dir(job.book_dir / "print"))
     job.warnings.extend(w for w in pdf_report.warnings if w not in job.warnings)
