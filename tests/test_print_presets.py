@@ -57,8 +57,14 @@ def test_ingramspark_takes_its_spine_width_from_the_user():
         (lambda: cover_spec(get_preset("kdp"), "8.5x8.5", 24, spine_width=-1), "--spine-width"),
         (lambda: PublishOptions(formats=(), preset="kdp", paper="white-70"), "KDP has no paper 'white-70'"),
         # checked with the options, before a render paints or an export writes anything
-        (lambda: PublishOptions(formats=(), preset="kdp", spine_width=-1.0), "--spine-width must be between 0 and 4"),
-        (lambda: PublishOptions(formats=(), preset="kdp", spine_width=float("nan")), "--spine-width must be between"),
+        (
+            lambda: PublishOptions(formats=(), preset="kdp", spine_width=-1.0),
+            "--spine-width must be between 0 and 4",
+        ),
+        (
+            lambda: PublishOptions(formats=(), preset="kdp", spine_width=float("nan")),
+            "--spine-width must be between",
+        ),
         (lambda: PublishOptions(formats=(), preset="ingramspark"), "pass it with --spine-width INCHES"),
     ],
 )
@@ -348,3 +354,42 @@ def test_an_export_that_fails_at_its_last_step_writes_nothing(tmp_path, monkeypa
     with pytest.raises(FairytaleError, match="preflight broke"):
         publish_book(book, PublishOptions(formats=("epub", "pdf"), preset="kdp"))
     assert _folder_files(tmp_path) == before
+
+
+def test_an_ingramspark_right_to_left_interior_is_in_reverse_page_order(tmp_path, monkeypatch):
+    # Lightning Source prints a reverse-bound book from an interior whose first PDF page is the
+    # book's last page; each page keeps the geometry it has in reading order.
+    from fairytale.publish import book_export
+
+    plan = make_plan(3, language="he")
+    options = PublishOptions(formats=(), preset="ingramspark", spine_width=0.1)
+    ingram = publish_book(fake_book(tmp_path, plan, name="rtl"), options)
+    with monkeypatch.context() as patch:  # the same export left in reading order, to compare
+        patch.setattr(book_export, "reverse_page_order", lambda report: report)
+        in_reading_order = publish_book(fake_book(tmp_path, plan, name="reading"), options)
+    reader, reading = (PdfReader(str(r.files["interior"])) for r in (ingram, in_reading_order))
+    count = len(reader.pages)
+    assert count == len(reading.pages) and count % 2 == 0
+    texts = [squash(t) for t in pdf_page_texts(ingram.files["interior"])]
+    assert texts == [squash(t) for t in reversed(pdf_page_texts(in_reading_order.files["interior"]))]
+    assert plan.title in texts[-1] and squash(plan.pages[0].text) in texts[-2]  # the first pages come last
+    for index, page in enumerate(reader.pages):
+        twin = reading.pages[count - 1 - index]
+        for box in ("mediabox", "bleedbox", "trimbox"):
+            assert [float(v) for v in getattr(page, box)] == pytest.approx(
+                [float(v) for v in getattr(twin, box)]
+            )
+    assert reader.metadata["/Title"] == plan.title
+    # the preflight's page numbers follow the file, and it says the order
+    assert sorted((t.page_index, t.what) for t in ingram.interior.texts) == sorted(
+        (count - 1 - t.page_index, t.what) for t in in_reading_order.interior.texts
+    )
+    assert "the last page first" in (tmp_path / "rtl" / "preflight-ingramspark.txt").read_text()
+    assert ingram.preflight.errors == []
+    # KDP, and left-to-right books, keep the reading order
+    kdp = publish_book(fake_book(tmp_path, plan, name="kdp"), PublishOptions(formats=(), preset="kdp"))
+    assert plan.title in squash(pdf_page_texts(kdp.files["interior"])[0])
+    ltr_plan = make_plan(3)
+    ltr = publish_book(fake_book(tmp_path, ltr_plan, name="ltr"), options)
+    assert ltr_plan.title in squash(pdf_page_texts(ltr.files["interior"])[0])
+    assert "the last page first" not in (tmp_path / "ltr" / "preflight-ingramspark.txt").read_text()

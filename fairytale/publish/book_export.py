@@ -29,6 +29,7 @@ from fairytale.plan import BookPlan, load_plan
 from fairytale.publish.alt_text import alt_text
 from fairytale.publish.cover import CoverReport, write_cover_pdf
 from fairytale.publish.epub import EpubBook, EpubPage, EpubReport, write_epub
+from fairytale.publish.page_order import reverse_page_order
 from fairytale.publish.preflight import PreflightReport, run_preflight
 from fairytale.publish.presets import cover_spec, get_preset
 from fairytale.reading_direction import binding_edge
@@ -218,6 +219,9 @@ def publish_book(
                 interior_settings,
                 picture_cache=ensure_dir(book_dir / f"print-{preset.name}"),
             )
+            last_page_first = interior_settings.binding == "right" and preset.right_bound_last_page_first
+            if last_page_first:
+                interior = reverse_page_order(interior)
             spec = cover_spec(
                 preset,
                 trim,
@@ -247,6 +251,7 @@ def publish_book(
                 upscaled=upscaled,
                 sheet_in=(sheet.width / 72, sheet.height / 72),
                 binding=interior_settings.binding,
+                last_page_first=last_page_first,
             )
             result.interior, result.cover, result.preflight = interior, cover, report
             preflight_path = book_dir / f"preflight-{preset.name}.txt"

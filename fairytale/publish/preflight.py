@@ -99,9 +99,11 @@ def run_preflight(
     upscaled: bool,
     sheet_in: tuple[float, float],
     binding: Binding = "left",
+    last_page_first: bool = False,
 ) -> PreflightReport:
     """Check an interior PDF and its cover against ``preset``'s rules (``binding``: the edge the
-    book is bound on, "right" for a right-to-left book)."""
+    book is bound on, "right" for a right-to-left book; ``last_page_first``: its interior is in
+    reverse page order, as the service asks for such books)."""
     report = PreflightReport(preset.label)
     add = report.items.append
     spec = cover.spec
@@ -130,7 +132,8 @@ def run_preflight(
             "ok",
             "interior size",
             f"{spec.trim_name} trim; sheet {width:.3f} x {height:.3f} in (bleed on top, bottom and outside); "
-            f"bound on the {binding}{' (right to left: choose reverse binding when you upload)' if binding == 'right' else ''}",
+            f"bound on the {binding}{' (right to left: choose reverse binding when you upload)' if binding == 'right' else ''}"
+            f"{'; pages in reverse order, the last page first, as the printer asks for reverse-bound books' if last_page_first else ''}",
         )
     )
     inside = max(MARGIN_IN, preset.gutter_in(pages))

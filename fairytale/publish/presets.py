@@ -14,7 +14,9 @@ IngramSpark (paperback)
     The same 0.125 in bleed on top, bottom and outside; 0.5 in from the trim is recommended for
     interior text, 0.25 in for cover text; at least 18 pages; page counts are even. Its spine
     width depends on the paper and is given by its cover template generator: pass it with
-    ``--spine-width`` (fAIrytale does not guess a figure it cannot cite).
+    ``--spine-width`` (fAIrytale does not guess a figure it cannot cite). A right-to-left
+    (reverse-bound) book's interior goes in reverse page order, last page first, as its printer,
+    Lightning Source, asks (:mod:`fairytale.publish.page_order`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class PrintPreset:
     spine_fold_margin_in: float = 0.0625
     barcode_in: tuple[float, float] = (2.0, 1.2)
     trims: tuple[str, ...] = field(default_factory=lambda: tuple(TRIMS))
+    right_bound_last_page_first: bool = False  # a right-to-left interior in reverse page order
 
     def gutter_in(self, pages: int) -> float:
         """The inside margin a book of ``pages`` pages needs (at least the interior margin)."""
@@ -107,6 +110,7 @@ PRESETS: dict[str, PrintPreset] = {
         interior_margin_in=0.5,
         cover_margin_in=0.25,
         spine_text_over_pages=None,
+        right_bound_last_page_first=True,
     ),
 }
 
