@@ -254,6 +254,26 @@ def test_paint_the_reference_again_records_a_new_seed(book, options, pool):
     assert first.seed != second.seed and second.prompt and second.model
 
 
+def test_a_new_portrait_tells_its_steps_and_stop_keeps_the_one_there_was(book, options, pool):
+    class StopAfterFirstStep(StudioProgress):
+        lines: list[str] = []
+
+        def step(self, step, steps):
+            super().step(step, steps)
+            self.lines.append(self.describe())
+            self.stop()  # Stop, pressed while the portrait is painted
+
+    progress = StudioProgress()
+    path = repaint_reference(book, "zoe", options, pool, progress=progress)
+    assert progress.steps == options.settings.steps  # it heard of every step (before: of none)
+    kept, picture = load_plan(book.plan_file).character("zoe").reference, path.read_bytes()
+    stopping = StopAfterFirstStep()
+    with pytest.raises(PaintingStopped):
+        repaint_reference(book, "zoe", options, pool, progress=stopping)
+    assert stopping.lines == [f"Painting a new portrait of Zoë · step 1 of {options.settings.steps}"]
+    assert load_plan(book.plan_file).character("zoe").reference == kept and path.read_bytes() == picture
+
+
 def test_the_laid_out_book_page_by_page(book, options, pool):
     pdf = book_pdf(book, options, pool)
     assert pdf == book.pdf and pdf.is_file()
