@@ -157,11 +157,13 @@ def create_book(
     seed: int | None = None,
     options: StudioOptions | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    progress: StudioProgress | None = None,
 ) -> Book:
     """Plan a new book from pasted ``story_text`` or an uploaded ``story_file`` into a new
     folder under ``books_dir`` (named after the title). The story is checked like the CLI's
     input (size, encoding, not binary) before any model loads; nothing is left behind when
-    planning fails."""
+    planning fails. ``progress`` hears each planning step (Stop ends planning between steps
+    with :class:`PaintingStopped`, nothing left behind)."""
     from fairytale.planner import compose_prompt, plan_story
     from fairytale.story import MAX_BYTES, read_story, split_title
 
@@ -233,6 +235,7 @@ def create_book(
             backend=settings.backend,
             device=settings.device,
             count_tokens=count_tokens,
+            progress=progress.stage if progress is not None else False,
         )
         if style and style.strip():
             plan.style.description = style.strip()
@@ -528,6 +531,10 @@ class _Borrowed:
 # -- painting with live progress, stop and resume ---------------------------------------------
 
 
+#: What a stopped painting says.
+STOPPED = "Painting stopped; the finished pictures are kept — paint again to go on"
+
+
 class StudioProgress(RenderProgress):
     """Progress the studio shows (page k of n, time left) and the stop button.
 
@@ -536,8 +543,9 @@ class StudioProgress(RenderProgress):
     again resumes where it stopped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stopped: str = STOPPED) -> None:
         self._stop = threading.Event()
+        self.stopped = stopped  # what the stopped action says
         self.stage_text = ""
         self.total = 0
         self.done = 0
@@ -555,7 +563,7 @@ class StudioProgress(RenderProgress):
 
     def _check(self) -> None:
         if self._stop.is_set():
-            raise PaintingStopped("Painting stopped; the finished pictures are kept — paint again to go on")
+            raise PaintingStopped(self.stopped)
 
     def stage(self, text: str) -> None:
         self.stage_text = text

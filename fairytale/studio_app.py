@@ -134,7 +134,20 @@ class StudioSession:
     books_dir: Path
     pool: IllustratorPool = field(default_factory=IllustratorPool)
     jobs: dict[Path, Painting] = field(default_factory=dict)
+    #: stories being planned, by the browser tab planning them (gradio's session hash)
+    plannings: dict[str, Painting] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def planning(self, tab: str) -> Painting:
+        """Register a planning for browser tab ``tab`` (its Stop stops it); the caller removes
+        it when it ends. A second one in the tab meanwhile is refused at once."""
+        with self._jobs_lock:
+            if tab in self.plannings:
+                raise FairytaleError("A story is being planned already: wait for it, or press Stop")
+            planning = self.plannings[tab] = Painting(
+                "Planning the story", StudioProgress(stopped="Planning stopped; no book was made")
+            )
+            return planning
 
     @contextmanager
     def painting(self, book: Book, what: str = "") -> Iterator[Painting]:
@@ -249,16 +262,12 @@ def _painted_message(result: Any) -> str:
     return text
 
 
-def _claimed_thread(
-    session: StudioSession, book: Book, work: Callable[[Painting], Any], name: str, what: str = ""
+def _start(
+    painting: Painting, work: Callable[[Painting], Any], name: str, release: Callable[[], Any]
 ) -> Painting:
-    """Claim ``book`` (:meth:`StudioSession.painting`: refused at once when it is busy) and start
-    ``work(painting)`` in a thread that holds the claim until it ends, not the page's stream:
-    after a reload, or from another tab, the painting is followed (:func:`_watch`), Stop still
-    stops it and a second painting is still refused. Returns the painting, whose ``outcome``
-    gets the ``result`` or ``error`` of ``work`` before the claim ends."""
-    claim = session.painting(book, what)
-    painting = claim.__enter__()
+    """Start ``work(painting)`` in a thread, not in the page's stream (a reload or a closed tab
+    does not end it), which leaves its ``result`` or ``error`` in ``painting.outcome`` and then
+    calls ``release``. Returns ``painting``."""
     outcome = painting.outcome
 
     def target() -> None:
@@ -267,15 +276,41 @@ def _claimed_thread(
         except BaseException as exc:  # shown (or raised) in the page's stream
             outcome["error"] = exc
         finally:
-            claim.__exit__(None, None, None)
+            release()
 
     painting.thread = threading.Thread(target=target, daemon=True, name=name)
     try:
         painting.thread.start()
     except BaseException:
-        claim.__exit__(None, None, None)
+        release()
         raise
     return painting
+
+
+def _claimed_thread(
+    session: StudioSession, book: Book, work: Callable[[Painting], Any], name: str, what: str = ""
+) -> Painting:
+    """Claim ``book`` (:meth:`StudioSession.painting`: refused at once when it is busy) and start
+    ``work(painting)`` in a thread (:func:`_start`) that holds the claim until it ends: after a
+    reload, or from another tab, the painting is followed (:func:`_watch`), Stop still stops it
+    and a second painting is still refused. Returns the painting, whose ``outcome`` gets the
+    ``result`` or ``error`` of ``work`` before the claim ends."""
+    claim = session.painting(book, what)
+    painting = claim.__enter__()
+    return _start(painting, work, name, lambda: claim.__exit__(None, None, None))
+
+
+def _told(painting: Painting, tell: Callable[[str], Any]) -> Any:
+    """Yield ``tell(painting.line())`` about once a second until ``painting``'s thread ends;
+    return what its work returned (``result = yield from _told(...)``) or raise its error."""
+    thread = painting.thread
+    while thread is not None and thread.is_alive():
+        thread.join(timeout=1.0)  # wake up once a second to show progress
+        if thread.is_alive():
+            yield tell(painting.line())
+    if "error" in painting.outcome:
+        raise painting.outcome["error"]
+    return painting.outcome["result"]
 
 
 def _finished_line(painting: Painting) -> str:
@@ -358,14 +393,7 @@ def painting_steps(
     painting = _claimed_thread(
         session, book, lambda painting: work(painting.progress), "fairytale-studio-fix", what
     )
-    thread = painting.thread
-    while thread.is_alive():
-        thread.join(timeout=1.0)  # wake up once a second to show progress
-        if thread.is_alive():
-            yield tell(painting.line())
-    if "error" in painting.outcome:
-        raise painting.outcome["error"]
-    return painting.outcome["result"]
+    return (yield from _told(painting, tell))
 
 
 #: What the page says when something unforeseen breaks (the details go to the terminal).
@@ -468,7 +496,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         )
                         author = gr.Textbox(label="Author", elem_id="story-author")
                         style = gr.Textbox(label="Style of the pictures (empty: soft watercolour)", lines=2)
-                        make_plan = gr.Button("Make the plan", variant="primary", elem_id="make-plan")
+                        with gr.Row():
+                            make_plan = gr.Button("Make the plan", variant="primary", elem_id="make-plan")
+                            plan_stop = gr.Button("Stop", elem_id="plan-stop")
                         gr.Markdown(f"New books go to `{session.books_dir}`.")
                         open_path = gr.Textbox(
                             label="…or open a book folder", value=first or "", elem_id="open-path"
@@ -617,27 +647,36 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         plan_outputs = [character_pick, pages_table, page_pick, page_who, fix_page, pictures]
 
-        def start(text: str, upload: str | None, title_: str, author_: str, style_: str) -> list[Any]:
-            if upload:
-                book = create_book(
+        start_outputs = [book_state, status, open_path, tabs, remembered, *plan_outputs]
+
+        def start(
+            text: str, upload: str | None, title_: str, author_: str, style_: str, request: gr.Request
+        ) -> Any:
+            """Plan the story in a thread (its models can take minutes to load and read), the
+            status line showing the step, and this tab's Stop stopping it."""
+            story = {"story_file": upload} if upload else {"story_text": text}
+            planning = session.planning(request.session_hash)
+
+            def plan(planning: Painting) -> Book:
+                return create_book(
                     session.books_dir,
-                    story_file=upload,
+                    **story,
                     title=title_,
                     author=author_,
                     style=style_,
                     options=session.options,
+                    progress=planning.progress,
                 )
-            else:
-                book = create_book(
-                    session.books_dir,
-                    text,
-                    title=title_,
-                    author=author_,
-                    style=style_,
-                    options=session.options,
-                )
+
+            running = _start(
+                planning,
+                plan,
+                "fairytale-studio-plan",
+                lambda: session.plannings.pop(request.session_hash, None),
+            )
+            book = yield from _told(running, telling(start_outputs))
             pages = len(book.plan().pages)
-            return [
+            yield [
                 str(book.folder),
                 f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
                 str(book.folder),
@@ -646,10 +685,17 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ] + plan_values(str(book.folder))
 
         make_plan.click(
-            guarded(start, [book_state, status, open_path, tabs, remembered, *plan_outputs]),
-            [story_text, story_file, title, author, style],
-            [book_state, status, open_path, tabs, remembered, *plan_outputs],
+            guarded(start, start_outputs), [story_text, story_file, title, author, style], start_outputs
         )
+
+        def stop_planning(request: gr.Request) -> str:
+            planning = session.plannings.get(request.session_hash)
+            if planning is None:
+                return "Nothing is being planned."
+            planning.progress.stop()
+            return "Stopping the planning after its current step… (no book is made)"
+
+        plan_stop.click(guarded(stop_planning, [status]), None, [status])
 
         def open_(path: str) -> list[Any]:
             if not (path or "").strip():

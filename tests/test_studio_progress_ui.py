@@ -129,3 +129,62 @@ def test_a_page_opened_on_a_book_not_being_painted_changes_nothing(gradio, sessi
     assert list(fns["follow_painting"].fn(str(book.folder))) == [[gradio.update()] * 5]
     assert list(fns["follow_painting"].fn(None)) == [[gradio.update()] * 5]
     assert fns["restore"].fn(None, str(book.folder))[-1] == gradio.update()  # the tab it was on
+
+
+def test_planning_tells_its_steps_and_stop_ends_it_leaving_no_book(
+    tmp_path, tiny_sd, tiny_ner, tiny_qa, tiny_nli
+):
+    from fairytale.studio_actions import StudioProgress, create_book
+
+    options = StudioOptions(
+        tiny_settings(tiny_sd), ner_model=str(tiny_ner), qa_model=str(tiny_qa), nli_model=str(tiny_nli)
+    )
+    story = "Zoë and the Sea\n\nZoë saw a dog on the beach. The dog barked at Zoë.\n"
+
+    class Heard(StudioProgress):
+        def __init__(self, stop_at: str | None = None) -> None:
+            super().__init__(stopped="Planning stopped; no book was made")
+            self.stop_at, self.heard = stop_at, []
+
+        def stage(self, text: str) -> None:
+            self.heard.append(text)
+            if text == self.stop_at:
+                self.stop()  # Stop, pressed while the models load
+            super().stage(text)
+
+    heard = Heard()
+    book = create_book(tmp_path / "books", story, options=options, progress=heard)
+    assert heard.heard[:2] == ["Loading models", "Finding characters"] and heard.heard[-1] == "Done"
+    stopping = Heard(stop_at="Finding characters")
+    with pytest.raises(PaintingStopped, match="Planning stopped; no book was made"):
+        create_book(tmp_path / "books", story, options=options, progress=stopping)
+    assert [p.name for p in (tmp_path / "books").iterdir()] == [book.folder.name]  # nothing left of it
+
+
+def test_make_the_plan_shows_the_step_and_its_stop_stops_it(gradio, session, monkeypatch):
+    from types import SimpleNamespace
+
+    from fairytale import studio_app
+
+    app = studio_app.build_app(session)
+    fns = handlers(app)
+    tab, other_tab = SimpleNamespace(session_hash="tab-1"), SimpleNamespace(session_hash="tab-2")
+
+    def create_book(books_dir, *, progress, **kwargs):
+        for _ in range(60):  # bounded: a test that never presses Stop ends
+            progress.stage("Finding characters")  # a stopped planning ends here
+            progress._stop.wait(1)
+        raise AssertionError("Stop never reached the planning")
+
+    monkeypatch.setattr(studio_app, "create_book", create_book)
+    stream = fns["start"].fn("Zoë\n\nZoë swam.", None, "", "", "", tab)
+    book_state, status, *others = next(stream)
+    # before, the page showed nothing until the plan was made, and nothing could stop it
+    assert status.startswith("Planning the story: Finding characters · ")
+    assert book_state == gradio.update() and all(other == gradio.update() for other in others)
+    [stop] = [f for f in app.fns.values() if _elem_ids(app, f) == ["plan-stop"]]
+    assert stop.fn(other_tab) == "Nothing is being planned."  # another tab's Stop is its own
+    assert "Stopping the planning" in stop.fn(tab)
+    with pytest.warns(UserWarning, match="Planning stopped"):
+        told = list(stream)[-1]
+    assert told[1] == "Planning stopped; no book was made" and not session.plannings
