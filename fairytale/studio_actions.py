@@ -572,6 +572,7 @@ class StudioProgress(RenderProgress):
 
     def start_pages(self, total: int) -> None:
         self.total, self.done = total, 0
+        self.stage_text = ""  # what came before the pages (portraits, loading) is over
         self._check()
 
     def batch(self, pages: Sequence[int]) -> None:

@@ -364,6 +364,27 @@ def test_a_candidate_chosen_before_the_portraits_exist_is_kept_by_the_next_paint
     assert 1 in result.reused and result.pages[0].key == candidates[1].key
 
 
+def test_candidates_tell_of_the_portraits_they_paint_first_and_stop_before_them(book, tiny_sd, pool):
+    options = StudioOptions(settings=tiny_settings(tiny_sd, batch_size=1, steps=2, consistency="attention"))
+    stopped = StudioProgress()
+    stopped.stop()  # Stop, pressed before the portraits were painted
+    with pytest.raises(PaintingStopped):
+        paint_candidates(book, 1, options, pool, count=1, progress=stopped)
+    assert not any(c.reference for c in book.plan().characters)  # before: painted anyway, Stop unheard
+
+    class Heard(StudioProgress):
+        heard: list[str] = []
+
+        def stage(self, text):
+            self.heard.append(text)
+            super().stage(text)
+
+    heard = Heard()
+    paint_candidates(book, 1, options, pool, count=1, progress=heard)
+    assert heard.heard == ["Painting reference portraits of Zoë…"]
+    assert heard.describe() == "Painted 1 of 1 pages"  # not the portraits' line, over
+
+
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5])
 def test_choosing_a_seed_out_of_range_is_one_line(book, seed):
     with pytest.raises(FairytaleError, match="A seed is a whole number from 0 to 2\\^63-1"):
