@@ -106,10 +106,10 @@ def free_port(host: str = HOST) -> int:
 
 @dataclass
 class Painting:
-    """One painting action running on a book, as every tab sees it: its progress (which Stop
-    stops), what it is (``what``: 'Page 2'; empty for painting the book), the newest live
-    preview when it makes them, and, once its thread has ended, ``outcome``: its ``result``
-    or ``error``."""
+    """One long action running in its own thread (painting a book or a portrait, planning a
+    story), as every tab sees it: its progress (which Stop stops), what it is (``what``:
+    'Page 2'; empty for painting the book), the newest live preview when it makes them, and,
+    once its thread has ended, ``outcome``: its ``result`` or ``error``."""
 
     what: str = ""
     progress: StudioProgress = field(default_factory=StudioProgress)
