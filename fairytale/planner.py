@@ -128,8 +128,12 @@ def compose_prompt(plan: BookPlan, page: Page, count_tokens: Callable[[str], int
 
 
 @contextmanager
-def _steps(show: bool, total: int) -> Iterator[Callable[[str], None]]:
-    """A progress bar over the planning steps (silent when ``show`` is false)."""
+def _steps(show: bool | Callable[[str], None], total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar over the planning steps (silent when ``show`` is false). A function
+    ``show`` hears each step's label instead (the studio shows it; raising stops planning)."""
+    if callable(show):
+        yield show
+        return
     if not show:
         yield lambda _label: None
         return
@@ -159,7 +163,7 @@ def plan_story(
     device: str | None = None,
     models: PlannerModels | None = None,
     count_tokens: Callable[[str], int] | None = None,
-    progress: bool = False,
+    progress: bool | Callable[[str], None] = False,
     stats: PlanStats | None = None,
 ) -> BookPlan:
     """Read ``story_path`` and plan its book.
@@ -167,6 +171,8 @@ def plan_story(
     ``model``/``backend`` name the illustration model whose tokenizer measures the prompts.
     ``models`` and ``count_tokens`` replace the loaded models (tests pass fakes). ``seed``
     makes the page seeds reproducible; without one a seed is drawn and recorded in the plan.
+    ``progress``: a progress bar, or a function that hears the label of each step as it starts
+    (an error it raises stops planning there).
     """
     words_per_page = check_words_per_page(words_per_page)
     with _steps(progress, 6) as step:

@@ -158,11 +158,13 @@ def create_book(
     seed: int | None = None,
     options: StudioOptions | None = None,
     count_tokens: Callable[[str], int] | None = None,
+    progress: StudioProgress | None = None,
 ) -> Book:
     """Plan a new book from pasted ``story_text`` or an uploaded ``story_file`` into a new
     folder under ``books_dir`` (named after the title). The story is checked like the CLI's
     input (size, encoding, not binary) before any model loads; nothing is left behind when
-    planning fails."""
+    planning fails. ``progress`` hears each planning step (Stop ends planning between steps
+    with :class:`PaintingStopped`, nothing left behind)."""
     from fairytale.planner import compose_prompt, plan_story
     from fairytale.story import MAX_BYTES, read_story, split_title
 
@@ -234,6 +236,7 @@ def create_book(
             backend=settings.backend,
             device=settings.device,
             count_tokens=count_tokens,
+            progress=progress.stage if progress is not None else False,
         )
         if style and style.strip():
             plan.style.description = style.strip()
@@ -564,6 +567,10 @@ class _Borrowed:
 # -- painting with live progress, stop and resume ---------------------------------------------
 
 
+#: What a stopped painting says.
+STOPPED = "Painting stopped; the finished pictures are kept — paint again to go on"
+
+
 class StudioProgress(RenderProgress):
     """Progress the studio shows (page k of n, time left) and the stop button.
 
@@ -572,12 +579,14 @@ class StudioProgress(RenderProgress):
     again resumes where it stopped.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stopped: str = STOPPED) -> None:
         self._stop = threading.Event()
+        self.stopped = stopped  # what the stopped action says
         self.stage_text = ""
         self.total = 0
         self.done = 0
         self.current: list[int] = []
+        self.step_done, self.steps = 0, 0  # denoising steps of the batch being painted
         self.seconds_per_page = 0.0
         self.warnings: list[str] = []
 
@@ -590,21 +599,25 @@ class StudioProgress(RenderProgress):
 
     def _check(self) -> None:
         if self._stop.is_set():
-            raise PaintingStopped("Painting stopped; the finished pictures are kept — paint again to go on")
+            raise PaintingStopped(self.stopped)
 
     def stage(self, text: str) -> None:
         self.stage_text = text
+        self.step_done = self.steps = 0
         self._check()
 
     def start_pages(self, total: int) -> None:
         self.total, self.done = total, 0
+        self.stage_text = ""  # what came before the pages (portraits, loading) is over
         self._check()
 
     def batch(self, pages: Sequence[int]) -> None:
         self.current = list(pages)
+        self.step_done = self.steps = 0
         self._check()
 
     def step(self, step: int, steps: int) -> None:
+        self.step_done, self.steps = step, steps
         self._check()
 
     def pages_done(self, count: int, seconds_per_page: float) -> None:
@@ -614,6 +627,7 @@ class StudioProgress(RenderProgress):
 
     def end_pages(self) -> None:
         self.current = []
+        self.step_done = self.steps = 0
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -625,14 +639,16 @@ class StudioProgress(RenderProgress):
         return self.seconds_per_page * (self.total - self.done)
 
     def describe(self) -> str:
-        """'Painting page 3 of 8 · about 40 s left' (or the current stage)."""
+        """'Painting page 3 of 8 · step 12 of 25 · about 40 s left', or the current stage
+        ('Painting a new portrait of Zoe · step 3 of 25')."""
+        steps = f" · step {self.step_done} of {self.steps}" if self.steps else ""
         if self.total and self.done < self.total:
             left = self.seconds_left
-            text = f"Painting page {min(self.done + 1, self.total)} of {self.total}"
+            text = f"Painting page {min(self.done + 1, self.total)} of {self.total}{steps}"
             return text + (f" · about {left:.0f} s left" if left is not None else "")
         if self.total:
             return f"Painted {self.done} of {self.total} pages · {self.stage_text}".rstrip(" ·")
-        return self.stage_text
+        return self.stage_text + steps if self.stage_text else ""
 
 
 def _settings(options: StudioOptions, draft: bool) -> RenderSettings:
@@ -757,7 +773,8 @@ def paint_candidates(
     settings = _settings(options, draft)
     if book.page(book.plan(), number).locked:
         raise PageLockedError(f"Page {number} is locked: unlock it to paint candidates")
-    _paint_missing_portraits(book, settings.with_(draft=False), pool)  # the pages' keys name them
+    progress = progress or QuietProgress()
+    _paint_missing_portraits(book, settings.with_(draft=False), pool, progress)  # the pages' keys name them
     keys, store = _page_keys(book, settings), _store(book)
     page = book.page(keys.plan, number)
     jobs = []
@@ -779,7 +796,7 @@ def paint_candidates(
                 store,
                 batch_size=batch,
                 max_repaints=settings.max_repaints,
-                progress=progress or QuietProgress(),  # a StudioProgress: Stop ends it
+                progress=progress,  # a StudioProgress: Stop ends it
             )
     candidates = []
     for job in jobs:
@@ -795,10 +812,13 @@ def _to_paint(found: StoredPicture | None, max_repaints: int) -> bool:
     return found is None or found.worth_retrying(max_repaints)
 
 
-def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: IllustratorPool) -> None:
+def _paint_missing_portraits(
+    book: Book, settings: RenderSettings, pool: IllustratorPool, progress: RenderProgress
+) -> None:
     """Paint and record the reference portraits the consistency mode needs and the plan lacks,
     as a render does before its pages: a page's key names its characters' portraits, so a
-    candidate painted without them would be repainted by the next render."""
+    candidate painted without them would be repainted by the next render. ``progress`` hears
+    of it (and a stopped :class:`StudioProgress` stops it before it starts)."""
     from fairytale.render import get_backend
     from fairytale.render.references import paint_references, record_references
 
@@ -811,6 +831,9 @@ def _paint_missing_portraits(book: Book, settings: RenderSettings, pool: Illustr
         illustrator.configure(backend)
         _teach_learned_tokens(illustrator, book, plan, backend)
         batch = settings.batch_size or illustrator.device_plan.batch_size
+        progress.stage(
+            f"Painting reference portraits of {', '.join(plan.character(i).name for i in missing)}…"
+        )
         paint_references(
             illustrator,
             plan,
@@ -961,12 +984,23 @@ def use_earlier_picture(book: Book, number: int, key: str) -> BookPlan:
 # -- reference portraits --------------------------------------------------------------------
 
 
-def repaint_reference(book: Book, character_id: str, options: StudioOptions, pool: IllustratorPool) -> Path:
-    """Paint the character's reference portrait again with a new seed (recorded in the plan)."""
+def repaint_reference(
+    book: Book,
+    character_id: str,
+    options: StudioOptions,
+    pool: IllustratorPool,
+    progress: RenderProgress | None = None,
+) -> Path:
+    """Paint the character's reference portrait again with a new seed (recorded in the plan).
+    ``progress`` hears of each denoising step; a :class:`StudioProgress` that is stopped ends
+    it with :class:`PaintingStopped` at the next step, the portrait and the plan as they were."""
     from fairytale.render.backends import PaintRequest
     from fairytale.render.painting import illustrator_loop
+    from fairytale.render.progress import QuietProgress
     from fairytale.render.references import portrait_prompt
     from fairytale.render.seeds import next_seed, reference_seed
+
+    progress = progress or QuietProgress()
 
     plan = book.plan()
     character = _character(plan, character_id)
@@ -982,7 +1016,13 @@ def repaint_reference(book: Book, character_id: str, options: StudioOptions, poo
         # the paint-and-safety loop of pages (repaints with repaint_seed(first, attempt))
         request = PaintRequest(0, prompt, plan.style.negative_prompt, first)
         loop = illustrator_loop(
-            illustrator, [request], batch_size=1, max_repaints=options.settings.max_repaints
+            illustrator,
+            [request],
+            batch_size=1,
+            max_repaints=options.settings.max_repaints,
+            # each try (a flagged portrait is painted again) starts its steps again
+            on_batch=lambda _batch: progress.stage(f"Painting a new portrait of {character.name}"),
+            on_step=progress.step,
         )
         [done] = [checked for finished in loop for checked in finished]
         if done.picture is None:

@@ -107,27 +107,62 @@ def free_port(host: str = HOST) -> int:
 
 
 @dataclass
+class Painting:
+    """One long action running in its own thread (painting a book or a portrait, planning a
+    story), as every tab sees it: its progress (which Stop stops), what it is (``what``:
+    'Page 2'; empty for painting the book), the newest live preview when it makes them, and,
+    once its thread has ended, ``outcome``: its ``result`` or ``error``."""
+
+    what: str = ""
+    progress: StudioProgress = field(default_factory=StudioProgress)
+    preview: Any = None
+    started: float = field(default_factory=time.monotonic)
+    thread: threading.Thread | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)
+
+    def line(self) -> str:
+        """'Page 2: Painting page 1 of 1 · step 3 of 25 · 4 s' ('Painting page 3 of 8 · …' for the book)."""
+        doing = self.progress.describe() or "Loading the model…"
+        if not self.what:
+            return doing
+        return f"{self.what}: {doing} · {time.monotonic() - self.started:.0f} s"
+
+
+@dataclass
 class StudioSession:
     """What the app shares between requests: options, the loaded model, running paint jobs."""
 
     options: StudioOptions
     books_dir: Path
     pool: IllustratorPool = field(default_factory=IllustratorPool)
-    jobs: dict[Path, StudioProgress] = field(default_factory=dict)
+    jobs: dict[Path, Painting] = field(default_factory=dict)
+    #: stories being planned, by the browser tab planning them (gradio's session hash)
+    plannings: dict[str, Painting] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    def planning(self, tab: str) -> Painting:
+        """Register a planning for browser tab ``tab`` (its Stop stops it); the caller removes
+        it when it ends. A second one in the tab meanwhile is refused at once."""
+        with self._jobs_lock:
+            if tab in self.plannings:
+                raise FairytaleError("A story is being planned already: wait for it, or press Stop")
+            planning = self.plannings[tab] = Painting(
+                "Planning the story", StudioProgress(stopped="Planning stopped; no book was made")
+            )
+            return planning
+
     @contextmanager
-    def painting(self, book: Book) -> Iterator[StudioProgress]:
-        """Claim ``book`` for one painting action (any tab) and yield its progress, which the
-        Stop button stops; a second action on the book meanwhile is refused at once, in one
-        line, instead of waiting unseen behind the first."""
+    def painting(self, book: Book, what: str = "") -> Iterator[Painting]:
+        """Claim ``book`` for one painting action (any tab) and yield it (its progress is what
+        the Stop button stops); a second action on the book meanwhile is refused at once, in
+        one line, instead of waiting unseen behind the first."""
         with self._jobs_lock:
             if book.folder in self.jobs:
                 raise FairytaleError(
                     "This book is being painted already (here or in another tab): "
                     "wait for it to finish, or press Stop on the Paint tab"
                 )
-            job = self.jobs[book.folder] = StudioProgress()
+            job = self.jobs[book.folder] = Painting(what)
         try:
             yield job
         finally:
@@ -229,63 +264,75 @@ def _painted_message(result: Any) -> str:
     return text
 
 
-def _claimed_thread(
-    session: StudioSession, book: Book, work: Callable[[StudioProgress], Any], name: str
-) -> tuple[StudioProgress, threading.Thread, dict[str, Any]]:
-    """Claim ``book`` (:meth:`StudioSession.painting`: refused at once when it is busy) and start
-    ``work(progress)`` in a thread that holds the claim until it ends, not the page's stream:
-    after a reload, or from another tab, Stop still stops it and a second painting is still
-    refused. Returns the progress, the thread, and the dict where the thread leaves ``result``
-    or ``error``."""
-    claim = session.painting(book)
-    job = claim.__enter__()
-    outcome: dict[str, Any] = {}
+def _start(
+    painting: Painting, work: Callable[[Painting], Any], name: str, release: Callable[[], Any]
+) -> Painting:
+    """Start ``work(painting)`` in a thread, not in the page's stream (a reload or a closed tab
+    does not end it), which leaves its ``result`` or ``error`` in ``painting.outcome`` and then
+    calls ``release``. Returns ``painting``."""
+    outcome = painting.outcome
 
     def target() -> None:
         try:
-            outcome["result"] = work(job)
+            outcome["result"] = work(painting)
         except BaseException as exc:  # shown (or raised) in the page's stream
             outcome["error"] = exc
         finally:
-            claim.__exit__(None, None, None)
+            release()
 
-    thread = threading.Thread(target=target, daemon=True, name=name)
+    painting.thread = threading.Thread(target=target, daemon=True, name=name)
     try:
-        thread.start()
+        painting.thread.start()
     except BaseException:
-        claim.__exit__(None, None, None)
+        release()
         raise
-    return job, thread, outcome
+    return painting
 
 
-def stream_painting(
-    gr: Any,
-    session: StudioSession,
-    path: str,
-    work: Callable[[Book, StudioProgress, Any], Any],
-    previews: bool,
-) -> Any:
-    """Run ``work(book, progress, on_preview)`` in a thread and stream to the page, about once a
-    second: the progress line, the pictures, the page table (at the end) and the live preview.
+def _claimed_thread(
+    session: StudioSession, book: Book, work: Callable[[Painting], Any], name: str, what: str = ""
+) -> Painting:
+    """Claim ``book`` (:meth:`StudioSession.painting`: refused at once when it is busy) and start
+    ``work(painting)`` in a thread (:func:`_start`) that holds the claim until it ends: after a
+    reload, or from another tab, the painting is followed (:func:`_watch`), Stop still stops it
+    and a second painting is still refused. Returns the painting, whose ``outcome`` gets the
+    ``result`` or ``error`` of ``work`` before the claim ends."""
+    claim = session.painting(book, what)
+    painting = claim.__enter__()
+    return _start(painting, work, name, lambda: claim.__exit__(None, None, None))
 
-    With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
-    otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
 
-    The book stays claimed until the painting thread ends (:func:`_claimed_thread`).
-    """
-    book = _book(path)
-    latest: dict[str, Any] = {}  # the newest preview: the painting thread writes, this one reads
-
-    def keep(preview: Any) -> None:
-        latest["preview"] = preview
-
-    job, thread, outcome = _claimed_thread(
-        session, book, lambda job: work(book, job, keep if previews else None), "fairytale-studio-paint"
-    )
-    shown = None
-    while thread.is_alive():
+def _told(painting: Painting, tell: Callable[[str], Any]) -> Any:
+    """Yield ``tell(painting.line())`` about once a second until ``painting``'s thread ends;
+    return what its work returned (``result = yield from _told(...)``) or raise its error."""
+    thread = painting.thread
+    while thread is not None and thread.is_alive():
         thread.join(timeout=1.0)  # wake up once a second to show progress
-        newest = latest.get("preview")
+        if thread.is_alive():
+            yield tell(painting.line())
+    if "error" in painting.outcome:
+        raise painting.outcome["error"]
+    return painting.outcome["result"]
+
+
+def _finished_line(painting: Painting) -> str:
+    """What a painting did, for a page that followed it (the one that started it says more)."""
+    result = painting.outcome.get("result")
+    if hasattr(result, "painted"):  # a RenderResult: the book, or a page of it, was painted
+        return _painted_message(result)
+    return f"{painting.what or 'Painting'}: done"
+
+
+def _watch(gr: Any, session: StudioSession, book: Book, painting: Painting) -> Iterator[tuple[Any, ...]]:
+    """Follow ``painting`` of ``book`` to its end, about once a second: the progress line, the
+    pictures, the page table (at the end) and the newest live preview (each shown once, and
+    hidden again at the end, when the real pictures are in the gallery). The last line says
+    how it ended (one line for an error). The tab that started the painting and any page
+    opened on the book meanwhile (a reload, a second tab) show the same."""
+    shown = None
+    while painting.thread is not None and painting.thread.is_alive():
+        painting.thread.join(timeout=1.0)  # wake up once a second to show progress
+        newest = painting.preview
         picture = gr.update()
         if newest is not None and newest is not shown:
             shown = newest
@@ -295,16 +342,42 @@ def stream_painting(
                 label=f"Live preview · page {listed} · step {newest.step} of {newest.steps}",
                 visible=True,
             )
-        yield job.describe() or "Loading the model…", _pictures(book, session), gr.update(), picture
-    done_preview = gr.update(value=None, visible=False)  # the real pictures are in the gallery now
-    error = outcome.get("error")
+        yield painting.line(), _pictures(book, session), gr.update(), picture
+    done_preview = gr.update(value=None, visible=False)
+    error = painting.outcome.get("error")
     if error is not None:
         if not isinstance(error, Exception):
             raise error  # KeyboardInterrupt, SystemExit: the studio itself is stopping
         yield user_message(error), _pictures(book, session), _table(book, session), done_preview
         return
-    result = outcome["result"]
-    yield _painted_message(result), _pictures(book, session), _table(book, session), done_preview
+    yield _finished_line(painting), _pictures(book, session), _table(book, session), done_preview
+
+
+def stream_painting(
+    gr: Any,
+    session: StudioSession,
+    path: str,
+    work: Callable[[Book, StudioProgress, Any], Any],
+    previews: bool,
+) -> Any:
+    """Run ``work(book, progress, on_preview)`` in a thread and stream it to the page
+    (:func:`_watch`): the progress line, the pictures, the page table (at the end) and the
+    live preview.
+
+    With ``previews`` the newest preview the painting made is shown (``on_preview`` is None
+    otherwise, so nothing is decoded); the preview is hidden again when the painting ends.
+
+    The book stays claimed until the painting thread ends (:func:`_claimed_thread`).
+    """
+    book = _book(path)
+
+    def paint(painting: Painting) -> Any:
+        def keep(preview: Any) -> None:  # the newest preview, for every page that follows
+            painting.preview = preview
+
+        return work(book, painting.progress, keep if previews else None)
+
+    yield from _watch(gr, session, book, _claimed_thread(session, book, paint, "fairytale-studio-paint"))
 
 
 def painting_steps(
@@ -318,17 +391,11 @@ def painting_steps(
     yielding ``tell(line)`` about once a second: ``what``, the progress and the seconds so far.
     Returns what ``work`` returned (``result = yield from painting_steps(...)``) or raises its
     error. As in :func:`stream_painting`, the book stays claimed, and Stop stops the work, until
-    the thread ends, even when the page's stream is gone."""
-    job, thread, outcome = _claimed_thread(session, book, work, "fairytale-studio-fix")
-    started = time.monotonic()
-    while thread.is_alive():
-        thread.join(timeout=1.0)  # wake up once a second to show progress
-        if thread.is_alive():
-            doing = job.describe() or "Loading the model…"
-            yield tell(f"{what}: {doing} · {time.monotonic() - started:.0f} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
+    the thread ends, even when the page's stream is gone; a page opened meanwhile follows it."""
+    painting = _claimed_thread(
+        session, book, lambda painting: work(painting.progress), "fairytale-studio-fix", what
+    )
+    return (yield from _told(painting, tell))
 
 
 #: What the page says when something unforeseen breaks (the details go to the terminal).
@@ -431,7 +498,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                         )
                         author = gr.Textbox(label="Author", elem_id="story-author")
                         style = gr.Textbox(label="Style of the pictures (empty: soft watercolour)", lines=2)
-                        make_plan = gr.Button("Make the plan", variant="primary", elem_id="make-plan")
+                        with gr.Row():
+                            make_plan = gr.Button("Make the plan", variant="primary", elem_id="make-plan")
+                            plan_stop = gr.Button("Stop", elem_id="plan-stop")
                         gr.Markdown(f"New books go to `{session.books_dir}`.")
                         open_path = gr.Textbox(
                             label="…or open a book folder", value=first or "", elem_id="open-path"
@@ -457,7 +526,9 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                             height=300,
                             elem_id="reference",
                         )
-                        reference_again = gr.Button("Paint again")
+                        with gr.Row():
+                            reference_again = gr.Button("Paint again", elem_id="reference-again")
+                            reference_stop = gr.Button("Stop", elem_id="reference-stop")
                         my_picture = gr.File(label="Use my picture", file_types=["image"], type="filepath")
                 gr.Markdown("### Pages")
                 pages_table = gr.Dataframe(
@@ -580,27 +651,36 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         plan_outputs = [character_pick, pages_table, page_pick, page_who, fix_page, pictures]
 
-        def start(text: str, upload: str | None, title_: str, author_: str, style_: str) -> list[Any]:
-            if upload:
-                book = create_book(
+        start_outputs = [book_state, status, open_path, tabs, remembered, *plan_outputs]
+
+        def start(
+            text: str, upload: str | None, title_: str, author_: str, style_: str, request: gr.Request
+        ) -> Any:
+            """Plan the story in a thread (its models can take minutes to load and read), the
+            status line showing the step, and this tab's Stop stopping it."""
+            story = {"story_file": upload} if upload else {"story_text": text}
+            planning = session.planning(request.session_hash)
+
+            def plan(planning: Painting) -> Book:
+                return create_book(
                     session.books_dir,
-                    story_file=upload,
+                    **story,
                     title=title_,
                     author=author_,
                     style=style_,
                     options=session.options,
+                    progress=planning.progress,
                 )
-            else:
-                book = create_book(
-                    session.books_dir,
-                    text,
-                    title=title_,
-                    author=author_,
-                    style=style_,
-                    options=session.options,
-                )
+
+            running = _start(
+                planning,
+                plan,
+                "fairytale-studio-plan",
+                lambda: session.plannings.pop(request.session_hash, None),
+            )
+            book = yield from _told(running, telling(start_outputs))
             pages = len(book.plan().pages)
-            return [
+            yield [
                 str(book.folder),
                 f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
                 str(book.folder),
@@ -609,10 +689,17 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             ] + plan_values(str(book.folder))
 
         make_plan.click(
-            guarded(start, [book_state, status, open_path, tabs, remembered, *plan_outputs]),
-            [story_text, story_file, title, author, style],
-            [book_state, status, open_path, tabs, remembered, *plan_outputs],
+            guarded(start, start_outputs), [story_text, story_file, title, author, style], start_outputs
         )
+
+        def stop_planning(request: gr.Request) -> str:
+            planning = session.plannings.get(request.session_hash)
+            if planning is None:
+                return "Nothing is being planned."
+            planning.progress.stop()
+            return "Stopping the planning after its current step… (no book is made)"
+
+        plan_stop.click(guarded(stop_planning, [status]), None, [status])
 
         def open_(path: str) -> list[Any]:
             if not (path or "").strip():
@@ -641,18 +728,35 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 except FairytaleError:
                     continue  # moved or deleted meanwhile: fall back
                 message = f"Open: **{book.plan().title}** in `{book.folder}`"
-                job = session.jobs.get(book.folder)
-                if job is not None:
-                    message += (
-                        f" · being painted now ({job.describe() or 'starting'}); Stop is on the Paint tab"
-                    )
-                return [str(book.folder), message, str(book.folder)] + plan_values(str(book.folder))
-            return [None, "Start a book: paste a story below.", gr.update()] + plan_values(None)
+                painting = session.jobs.get(book.folder)
+                tab = gr.update()
+                if painting is not None:  # follow_painting shows it on the Paint tab, with Stop
+                    message += f" · being painted now ({painting.line()}); Stop is on the Paint tab"
+                    tab = gr.Tabs(selected="paint")
+                folder = str(book.folder)
+                return [folder, message, folder, *plan_values(folder), tab]
+            return [None, "Start a book: paste a story below.", gr.update(), *plan_values(None), gr.update()]
 
-        app.load(
-            guarded(restore, [book_state, status, open_path, *plan_outputs]),
-            [book_state, remembered],
-            [book_state, status, open_path, *plan_outputs],
+        restore_outputs = [book_state, status, open_path, *plan_outputs, tabs]
+        follow_outputs = [status, progress, pictures, pages_table, live_preview]
+
+        def follow_painting(path: str | None) -> Any:
+            """A page opened on a book while it is being painted (a reload, a second tab)
+            shows that painting as the tab that started it does: its progress and newest
+            preview on the Paint tab, where Stop stops it, then how it ended and the pictures."""
+            painting = session.jobs.get(_book(path).folder) if path else None
+            if painting is None:
+                yield [gr.update()] * len(follow_outputs)
+                return
+            ended = None
+            for ended in _watch(gr, session, _book(path), painting):
+                yield [gr.update(), *ended]
+            if ended is not None:  # the status line said "being painted now": no longer
+                yield [ended[0], *[gr.update()] * (len(follow_outputs) - 1)]
+
+        # a follower only waits and reads: it never holds up a painting, however many tabs follow
+        app.load(guarded(restore, restore_outputs), [book_state, remembered], restore_outputs).then(
+            guarded(follow_painting, follow_outputs), [book_state], follow_outputs, concurrency_limit=None
         )
 
         def show_character(path: str | None, character_id: str | None) -> list[Any]:
@@ -696,19 +800,27 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             [status, pages_table],
         )
 
-        def paint_reference(path: str, character_id: str) -> list[Any]:
+        reference_outputs = [reference, status, pages_table]
+
+        def paint_reference(path: str, character_id: str) -> Any:
             book = _book(path)
             if not character_id:
                 raise FairytaleError("Choose a character first")
-            with session.painting(book):
-                picture = repaint_reference(book, character_id, session.options, session.pool)
-            name_ = book.plan().character(character_id).name
-            return [str(picture), f"Painted a new portrait of {name_}", _table(book, session)]
+            character = {c.id: c for c in book.plan().characters}.get(character_id)
+            name_ = character.name if character else character_id
+            picture = yield from painting_steps(
+                session,
+                book,
+                lambda job: repaint_reference(
+                    book, character_id, session.options, session.pool, progress=job
+                ),
+                telling(reference_outputs),
+                f"A new portrait of {name_}",
+            )
+            yield [str(picture), f"Painted a new portrait of {name_}", _table(book, session)]
 
         reference_again.click(
-            guarded(paint_reference, [reference, status, pages_table]),
-            [book_state, character_pick],
-            [reference, status, pages_table],
+            guarded(paint_reference, reference_outputs), [book_state, character_pick], reference_outputs
         )
 
         def my_reference(path: str, character_id: str, upload: str | None) -> list[Any]:
@@ -782,14 +894,15 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
         )
 
         def stop_painting(path: str | None) -> str:
-            job = session.jobs.get(_book(path).folder) if path else None
-            if job is None:
+            painting = session.jobs.get(_book(path).folder) if path else None
+            if painting is None:
                 return "Nothing is being painted."
-            job.stop()
+            painting.progress.stop()
             return "Stopping after the current step… (finished pictures are kept)"
 
         stop.click(guarded(stop_painting, [progress]), [book_state], [progress])
-        # the Fix and Book tabs paint too (a page, candidates, the missing pages of the PDF)
+        # the Plan, Fix and Book tabs paint too (a portrait, a page, candidates, the missing pages of the PDF)
+        reference_stop.click(guarded(stop_painting, [status]), [book_state], [status])
         fix_stop.click(guarded(stop_painting, [status]), [book_state], [status])
         book_stop.click(guarded(stop_painting, [status]), [book_state], [status])
 

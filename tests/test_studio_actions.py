@@ -304,6 +304,26 @@ def test_paint_the_reference_again_records_a_new_seed(book, options, pool):
     assert first.seed != second.seed and second.prompt and second.model
 
 
+def test_a_new_portrait_tells_its_steps_and_stop_keeps_the_one_there_was(book, options, pool):
+    class StopAfterFirstStep(StudioProgress):
+        lines: list[str] = []
+
+        def step(self, step, steps):
+            super().step(step, steps)
+            self.lines.append(self.describe())
+            self.stop()  # Stop, pressed while the portrait is painted
+
+    progress = StudioProgress()
+    path = repaint_reference(book, "zoe", options, pool, progress=progress)
+    assert progress.steps == options.settings.steps  # it heard of every step (before: of none)
+    kept, picture = load_plan(book.plan_file).character("zoe").reference, path.read_bytes()
+    stopping = StopAfterFirstStep()
+    with pytest.raises(PaintingStopped):
+        repaint_reference(book, "zoe", options, pool, progress=stopping)
+    assert stopping.lines == [f"Painting a new portrait of Zoë · step 1 of {options.settings.steps}"]
+    assert load_plan(book.plan_file).character("zoe").reference == kept and path.read_bytes() == picture
+
+
 def test_the_laid_out_book_page_by_page(book, options, pool):
     pdf = book_pdf(book, options, pool)
     assert pdf == book.pdf and pdf.is_file()
@@ -392,6 +412,27 @@ def test_a_candidate_chosen_before_the_portraits_exist_is_kept_by_the_next_paint
     choose_candidate(book, 1, candidates[1].seed)
     result = paint_book(book, options, pool)
     assert 1 in result.reused and result.pages[0].key == candidates[1].key
+
+
+def test_candidates_tell_of_the_portraits_they_paint_first_and_stop_before_them(book, tiny_sd, pool):
+    options = StudioOptions(settings=tiny_settings(tiny_sd, batch_size=1, steps=2, consistency="attention"))
+    stopped = StudioProgress()
+    stopped.stop()  # Stop, pressed before the portraits were painted
+    with pytest.raises(PaintingStopped):
+        paint_candidates(book, 1, options, pool, count=1, progress=stopped)
+    assert not any(c.reference for c in book.plan().characters)  # before: painted anyway, Stop unheard
+
+    class Heard(StudioProgress):
+        heard: list[str] = []
+
+        def stage(self, text):
+            self.heard.append(text)
+            super().stage(text)
+
+    heard = Heard()
+    paint_candidates(book, 1, options, pool, count=1, progress=heard)
+    assert heard.heard == ["Painting reference portraits of Zoë…"]
+    assert heard.describe() == "Painted 1 of 1 pages"  # not the portraits' line, over
 
 
 @pytest.mark.parametrize("seed", [-1, 2**63, 1.5])

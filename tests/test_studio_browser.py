@@ -191,3 +191,68 @@ def test_paste_plan_paint_fix_page_two_and_download(
     assert manifest.page(2).prompt == "a red lighthouse on a rock under a starry night sky"
     assert manifest.page(2).key != keys_before[2]
     assert all(manifest.page(n).key == keys_before[n] for n in keys_before if n != 2)
+
+
+def test_a_reload_and_a_second_tab_follow_the_painting_and_stop_it(tiny_sd, tmp_path, monkeypatch):
+    """Painting runs (a fake that paints page 1 of 2 until stopped, with a preview); the page is
+    reloaded and a second tab opened: both go to the Paint tab and show the painting's progress
+    and preview (they showed one line of text), Stop in the second tab stops it, and both say so."""
+    chromium = require_browser()
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    from fairytale import studio_app
+    from fairytale.render.previews import Preview
+    from tests.render_support import make_plan, write_plan
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # put back after the test
+
+    def paint_book(book, options, pool, *, progress, on_preview, **kwargs):
+        progress.start_pages(2)
+        progress.batch([1])
+        for _ in range(WAIT_MS // 1000):  # bounded: a test that never presses Stop ends
+            progress.step(3, 10)  # a stopped painting ends here
+            if on_preview:
+                on_preview(Preview((1,), 3, 10, [Image.new("RGB", (64, 64), "red")]))
+            progress._stop.wait(1)
+        raise AssertionError("Stop never reached the painting")
+
+    monkeypatch.setattr(studio_app, "paint_book", paint_book)
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    studio = studio_app.launch_studio(folder, options=StudioOptions(tiny_settings(tiny_sd)))
+    painting = "Painting page 1 of 2 · step 3 of 10"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            shots = Shots(page, tmp_path / "shots")
+            page.goto(studio.url)
+            page.get_by_role("tab", name="3 · Paint").click()
+            page.locator("#show-previews input").check()
+            page.locator("#paint").click()
+            wait_for(page, "#progress", painting)
+
+            tabs = [page, context.new_page()]
+            page.reload()
+            tabs[1].goto(studio.url)
+            for tab in tabs:
+                wait_for(tab, "#progress", painting)  # live, on the Paint tab it opened on
+                expect(tab.get_by_role("tab", name="3 · Paint")).to_have_attribute("aria-selected", "true")
+                expect(tab.locator("#live-preview img")).to_be_visible()
+                expect(tab.locator("#status")).to_contain_text("being painted now")
+            shots.take("reloaded-while-painting")
+            tabs[1].locator("#stop").click()
+            for tab in tabs:
+                wait_for(tab, "#progress", "Painting stopped")
+                expect(tab.locator("#status")).to_contain_text("Painting stopped")
+                expect(tab.locator("#live-preview img")).to_have_count(0)
+            shots.take("stopped-from-the-second-tab")
+            browser.close()
+    finally:
+        studio.close()
+    assert not studio.session.jobs

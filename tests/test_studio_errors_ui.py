@@ -140,7 +140,7 @@ def test_a_painting_stays_claimed_and_stoppable_after_its_page_is_gone(gradio, s
     assert started.wait(60)
     stream.close()  # the tab was reloaded or closed: gradio drops the stream
     assert book.folder in session.jobs, "the painting goes on, so the book must stay claimed"
-    session.jobs[book.folder].stop()  # Stop, pressed in the reloaded page
+    session.jobs[book.folder].progress.stop()  # Stop, pressed in the reloaded page
     assert stopped.wait(60)
     for thread in threading.enumerate():
         if thread.name == "fairytale-studio-paint":
