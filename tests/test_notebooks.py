@@ -19,6 +19,7 @@ import pytest
 from fairytale.embeddings import read_embedding
 from fairytale.notebook import SKIP_INSTALL_ENV
 from fairytale.plan import load_plan
+from fairytale.plan_edits import edit_plan
 from tests.render_support import make_plan, pdf_page_texts, write_plan
 from tests.scraping_site import Site, serve
 from tests.training_fixtures import character_folder
@@ -103,6 +104,8 @@ def test_generate_book_notebook_makes_the_pdf(
 def test_train_character_notebook_learns_previews_and_uses_the_token(tiny_sd, tmp_path, monkeypatch):
     pictures = character_folder(tmp_path / "pics")
     plan_file = write_plan(tmp_path, make_plan(2))
+    # prompts as `fairytale plan` leaves them, composed (a prompt written by hand keeps its words)
+    edit_plan(plan_file, reset_prompts=[1, 2], count_tokens=lambda text: len(text.split()))
     output = tmp_path / "ginger.safetensors"
     values = {
         "PICTURES_DIR": str(pictures), "UPLOAD": False, "MODEL": str(tiny_sd), "STEPS": 2,
