@@ -10,7 +10,7 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,7 +188,7 @@ class _Prompt:
         self.inference = tensor.is_inference()
         self.version = None if self.inference else tensor._version
         self.copy = tensor.clone() if self.inference else None
-        self.outputs: dict[int, Any] = {}  # per layer (its number in the UNet)
+        self.outputs: dict[Hashable, Any] = {}  # per layer (its number in the UNet, or another key)
 
     def unchanged(self, tensor: Any) -> bool:
         """Whether ``tensor`` is this very tensor, holding the same values."""
@@ -210,7 +210,7 @@ class PromptResults:
         self.prompts: list[_Prompt] = []
         self.layers = 0  # layers wrapped so far: each has its number (names move when a LoRA wraps one)
 
-    def output(self, layer: int, x: Any, compute: Callable[[Any], Any]) -> Any:
+    def output(self, layer: Hashable, x: Any, compute: Callable[[Any], Any]) -> Any:
         """``compute(x)``, or what it gave for this very tensor, unchanged, earlier in the painting."""
         prompt = next((p for p in self.prompts if p.tensor is x), None)
         if prompt is not None and not prompt.unchanged(x):
@@ -262,8 +262,9 @@ def text_projections_once(unet: Any) -> None:
 
 
 def forget_text_projections(unet: Any) -> None:
-    """Let go of the prompt keys and values :func:`text_projections_once` keeps, and of the
-    prompts :func:`pair_lone_pictures` paired: call it when a painting ends. The next painting's
+    """Let go of the prompt keys and values :func:`text_projections_once` keeps, of the prompts
+    :func:`pair_lone_pictures` paired, and of the portraits' keys and values IP-Adapter's
+    processors keep (:mod:`fairytale.render.portrait_attention`): call it when a painting ends. The next painting's
     prompts are other tensors, so they would only hold memory until then: on a full-size SD 1.4
     in float32, 16 layers × keys and values × 77 tokens, about 7.7 MB per UNet row (a batch of 4
     with guidance is 8 rows: about 60 MB; attention mode adds a row per distinct portrait of the
@@ -272,3 +273,6 @@ def forget_text_projections(unet: Any) -> None:
     for kept in (getattr(unet, "_fairytale_projections", None), getattr(unet, "_fairytale_paired_prompts", None)):
         if kept is not None:
             kept.clear()
+    for processor in getattr(unet, "attn_processors", {}).values():  # IP-Adapter's keep their portraits' keys and values
+        if hasattr(processor, "forget_prompts"):
+            processor.forget_prompts()
