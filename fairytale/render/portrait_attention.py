@@ -162,7 +162,12 @@ class PortraitAttnProcessor:
                 layer.to(query.device, query.dtype)
         regions = self.state.regions
         # per (row of tokens, portrait): keys and values, kept for this tokens tensor on this device
-        kept = self._kept.output((query.device, query.dtype, heads), self.state.tokens, lambda tokens: {})
+        # (not in a compiled UNet (--compile): the graph would break on the look-up at every call)
+        kept = (
+            {}
+            if torch.compiler.is_compiling()
+            else self._kept.output((query.device, query.dtype, heads), self.state.tokens, lambda tokens: {})
+        )
         # rows: the unconditional half of guidance first, then the pages (as the pipeline stacks them)
         pages = len(regions) or batch
         rows = []
