@@ -45,6 +45,7 @@ def main() -> None:
     from diffusers import UNet2DConditionModel
 
     from fairytale.render import unet_tuning
+    from fairytale.render.portrait_adapter import _one_row_at_a_time
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -79,6 +80,9 @@ def main() -> None:
             (torch.nn.Linear(width, layer.out_features, bias=False), torch.nn.Linear(width, layer.out_features, bias=False))
             for layer in layers[::2]
         ]
+        for pair in ip_layers:  # token by token, as the adapter's layers compute (batch invariance)
+            for layer in pair:
+                _one_row_at_a_time(layer)
         tokens = torch.randn(2 * args.pages, args.portraits, 4, width)
 
         def adapter() -> None:  # as PortraitAttnProcessor did at every step: one row, one portrait at a time
