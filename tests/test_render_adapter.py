@@ -309,3 +309,35 @@ def test_the_cli_says_adapter_is_not_for_sd2_before_checking_models(tiny_sd2, tm
     assert result.exit_code == 1
     assert "cannot keep characters alike by 'adapter'" in result.output and "it offers: seed, tokens" in result.output
     assert "Missing models" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_portraits_keys_and_values_are_projected_once_per_painting(
+    tiny_sd, tiny_ip_adapter, tiny_safety_checker, tmp_path, monkeypatch
+):
+    """A page's portrait tokens are the same at every step: each IP-Adapter layer projects
+    them once per painting (it did at every step), and the pictures are bit for bit those
+    painted with every projection computed."""
+    from fairytale.render import portrait_attention, unet_tuning
+
+    projected = []
+    made = portrait_attention.PortraitAttnProcessor.__init__
+
+    def counting(processor, loaded, state) -> None:
+        made(processor, loaded, state)
+        for layer in (processor.to_k_ip, processor.to_v_ip):
+            layer.register_forward_hook(lambda module, args, output: projected.append(module))
+
+    monkeypatch.setattr(portrait_attention.PortraitAttnProcessor, "__init__", counting)
+    settings = adapter_settings(tiny_sd, tiny_ip_adapter, tiny_safety_checker, steps=4)
+    results, counts = {}, {}
+    kept = unet_tuning.PromptResults.output
+    for keep in (False, True):
+        every_time = lambda results, layer, x, compute: compute(x)  # noqa: E731
+        monkeypatch.setattr(unet_tuning.PromptResults, "output", kept if keep else every_time)
+        folder = tmp_path / f"keep-{keep}"
+        folder.mkdir()
+        results[keep] = render_book(write_plan(folder, two_character_plan()), folder / "b.pdf", settings, progress=False)
+        counts[keep], projected[:] = len(projected), []
+    assert counts[True] and counts[False] == 4 * counts[True]  # 4 steps
+    for number in (1, 2, 3, 4):
+        assert np.array_equal(pixels(results[True], number), pixels(results[False], number)), number

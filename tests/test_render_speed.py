@@ -259,7 +259,42 @@ def test_a_prompts_cross_attention_keys_and_values_are_computed_once_per_paintin
     with torch.inference_mode():
         frozen = torch.randn(2, 77, 8)
         unet.attn2.to_k(frozen), unet.attn2.to_k(frozen)
-    assert computed[5:] == ["attn2.to_v", "attn2.to_k"]
+        assert computed[5:] == ["attn2.to_v", "attn2.to_k"]
+        frozen.add_(1)  # an inference tensor has no version, yet changes in place in inference mode
+        expected = torch.nn.functional.linear(frozen, unet.attn2.to_k.weight, unet.attn2.to_k.bias)
+        assert torch.equal(unet.attn2.to_k(frozen), expected) and computed[7:] == ["attn2.to_k"]
+
+
+def test_cross_attention_keys_and_values_are_kept_for_prompts_that_alternate():
+    """Attention mode alternates two UNet calls per step (portraits, then pages), each with its
+    prompts: both are projected once. At most KEPT_PROMPTS prompts are kept, the least recently
+    used going first."""
+    import torch
+
+    from fairytale.render.unet_tuning import KEPT_PROMPTS, forget_text_projections, text_projections_once
+
+    unet = torch.nn.Module()
+    unet.attn2 = torch.nn.Module()
+    unet.attn2.to_k = torch.nn.Linear(8, 4)
+    computed = []
+    unet.attn2.to_k.forward = lambda x, whole=unet.attn2.to_k.forward: computed.append(x) or whole(x)
+    text_projections_once(unet)
+
+    portraits, pages = torch.randn(2, 77, 8), torch.randn(8, 77, 8)
+    for _ in range(5):  # steps
+        unet.attn2.to_k(portraits), unet.attn2.to_k(pages)
+    assert len(computed) == 2
+
+    others = [torch.randn(1, 77, 8) for _ in range(KEPT_PROMPTS - 1)]
+    for other in others:
+        unet.attn2.to_k(other)
+    unet.attn2.to_k(pages)  # kept (used more recently than the portraits)
+    assert len(computed) == 2 + len(others)
+    unet.attn2.to_k(portraits)  # the least recently used one was let go
+    assert len(computed) == 3 + len(others) and computed[-1] is portraits
+    forget_text_projections(unet)
+    unet.attn2.to_k(pages)
+    assert len(computed) == 4 + len(others)
 
 
 def test_a_paintings_cross_attention_keys_and_values_are_released_when_it_ends(tiny_sd):

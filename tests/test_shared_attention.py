@@ -405,3 +405,52 @@ def test_keys_made_before_portrait_tokens_counted_are_not_adopted(tmp_path, monk
             assert cached.key == old_key and cached.found is not None
         else:
             assert cached.key != old_key and cached.found is None, page.number
+
+
+@pytest.mark.parametrize("batch", [4, 1])
+def test_each_prompt_is_projected_once_per_painting_and_pictures_do_not_change(
+    batch, tiny_sd, tiny_safety_checker, tmp_path, monkeypatch
+):
+    """The portraits' pass and the pages' alternate in every step, each with its own prompts
+    (with batch 1, a lone portrait is paired with itself on CPU): each cross-attention layer
+    projects each of them once per painting, where it projected both at every step, and the
+    pictures are bit for bit those painted with every projection computed."""
+    from fairytale.render import unet_tuning
+
+    once, forget = unet_tuning.text_projections_once, unet_tuning.forget_text_projections
+    computed: dict[str, int] = {}  # per cross-attention layer, in the painting under way
+    paintings: list[dict[str, int]] = []
+
+    def counted(unet, keep: bool = True) -> None:
+        for name, layer in unet.named_modules():
+            if name.endswith(("attn2.to_k", "attn2.to_v")) and not getattr(layer, "_counted", False):
+                layer._counted = True
+
+                def forward(x, name=name, whole=layer.forward):
+                    computed[name] = computed.get(name, 0) + 1
+                    return whole(x)
+
+                layer.forward = forward
+        if keep:
+            once(unet)
+
+    def forgotten(unet) -> None:
+        paintings.append(dict(computed))
+        computed.clear()
+        forget(unet)
+
+    monkeypatch.setattr(unet_tuning, "forget_text_projections", forgotten)
+    settings = attention_settings(tiny_sd, tiny_safety_checker, steps=4, batch_size=batch)
+    results, counts = {}, {}
+    for keep in (False, True):
+        monkeypatch.setattr(unet_tuning, "text_projections_once", lambda unet, keep=keep: counted(unet, keep))
+        folder = tmp_path / f"keep-{keep}"
+        folder.mkdir()
+        results[keep] = render_book(write_plan(folder, two_character_plan()), folder / "b.pdf", settings, progress=False)
+        counts[keep], paintings[:] = list(paintings), []
+    # each painting: the portraits first (one prompt tensor), then pages with their portraits' pass
+    assert {n for painting in counts[False] for n in painting.values()} == {4, 8}  # every step, 1 or 2 prompts
+    assert {n for painting in counts[True] for n in painting.values()} == {1, 2}
+    assert [len(painting) for painting in counts[True]] == [len(painting) for painting in counts[False]]
+    for number in (1, 2, 3, 4):
+        assert np.array_equal(pixels(results[True], number), pixels(results[False], number)), number

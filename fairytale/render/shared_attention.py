@@ -189,7 +189,7 @@ class SharedAttention:
         self._latents: dict[tuple[str, int, int], Any] = {}
         self._noise: dict[tuple[int, int, int], Any] = {}
         self._noiser: Any = None
-        self._embeds: list[Any] = []
+        self._embeds: Any = None  # the portraits' prompts, one row each, in the pass's order
         self._latent_size = (0, 0)
         self._recording = False
         #: UNet passes of portraits so far, and the seconds they took (for the benchmark)
@@ -241,6 +241,7 @@ class SharedAttention:
           attention costs grow with the square of the cells (at 512², 4,096 queries over 8,192
           keys per page and portrait) and carry texture more than who is drawn, which the
           coarser layers (and the portrait pass through them) decide."""
+        import torch
         from diffusers import DDPMScheduler
 
         self.install()
@@ -266,7 +267,10 @@ class SharedAttention:
         self._latent_size = (height // scale, width // scale)
         for (digest, _, _), path in self._portraits:
             self._latent(digest, path, *self._latent_size)
-        self._embeds = [self.embed(prompt) for (_, _, prompt), _ in self._portraits]
+        # Joined once per batch: the same tensor at every step lets the cross-attention layers
+        # project it once per painting (unet_tuning.text_projections_once), as the pages' prompts.
+        embeds = [self.embed(prompt) for (_, _, prompt), _ in self._portraits]
+        self._embeds = torch.cat(embeds) if embeds else None
         self.state.pages = [(strength, [(index[k], box) for k, box in entries]) for strength, entries in pages]
         self.state.aspect = width / height
         self.state.guided = guided
@@ -291,7 +295,7 @@ class SharedAttention:
         height, width = self._latent_size
         latents = torch.cat([self._noised(key, path, height, width, timestep) for key, path in self._portraits])
         latents = latents.to(sample.device, sample.dtype)
-        embeds = torch.cat(self._embeds).to(sample.device)
+        embeds = self._embeds.to(sample.device)
         extra = {}
         if kwargs.get("timestep_cond") is not None:  # LCM's guidance embedding: one row, as for the pages
             extra["timestep_cond"] = kwargs["timestep_cond"][:1].expand(len(self._portraits), -1)

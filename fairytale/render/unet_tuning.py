@@ -10,7 +10,7 @@ alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -77,11 +77,16 @@ def pair_lone_pictures(unet: Any) -> None:
     On CPU the convolution kernels chosen for a batch of one differ from those for two or more,
     which give the same result for a picture whatever else is in the batch. Classifier-free
     guidance always doubles the batch; a draft (no guidance) of a page painted alone would be a
-    few ulps off the same page painted in a batch, so it is paired with itself.
+    few ulps off the same page painted in a batch, so it is paired with itself. The prompt is
+    paired once per painting (kept as :func:`text_projections_once` keeps its projections, and
+    let go by :func:`forget_text_projections`).
     """
     import torch
 
     state = {"paired": False}
+    # The prompts are paired once per painting, not at every step: the same paired tensor at
+    # every step is what lets text_projections_once project it once.
+    prompts = unet._fairytale_paired_prompts = PromptResults()
 
     def before(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         sample = args[0] if args else kwargs["sample"]
@@ -89,10 +94,16 @@ def pair_lone_pictures(unet: Any) -> None:
         if not state["paired"]:
             return None
 
-        def twice(value: Any) -> Any:
-            return torch.cat([value, value]) if torch.is_tensor(value) and value.ndim and value.shape[0] == 1 else value
+        def pair(value: Any) -> Any:
+            return torch.cat([value, value])
 
-        return tuple(twice(a) for a in args), {k: twice(v) for k, v in kwargs.items()}
+        def twice(value: Any, prompt: bool = False) -> Any:
+            if not (torch.is_tensor(value) and value.ndim and value.shape[0] == 1):
+                return value
+            return prompts.output(0, value, pair) if prompt else pair(value)
+
+        args = tuple(twice(a, prompt=i == 2) for i, a in enumerate(args))
+        return args, {k: twice(v, prompt=k == "encoder_hidden_states") for k, v in kwargs.items()}
 
     def after(module: Any, args: tuple, kwargs: dict, output: Any) -> Any:
         if not state["paired"]:
@@ -160,43 +171,108 @@ def channels_last(pipe: Any, device_plan: DevicePlan) -> None:
         model.to(memory_format=torch.channels_last)
 
 
+#: how many prompt tensors a UNet's cross-attention layers keep keys and values for (see
+#: :func:`text_projections_once`): a painting uses one, or two with ``--consistency attention``
+#: (the pages' prompts and the portraits'); the rest is headroom, as with too few entries
+#: prompts used in turn would evict each other at every step and none would be kept
+KEPT_PROMPTS = 4
+
+
+class _Prompt:
+    """One prompt tensor the cross-attention layers were given, and each layer's result for it."""
+
+    def __init__(self, tensor: Any) -> None:
+        self.tensor = tensor
+        # An inference tensor has no version counter, yet can be changed in place inside
+        # inference mode (where pipelines run): it is compared with a copy instead.
+        self.inference = tensor.is_inference()
+        self.version = None if self.inference else tensor._version
+        self.copy = tensor.clone() if self.inference else None
+        self.outputs: dict[Hashable, Any] = {}  # per layer (its number in the UNet, or another key)
+
+    def unchanged(self, tensor: Any) -> bool:
+        """Whether ``tensor`` is this very tensor, holding the same values."""
+        if tensor is not self.tensor:
+            return False
+        if not self.inference:
+            return tensor._version == self.version
+        import torch
+
+        return torch.equal(tensor, self.copy)
+
+
+class PromptResults:
+    """What was computed from prompt tensors in the current painting (per layer: a
+    cross-attention layer's keys or values), for the :data:`KEPT_PROMPTS` prompt tensors given
+    last (most recent first)."""
+
+    def __init__(self) -> None:
+        self.prompts: list[_Prompt] = []
+        self.layers = 0  # layers wrapped so far: each has its number (names move when a LoRA wraps one)
+
+    def output(self, layer: Hashable, x: Any, compute: Callable[[Any], Any]) -> Any:
+        """``compute(x)``, or what it gave for this very tensor, unchanged, earlier in the painting."""
+        prompt = next((p for p in self.prompts if p.tensor is x), None)
+        if prompt is not None and not prompt.unchanged(x):
+            self.prompts.remove(prompt)  # changed in place: every layer computes it afresh
+            prompt = None
+        if prompt is None:
+            del self.prompts[KEPT_PROMPTS - 1 :]  # the oldest goes before the new outputs are made
+            prompt = _Prompt(x)
+        else:
+            self.prompts.remove(prompt)
+        self.prompts.insert(0, prompt)
+        if layer not in prompt.outputs:
+            prompt.outputs[layer] = compute(x)
+        return prompt.outputs[layer]
+
+    def clear(self) -> None:
+        self.prompts.clear()
+
+
 def text_projections_once(unet: Any) -> None:
-    """Project the prompt into each cross-attention layer's keys and values once per painting
+    """Project each prompt into each cross-attention layer's keys and values once per painting
     instead of once per step.
 
     The pipeline hands the UNet the same prompt-embeddings tensor at every step, and the
-    ``attn2.to_k`` / ``attn2.to_v`` layers turn it into the same keys and values each time. Each
-    such layer keeps its last input and output and answers again for that very tensor (the
-    same object, unchanged); anything else is computed as before. The numbers are those the
-    layer computes, so pictures do not change. Measured on a full-size SD 1.4 at 256², batch 8,
-    CPU: 0.11 s of a 6.3 s UNet call saved on every step but the first. What a layer keeps is let
-    go by :func:`forget_text_projections` when the painting ends.
+    ``attn2.to_k`` / ``attn2.to_v`` layers turn it into the same keys and values each time. The
+    layers keep their results for the last :data:`KEPT_PROMPTS` prompt tensors (a
+    :class:`PromptResults` per UNet) and answer again for such a tensor (the same object,
+    unchanged: same version, or for an inference tensor, same values); anything else is computed
+    as before. Several are kept because ``--consistency attention`` alternates two UNet calls in
+    every step, the portraits' pass and the pages', each with its own prompts. The numbers are
+    those the layer computes, so pictures do not change. Measured on a full-size SD 1.4 at 256²,
+    batch 8, CPU: 0.11 s of a 6.3 s UNet call saved on every step but the first. What is kept is
+    let go by :func:`forget_text_projections` when the painting ends.
     """
+    kept = getattr(unet, "_fairytale_projections", None)
+    if kept is None:
+        kept = unet._fairytale_projections = PromptResults()
     for name, module in unet.named_modules():
         if not name.endswith(("attn2.to_k", "attn2.to_v")) or getattr(module, "_fairytale_once", False):
             continue
         module._fairytale_once = True
-        kept: dict[str, Any] = {}
-        module._fairytale_kept = kept
+        kept.layers += 1
+        number = kept.layers
 
-        def forward(x: Any, whole: Callable[..., Any] = module.forward, kept: dict[str, Any] = kept) -> Any:
-            version = None if x.is_inference() else x._version  # inference tensors cannot change in place
-            if kept.get("input") is x and kept["version"] == version:
-                return kept["output"]
-            kept.clear()  # the old tensors go before the new output is made
-            output = whole(x)
-            kept.update(input=x, version=version, output=output)
-            return output
+        def forward(x: Any, whole: Callable[..., Any] = module.forward, layer: int = number) -> Any:
+            return kept.output(layer, x, whole)
 
         module.forward = forward
 
 
 def forget_text_projections(unet: Any) -> None:
-    """Let go of the prompt keys and values :func:`text_projections_once` keeps: call it when a
-    painting ends. The next painting's prompt is another tensor, so they would only hold memory
-    until then: on a full-size SD 1.4 in float32, 16 layers × keys and values × 77 tokens, about
-    7.7 MB per UNet row (a batch of 4 with guidance is 8 rows: about 60 MB)."""
-    for module in unet.modules():
-        kept = getattr(module, "_fairytale_kept", None)
+    """Let go of the prompt keys and values :func:`text_projections_once` keeps, of the prompts
+    :func:`pair_lone_pictures` paired, and of the portraits' keys and values IP-Adapter's
+    processors keep (:mod:`fairytale.render.portrait_attention`): call it when a painting ends. The next painting's
+    prompts are other tensors, so they would only hold memory until then: on a full-size SD 1.4
+    in float32, 16 layers × keys and values × 77 tokens, about 7.7 MB per UNet row (a batch of 4
+    with guidance is 8 rows: about 60 MB; attention mode adds a row per distinct portrait of the
+    batch, two for a lone one on CPU), for at most :data:`KEPT_PROMPTS` prompt tensors, plus a
+    copy of each prompt made in inference mode (0.24 MB a row)."""
+    for kept in (getattr(unet, "_fairytale_projections", None), getattr(unet, "_fairytale_paired_prompts", None)):
         if kept is not None:
             kept.clear()
+    for processor in getattr(unet, "attn_processors", {}).values():  # IP-Adapter's keep their portraits' keys and values
+        if hasattr(processor, "forget_prompts"):
+            processor.forget_prompts()
