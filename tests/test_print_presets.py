@@ -393,3 +393,33 @@ def test_an_ingramspark_right_to_left_interior_is_in_reverse_page_order(tmp_path
     ltr = publish_book(fake_book(tmp_path, ltr_plan, name="ltr"), options)
     assert ltr_plan.title in squash(pdf_page_texts(ltr.files["interior"])[0])
     assert "the last page first" not in (tmp_path / "ltr" / "preflight-ingramspark.txt").read_text()
+
+
+def _drawn_objects(pdf, index: int) -> int:
+    import pypdfium2 as pdfium
+
+    document = pdfium.PdfDocument(str(pdf))
+    try:
+        return len(list(document[index].get_objects()))
+    finally:
+        document.close()
+
+
+@pytest.mark.parametrize("story_pages", [3, 15], ids=["padded", "ends-on-credits"])
+def test_an_ingramspark_interior_ends_on_an_empty_page_for_the_printers_barcode(tmp_path, story_pages):
+    # Lightning Source prints its production barcode on the last page; when that page is not
+    # empty it adds one, and the book no longer has the page count its cover was made for.
+    plan = make_plan(story_pages)
+    ingram = publish_book(
+        fake_book(tmp_path, plan, name="ingram"), PublishOptions(formats=(), preset="ingramspark", spine_width=0.1)
+    )
+    pdf = ingram.files["interior"]
+    count = len(PdfReader(str(pdf)).pages)
+    assert count % 2 == 0 and count >= 18 and count == ingram.interior.page_count
+    assert _drawn_objects(pdf, count - 1) == 0  # nothing at all: no caption, frame or number
+    texts = [squash(t) for t in pdf_page_texts(pdf)]
+    assert "The End" in texts and any("Pictures painted with" in t for t in texts)  # nothing lost
+    assert ingram.preflight.errors == []
+    kdp = publish_book(fake_book(tmp_path, plan, name="kdp"), PublishOptions(formats=(), preset="kdp"))
+    last = len(PdfReader(str(kdp.files["interior"])).pages) - 1
+    assert _drawn_objects(kdp.files["interior"], last) > 0  # KDP keeps its page to draw on

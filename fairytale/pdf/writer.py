@@ -90,6 +90,7 @@ class PdfSettings:
     even_pages: bool = False
     facing: bool = False  # each story page as a spread: text on the first page, picture on the next
     binding: Binding = "left"  # the bound edge seen from the front cover: "right" for right-to-left books
+    last_page_blank: bool = False  # the book's last page left empty (a printer's barcode goes there)
 
     def geometry(self, page_index: int = 0) -> PageGeometry:
         """The geometry of the PDF page at ``page_index`` (0-based). Even indexes are rectos, as
@@ -296,7 +297,7 @@ def _closing_texts(
 ) -> list[tuple[str, str]]:
     """The pages after the story, as (what, text): "The End" and the credits when asked for
     (in the book's language), then pages to draw on (or blank ones) until the minimum and an
-    even count are met."""
+    even count are met; with ``last_page_blank`` the last of them is empty."""
     pages: list[tuple[str, str]] = []
     if settings.closing_pages:
         pages.append(("the end", words.the_end))
@@ -305,6 +306,13 @@ def _closing_texts(
     filler = "drawing page" if settings.closing_pages else "blank"
     while count + len(pages) < settings.min_pages or (settings.even_pages and (count + len(pages)) % 2):
         pages.append((filler, ""))
+    if settings.last_page_blank and (not pages or pages[-1][0] != "blank"):
+        if pages and pages[-1][0] == "drawing page":  # padding anyway: its last page stays empty
+            pages[-1] = ("blank", "")
+        else:
+            pages.append(("blank", ""))
+            if settings.even_pages and (count + len(pages)) % 2:
+                pages.insert(-1, (filler, ""))
     return pages
 
 

@@ -192,8 +192,12 @@ def publish_book(
 
         if preset:
             # the page count (and with it the gutter) is known before drawing: title page, story
-            # pages (two each when facing), "The End" and credits, padded to the minimum and even
-            pages = max(preset.min_pages, 1 + len(plan.pages) * (2 if options.facing else 1) + 2)
+            # pages (two each when facing), "The End" and credits (and an empty last page for
+            # the printer's barcode), padded to the minimum and even
+            pages = max(
+                preset.min_pages,
+                1 + len(plan.pages) * (2 if options.facing else 1) + 2 + preset.last_page_blank,
+            )
             pages += pages % 2
             interior_settings = PdfSettings(
                 trim=trim,
@@ -209,6 +213,7 @@ def publish_book(
                 even_pages=True,
                 facing=options.facing,
                 binding=binding_edge(plan.language),
+                last_page_blank=preset.last_page_blank,
             )
             interior_path = _output(book_dir, f"-{preset.name}-interior.pdf")
             cover_path = _output(book_dir, f"-{preset.name}-cover.pdf")

@@ -16,7 +16,9 @@ IngramSpark (paperback)
     width depends on the paper and is given by its cover template generator: pass it with
     ``--spine-width`` (fAIrytale does not guess a figure it cannot cite). A right-to-left
     (reverse-bound) book's interior goes in reverse page order, last page first, as its printer,
-    Lightning Source, asks (:mod:`fairytale.publish.page_order`).
+    Lightning Source, asks (:mod:`fairytale.publish.page_order`). The last page, facing the
+    inside back cover, is left empty: the printer prints its production barcode there and adds
+    a page (changing the count the cover was made for) when it is not empty.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class PrintPreset:
     barcode_in: tuple[float, float] = (2.0, 1.2)
     trims: tuple[str, ...] = field(default_factory=lambda: tuple(TRIMS))
     right_bound_last_page_first: bool = False  # a right-to-left interior in reverse page order
+    last_page_blank: bool = False  # the printer puts its production barcode on the last page
 
     def gutter_in(self, pages: int) -> float:
         """The inside margin a book of ``pages`` pages needs (at least the interior margin)."""
@@ -111,6 +114,7 @@ PRESETS: dict[str, PrintPreset] = {
         cover_margin_in=0.25,
         spine_text_over_pages=None,
         right_bound_last_page_first=True,
+        last_page_blank=True,
     ),
 }
 
