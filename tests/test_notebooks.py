@@ -8,6 +8,7 @@ themselves are never edited.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -38,7 +39,8 @@ def with_parameters(notebook: nbformat.NotebookNode, values: dict) -> nbformat.N
     return notebook
 
 
-def execute(name: str, values: dict, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+def client_for(name: str, values: dict, workdir: Path, monkeypatch):
+    """An nbclient client of the notebook ``name`` with ``values`` injected, run in ``workdir``."""
     from nbclient import NotebookClient
 
     monkeypatch.setenv(SKIP_INSTALL_ENV, "1")
@@ -46,19 +48,43 @@ def execute(name: str, values: dict, workdir: Path, monkeypatch) -> nbformat.Not
     # the kernel is this interpreter, so it imports the fAIrytale under test
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(NOTEBOOKS.parent), os.environ.get("PYTHONPATH", "")]))
     notebook = with_parameters(nbformat.read(NOTEBOOKS / name, as_version=4), values)
-    client = NotebookClient(
+    return NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(workdir)}},
     )
+
+
+def execute(name: str, values: dict, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+    client = client_for(name, values, workdir, monkeypatch)
     client.execute()
-    return notebook
+    return client.nb
 
 
-def outputs_text(notebook: nbformat.NotebookNode) -> str:
+def run_all(client, values: dict | None = None) -> tuple[list[nbformat.NotebookNode], int | None]:
+    """Run every cell in the client's kernel again, as Runtime → Run all does, with the settings
+    changed to ``values`` as a user changes the form. Returns this run's cells and the index of
+    the cell that failed (``None``: none did); like Run all, it stops there."""
+    from nbclient.exceptions import CellExecutionError
+
+    cells = client.nb.cells
+    if values is not None:
+        injected = next(c for c in cells if "injected-parameters" in c.metadata.get("tags", []))
+        injected.source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
+    for index, cell in enumerate(cells):
+        try:
+            client.execute_cell(cell, index)
+        except CellExecutionError:
+            return copy.deepcopy(cells[: index + 1]), index
+    return copy.deepcopy(cells), None
+
+
+def outputs_text(notebook: nbformat.NotebookNode | list) -> str:
+    """Everything the cells of a notebook (or a list of cells) showed, as one text."""
     parts = []
-    for cell in notebook.cells:
+    for cell in notebook if isinstance(notebook, list) else notebook.cells:
         for output in cell.get("outputs", []):
             parts.append(output.get("text", ""))
             parts.append(json.dumps(output.get("data", {})))
+            parts.extend([output.get("ename", ""), output.get("evalue", ""), *output.get("traceback", [])])
     return "\n".join(parts)
 
 
@@ -135,3 +161,48 @@ def test_style_dataset_notebook_scrapes_builds_and_trains(tiny_sd, tmp_path, mon
     dataset = load_dataset("imagefolder", data_dir=str(tmp_path / "dataset"))
     assert dataset["train"].num_rows >= 1 and "caption" in dataset["train"].column_names
     assert read_embedding(tmp_path / "style.safetensors").token == "<monkeypen-style>"
+
+
+def test_generate_book_notebook_run_again_keeps_the_edited_plan_and_replaces_the_drafts(
+    tiny_models, tiny_ner, tiny_qa, tiny_nli, tiny_sd, story_path, tmp_path, monkeypatch
+):
+    values = {
+        "STORY_FILE": str(story_path), "MODEL": str(tiny_sd), "NER_MODEL": str(tiny_ner), "QA_MODEL": str(tiny_qa),
+        "NLI_MODEL": str(tiny_nli), "STEPS": 6, "PAGES_TO_SHOW": 1, "SEED": 3, "CONSISTENCY": "seed",
+        "DRAFT": True, "DRAFT_LORA": str(tiny_models("lcm_lora")), "OPEN_STUDIO": False,
+    }
+    client = client_for("generate_book.ipynb", values, tmp_path, monkeypatch)
+    plan_file, manifest = tmp_path / "book" / "plan.json", tmp_path / "book" / "manifest.json"
+    with client.setup_kernel():
+        drafted, failed = run_all(client)
+        assert failed is None
+        assert all(page["draft"] for page in json.loads(manifest.read_text())["pages"])
+        assert "untick DRAFT in step 2 and run all cells again" in outputs_text(drafted)
+
+        # the user writes page 1's prompt in the plan file (the file browser), unticks DRAFT,
+        # asks for live previews and an EPUB, and runs all the cells again
+        raw = json.loads(plan_file.read_text())
+        raw["pages"][0]["prompt"] = "a giraffe of my own, watercolor"
+        plan_file.write_text(json.dumps(raw))
+        final, failed = run_all(
+            client, {**values, "DRAFT": False, "LIVE_PREVIEW": True, "PREVIEW_MODEL": str(tiny_models("taesd")), "EPUB": True}
+        )
+        assert failed is None
+
+    assert load_plan(plan_file).pages[0].prompt == "a giraffe of my own, watercolor"  # the edit is kept
+    assert "Kept" in outputs_text(final) and "are drafts" not in outputs_text(final)
+    assert not any(page["draft"] for page in json.loads(manifest.read_text())["pages"])
+    render_cell = next(c for c in final if "render_book(" in c.source)
+    assert any("image/png" in o.get("data", {}) for o in render_cell.outputs)  # the live preview, as a picture
+    assert (tmp_path / "book.epub").is_file()
+
+
+def test_a_mistake_is_one_line_and_stops_the_run(tmp_path, monkeypatch):
+    client = client_for("generate_book.ipynb", {"STORY_FILE": "my story.txt"}, tmp_path, monkeypatch)
+    with client.setup_kernel():
+        cells, failed = run_all(client)
+
+    assert failed is not None and "story_file(" in cells[failed].source  # Run all stops at the story
+    shown = outputs_text(cells[failed:])
+    assert "Error: Story file not found: my story.txt (in Colab, upload it" in shown
+    assert "Traceback" not in shown and "FairytaleError" not in shown
