@@ -126,25 +126,47 @@ def test_generate_book_notebook_makes_the_pdf(
         assert 'pip install -e ".[studio]"' in outputs_text(done)
 
 
+def composed_plan(pages: int):
+    """A plan whose prompts are composed, as the planner leaves them (a word counts as a token)."""
+    from fairytale.planner import compose_prompt
+
+    plan = make_plan(pages)
+    for page in plan.pages:
+        page.set_composed_prompt(compose_prompt(plan, page, lambda text: len(text.split())))
+    return plan
+
+
 def test_train_character_notebook_learns_previews_and_uses_the_token(tiny_sd, tmp_path, monkeypatch):
     pictures = character_folder(tmp_path / "pics")
-    plan_file = write_plan(tmp_path, make_plan(2))
+    plan = composed_plan(3)
+    plan.pages[2].set_hand_written_prompt("Zoë waves from the lighthouse, my own words")
+    plan_file = write_plan(tmp_path, plan)
     output = tmp_path / "ginger.safetensors"
     values = {
         "PICTURES_DIR": str(pictures), "UPLOAD": False, "MODEL": str(tiny_sd), "STEPS": 2,
-        "OUTPUT": str(output), "PREVIEW_PROMPTS": ["a picture of <ginger>"], "PREVIEW_STEPS": 2,
+        "OUTPUT": str(output), "PREVIEW_PROMPTS": ["a picture of {token}"], "PREVIEW_STEPS": 2,
         "PLAN_FILE": str(plan_file), "CHARACTER": "zoe",
     }
-    execute("train_character.ipynb", values, tmp_path, monkeypatch)
+    client = client_for("train_character.ipynb", values, tmp_path, monkeypatch)
+    with client.setup_kernel():
+        first, failed = run_all(client)
+        assert failed is None
+        trained = output.read_bytes()
+        again, failed = run_all(client)  # Run all again (after a restart, say): nothing is lost or refused
+        assert failed is None
 
     learned = read_embedding(output)
     assert learned.token == "<ginger>" and learned.family == "sd1"
+    assert output.read_bytes() == trained and "is trained already: kept" in outputs_text(again)
     assert len(list((tmp_path / "preview" / "preview" / "pages").glob("*.png"))) == 1
     assert (tmp_path / "preview" / "preview.pdf").is_file()
     plan = load_plan(plan_file)
     assert plan.character("zoe").token == "<ginger>"
     assert [e.token for e in plan.embeddings] == ["<ginger>"]
-    assert all("<ginger>" in page.prompt for page in plan.pages if "zoe" in page.characters)
+    assert "<ginger>" in plan.pages[0].prompt  # composed again with the token
+    assert plan.pages[2].prompt == "Zoë waves from the lighthouse, my own words"  # the person's prompt is kept
+    shown = outputs_text(first)
+    assert "Note: Page 3 kept its hand-written prompt" in shown and "HandWrittenPromptsKept" not in shown
 
 
 def test_style_dataset_notebook_scrapes_builds_and_trains(tiny_sd, tmp_path, monkeypatch):
@@ -206,3 +228,27 @@ def test_a_mistake_is_one_line_and_stops_the_run(tmp_path, monkeypatch):
     shown = outputs_text(cells[failed:])
     assert "Error: Story file not found: my story.txt (in Colab, upload it" in shown
     assert "Traceback" not in shown and "FairytaleError" not in shown
+
+
+def test_output_folder_goes_to_drive_only_in_colab_and_says_where(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from fairytale import notebook
+
+    monkeypatch.chdir(tmp_path)
+    folder, line = notebook.output_folder("book", drive=True)
+    assert folder == Path("book") and folder.is_dir() and "only in Colab" in line
+
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setattr(notebook, "DRIVE_MOUNT", tmp_path / "drive")
+    folder, line = notebook.output_folder("book", drive=False)
+    assert folder == Path("book") and "Colab deletes it when the runtime ends" in line and not mounted
+    folder, line = notebook.output_folder("book", drive=True, drive_folder="stories")
+    assert mounted == [str(tmp_path / "drive")]
+    assert folder == tmp_path / "drive" / "MyDrive" / "stories" / "book" and folder.is_dir()
+    assert "Google Drive" in line
