@@ -420,3 +420,32 @@ def story_file(story: str, story_file: str, out_dir: Path | str) -> tuple[Path, 
         raise FairytaleError("No story: paste it into STORY, or name a file in STORY_FILE")
     words = len(path.read_text(encoding="utf-8", errors="replace").split())
     return path, f"{path}: {words} words"
+
+
+#: The picture files a notebook takes (what fairytale.images opens).
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def pictures_in(folder: Path | str, *, upload: bool = False) -> tuple[list[Path], str]:
+    """The pictures in ``folder`` (made if missing), and a line saying how many. In Colab with
+    ``upload`` and no picture there yet, Colab's upload box asks for them first; once there are
+    pictures it is not shown again, so running the notebook again does not wait on it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def found() -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in PICTURE_SUFFIXES)
+
+    pictures = found()
+    if upload and in_colab() and not pictures:
+        from google.colab import files
+
+        for name, data in files.upload().items():
+            (folder / Path(name).name).write_bytes(data)
+        pictures = found()
+    elif upload and in_colab():
+        return pictures, (
+            f"{len(pictures)} pictures in {folder} already (no upload box: add more with the file browser on "
+            "the left, or empty the folder to upload again)"
+        )
+    return pictures, f"{len(pictures)} pictures in {folder}"

@@ -126,6 +126,35 @@ def test_generate_book_notebook_makes_the_pdf(
         assert 'pip install -e ".[studio]"' in outputs_text(done)
 
 
+def pretend_colab(folder: Path, uploads: Path, monkeypatch) -> Path:
+    """Make the notebook kernel look like Colab's: a ``google.colab`` whose upload box hands in
+    the files of ``uploads`` and whose download does nothing, imported at start as Colab's is.
+    Returns the log file the fake writes each call to."""
+    package = folder / "fake-colab" / "google" / "colab"  # "google" stays a namespace package
+    package.mkdir(parents=True)
+    log = folder / "colab-calls.log"
+    (package / "__init__.py").write_text("from google.colab import drive, files  # noqa: F401\n")
+    (package / "files.py").write_text(
+        "import pathlib\n"
+        f"LOG, UPLOADS = pathlib.Path({str(log)!r}), pathlib.Path({str(uploads)!r})\n"
+        "def _say(line):\n"
+        "    with LOG.open('a') as log:\n"
+        "        log.write(line + '\\n')\n"
+        "def upload():\n"
+        "    _say('upload')\n"
+        "    return {p.name: p.read_bytes() for p in sorted(UPLOADS.iterdir())}\n"
+        "def download(path):\n"
+        "    _say('download ' + pathlib.Path(path).name)\n"
+    )
+    (package / "drive.py").write_text("def mount(path):\n    raise RuntimeError('no Drive in the tests')\n")
+    startup = folder / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-colab.py").write_text("import google.colab  # noqa: F401\n")
+    monkeypatch.setenv("IPYTHONDIR", str(folder / "ipython"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder / "fake-colab"), os.environ.get("PYTHONPATH", "")]))
+    return log
+
+
 def composed_plan(pages: int):
     """A plan whose prompts are composed, as the planner leaves them (a word counts as a token)."""
     from fairytale.planner import compose_prompt
@@ -137,27 +166,31 @@ def composed_plan(pages: int):
 
 
 def test_train_character_notebook_learns_previews_and_uses_the_token(tiny_sd, tmp_path, monkeypatch):
-    pictures = character_folder(tmp_path / "pics")
+    # in a kernel that looks like Colab's, so the upload box and the download are the ones a user meets
+    log = pretend_colab(tmp_path / "colab", character_folder(tmp_path / "my-pictures"), monkeypatch)
     plan = composed_plan(3)
     plan.pages[2].set_hand_written_prompt("Zoë waves from the lighthouse, my own words")
     plan_file = write_plan(tmp_path, plan)
     output = tmp_path / "ginger.safetensors"
     values = {
-        "PICTURES_DIR": str(pictures), "UPLOAD": False, "MODEL": str(tiny_sd), "STEPS": 2,
-        "OUTPUT": str(output), "PREVIEW_PROMPTS": ["a picture of {token}"], "PREVIEW_STEPS": 2,
-        "PLAN_FILE": str(plan_file), "CHARACTER": "zoe",
+        "PICTURES_DIR": "pictures", "UPLOAD": True, "MODEL": str(tiny_sd), "STEPS": 2,
+        "PREVIEW_PROMPTS": ["a picture of {token}"], "PREVIEW_STEPS": 2, "PLAN_FILE": str(plan_file),
+        "CHARACTER": "zoe",
     }
     client = client_for("train_character.ipynb", values, tmp_path, monkeypatch)
     with client.setup_kernel():
         first, failed = run_all(client)
-        assert failed is None
+        assert failed is None, outputs_text(first)
         trained = output.read_bytes()
-        again, failed = run_all(client)  # Run all again (after a restart, say): nothing is lost or refused
-        assert failed is None
+        again, failed = run_all(client)  # Run all again (after a restart, say): nothing is lost, refused or asked again
+        assert failed is None, outputs_text(again)
 
     learned = read_embedding(output)
     assert learned.token == "<ginger>" and learned.family == "sd1"
     assert output.read_bytes() == trained and "is trained already: kept" in outputs_text(again)
+    calls = log.read_text().splitlines()
+    assert calls.count("upload") == 1 and "download ginger.safetensors" in calls  # the box would wait for a person
+    assert "already (no upload box" in outputs_text(again)
     assert len(list((tmp_path / "preview" / "preview" / "pages").glob("*.png"))) == 1
     assert (tmp_path / "preview" / "preview.pdf").is_file()
     plan = load_plan(plan_file)
