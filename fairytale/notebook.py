@@ -231,10 +231,20 @@ def one_line(error: BaseException) -> str:
     return f"Error: {error}"
 
 
+def _raised_in_a_cell(tb: Any) -> bool:
+    """Whether the innermost frame of ``tb`` is a notebook cell's code (IPython names cells
+    ``<ipython-input-…>``, ipykernel ``…/ipykernel_<pid>/<hash>.py``), not a module's."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    name = tb.tb_frame.f_code.co_filename if tb is not None else ""
+    return name.startswith("<ipython-input-") or "ipykernel_" in name
+
+
 def use_plain_messages(shell: Any = None) -> None:
     """In the notebook (the IPython ``shell``, default the running one): show a
-    :class:`FairytaleError` or an interrupted job as :func:`one_line` instead of a traceback,
-    and fAIrytale's notes (a hand-written prompt an edit kept) as a plain line instead of a
+    :class:`FairytaleError` or an interrupted job as :func:`one_line` instead of a traceback, a
+    cell run before the cells it needs (a name not set yet) as a line saying so, and
+    fAIrytale's notes (a hand-written prompt an edit kept) as a plain line instead of a
     Python warning. The cell still fails, so "Run all" stops there. Nothing happens outside
     IPython; calling it again changes nothing."""
     import warnings
@@ -249,9 +259,17 @@ def use_plain_messages(shell: Any = None) -> None:
         return
 
     def show_one_line(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
-        print(one_line(value), file=sys.stderr)
+        if isinstance(value, NameError) and not _raised_in_a_cell(tb):  # a bug: its traceback helps
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        elif isinstance(value, NameError):
+            print(
+                f"Error: {value.name or value} is not set yet: run the cells above this one first",
+                file=sys.stderr,
+            )
+        else:
+            print(one_line(value), file=sys.stderr)
 
-    shell.set_custom_exc((FairytaleError, Interrupted), show_one_line)
+    shell.set_custom_exc((FairytaleError, Interrupted, NameError), show_one_line)
     shown = warnings.showwarning
     if getattr(shown, "fairytale_plain", False):
         return

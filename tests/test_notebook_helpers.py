@@ -145,7 +145,7 @@ def test_plan_or_keep_keeps_the_edited_plan_of_the_same_story_and_keeps_the_old_
         plan_or_keep(tmp_path / "missing.txt", plan_file, words_per_page=35, seed=7)
 
 
-def test_plain_messages_show_a_mistake_or_a_stop_as_one_line_and_fail_the_cell(capsys):
+def test_plain_messages_show_a_mistake_or_a_stop_as_one_line_and_fail_the_cell(capsys, tmp_path, monkeypatch):
     from IPython.core.interactiveshell import InteractiveShell
 
     from fairytale.notebook import use_plain_messages
@@ -170,8 +170,18 @@ def test_plain_messages_show_a_mistake_or_a_stop_as_one_line_and_fail_the_cell(c
         assert "Stopped: 2 of 6 pages painted and kept; run this cell again to go on." in shown.err
         assert "Traceback" not in shown.out + shown.err
         assert shown.out.count("Note: Page 3 kept its hand-written prompt") == 2
+        early = shell.run_cell("print(plan_file)")  # a cell run before the one that sets plan_file
+        assert isinstance(early.error_in_exec, NameError)
+        shown = capsys.readouterr()
+        assert "Error: plan_file is not set yet: run the cells above this one first" in shown.err
+        assert "Traceback" not in shown.out + shown.err
         bug = shell.run_cell("1 / 0")  # a bug is not a user's mistake: it keeps its traceback
         assert isinstance(bug.error_in_exec, ZeroDivisionError) and "Traceback" in capsys.readouterr().out
+        module = tmp_path / "buggy_module.py"
+        module.write_text("def run():\n    return undefined_name\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        bug = shell.run_cell("import buggy_module\nbuggy_module.run()")  # a NameError in a module is a bug too
+        assert isinstance(bug.error_in_exec, NameError) and "Traceback" in capsys.readouterr().out
     finally:
         InteractiveShell.clear_instance()
 

@@ -253,9 +253,18 @@ def test_generate_book_notebook_run_again_keeps_the_edited_plan_and_replaces_the
 
 
 def test_a_mistake_is_one_line_and_stops_the_run(tmp_path, monkeypatch):
+    from nbclient.exceptions import CellExecutionError
+
     client = client_for("generate_book.ipynb", {"STORY_FILE": "my story.txt"}, tmp_path, monkeypatch)
     with client.setup_kernel():
         cells, failed = run_all(client)
+        # the user goes on with the next cell anyway: it needs what the failed one sets
+        index, after = next((i, c) for i, c in enumerate(client.nb.cells) if i > failed and c.cell_type == "code")
+        with pytest.raises(CellExecutionError):
+            client.execute_cell(after, index)
+    said = outputs_text([after])
+    assert "Error: story_path is not set yet: run the cells above this one first" in said
+    assert "Traceback" not in said
 
     assert failed is not None and "story_file(" in cells[failed].source  # Run all stops at the story
     shown = outputs_text(cells[failed:])
