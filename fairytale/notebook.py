@@ -1,5 +1,9 @@
 """What the Colab notebooks need beyond the public API: which GPU there is and what to do about
-it, the first pages of a PDF as pictures, a download link, and a quick preview of a learned token.
+it, the first pages of a PDF as pictures, a download link, and a quick preview of a learned token;
+mistakes shown as one line (:func:`use_plain_messages`); and what makes running a notebook again
+safe, after a change, a restart or an error: the edited plan kept (:func:`plan_or_keep`), a
+trained token kept (:func:`trained_already`), the upload box not shown again (:func:`pictures_in`),
+and where the work is saved, here or on Google Drive (:func:`output_folder`, :func:`copy_to_drive`).
 
 Everything here is plain Python with tests; the notebooks only call it.
 """
