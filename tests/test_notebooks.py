@@ -12,10 +12,12 @@ import copy
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
+import requests
 
 from fairytale.embeddings import read_embedding
 from fairytale.notebook import SKIP_INSTALL_ENV
@@ -109,19 +111,31 @@ def test_generate_book_notebook_makes_the_pdf(
         "QA_MODEL": str(tiny_qa), "NLI_MODEL": str(tiny_nli), "STEPS": 2, "PAGES_TO_SHOW": 2, "SEED": 3,
         "ADAPTER_MODEL": str(tiny_ip_adapter),
     }
-    done = execute("generate_book.ipynb", values, tmp_path, monkeypatch)
+    client = client_for("generate_book.ipynb", values, tmp_path, monkeypatch)
+    with client.setup_kernel():
+        done, failed = run_all(client)
+        assert failed is None, outputs_text(done)
+        # the studio cell run again replaces its studio: the first one is closed, not left serving
+        index, studio_cell = next((i, c) for i, c in enumerate(client.nb.cells) if "launch_studio" in c.source)
+        client.execute_cell(studio_cell, index)
+        urls = re.findall(r"fAIrytale Studio: (http://127\.0\.0\.1:\d+/?)", outputs_text(done) + outputs_text([studio_cell]))
+        if urls:  # gradio is installed
+            assert len(urls) == 2 and urls[0] != urls[1]
+            assert requests.get(urls[1], timeout=30).ok
+            with pytest.raises(requests.ConnectionError):
+                requests.get(urls[0], timeout=30)
 
     plan = load_plan(tmp_path / "book" / "plan.json")
     assert all(c.reference is not None for c in plan.characters if c.main)  # painted from portraits
     pdf = tmp_path / "book.pdf"
     assert len(pdf_page_texts(pdf)) == len(plan.pages) + 2  # cover, title page, story pages
     assert plan.seed == 3
-    shown = [o for c in done.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    shown = [o for c in done for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(shown) == 2  # the first pages, inline
     assert "No GPU found" in outputs_text(done)
     # the last cell starts the studio on the book and returns (the run above did not block on it)
     if importlib.util.find_spec("gradio"):
-        assert "fAIrytale Studio: http://127.0.0.1:" in outputs_text(done)
+        assert len(urls) == 2
     else:
         assert 'pip install -e ".[studio]"' in outputs_text(done)
 
