@@ -55,12 +55,6 @@ def client_for(name: str, values: dict, workdir: Path, monkeypatch):
     )
 
 
-def execute(name: str, values: dict, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
-    client = client_for(name, values, workdir, monkeypatch)
-    client.execute()
-    return client.nb
-
-
 def run_all(client, values: dict | None = None) -> tuple[list[nbformat.NotebookNode], int | None]:
     """Run every cell in the client's kernel again, as Runtime → Run all does, with the settings
     changed to ``values`` as a user changes the form. Returns this run's cells and the index of
@@ -224,8 +218,16 @@ def test_style_dataset_notebook_scrapes_builds_and_trains(tiny_sd, tmp_path, mon
             "SITE": site.url, "DELAY": 0.0, "DPI": 40, "MODEL": str(tiny_sd), "STEPS": 2,
             "OUTPUT": str(tmp_path / "style.safetensors"),
         }
-        execute("style_dataset.ipynb", values, tmp_path, monkeypatch)
+        client = client_for("style_dataset.ipynb", values, tmp_path, monkeypatch)
+        with client.setup_kernel():
+            first, failed = run_all(client)
+            assert failed is None, outputs_text(first)
+            trained = (tmp_path / "style.safetensors").read_bytes()
+            again, failed = run_all(client)  # Run all again: nothing fetched twice, the token kept
+            assert failed is None, outputs_text(again)
 
+    assert "0 downloaded" in outputs_text(again) and "is trained already: kept" in outputs_text(again)
+    assert (tmp_path / "style.safetensors").read_bytes() == trained
     assert sorted(p.name for p in (tmp_path / "books").glob("*.pdf"))
     dataset = load_dataset("imagefolder", data_dir=str(tmp_path / "dataset"))
     assert dataset["train"].num_rows >= 1 and "caption" in dataset["train"].column_names
