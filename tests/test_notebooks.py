@@ -3,7 +3,9 @@
 Parameters are overridden the way papermill does it: a cell with the new values is injected
 right after the cell tagged ``parameters``. The install cells are skipped by the documented
 switch ``FAIRYTALE_SKIP_INSTALL=1`` (fAIrytale is already installed here); the notebooks
-themselves are never edited.
+themselves are never edited. Each notebook is also run a second time in the same kernel, as a
+user's Runtime → Run all after a change does; the character notebook runs in a kernel that
+looks like Colab's (a fake ``google.colab`` whose upload box hands in pictures).
 """
 
 from __future__ import annotations
