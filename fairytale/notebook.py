@@ -325,6 +325,7 @@ def plan_or_keep(
     import hashlib
     import shutil
 
+    from fairytale.errors import PlanError
     from fairytale.plan import load_plan, save_plan
     from fairytale.planner import plan_story
 
@@ -333,7 +334,10 @@ def plan_or_keep(
         raise FairytaleError(f"Story file not found: {story_path}")
     why = "planned from the story"
     if plan_file.is_file() and not new_plan:
-        saved = load_plan(plan_file)
+        try:
+            saved = load_plan(plan_file)
+        except PlanError as exc:  # a hand edit that broke it: say how to go on
+            raise PlanError(f"{exc} (fix the file, or tick NEW_PLAN to plan the story again)") from None
         same = (
             saved.source.sha256 == hashlib.sha256(story_path.read_bytes()).hexdigest()
             and saved.source.words_per_page == words_per_page

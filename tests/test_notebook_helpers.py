@@ -143,6 +143,11 @@ def test_plan_or_keep_keeps_the_edited_plan_of_the_same_story_and_keeps_the_old_
     assert len(planned) == 7
     with pytest.raises(FairytaleError, match="Story file not found"):
         plan_or_keep(tmp_path / "missing.txt", plan_file, words_per_page=35, seed=7)
+    plan_file.write_text('{"title": "a hand edit that broke it",')
+    with pytest.raises(FairytaleError, match="tick NEW_PLAN to plan the story again"):
+        plan_or_keep(story, plan_file, words_per_page=35, seed=7)
+    assert not plan_or_keep(story, plan_file, words_per_page=35, seed=7, new_plan=True).kept
+    assert "a hand edit that broke it" in (tmp_path / PREVIOUS_PLAN).read_text()
 
 
 def test_plain_messages_show_a_mistake_or_a_stop_as_one_line_and_fail_the_cell(capsys, tmp_path, monkeypatch):
