@@ -99,3 +99,109 @@ def test_plan_tables_show_brackets_as_they_are():
     text = console.export_text()
     for shown in ("Zoe [the brave]", "a girl in a [red scarf]", "the [bold] sea", "odd [/] prompt"):
         assert shown in text
+
+
+def test_plan_or_keep_keeps_the_edited_plan_of_the_same_story_and_keeps_the_old_one_when_replanning(
+    tmp_path, monkeypatch
+):
+    import hashlib
+
+    from fairytale import planner
+    from fairytale.notebook import PREVIOUS_PLAN, plan_or_keep
+    from fairytale.plan import Source, load_plan, save_plan
+    from tests.render_support import make_plan
+
+    planned = []
+
+    def fake_plan_story(story_path, *, title=None, author=None, words_per_page=None, seed=None, **rest):
+        planned.append(rest)
+        data = story_path.read_bytes()
+        return make_plan(2, seed=seed, source=Source(sha256=hashlib.sha256(data).hexdigest(), words_per_page=words_per_page))
+
+    monkeypatch.setattr(planner, "plan_story", fake_plan_story)
+    story, plan_file = tmp_path / "story.txt", tmp_path / "plan.json"
+    story.write_text("Once upon a time.\n", encoding="utf-8")
+
+    first = plan_or_keep(story, plan_file, words_per_page=35, seed=7, device="cpu")
+    assert not first.kept and planned == [{"device": "cpu"}]
+    edited = load_plan(plan_file)
+    edited.pages[0].set_hand_written_prompt("my own prompt")
+    save_plan(edited, plan_file)
+
+    again = plan_or_keep(story, plan_file, words_per_page=35, seed=7, author="Ann Other")
+    assert again.kept and len(planned) == 1 and "NEW_PLAN" in again.message
+    assert load_plan(plan_file).pages[0].prompt == "my own prompt" and load_plan(plan_file).author == "Ann Other"
+
+    for change in ({"seed": 8}, {"words_per_page": 20}):
+        settings = {"words_per_page": 35, "seed": 7, **change}
+        replanned = plan_or_keep(story, plan_file, **settings)
+        assert not replanned.kept and PREVIOUS_PLAN in replanned.message
+        plan_or_keep(story, plan_file, words_per_page=35, seed=7)
+    story.write_text("Another story.\n", encoding="utf-8")
+    assert not plan_or_keep(story, plan_file, words_per_page=35, seed=7).kept
+    assert not plan_or_keep(story, plan_file, words_per_page=35, seed=7, new_plan=True).kept
+    assert len(planned) == 7
+    with pytest.raises(FairytaleError, match="Story file not found"):
+        plan_or_keep(tmp_path / "missing.txt", plan_file, words_per_page=35, seed=7)
+    plan_file.write_text('{"title": "a hand edit that broke it",')
+    with pytest.raises(FairytaleError, match="tick NEW_PLAN to plan the story again"):
+        plan_or_keep(story, plan_file, words_per_page=35, seed=7)
+    assert not plan_or_keep(story, plan_file, words_per_page=35, seed=7, new_plan=True).kept
+    assert "a hand edit that broke it" in (tmp_path / PREVIOUS_PLAN).read_text()
+
+
+def test_plain_messages_show_a_mistake_or_a_stop_as_one_line_and_fail_the_cell(capsys, tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from fairytale.notebook import use_plain_messages
+
+    shell = InteractiveShell.instance()
+    try:
+        use_plain_messages(shell)
+        use_plain_messages(shell)  # a second call changes nothing
+        failed = shell.run_cell("from fairytale.errors import FairytaleError\nraise FairytaleError('No such trim a5')")
+        assert failed.error_in_exec is not None  # Run all stops here
+        stopped = shell.run_cell(
+            "from fairytale.errors import Interrupted\nraise Interrupted('2 of 6 pages painted and kept')"
+        )
+        assert stopped.error_in_exec is not None
+        noted = shell.run_cell(
+            "import warnings\nfrom fairytale.plan_edits import HandWrittenPromptsKept\n"
+            "for _ in range(2): warnings.warn(HandWrittenPromptsKept('Page 3 kept its hand-written prompt'))"
+        )
+        assert noted.error_in_exec is None
+        shown = capsys.readouterr()
+        assert "Error: No such trim a5" in shown.err
+        assert "Stopped: 2 of 6 pages painted and kept; run this cell again to go on." in shown.err
+        assert "Traceback" not in shown.out + shown.err
+        assert shown.out.count("Note: Page 3 kept its hand-written prompt") == 2
+        early = shell.run_cell("print(plan_file)")  # a cell run before the one that sets plan_file
+        assert isinstance(early.error_in_exec, NameError)
+        shown = capsys.readouterr()
+        assert "Error: plan_file is not set yet: run the cells above this one first" in shown.err
+        assert "Traceback" not in shown.out + shown.err
+        bug = shell.run_cell("1 / 0")  # a bug is not a user's mistake: it keeps its traceback
+        assert isinstance(bug.error_in_exec, ZeroDivisionError) and "Traceback" in capsys.readouterr().out
+        module = tmp_path / "buggy_module.py"
+        module.write_text("def run():\n    return undefined_name\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        bug = shell.run_cell("import buggy_module\nbuggy_module.run()")  # a NameError in a module is a bug too
+        assert isinstance(bug.error_in_exec, NameError) and "Traceback" in capsys.readouterr().out
+    finally:
+        InteractiveShell.clear_instance()
+
+
+def test_story_file_and_trained_already(tmp_path):
+    from fairytale.notebook import story_file, trained_already
+
+    path, line = story_file("  Ginger was tall.  ", "", tmp_path)
+    assert path.read_text(encoding="utf-8") == "Ginger was tall.\n" and line.endswith("3 words")
+    with pytest.raises(FairytaleError, match="No story"):
+        story_file(" ", "", tmp_path)
+    with pytest.raises(FairytaleError, match="Story file not found"):
+        story_file("", "nowhere.txt", tmp_path)
+    token = tmp_path / "t.safetensors"
+    assert trained_already(token) is None
+    token.write_bytes(b"x")
+    assert "OVERWRITE" in trained_already(token)
+    assert trained_already(token, overwrite=True) is None and trained_already(token, resume=True) is None
