@@ -327,3 +327,27 @@ def test_a_paintings_cross_attention_keys_and_values_are_released_when_it_ends(t
         assert len(outputs) == 3 and len({made_id for made_id, _ in outputs}) == 1, name  # made once, used 3 times
         assert outputs[0][1]() is None, name  # released when the painting ended
     assert np.array_equal(np.asarray(illustrator.paint([request])[0]), first)
+
+
+def test_a_compiled_unet_is_one_graph(tiny_sd):
+    """``--compile`` (CUDA): none of our hooks may split the UNet's graph (batch invariance's
+    equal-rows check, a data-dependent branch, did so at every timestep layer: 28 graph breaks
+    on the tiny UNet). Dynamo traces on the CPU just as it would for CUDA."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from fairytale.render import unet_tuning
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").eval()
+
+    class Pipe:
+        vae = torch.nn.Conv2d(1, 1, 1)
+
+    pipe = Pipe()
+    pipe.unet = unet
+    unet_tuning.prepare(pipe, DevicePlan("cuda", "float16", 4, low_vram=False, offload=False, compile_unet=True))
+    sample = torch.randn(2, unet.config.in_channels, 8, 8).to(memory_format=torch.channels_last)
+    prompts = torch.randn(2, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(unet)(sample, torch.tensor([10, 10]), encoder_hidden_states=prompts)
+    assert explained.graph_break_count == 0, [str(r.reason)[:120] for r in explained.break_reasons[:3]]
