@@ -341,3 +341,26 @@ def test_portraits_keys_and_values_are_projected_once_per_painting(
     assert counts[True] and counts[False] == 4 * counts[True]  # 4 steps
     for number in (1, 2, 3, 4):
         assert np.array_equal(pixels(results[True], number), pixels(results[False], number)), number
+
+
+def test_the_drift_check_keeps_clip_off_the_gpu_under_model_offload(
+    tiny_sd, tiny_safety_checker, tiny_clip, tmp_path, monkeypatch
+):
+    """--low-vram promises one model at a time on the GPU: the drift check's CLIP (ViT-L/14,
+    1.7 GB in float32) works beside the pipeline on the CPU, as the safety checker does (it
+    went to the painting device and stayed there)."""
+    from dataclasses import replace
+
+    from fairytale import registry
+    from fairytale.render import load_illustrator
+
+    settings = tiny_settings(
+        tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker), drift_check=1.0, clip_model=str(tiny_clip)
+    )
+    illustrator = load_illustrator(settings)
+    # painted on the CPU, planned as a CUDA card under offload (the plan decides where side models go)
+    illustrator.device_plan = replace(illustrator.device_plan, device="cuda", low_vram=True, offload=True)
+    devices, load_clip = [], registry.load_clip
+    monkeypatch.setattr(registry, "load_clip", lambda ref, device: (devices.append(device), load_clip(ref, "cpu"))[1])
+    render_book(write_plan(tmp_path, two_character_plan(2)), tmp_path / "b.pdf", settings, illustrator=illustrator, progress=False)
+    assert devices == ["cpu"]
