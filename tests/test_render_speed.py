@@ -351,3 +351,29 @@ def test_a_compiled_unet_is_one_graph(tiny_sd):
     with torch.no_grad():
         explained = torch._dynamo.explain(unet)(sample, torch.tensor([10, 10]), encoder_hidden_states=prompts)
     assert explained.graph_break_count == 0, [str(r.reason)[:120] for r in explained.break_reasons[:3]]
+
+
+def test_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch):
+    """torch says a T4 "supports" bfloat16 (emulated, many times slower than its float16): the
+    plan asks for native bfloat16 (compute capability 8+) of the card it paints on."""
+    import torch
+
+    capability = {0: (7, 5), 1: (8, 0)}  # cuda:0 a T4, cuda:1 an A100
+    names = {0: "Tesla T4", 1: "NVIDIA A100"}
+
+    def index(device=None):
+        return 0 if device is None else torch.device(device).index or 0
+
+    class Properties:
+        total_memory = 16 * 1024**3
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[index(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[index(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
+    with pytest.raises(FairytaleError, match=r"cuda:0 \(Tesla T4\) has no native bfloat16; use fp16"):
+        plan_device("cuda:0", precision="bf16")
+    assert plan_device("cuda:0").dtype == "float16"
+    assert plan_device("cuda:1", precision="bf16").dtype == "bfloat16"
