@@ -364,3 +364,31 @@ def test_the_drift_check_keeps_clip_off_the_gpu_under_model_offload(
     monkeypatch.setattr(registry, "load_clip", lambda ref, device: (devices.append(device), load_clip(ref, "cpu"))[1])
     render_book(write_plan(tmp_path, two_character_plan(2)), tmp_path / "b.pdf", settings, illustrator=illustrator, progress=False)
     assert devices == ["cpu"]
+
+
+def test_closing_an_illustrator_lets_go_of_every_model(tiny_sd, tiny_ip_adapter, tiny_safety_checker, tiny_models, tmp_path):
+    """``with load_illustrator(...) as illustrator:`` frees the models when the block ends, though
+    the name lives on (a notebook loading the next model on a T4): the draft switch, IP-Adapter
+    and the safety checker held the pipeline and its models on the GPU after close()."""
+    import gc
+    import weakref
+
+    from PIL import Image
+
+    from fairytale.render import load_illustrator
+    from fairytale.render.backends import PaintRequest
+    from fairytale.render.portrait_adapter import SCALE_OPTION
+
+    settings = adapter_settings(
+        tiny_sd, tiny_ip_adapter, tiny_safety_checker, steps=2, draft=True, draft_lora=str(tiny_models("lcm_lora"))
+    )
+    portrait = tmp_path / "zoe.png"
+    Image.new("RGB", (64, 64), "red").save(portrait)
+    with load_illustrator(settings) as illustrator:
+        illustrator.paint([PaintRequest(1, "a girl", "", 1, (portrait,), {SCALE_OPTION: 0.6})])
+        pipe = illustrator.pipe
+        models = [pipe.unet, pipe.vae, pipe.text_encoder, pipe.image_encoder, illustrator.safety.checker]
+        alive = [weakref.ref(model) for model in models]
+        del pipe, models
+    gc.collect()
+    assert [ref() is None for ref in alive] == [True] * len(alive)

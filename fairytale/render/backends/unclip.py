@@ -138,6 +138,10 @@ class UnCLIPIllustrator(TextToImageIllustrator):
             self._image_embeds[digest] = embeds
         return self._image_embeds[digest]
 
+    def _let_go(self) -> None:
+        super()._let_go()
+        self._image_embeds.clear()
+
     def _conditioning(self, request: PaintRequest) -> Any:
         import torch
 
