@@ -341,3 +341,54 @@ def test_portraits_keys_and_values_are_projected_once_per_painting(
     assert counts[True] and counts[False] == 4 * counts[True]  # 4 steps
     for number in (1, 2, 3, 4):
         assert np.array_equal(pixels(results[True], number), pixels(results[False], number)), number
+
+
+def test_the_drift_check_keeps_clip_off_the_gpu_under_model_offload(
+    tiny_sd, tiny_safety_checker, tiny_clip, tmp_path, monkeypatch
+):
+    """--low-vram promises one model at a time on the GPU: the drift check's CLIP (ViT-L/14,
+    1.7 GB in float32) works beside the pipeline on the CPU, as the safety checker does (it
+    went to the painting device and stayed there)."""
+    from dataclasses import replace
+
+    from fairytale import registry
+    from fairytale.render import load_illustrator
+
+    settings = tiny_settings(
+        tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker), drift_check=1.0, clip_model=str(tiny_clip)
+    )
+    illustrator = load_illustrator(settings)
+    # painted on the CPU, planned as a CUDA card under offload (the plan decides where side models go)
+    illustrator.device_plan = replace(illustrator.device_plan, device="cuda", low_vram=True, offload=True)
+    devices, load_clip = [], registry.load_clip
+    monkeypatch.setattr(registry, "load_clip", lambda ref, device: (devices.append(device), load_clip(ref, "cpu"))[1])
+    render_book(write_plan(tmp_path, two_character_plan(2)), tmp_path / "b.pdf", settings, illustrator=illustrator, progress=False)
+    assert devices == ["cpu"]
+
+
+def test_closing_an_illustrator_lets_go_of_every_model(tiny_sd, tiny_ip_adapter, tiny_safety_checker, tiny_models, tmp_path):
+    """``with load_illustrator(...) as illustrator:`` frees the models when the block ends, though
+    the name lives on (a notebook loading the next model on a T4): the draft switch, IP-Adapter
+    and the safety checker held the pipeline and its models on the GPU after close()."""
+    import gc
+    import weakref
+
+    from PIL import Image
+
+    from fairytale.render import load_illustrator
+    from fairytale.render.backends import PaintRequest
+    from fairytale.render.portrait_adapter import SCALE_OPTION
+
+    settings = adapter_settings(
+        tiny_sd, tiny_ip_adapter, tiny_safety_checker, steps=2, draft=True, draft_lora=str(tiny_models("lcm_lora"))
+    )
+    portrait = tmp_path / "zoe.png"
+    Image.new("RGB", (64, 64), "red").save(portrait)
+    with load_illustrator(settings) as illustrator:
+        illustrator.paint([PaintRequest(1, "a girl", "", 1, (portrait,), {SCALE_OPTION: 0.6})])
+        pipe = illustrator.pipe
+        models = [pipe.unet, pipe.vae, pipe.text_encoder, pipe.image_encoder, illustrator.safety.checker]
+        alive = [weakref.ref(model) for model in models]
+        del pipe, models
+    gc.collect()
+    assert [ref() is None for ref in alive] == [True] * len(alive)

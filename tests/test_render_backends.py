@@ -253,3 +253,27 @@ def test_the_default_mode_is_the_backends_own_and_ignores_the_cache(backend, def
 def test_every_default_mode_is_one_the_backend_offers(backend):
     painter = get_backend(backend)
     assert painter.default_consistency in painter.consistency_modes
+
+
+def test_unclip_batches_pages_with_and_without_portraits_under_model_offload(
+    tiny_unclip, tiny_safety_checker, tmp_path, monkeypatch
+):
+    """Under model offload (--low-vram) the pipeline works on the GPU while the image encoder's
+    weights rest on the CPU: a page's portrait embedding comes out on the GPU, a page without
+    one got its zero embedding on the CPU, and the two could not be stacked. Here the
+    "GPU" is torch's meta device (shapes only), on this CPU."""
+    import torch
+    from diffusers import StableUnCLIPImg2ImgPipeline
+
+    from fairytale.render import load_illustrator
+    from fairytale.render.backends import PaintRequest
+
+    illustrator = load_illustrator(unclip_settings(tiny_unclip, tiny_safety_checker))
+    width = illustrator.pipe.image_encoder.config.projection_dim
+    monkeypatch.setattr(StableUnCLIPImg2ImgPipeline, "_execution_device", property(lambda pipe: torch.device("meta")))
+    monkeypatch.setattr(illustrator, "image_embedding", lambda path: torch.zeros(width, device="meta"))
+    portrait = tmp_path / "zoe.png"
+    Image.new("RGB", (64, 64), "red").save(portrait)
+    requests = [PaintRequest(1, "zoe", "", 1, (portrait,)), PaintRequest(2, "the sea", "", 2)]
+    embeds = illustrator.pipeline_inputs(requests)["image_embeds"]
+    assert embeds.shape == (2, width) and embeds.device.type == "meta"

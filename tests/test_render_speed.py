@@ -327,3 +327,53 @@ def test_a_paintings_cross_attention_keys_and_values_are_released_when_it_ends(t
         assert len(outputs) == 3 and len({made_id for made_id, _ in outputs}) == 1, name  # made once, used 3 times
         assert outputs[0][1]() is None, name  # released when the painting ended
     assert np.array_equal(np.asarray(illustrator.paint([request])[0]), first)
+
+
+def test_a_compiled_unet_is_one_graph(tiny_sd):
+    """``--compile`` (CUDA): none of our hooks may split the UNet's graph (batch invariance's
+    equal-rows check, a data-dependent branch, did so at every timestep layer: 28 graph breaks
+    on the tiny UNet). Dynamo traces on the CPU just as it would for CUDA."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from fairytale.render import unet_tuning
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").eval()
+
+    class Pipe:
+        vae = torch.nn.Conv2d(1, 1, 1)
+
+    pipe = Pipe()
+    pipe.unet = unet
+    unet_tuning.prepare(pipe, DevicePlan("cuda", "float16", 4, low_vram=False, offload=False, compile_unet=True))
+    sample = torch.randn(2, unet.config.in_channels, 8, 8).to(memory_format=torch.channels_last)
+    prompts = torch.randn(2, 77, unet.config.cross_attention_dim)
+    with torch.no_grad():
+        explained = torch._dynamo.explain(unet)(sample, torch.tensor([10, 10]), encoder_hidden_states=prompts)
+    assert explained.graph_break_count == 0, [str(r.reason)[:120] for r in explained.break_reasons[:3]]
+
+
+def test_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch):
+    """torch says a T4 "supports" bfloat16 (emulated, many times slower than its float16): the
+    plan asks for native bfloat16 (compute capability 8+) of the card it paints on."""
+    import torch
+
+    capability = {0: (7, 5), 1: (8, 0)}  # cuda:0 a T4, cuda:1 an A100
+    names = {0: "Tesla T4", 1: "NVIDIA A100"}
+
+    def index(device=None):
+        return 0 if device is None else torch.device(device).index or 0
+
+    class Properties:
+        total_memory = 16 * 1024**3
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[index(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[index(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
+    with pytest.raises(FairytaleError, match=r"cuda:0 \(Tesla T4\) has no native bfloat16; use fp16"):
+        plan_device("cuda:0", precision="bf16")
+    assert plan_device("cuda:0").dtype == "float16"
+    assert plan_device("cuda:1", precision="bf16").dtype == "bfloat16"

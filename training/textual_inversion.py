@@ -197,9 +197,10 @@ def _resolve_mixed_precision(requested: str) -> str | None:
 
 
 def _native_bf16() -> bool:
-    """Whether the GPU computes in bfloat16 natively (compute capability 8.0+: A100, RTX 30xx…).
-    ``torch.cuda.is_bf16_supported()`` also says yes for emulated bf16 (a T4), which is slow."""
-    return torch.cuda.get_device_capability()[0] >= 8
+    """Whether the GPU computes in bfloat16 natively (see :func:`fairytale.render.devices.cuda_has_bf16`)."""
+    from fairytale.render.devices import cuda_has_bf16
+
+    return cuda_has_bf16()
 
 
 def _load_base_model(config: TrainingConfig, weight_dtype: torch.dtype) -> dict[str, Any]:

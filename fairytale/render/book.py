@@ -481,7 +481,8 @@ def _check_drift(
     from fairytale.render.seeds import derive_seed
 
     reporter.stage("Checking each character against its portrait…")
-    scorer = DriftScorer(job.settings.clip_model, illustrator.device_plan.device)
+    # beside the pipeline, as the safety checker: under model offload (--low-vram) on the CPU
+    scorer = DriftScorer(job.settings.clip_model, illustrator.device_plan.side_model_placement()[0])
     threshold, budget = job.settings.drift_check, job.settings.max_drift_repaints
     for page_job in jobs:
         request, kept = page_job.request, painted.stored.get(page_job.request.page)

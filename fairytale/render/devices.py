@@ -137,6 +137,16 @@ def cpu_has_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def cuda_has_bf16(device: str | None = None) -> bool:
+    """Whether the CUDA GPU ``device`` (default: the current one) computes bfloat16 natively
+    (compute capability 8.0+: A100, RTX 30xx and later). ``torch.cuda.is_bf16_supported()`` also
+    says yes for a card that only emulates it (a T4), many times slower than its float16, and
+    asks the current GPU rather than ``device``."""
+    import torch
+
+    return torch.cuda.get_device_capability(torch.device(device) if device else None)[0] >= 8
+
+
 def plan_for(settings: RenderSettings) -> DevicePlan:
     """The device plan ``settings`` ask for."""
     return plan_device(
@@ -158,8 +168,9 @@ def _dtype(precision: str, device: str) -> str:
             raise FairytaleError(f"--precision fp16 needs a CUDA GPU (this run paints on {device}); use fp32 or bf16")
         return "float16"
     if precision == "bf16":
-        if kind == "cuda" and not torch.cuda.is_bf16_supported():
-            raise FairytaleError(f"--precision bf16: {device} has no native bfloat16; use fp16")
+        if kind == "cuda" and not cuda_has_bf16(device):
+            name = torch.cuda.get_device_name(torch.device(device))
+            raise FairytaleError(f"--precision bf16: {device} ({name}) has no native bfloat16; use fp16")
         if kind == "cpu" and not cpu_has_bf16():
             raise FairytaleError("--precision bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); use fp32")
         if kind == "mps":

@@ -93,12 +93,18 @@ class Illustrator:
     def _forget_prompts(self) -> None:
         pass
 
+    def _let_go(self) -> None:
+        """Drop the references to models that a subclass keeps besides ``pipe`` (on close)."""
+
     def close(self) -> None:
         """Free the pipeline (and GPU memory) now rather than at garbage collection. Closing
         twice is harmless."""
         import torch
 
-        self.pipe = None
+        # Whatever holds a model goes, or the caller's reference to a closed illustrator (the
+        # ``with`` block's name, a notebook variable) would keep every model on the GPU.
+        self.pipe = self.safety = self.previews = None
+        self._let_go()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -147,6 +153,10 @@ class TextToImageIllustrator(Illustrator):
 
     def _forget_prompts(self) -> None:
         self._prompt_embeds.clear()
+
+    def _let_go(self) -> None:
+        self._prompt_embeds.clear()
+        self._model_scheduler = self._adapter = self._attention = self._drafts = None
 
     def _embed(self, text: str) -> Any:
         # Each distinct text is encoded once, alone (batch 1), so its embedding never depends on

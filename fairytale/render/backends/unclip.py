@@ -138,6 +138,10 @@ class UnCLIPIllustrator(TextToImageIllustrator):
             self._image_embeds[digest] = embeds
         return self._image_embeds[digest]
 
+    def _let_go(self) -> None:
+        super()._let_go()
+        self._image_embeds.clear()
+
     def _conditioning(self, request: PaintRequest) -> Any:
         import torch
 
@@ -162,7 +166,10 @@ class UnCLIPIllustrator(TextToImageIllustrator):
         """Each page's references' (blended) image embedding, and the batch's noise level."""
         import torch
 
-        image_embeds = torch.stack([self._conditioning(r) for r in requests]).to(self.pipe._execution_device)
+        # Under model offload (--low-vram) the encoder's embeddings come out on the GPU while its
+        # weights (and so a page's zero embedding) rest on the CPU: each goes to the GPU first.
+        device = self.pipe._execution_device
+        image_embeds = torch.stack([self._conditioning(r).to(device) for r in requests])
         return {"image_embeds": image_embeds, "noise_level": self._noise_level(requests[0])}
 
     def step_callback(self, after_step: Callable[[int, Any], None]) -> dict[str, Any]:
