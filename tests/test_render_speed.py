@@ -377,3 +377,71 @@ def test_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch):
         plan_device("cuda:0", precision="bf16")
     assert plan_device("cuda:0").dtype == "float16"
     assert plan_device("cuda:1", precision="bf16").dtype == "bfloat16"
+
+
+def test_an_inference_prompt_is_compared_once_per_unet_call_not_once_per_layer(monkeypatch):
+    """Pipelines run in inference mode, where a prompt tensor has no version counter: whether it
+    changed is a comparison of values, which on a GPU makes the host wait for the device. The
+    layers of one UNet call see the same prompt: one comparison per call, and a change between
+    calls is still seen."""
+    import torch
+
+    from fairytale.render.unet_tuning import text_projections_once
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn2 = torch.nn.Module()
+            self.attn2.to_k, self.attn2.to_v = torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)
+
+        def forward(self, prompt):
+            return self.attn2.to_k(prompt) + self.attn2.to_v(prompt)
+
+    class Unet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = torch.nn.ModuleList(Block() for _ in range(3))
+
+        def forward(self, prompt):
+            return sum(block(prompt) for block in self.blocks)
+
+    unet = Unet()
+    text_projections_once(unet)
+    compared = []
+    equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: compared.append(1) or equal(a, b))
+    with torch.inference_mode():
+        prompt = torch.randn(2, 77, 8)
+        first = unet(prompt)  # projected, copied: nothing to compare
+        assert compared == []
+        for _ in range(3):
+            assert torch.equal(unet(prompt), first)
+        assert len(compared) == 3 + 3  # one per call (the assert's own torch.equal aside)
+        prompt.mul_(2)  # changed in place between calls: projected afresh
+        expected = sum(
+            torch.nn.functional.linear(prompt, b.attn2.to_k.weight, b.attn2.to_k.bias)
+            + torch.nn.functional.linear(prompt, b.attn2.to_v.weight, b.attn2.to_v.bias)
+            for b in unet.blocks
+        )
+        assert torch.allclose(unet(prompt), expected)
+
+
+def test_batch_invariance_hooks_are_for_the_cpu_only(tiny_sd):
+    """On a GPU the kernels change with the batch anyway; the equal-rows check would only make
+    the host wait for the device at every timestep layer."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from fairytale.render import unet_tuning
+
+    def hooked(device: str) -> list[str]:
+        class Pipe:
+            vae = torch.nn.Conv2d(1, 1, 1)
+
+        pipe = Pipe()
+        pipe.unet = UNet2DConditionModel.from_pretrained(tiny_sd, subfolder="unet").eval()
+        dtype = "float32" if device == "cpu" else "float16"
+        unet_tuning.prepare(pipe, DevicePlan(device, dtype, 4, low_vram=False, offload=False))
+        return [n for n, m in pipe.unet.named_modules() if getattr(m, "_fairytale_one_row", False)]
+
+    assert hooked("cpu") and hooked("cuda") == []

@@ -29,12 +29,14 @@ def prepare_layers(pipe: Any, device_plan: DevicePlan) -> None:
     wrapped layers (a LoRA wraps the timestep layers and brings convolutions of its own)."""
     channels_last(pipe, device_plan)
     if device_plan.device == "cpu":
+        # Bit-identical pages whatever their batch is a CPU promise: on a GPU the convolution and
+        # attention kernels change with the batch anyway, and the equal-rows check of
+        # batch_invariant would make the host wait for the device at every timestep layer.
         linears_per_picture(pipe.unet)
-    if not device_plan.compile_unet:
-        # A compiled UNet (CUDA only) does without both: batch invariance's check that a batch's
-        # rows are equal is data-dependent and would split the graph at every timestep layer
-        # (28 pieces for the tiny test UNet), and the kept inputs would be re-checked at every call.
         batch_invariant(pipe.unet)
+    if not device_plan.compile_unet:
+        # A compiled UNet (CUDA only) does without it: the kept inputs would be re-checked at
+        # every call.
         text_projections_once(pipe.unet)
 
 
@@ -192,16 +194,24 @@ class _Prompt:
         self.version = None if self.inference else tensor._version
         self.copy = tensor.clone() if self.inference else None
         self.outputs: dict[Hashable, Any] = {}  # per layer (its number in the UNet, or another key)
+        self.compared_in: int | None = None  # the UNet call in which its values were found unchanged
 
-    def unchanged(self, tensor: Any) -> bool:
-        """Whether ``tensor`` is this very tensor, holding the same values."""
+    def unchanged(self, tensor: Any, call: int | None = None) -> bool:
+        """Whether ``tensor`` is this very tensor, holding the same values. Within one UNet call
+        (``call``, when calls are counted) an inference tensor's values are compared once: the
+        layers of one call see the same prompt, and on a GPU each comparison waits for the
+        device."""
         if tensor is not self.tensor:
             return False
         if not self.inference:
             return tensor._version == self.version
+        if call is not None and self.compared_in == call:
+            return True
         import torch
 
-        return torch.equal(tensor, self.copy)
+        same = torch.equal(tensor, self.copy)
+        self.compared_in = call if same else None
+        return same
 
 
 class PromptResults:
@@ -212,16 +222,22 @@ class PromptResults:
     def __init__(self) -> None:
         self.prompts: list[_Prompt] = []
         self.layers = 0  # layers wrapped so far: each has its number (names move when a LoRA wraps one)
+        self.call: int | None = None  # the UNet calls so far, once a hook counts them (new_call)
+
+    def new_call(self, *_: Any) -> None:
+        """A UNet call begins (a forward pre-hook)."""
+        self.call = (self.call or 0) + 1
 
     def output(self, layer: Hashable, x: Any, compute: Callable[[Any], Any]) -> Any:
         """``compute(x)``, or what it gave for this very tensor, unchanged, earlier in the painting."""
         prompt = next((p for p in self.prompts if p.tensor is x), None)
-        if prompt is not None and not prompt.unchanged(x):
+        if prompt is not None and not prompt.unchanged(x, self.call):
             self.prompts.remove(prompt)  # changed in place: every layer computes it afresh
             prompt = None
         if prompt is None:
             del self.prompts[KEPT_PROMPTS - 1 :]  # the oldest goes before the new outputs are made
             prompt = _Prompt(x)
+            prompt.compared_in = self.call  # its copy was made just now
         else:
             self.prompts.remove(prompt)
         self.prompts.insert(0, prompt)
@@ -251,6 +267,7 @@ def text_projections_once(unet: Any) -> None:
     kept = getattr(unet, "_fairytale_projections", None)
     if kept is None:
         kept = unet._fairytale_projections = PromptResults()
+        unet.register_forward_pre_hook(kept.new_call)  # a prompt's values are compared once a call
     for name, module in unet.named_modules():
         if not name.endswith(("attn2.to_k", "attn2.to_v")) or getattr(module, "_fairytale_once", False):
             continue
