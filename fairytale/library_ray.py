@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
 from fairytale.library import (
+    NOT_STARTED_DISK_FULL,
     BookOutcome,
     LibraryBook,
     LibraryProgress,
     PlanOptions,
     Workshop,
     describe_error,
+    is_disk_full,
     use_threads,
 )
 
@@ -214,6 +216,15 @@ def make_on_ray(
         outcomes[book.name] = outcome
         view.done(outcome)
 
+    disk_full = False
+
+    def stop_starting_books() -> None:
+        """The disk is full: the books not started yet would fail the same way, one by one."""
+        nonlocal disk_full
+        disk_full = True
+        while waiting_for_painter:
+            fail(waiting_for_painter.popleft(), NOT_STARTED_DISK_FULL)
+
     def replace(actor: Any) -> None:
         """A fresh actor in the place of ``actor`` (dead, or killed for taking too long)."""
         actors.remove(actor)
@@ -246,7 +257,10 @@ def make_on_ray(
                 except RayTaskError as exc:
                     if actor is not None:
                         free.append(actor)
-                    fail(book, describe_error(exc.cause if exc.cause is not None else exc))
+                    cause = exc.cause if exc.cause is not None else exc
+                    fail(book, describe_error(cause))
+                    if is_disk_full(cause):
+                        stop_starting_books()
                     continue
                 except GetTimeoutError:
                     if actor is not None:
@@ -256,11 +270,16 @@ def make_on_ray(
                 if stage == "plan":
                     planned[book.name] = bool(value)
                     view.stage("planned")
-                    waiting_for_painter.append(book)
+                    if disk_full:
+                        fail(book, NOT_STARTED_DISK_FULL)
+                    else:
+                        waiting_for_painter.append(book)
                 elif stage == "make":  # a whole book, made or failed
                     free.append(actor)
                     outcomes[book.name] = value
                     view.done(value)
+                    if value.disk_full:
+                        stop_starting_books()
                 elif stage == "paint":
                     free.append(actor)
                     painted[book.name] = value["painted"]
