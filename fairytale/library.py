@@ -27,6 +27,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -511,6 +512,29 @@ def _make_here(
 _WORKSHOP: Workshop | None = None
 # The pool's flags, shared by its workers: which of its books a worker has taken in hand.
 _STARTED: Any = None
+# Set while a pool worker has no book in hand (for its watchdog, see _watch_library).
+_IDLE = threading.Event()
+_IDLE.set()
+#: How often a pool worker checks that the library's process is still there.
+PARENT_CHECK_SECONDS = 1.0
+#: How long a worker whose library's process is gone gives its book to stop cleanly.
+ORPHAN_STOP_SECONDS = 60.0
+
+
+def _watch_library(library_pid: int) -> None:
+    """A pool worker's watchdog thread. The library's process ends its workers itself, unless
+    it is killed (``kill -9``, the out-of-memory killer): then nothing would ever end them, and
+    each would wait for books forever, its models (and its GPU's memory) held. So once that
+    process is gone, the book in hand stops as Ctrl-C stops it (finished pictures kept, its
+    lock freed) and the worker ends."""
+    while os.getppid() == library_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    if not _IDLE.is_set():
+        os.kill(os.getpid(), signal.SIGINT)  # heard while a book is made (_make_in_worker)
+        _IDLE.wait(timeout=ORPHAN_STOP_SECONDS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _end_without_teardown() -> None:
@@ -541,6 +565,9 @@ def _start_worker(
             settings = settings.with_(device=f"cuda:{index % gpus}")
     _WORKSHOP = Workshop(settings, plan_options)
     _STARTED = started
+    threading.Thread(
+        target=_watch_library, args=(os.getppid(),), name="library-watchdog", daemon=True
+    ).start()
 
 
 def _stop_this_book(signum: int, frame: Any) -> None:
@@ -556,6 +583,7 @@ def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
     assert _WORKSHOP is not None, "worker not started"
     if _STARTED is not None:
         _STARTED[index] = 1
+    _IDLE.clear()
     signal.signal(signal.SIGINT, _stop_this_book)
     try:
         return _WORKSHOP.make(book)
@@ -563,6 +591,7 @@ def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
         # Between books a worker only waits for the next one: a Ctrl-C then ends nothing half
         # done, and the pool's shutdown ends the worker (without a traceback on the terminal).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _IDLE.set()
 
 
 def _make_in_pool(
