@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +50,9 @@ _SPEED_ONLY = frozenset({"device", "batch_size", "low_vram"})
 _RESOLVED = frozenset({"width", "height", "guidance", "consistency"})
 
 Status = Literal["made", "finished", "failed"]
+#: A write failed for want of space: every book after it would fail the same way.
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+NOT_STARTED_DISK_FULL = "not started: the disk is full (free some space, then run the same command again)"
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class BookOutcome:
     seconds: float = 0.0
     planned: bool = False  # planned in this run (False: its plan.json was kept)
     error: str | None = None
+    disk_full: bool = False  # it failed for want of disk space: the library stops starting books
 
 
 @dataclass
@@ -173,6 +179,19 @@ def finished_outcome(book: LibraryBook) -> BookOutcome:
 
     manifest = load_manifest(book.book_dir)
     return BookOutcome(book.name, book.pdf, "finished", pages=len(manifest.pages), reused=len(manifest.pages))
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) is a write refused for want of space
+    (a full disk, an exhausted quota)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _DISK_FULL_ERRNOS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def describe_error(exc: BaseException) -> str:
@@ -294,6 +313,7 @@ class Workshop:
                 "failed",
                 seconds=time.perf_counter() - started,
                 error=describe_error(exc),
+                disk_full=is_disk_full(exc),
             )
         return BookOutcome(
             book.name, book.pdf, "made", pages=len(result.pages), painted=len(result.painted), reused=len(result.reused),
@@ -355,7 +375,9 @@ class LibraryProgress:
         }[outcome.status]
         from rich.markup import escape  # names and errors are the user's text: no markup in them
 
-        self._progress.console.print(f"{mark} {escape(outcome.name)}: {escape(detail)}", highlight=False, markup=True)
+        self._progress.console.print(
+            f"{mark} {escape(outcome.name)}: {escape(detail)}", highlight=False, markup=True
+        )
         self._progress.update(self._task, advance=1)
 
 
@@ -473,11 +495,15 @@ def _make_here(
 ) -> None:
     use_threads(threads)
     workshop = Workshop(settings, plan_options)
+    books = list(books)
     try:
-        for book in books:
+        for index, book in enumerate(books):
             outcome = workshop.make(book)
             outcomes[book.name] = outcome
             view.done(outcome)
+            if outcome.disk_full:  # the books after it would fail the same way, one by one
+                _fail(books[index + 1 :], NOT_STARTED_DISK_FULL, view, outcomes)
+                break
     finally:
         workshop.close()
 
@@ -486,6 +512,29 @@ def _make_here(
 _WORKSHOP: Workshop | None = None
 # The pool's flags, shared by its workers: which of its books a worker has taken in hand.
 _STARTED: Any = None
+# Set while a pool worker has no book in hand (for its watchdog, see _watch_library).
+_IDLE = threading.Event()
+_IDLE.set()
+#: How often a pool worker checks that the library's process is still there.
+PARENT_CHECK_SECONDS = 1.0
+#: How long a worker whose library's process is gone gives its book to stop cleanly.
+ORPHAN_STOP_SECONDS = 60.0
+
+
+def _watch_library(library_pid: int) -> None:
+    """A pool worker's watchdog thread. The library's process ends its workers itself, unless
+    it is killed (``kill -9``, the out-of-memory killer): then nothing would ever end them, and
+    each would wait for books forever, its models (and its GPU's memory) held. So once that
+    process is gone, the book in hand stops as Ctrl-C stops it (finished pictures kept, its
+    lock freed) and the worker ends."""
+    while os.getppid() == library_pid:
+        time.sleep(PARENT_CHECK_SECONDS)
+    if not _IDLE.is_set():
+        os.kill(os.getpid(), signal.SIGINT)  # heard while a book is made (_make_in_worker)
+        _IDLE.wait(timeout=ORPHAN_STOP_SECONDS)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _end_without_teardown() -> None:
@@ -516,6 +565,9 @@ def _start_worker(
             settings = settings.with_(device=f"cuda:{index % gpus}")
     _WORKSHOP = Workshop(settings, plan_options)
     _STARTED = started
+    threading.Thread(
+        target=_watch_library, args=(os.getppid(),), name="library-watchdog", daemon=True
+    ).start()
 
 
 def _stop_this_book(signum: int, frame: Any) -> None:
@@ -531,6 +583,7 @@ def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
     assert _WORKSHOP is not None, "worker not started"
     if _STARTED is not None:
         _STARTED[index] = 1
+    _IDLE.clear()
     signal.signal(signal.SIGINT, _stop_this_book)
     try:
         return _WORKSHOP.make(book)
@@ -538,6 +591,7 @@ def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
         # Between books a worker only waits for the next one: a Ctrl-C then ends nothing half
         # done, and the pool's shutdown ends the worker (without a traceback on the terminal).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _IDLE.set()
 
 
 def _make_in_pool(
@@ -564,6 +618,9 @@ def _make_in_pool(
     pending: list[LibraryBook] = list(books)
     suspects: list[LibraryBook] = []  # in hand when a worker died: each made alone
     while pending or suspects:
+        if any(outcome.disk_full for outcome in outcomes.values()):
+            _fail(suspects + pending, NOT_STARTED_DISK_FULL, view, outcomes)
+            return
         alone = bool(suspects)
         batch = suspects if alone else pending
         made_before = len(outcomes)
@@ -603,7 +660,7 @@ def _pool_round(
 ) -> tuple[list[LibraryBook], list[LibraryBook]]:
     """Make ``books`` in one pool of ``workers`` processes, recording each outcome. If a worker
     died, returns the books it broke off: ``(in hand, not started)``, each in story order."""
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
     started = context.Array("b", len(books), lock=False)  # each worker writes its own books' flags
@@ -627,10 +684,15 @@ def _pool_round(
             except BrokenProcessPool:
                 broken.append(index)
                 continue
+            except CancelledError:  # not started: the disk is full
+                outcome = BookOutcome(book.name, book.pdf, "failed", error=NOT_STARTED_DISK_FULL)
             except Exception as exc:  # the outcome could not come back from the worker
                 outcome = BookOutcome(book.name, book.pdf, "failed", error=describe_error(exc))
             outcomes[book.name] = outcome
             view.done(outcome)
+            if outcome.disk_full:  # the books no worker has taken would fail the same way
+                for waiting in futures:
+                    waiting.cancel()  # (those already running, or queued to a worker, go on)
     broken.sort()
     return [books[i] for i in broken if started[i]], [books[i] for i in broken if not started[i]]
 

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from fairytale.errors import FairytaleError
 from fairytale.library import (
+    NOT_STARTED_DISK_FULL,
     BookOutcome,
     LibraryBook,
     LibraryProgress,
     PlanOptions,
     Workshop,
     describe_error,
+    is_disk_full,
     use_threads,
 )
 
@@ -214,6 +216,21 @@ def make_on_ray(
         outcomes[book.name] = outcome
         view.done(outcome)
 
+    disk_full = False
+
+    def stop_starting_books() -> None:
+        """The disk is full: the books not started yet would fail the same way, one by one."""
+        nonlocal disk_full
+        disk_full = True
+        while waiting_for_painter:
+            fail(waiting_for_painter.popleft(), NOT_STARTED_DISK_FULL)
+
+    def replace(actor: Any) -> None:
+        """A fresh actor in the place of ``actor`` (dead, or killed for taking too long)."""
+        actors.remove(actor)
+        actors.append(actor_class.remote(*actor_args))
+        free.append(actors[-1])
+
     if split:
         for book in books:
             submit(book, "plan")
@@ -232,13 +249,18 @@ def make_on_ray(
                 book, stage, actor, _since = running.pop(ref)
                 try:
                     value = ray.get(ref, timeout=60)
-                except RayActorError as exc:  # the actor died with the book: it is not reused
+                except RayActorError as exc:  # the actor died with the book (out of memory, a crash)
                     fail(book, f"its {kind} died while working on it ({exc.__class__.__name__})")
+                    if actor is not None:
+                        replace(actor)  # the books still waiting need it
                     continue
                 except RayTaskError as exc:
                     if actor is not None:
                         free.append(actor)
-                    fail(book, describe_error(exc.cause if exc.cause is not None else exc))
+                    cause = exc.cause if exc.cause is not None else exc
+                    fail(book, describe_error(cause))
+                    if is_disk_full(cause):
+                        stop_starting_books()
                     continue
                 except GetTimeoutError:
                     if actor is not None:
@@ -248,11 +270,16 @@ def make_on_ray(
                 if stage == "plan":
                     planned[book.name] = bool(value)
                     view.stage("planned")
-                    waiting_for_painter.append(book)
+                    if disk_full:
+                        fail(book, NOT_STARTED_DISK_FULL)
+                    else:
+                        waiting_for_painter.append(book)
                 elif stage == "make":  # a whole book, made or failed
                     free.append(actor)
                     outcomes[book.name] = value
                     view.done(value)
+                    if value.disk_full:
+                        stop_starting_books()
                 elif stage == "paint":
                     free.append(actor)
                     painted[book.name] = value["painted"]
@@ -272,16 +299,19 @@ def make_on_ray(
                         running.pop(ref)
                         if actor is not None:
                             ray.kill(actor)  # it may be stuck; a fresh one takes its place
-                            actors.remove(actor)
-                            actors.append(actor_class.remote(*actor_args))
-                            free.append(actors[-1])
+                            replace(actor)
                         else:
                             ray.cancel(ref, force=True)
                         what = "making the book" if stage == "make" else stage
                         fail(book, f"{what} took longer than {stage_timeout:.0f} s and was stopped")
     finally:
+        # Ctrl-C (or an error of the driver): nothing goes on. A task's worker process ends; an
+        # actor is killed, as Ray cannot interrupt the task it runs (it only flags it cancelled).
+        # Every file is written atomically, so that loses nothing finished, and the temporary
+        # file a killed writer leaves is removed when the book is made again.
         for ref, (_book, _stage, actor, _since) in running.items():
-            ray.cancel(ref, force=actor is None)
+            if actor is None:
+                ray.cancel(ref, force=True)
         for actor in actors:
             ray.kill(actor)
     return where

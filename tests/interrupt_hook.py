@@ -12,7 +12,9 @@ rename instead (the file is in place, what follows it is not done yet);
 ``FAIRYTALE_TEST_BLOCK_KILL=1`` makes the process kill itself there (SIGKILL), as a crash or
 the out-of-memory killer would. Run as a script, the
 hook is in the worker processes of ``fairytale library --workers N`` too (a spawned worker
-imports the main script again), each counting its own files.
+imports the main script again), each counting its own files. In the actors of ``fairytale
+library --ray`` Ray puts it: a job whose runtime environment names :func:`install` as its
+``worker_process_setup_hook`` (:func:`ray_job_with_hook`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,21 @@ def _moving(tmp: Path, path: Path) -> None:
 
 
 files._move_into_place = _moving
+
+
+def install() -> None:
+    """Ray's worker setup hook: importing this module has put the hook in place already."""
+
+
+def ray_job_with_hook(**env: str) -> dict[str, str]:
+    """The environment of a Ray driver (the CLI in a subprocess) whose job runs every Ray worker
+    with this hook and ``env`` (the ``FAIRYTALE_TEST_BLOCK_*`` settings): Ray reads a job's
+    runtime environment from ``RAY_JOB_CONFIG_JSON_ENV_VAR``, as its job submission sets it."""
+    import json
+
+    runtime_env = {"worker_process_setup_hook": "tests.interrupt_hook.install", "env_vars": env}
+    return {"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps({"runtime_env": runtime_env})}
+
 
 if __name__ == "__main__":
     from fairytale.cli import main

@@ -222,16 +222,19 @@ def test_a_full_disk_while_painting_is_one_line_and_keeps_the_cache_consistent(
 
 
 def running_in_group(group: int) -> list[str]:
-    """The processes of process group ``group`` still running (ended ones waiting to be
-    reaped do not count), as "PID command"."""
+    """The processes of process group ``group`` still running, as "PID command". Ended ones
+    waiting to be reaped do not count, nor one that is ending (its memory, command line
+    included, already given back): the resource tracker of the workers ends on its own once
+    the library's process has ended, a moment after it."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes()
         except OSError:
             continue
         state, _, pgrp = text[text.rindex(")") + 2 :].split()[:3]
-        if int(pgrp) == group and state not in ("Z", "X"):
+        if int(pgrp) == group and state not in ("Z", "X") and command:
             found.append(f"{stat.parent.name} {text[: text.rindex(')') + 1]}")
     return found
 
@@ -297,6 +300,41 @@ def test_ctrl_c_stops_the_library_workers_and_a_rerun_goes_on(
     report = make_library(stories, books, settings, workers=1, progress=False)
     statuses = sorted(book.status for book in report.books)
     assert statuses == sorted(["finished"] * finished + ["made"] * (3 - finished)), report.books
+
+
+@pytest.mark.slow
+def test_the_workers_end_when_the_library_process_is_killed(tiny_sd, tiny_ner, tiny_qa, tiny_nli, tmp_path):
+    """kill -9 of the library's own process (the out-of-memory killer may pick it) while two
+    workers make books: before, the workers stayed behind for good, waiting for books that
+    would never come, their models (and a GPU's memory) held. Now each stops its book as Ctrl-C
+    stops it and ends: nothing is locked, no temporary file is left."""
+    import os
+    import time
+
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in ("a", "b", "c"):
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(3))
+    args = [
+        "library", str(stories), "--out", str(books), "--workers", "2", "--model", str(tiny_sd),
+        "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
+        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
+    ]  # fmt: skip
+    process = start_held(args, tmp_path, at=f"{books}/b/cache/*.json", session=True)  # b's first picture
+    process.kill()
+    process.wait()  # (not communicate: workers left behind would hold its pipes open for good)
+    process.stdout.close()
+    process.stderr.close()
+    deadline = time.monotonic() + 60  # the workers look for their library every second
+    while running_in_group(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = running_in_group(process.pid)
+    for line in left:  # (not left behind by the test either)
+        os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert left == []
+    assert not any(book_is_busy(books / name) for name in ("a", "b", "c"))
+    assert not temporaries(books)
 
 
 # --------------------------------------------------------------------------- export

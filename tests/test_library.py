@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fairytale.cli import app
-from fairytale.library import LibraryBook, PlanOptions, is_finished, make_library
+from fairytale.library import NOT_STARTED_DISK_FULL, LibraryBook, PlanOptions, is_finished, make_library
 from fairytale.render import RenderSettings
 from tests.library_support import book_contents, cache_times, local_ray, page_pictures, run_cli
 
@@ -220,12 +220,57 @@ def test_a_plan_of_another_version_of_the_story_fails_that_story_only(tiny_sd, t
     before = (tmp_path / "books" / "tale" / "plan.json").read_bytes()
 
     report = make_library(
-        stories, tmp_path / "books", RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"), progress=False
+        stories,
+        tmp_path / "books",
+        RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"),
+        progress=False,
     )
     (outcome,) = report.books
     assert outcome.status == "failed"
     assert "was planned from another version of tale.txt" in outcome.error
     assert (tmp_path / "books" / "tale" / "plan.json").read_bytes() == before  # kept as it was
+
+
+def test_a_full_disk_stops_the_library_starting_books(tiny_sd, tmp_path, monkeypatch):
+    """The disk fills up while book a paints: a fails naming the file, and b and c are not
+    started (each would paint a picture only to fail the same way) but said to be waiting for
+    space; nothing is locked, and the command's last line says the disk is full."""
+    import errno
+
+    from PIL import Image
+
+    from fairytale.book_lock import book_is_busy
+    from tests.render_support import make_plan, write_plan
+
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in "abc":
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(2))
+    tried = []
+
+    def full(self, fp, *args, **kwargs):
+        tried.append(Path(fp).parent.parent.name)  # BOOKS/NAME/cache/picture
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", full)
+    settings = RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed", batch_size=1)
+    report = make_library(stories, books, settings, progress=False)
+    assert set(tried) == {"a"}
+    a, b, c = report.books
+    assert (
+        a.status == "failed" and "No space left on device" in a.error and a.error.startswith("Cannot write ")
+    )
+    assert (b.status, b.error) == (c.status, c.error) == ("failed", NOT_STARTED_DISK_FULL)
+    assert not any(book_is_busy(books / name) for name in "abc")
+
+    monkeypatch.setattr("fairytale.model_check.ensure", lambda *args, **kwargs: None)  # planned already
+    args = ["library", stories, "--out", books, "--model", tiny_sd, "--steps", 2, "--device", "cpu"]
+    result = CliRunner().invoke(app, [str(a) for a in [*args, "--consistency", "seed", "--quiet"]])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert said(result).endswith(
+        "3 of 3 stories failed: a, b, c (the disk is full: free some space, then run the same command again)"
+    ), said(result)
 
 
 def test_two_stories_that_would_make_one_book_are_refused(tmp_path):
@@ -316,7 +361,9 @@ def test_names_and_errors_holding_brackets_are_printed_as_they_are(capsys):
     from fairytale.cli.library import print_report
     from fairytale.library import BookOutcome, LibraryProgress, LibraryReport
 
-    failed = BookOutcome("w[/b]", Path("w[/b].pdf"), "failed", error="page 1 lists an unknown character '[/b]'")
+    failed = BookOutcome(
+        "w[/b]", Path("w[/b].pdf"), "failed", error="page 1 lists an unknown character '[/b]'"
+    )
     made = BookOutcome("a[red]b", Path("a[red]b.pdf"), "made", pages=2, painted=2)
     with LibraryProgress(2) as progress:
         progress.done(failed)
@@ -337,7 +384,9 @@ def test_a_ray_address_where_nothing_answers_is_one_line_at_once():
     with socket.socket() as closed:  # a port that was free a moment ago: nothing listens there
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    with pytest.raises(FairytaleError, match=f"No Ray cluster at '127.0.0.1:{port}' \\(nothing answers there"):
+    with pytest.raises(
+        FairytaleError, match=f"No Ray cluster at '127.0.0.1:{port}' \\(nothing answers there"
+    ):
         _check_reachable(f"127.0.0.1:{port}")
     with socket.create_server(("127.0.0.1", 0)) as listening:
         _check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # answers: Ray takes it from here

@@ -103,7 +103,8 @@ def library(
     ] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author shown on every cover.")] = None,
     words_per_page: Annotated[
-        int | None, typer.Option("--words-per-page", help="About how many words go on a page, 5-120 (default 35).")
+        int | None,
+        typer.Option("--words-per-page", help="About how many words go on a page, 5-120 (default 35)."),
     ] = None,
     seed: Annotated[
         int | None,
@@ -186,8 +187,12 @@ def library(
     if not quiet:
         print_report(report)
     if report.failed:
+        from fairytale.library import NOT_STARTED_DISK_FULL
+
         names = ", ".join(book.name for book in report.failed)
-        raise FairytaleError(f"{len(report.failed)} of {len(report.books)} stories failed: {names}")
+        full = any(book.error == NOT_STARTED_DISK_FULL for book in report.failed)
+        why = " (the disk is full: free some space, then run the same command again)" if full else ""
+        raise FairytaleError(f"{len(report.failed)} of {len(report.books)} stories failed: {names}{why}")
 
 
 def register(app: typer.Typer) -> None:
