@@ -3,15 +3,18 @@ it, the first pages of a PDF as pictures, a download link, and a quick preview o
 mistakes shown as one line (:func:`use_plain_messages`); and what makes running a notebook again
 safe, after a change, a restart or an error: the edited plan kept (:func:`plan_or_keep`), a
 trained token kept (:func:`trained_already`), the upload box not shown again (:func:`pictures_in`),
-and where the work is saved, here or on Google Drive (:func:`output_folder`, :func:`copy_to_drive`).
+and where the work is saved, here or on Google Drive (:func:`output_folder`, :func:`copy_to_drive`);
+and the live preview of a render, which does not outlive the painting (:func:`live_preview`).
 
 Everything here is plain Python with tests; the notebooks only call it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,7 +253,8 @@ def use_plain_messages(shell: Any = None) -> None:
     cell run before the cells it needs (a name not set yet) as a line saying so, and
     fAIrytale's notes (a hand-written prompt an edit kept) as a plain line instead of a
     Python warning. The cell still fails, so "Run all" stops there. Nothing happens outside
-    IPython; calling it again changes nothing."""
+    IPython; calling it again changes nothing, so every cell that needs an earlier one calls it
+    first: after a restart, that cell may be the first one run."""
     import warnings
 
     from fairytale.plan_edits import HandWrittenPromptsKept
@@ -267,7 +271,8 @@ def use_plain_messages(shell: Any = None) -> None:
             shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         elif isinstance(value, NameError):
             print(
-                f"Error: {value.name or value} is not set yet: run the cells above this one first",
+                f"Error: {value.name or value} is not set yet: run the cells above this one first "
+                "(in Colab: Runtime → Run before)",
                 file=sys.stderr,
             )
         else:
@@ -475,3 +480,57 @@ def pictures_in(folder: Path | str, *, upload: bool = False) -> tuple[list[Path]
             "the left, or empty the folder to upload again)"
         )
     return pictures, f"{len(pictures)} pictures in {folder}"
+
+
+class LivePreview:
+    """The picture being painted, shown in one display area and updated in place
+    (:meth:`show` is a ``render_book`` ``on_preview`` callback); :meth:`end` replaces the last
+    half-painted picture when painting ends."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle  # an IPython DisplayHandle, or None: no preview
+        self.page: int | None = None  # the page the area shows half-painted
+
+    @property
+    def callback(self) -> Any:
+        """What to pass as ``on_preview``: :meth:`show`, or ``None`` when there is no preview."""
+        return self.show if self.handle is not None else None
+
+    def show(self, preview: Any) -> None:
+        """Show the first picture of a :class:`fairytale.render.Preview`."""
+        self.page = preview.pages[0]
+        self.handle.update(preview.images[0])
+
+    def end(self, result: Any = None) -> None:
+        """Show the finished picture of the page last previewed, from the ``RenderResult``
+        ``result``; without one (painting stopped or failed) or without that picture, clear the area."""
+        if self.handle is None or self.page is None:
+            return
+        finished = None
+        if result is not None:
+            finished = next((result.book_dir / p.image for p in result.pages if p.number == self.page), None)
+        self.page = None
+        if finished is not None and finished.is_file():
+            from PIL import Image
+
+            with Image.open(finished) as picture:
+                self.handle.update(picture.convert("RGB"))
+        else:
+            self.handle.update({"text/plain": ""}, raw=True)
+
+
+@contextlib.contextmanager
+def live_preview(enabled: bool, handle: Any = None) -> Iterator[LivePreview]:
+    """A :class:`LivePreview` in a new display area below the cell (``handle``: a given one)
+    when ``enabled`` and in IPython. Call its ``end(result)`` when the render returns; if the
+    block ends with an error (a failure, or a stop), the area is cleared, so a half-painted
+    picture never stays on screen."""
+    if enabled and handle is None:
+        from IPython.display import display
+
+        handle = display(display_id=True)  # None outside IPython
+    live = LivePreview(handle if enabled else None)
+    try:
+        yield live
+    finally:
+        live.end(None)  # after end(result), nothing is left to clear

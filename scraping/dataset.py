@@ -7,6 +7,8 @@ trainer (``fairytale train style --data dataset/``)::
 
     dataset/
       README.md                  what was built, from what, with which settings (and the terms)
+      build.json                 the same for a program: inputs (PDF SHA-256s, titles), settings,
+                                 the report, and every file written with its SHA-256
       train/metadata.jsonl       {"file_name": "...jpg", "caption": "...", "book": "...", "page": 7}
       train/*.jpg                size × size RGB pictures
       validation/metadata.jsonl
@@ -20,6 +22,10 @@ so the token learns the style) or ignore them for its own templates.
 
 The split is decided per picture from a hash of ``(seed, book sha256, page)``: the same inputs
 and seed always give the same split, and adding a book never moves another book's pages.
+
+``build.json`` lets a caller skip a build that would only write the same dataset again
+(``reuse=True``, what the style notebook does): a dataset whose record names the same PDFs, titles
+and settings, and whose files are all there unchanged, is kept as it is.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -61,7 +67,11 @@ log = logging.getLogger(__name__)
 SIZES = (512, 768)
 SPLITS = ("train", "validation")
 CARD_HEADING = "# Picture-book style dataset (built by fAIrytale)"
-OUR_ENTRIES = ("README.md", *SPLITS)
+BUILD_RECORD = "build.json"
+"""What a dataset was built from and what it holds (see the module docstring)."""
+RECORD_FORMAT = 1
+"""Raised when what a build writes changes, so older datasets are built again, not reused."""
+OUR_ENTRIES = ("README.md", *SPLITS, BUILD_RECORD)
 """Everything a dataset folder holds; --force replaces a folder holding only these (with our card)."""
 STAGING_PREFIX = ".fairytale-dataset.tmp-"
 CAPTION_PREFIX = "a children's book illustration"
@@ -97,6 +107,8 @@ class DatasetReport:
     books: list[str] = field(default_factory=list)
     skipped_files: dict[str, str] = field(default_factory=dict)
     pages: list[PageDecision] = field(default_factory=list)
+    reused: bool = False
+    """The dataset at ``out_dir`` was built earlier from the same inputs and settings and kept."""
 
     @property
     def kept(self) -> int:
@@ -144,6 +156,7 @@ def build_dataset(
     validation_fraction: float = 0.1,
     rule: PageRule | None = None,
     overwrite: bool = False,
+    reuse: bool = False,
     show_progress: bool = False,
     console: Console | None = None,
 ) -> DatasetReport:
@@ -153,17 +166,25 @@ def build_dataset(
     crop. Titles come from ``pdf_dir/manifest.jsonl`` when :func:`scraping.scrape` wrote one.
     Identical PDFs are used once. The dataset is assembled in a temporary folder beside
     ``out_dir`` and moved into place when complete; an existing non-empty ``out_dir`` is
-    replaced only with ``overwrite``. Raises :class:`FairytaleError` for bad options, no PDFs,
+    replaced only with ``overwrite``. With ``reuse``, a dataset at ``out_dir`` built earlier from
+    the same PDFs (same contents and titles) with the same settings, with every file it wrote
+    still there unchanged (see ``build.json``), is kept and its report returned with
+    ``reused`` set; anything else is built as without it. Raises :class:`FairytaleError` for bad options, no PDFs,
     or no illustrated page at all.
     """
     # 1. Check the inputs before any work.
     rule = rule or PageRule()
     pdf_dir, out = Path(pdf_dir), Path(out_dir)
-    _check_options(pdf_dir, out, size, dpi, validation_fraction, rule, overwrite)
+    _check_options(pdf_dir, out, size, dpi, validation_fraction, rule)
+    inputs = _inputs(pdf_dir)
+    settings = {"size": size, "dpi": dpi, "seed": seed, "validation_fraction": validation_fraction, **asdict(rule)}
+    if reuse and (earlier := _earlier_build(out, inputs, settings)) is not None:
+        return earlier
+    _check_out_folder(out, overwrite)
     report = DatasetReport(out, size, dpi, seed, validation_fraction)
 
     # 2. The books: every readable PDF once, titled from the manifest when there is one.
-    books = _list_books(pdf_dir, report)
+    books = _list_books(pdf_dir, inputs, report)
     if not books:
         raise FairytaleError(f"No readable PDF files in {pdf_dir}")
 
@@ -215,6 +236,7 @@ def build_dataset(
         for decision in report.pages:
             decision.split = splits.get((decision.book, decision.page)) if decision.reason is None else None
         atomic_write_text(staging / "README.md", _card(report, rule))
+        _write_record(staging, inputs, settings, report)
     # 5. The staging folder is now ``out``.
     return report
 
@@ -283,7 +305,7 @@ def caption_for(page_text: str) -> str:
 
 
 def _check_options(
-    pdf_dir: Path, out: Path, size: int, dpi: int, validation_fraction: float, rule: PageRule, overwrite: bool
+    pdf_dir: Path, out: Path, size: int, dpi: int, validation_fraction: float, rule: PageRule
 ) -> None:
     if size not in SIZES:
         raise FairytaleError(f"--size must be 512 (SD 1.x) or 768 (SD 2.x), not {size}")
@@ -306,6 +328,9 @@ def _check_options(
         raise FairytaleError(
             f"The dataset folder {out} contains the PDF folder {pdf_dir}; choose a folder outside it, such as {pdf_dir.parent / 'dataset'}"
         )
+
+
+def _check_out_folder(out: Path, overwrite: bool) -> None:
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise FairytaleError(f"Output folder {out} is not empty (pass --force to replace it)")
@@ -317,12 +342,20 @@ def _check_options(
             )
 
 
-def _list_books(pdf_dir: Path, report: DatasetReport) -> list[tuple[Path, str, str, int]]:
+def _inputs(pdf_dir: Path) -> list[dict[str, str]]:
+    """Every PDF of ``pdf_dir`` by name, with its SHA-256 and the title it is built under."""
     titles = Manifest.load(pdf_dir).complete_files()
+    return [
+        {"file": path.name, "sha256": sha256_file(path), "title": titles.get(path.name) or title_from_url(path.name)}
+        for path in sorted(p for p in pdf_dir.iterdir() if p.is_file() and p.suffix.lower() == ".pdf")
+    ]
+
+
+def _list_books(pdf_dir: Path, inputs: list[dict[str, str]], report: DatasetReport) -> list[tuple[Path, str, str, int]]:
     seen: dict[str, str] = {}
     books = []
-    for path in sorted(p for p in pdf_dir.iterdir() if p.is_file() and p.suffix.lower() == ".pdf"):
-        sha = sha256_file(path)
+    for entry in inputs:
+        path, sha = pdf_dir / entry["file"], entry["sha256"]
         if sha in seen:
             report.skipped_files[path.name] = f"same file as {seen[sha]}"
             continue
@@ -333,8 +366,57 @@ def _list_books(pdf_dir: Path, report: DatasetReport) -> list[tuple[Path, str, s
             log.info("Skipping %s: unreadable PDF (%s)", path.name, exc)
             continue
         seen[sha] = path.name
-        books.append((path, titles.get(path.name) or title_from_url(path.name), sha, count))
+        books.append((path, entry["title"], sha, count))
     return books
+
+
+def _written_files(folder: Path) -> dict[str, str]:
+    """Every file of a dataset folder but its record, by path relative to it, with its SHA-256."""
+    return {
+        path.relative_to(folder).as_posix(): sha256_file(path)
+        for name in ("README.md", *SPLITS)
+        for path in ([folder / name] if name == "README.md" else sorted((folder / name).glob("*")))
+        if path.is_file()
+    }
+
+
+def _write_record(folder: Path, inputs: list[dict[str, str]], settings: dict, report: DatasetReport) -> None:
+    """Write ``build.json`` into the finished dataset ``folder`` (atomically: it is there whole or not at all)."""
+    record = {
+        "format": RECORD_FORMAT,
+        "inputs": inputs,
+        "settings": settings,
+        "report": {
+            "books": report.books,
+            "skipped_files": report.skipped_files,
+            "pages": [asdict(page) for page in report.pages],
+        },
+        "files": _written_files(folder),
+    }
+    atomic_write_text(folder / BUILD_RECORD, json.dumps(record, ensure_ascii=False, indent=1) + "\n")
+
+
+def _earlier_build(out: Path, inputs: list[dict[str, str]], settings: dict) -> DatasetReport | None:
+    """The report of the dataset at ``out`` when its record says it was built from ``inputs``
+    with ``settings`` and every file it lists is there unchanged, with nothing else; else ``None``."""
+    try:
+        record = json.loads((out / BUILD_RECORD).read_text(encoding="utf-8"))
+        if (
+            record.get("format") != RECORD_FORMAT
+            or record["inputs"] != inputs
+            or record["settings"] != settings
+            or record["files"] != _written_files(out)
+        ):
+            return None
+        report = DatasetReport(
+            out, settings["size"], settings["dpi"], settings["seed"], settings["validation_fraction"], reused=True
+        )
+        report.books = list(record["report"]["books"])
+        report.skipped_files = dict(record["report"]["skipped_files"])
+        report.pages = [PageDecision(**page) for page in record["report"]["pages"]]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):  # no record, or not one we can trust
+        return None
+    return report
 
 
 def _split(pictures: list[_Picture], seed: int, fraction: float) -> None:
@@ -395,7 +477,8 @@ def _staging(out: Path, overwrite: bool) -> Iterator[Path]:
         trash = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out))
         for entry in old:
             os.replace(entry, trash / entry.name)
-        for entry in staging.iterdir():
+        # the record last: a dataset cut short while moving in has none, so it is never reused
+        for entry in sorted(staging.iterdir(), key=lambda entry: entry.name == BUILD_RECORD):
             os.replace(entry, out / entry.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -428,7 +428,7 @@ def test_out_dot_builds_in_place_and_leaves_no_temporary_folder(tmp_path, monkey
             app, ["dataset", "build", str(books), "--out", ".", "--dpi", "72", *extra]
         )
         assert result.exit_code == 0, result.output
-        assert sorted(os.listdir(here)) == ["README.md", "train", "validation"]
+        assert sorted(os.listdir(here)) == ["README.md", "build.json", "train", "validation"]
         assert os.listdir(tmp_path / "work") == ["dataset"]
     assert Path.cwd() == here  # the folder we stand in was kept, not swapped
 

@@ -205,3 +205,44 @@ def test_story_file_and_trained_already(tmp_path):
     token.write_bytes(b"x")
     assert "OVERWRITE" in trained_already(token)
     assert trained_already(token, overwrite=True) is None and trained_already(token, resume=True) is None
+
+
+class _Area:
+    """A notebook display area: what it shows now."""
+
+    def __init__(self):
+        self.shown = None
+
+    def update(self, obj, raw=False):
+        self.shown = obj
+
+
+def test_the_live_preview_never_keeps_a_half_painted_picture(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from fairytale.errors import Interrupted
+    from fairytale.notebook import live_preview
+
+    half = Image.new("RGB", (8, 8), "gray")
+    preview = SimpleNamespace(pages=(2,), step=5, steps=25, images=[half])
+
+    area = _Area()
+    with pytest.raises(Interrupted), live_preview(True, area) as live:  # stopped (a failure is the same)
+        live.callback(preview)
+        assert area.shown is half
+        raise Interrupted("1 of 3 pages painted and kept")
+    assert area.shown == {"text/plain": ""}  # cleared
+
+    Image.new("RGB", (8, 8), "red").save(tmp_path / "p2.png")
+    result = SimpleNamespace(book_dir=tmp_path, pages=[SimpleNamespace(number=1, image="p1.png"), SimpleNamespace(number=2, image="p2.png")])
+    area = _Area()
+    with live_preview(True, area) as live:
+        live.callback(preview)
+        live.end(result)
+    assert area.shown.getpixel((0, 0)) == (255, 0, 0)  # the finished picture of the page previewed
+
+    with live_preview(False, area) as live:
+        assert live.callback is None
+        live.end(result)

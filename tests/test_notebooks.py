@@ -10,16 +10,21 @@ looks like Colab's (a fake ``google.colab`` whose upload box hands in pictures).
 
 from __future__ import annotations
 
+import ast
+import base64
 import copy
 import importlib.util
+import io
 import json
 import os
 import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import requests
+from PIL import Image
 
 from fairytale.embeddings import read_embedding
 from fairytale.notebook import SKIP_INSTALL_ENV
@@ -97,6 +102,49 @@ def test_notebooks_are_valid_committed_clean_and_parameterised(name):
     assert len(tagged) == 1
     assert "FAIRYTALE_SKIP_INSTALL" in code[0].source and "pip" in code[0].source  # install first
     assert "colab.research.google.com" in notebook.cells[0].source  # the badge
+
+
+def _bound(tree: ast.AST) -> set[str]:
+    """The names a piece of code sets: assignments, imports, definitions, arguments."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+    return names
+
+
+def _loaded(tree: ast.AST) -> set[str]:
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_cell_that_needs_an_earlier_one_says_so_when_run_first(name):
+    # After a restart, any such cell may be the first one run: it turns the plain messages on
+    # itself, before it uses a name an earlier cell sets, so a NameError is one line naming the cells to run.
+    code = [cell for cell in nbformat.read(NOTEBOOKS / name, as_version=4).cells if cell.cell_type == "code"]
+    set_earlier: set[str] = set()
+    dependent = 0
+    for cell in code:
+        tree = ast.parse(cell.source)
+        needs = (_loaded(tree) & set_earlier) - _bound(tree)
+        if needs:
+            dependent += 1
+            first_use = next(i for i, statement in enumerate(tree.body) if _loaded(statement) & needs)
+            guard = [
+                i for i, statement in enumerate(tree.body)
+                if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+                and getattr(statement.value.func, "id", None) == "use_plain_messages"
+            ]
+            assert guard and guard[0] < first_use, f"{cell.id} needs {sorted(needs)} without use_plain_messages() first"
+            assert "use_plain_messages" in _bound(tree), f"{cell.id} imports use_plain_messages itself"
+        set_earlier |= _bound(tree)
+    assert dependent >= 3
 
 
 def test_generate_book_notebook_makes_the_pdf(
@@ -229,6 +277,8 @@ def test_style_dataset_notebook_scrapes_builds_and_trains(tiny_sd, tmp_path, mon
             assert failed is None, outputs_text(again)
 
     assert "0 downloaded" in outputs_text(again) and "is trained already: kept" in outputs_text(again)
+    kept = "dataset: kept, built before from the same books and settings"
+    assert kept in outputs_text(again) and kept not in outputs_text(first)  # not built again
     assert (tmp_path / "style.safetensors").read_bytes() == trained
     assert sorted(p.name for p in (tmp_path / "books").glob("*.pdf"))
     dataset = load_dataset("imagefolder", data_dir=str(tmp_path / "dataset"))
@@ -266,7 +316,11 @@ def test_generate_book_notebook_run_again_keeps_the_edited_plan_and_replaces_the
     assert "Kept" in outputs_text(final) and "are drafts" not in outputs_text(final)
     assert not any(page["draft"] for page in json.loads(manifest.read_text())["pages"])
     render_cell = next(c for c in final if "render_book(" in c.source)
-    assert any("image/png" in o.get("data", {}) for o in render_cell.outputs)  # the live preview, as a picture
+    [shown] = [o["data"]["image/png"] for o in render_cell.outputs if "image/png" in o.get("data", {})]
+    # the live preview's area ends with a finished picture, not the last half-painted one
+    finished = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((tmp_path / "book" / "pages").glob("*.png"))]
+    shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown))).convert("RGB"))
+    assert any(shown.shape == f.shape and (shown == f).all() for f in finished)
     assert (tmp_path / "book.epub").is_file()
 
 
@@ -275,6 +329,13 @@ def test_a_mistake_is_one_line_and_stops_the_run(tmp_path, monkeypatch):
 
     client = client_for("generate_book.ipynb", {"STORY_FILE": "my story.txt"}, tmp_path, monkeypatch)
     with client.setup_kernel():
+        # a new kernel (a runtime restarted): the plan cell run first says so in one line
+        index, plan_cell = next((i, c) for i, c in enumerate(client.nb.cells) if "plan_or_keep(" in c.source)
+        with pytest.raises(CellExecutionError):
+            client.execute_cell(plan_cell, index)
+        early = outputs_text([plan_cell])
+        assert "is not set yet: run the cells above this one first (in Colab: Runtime → Run before)" in early
+        assert "Traceback" not in early
         cells, failed = run_all(client)
         # the user goes on with the next cell anyway: it needs what the failed one sets
         index, after = next((i, c) for i, c in enumerate(client.nb.cells) if i > failed and c.cell_type == "code")

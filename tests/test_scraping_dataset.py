@@ -151,7 +151,7 @@ def test_build_keeps_exactly_the_illustrations(built):
 
 def test_build_writes_an_imagefolder(built):
     report, out = built
-    assert sorted(os.listdir(out)) == ["README.md", "train", "validation"]
+    assert sorted(os.listdir(out)) == ["README.md", "build.json", "train", "validation"]
     rows = {split: _rows(out / split) for split in ("train", "validation")}
     assert len(rows["train"]) == report.count("train") and len(rows["validation"]) == report.count("validation") >= 1
     for split, split_rows in rows.items():
@@ -287,9 +287,48 @@ def test_an_existing_dataset_is_replaced_only_with_overwrite(pdf_dir, tmp_path):
     with pytest.raises(FairytaleError, match="not empty"):
         build_dataset(pdf_dir, out, dpi=72, seed=2)
     build_dataset(pdf_dir, out, dpi=72, seed=2, overwrite=True)  # our own dataset is replaced
-    assert sorted(os.listdir(out)) == ["README.md", "train", "validation"]
+    assert sorted(os.listdir(out)) == ["README.md", "build.json", "train", "validation"]
     assert "seed 2" in (out / "README.md").read_text()
     assert sorted(os.listdir(tmp_path)) == ["ds"]  # no staging or backup folder left
+
+
+def test_a_dataset_built_from_the_same_books_and_settings_is_reused_while_intact(pdf_dir, tmp_path):
+    out = tmp_path / "ds"
+    first = build_dataset(pdf_dir, out, dpi=72, validation_fraction=0.2)
+    record = json.loads((out / "build.json").read_text())
+    assert record["settings"]["dpi"] == 72 and [i["title"] for i in record["inputs"]] == list(TITLES)
+    picture = out / "train" / _rows(out / "train")[0]["file_name"]
+    stamp = picture.stat().st_mtime_ns
+
+    again = build_dataset(pdf_dir, out, dpi=72, validation_fraction=0.2, reuse=True)
+    assert again.reused and not first.reused and picture.stat().st_mtime_ns == stamp  # nothing written
+    assert (again.kept, again.books, again.count("validation")) == (first.kept, first.books, first.count("validation"))
+    assert again.pages == first.pages
+
+    # other settings, a damaged picture: built again (replacing needs overwrite, as ever)
+    with pytest.raises(FairytaleError, match="not empty"):
+        build_dataset(pdf_dir, out, dpi=96, validation_fraction=0.2, reuse=True)
+    assert not build_dataset(pdf_dir, out, dpi=96, validation_fraction=0.2, reuse=True, overwrite=True).reused
+    assert json.loads((out / "build.json").read_text())["settings"]["dpi"] == 96
+    assert build_dataset(pdf_dir, out, dpi=96, validation_fraction=0.2, reuse=True).reused
+    picture = out / "train" / _rows(out / "train")[0]["file_name"]
+    picture.write_bytes(picture.read_bytes()[:100])  # cut short
+    assert not build_dataset(pdf_dir, out, dpi=96, validation_fraction=0.2, reuse=True, overwrite=True).reused
+    assert build_dataset(pdf_dir, out, dpi=96, validation_fraction=0.2, reuse=True).reused
+
+
+def test_a_dataset_is_built_again_when_a_book_changes(tmp_path):
+    books = tmp_path / "books"
+    books.mkdir()
+    (books / "ginger.pdf").write_bytes(book_pdf("Ginger"))
+    out = tmp_path / "ds"
+    build_dataset(books, out, dpi=72, validation_fraction=0)
+    (books / "ginger.pdf").write_bytes(book_pdf("Ginger and Tim"))  # the same file name, a new book
+    rebuilt = build_dataset(books, out, dpi=72, validation_fraction=0, reuse=True, overwrite=True)
+    assert not rebuilt.reused and rebuilt.books == ["Ginger"]
+    assert "Ginger and Tim" in " ".join(r["caption"] for r in _rows(out / "train"))
+    (out / "build.json").unlink()  # a dataset without its record (an older one, say) is never reused
+    assert not build_dataset(books, out, dpi=72, validation_fraction=0, reuse=True, overwrite=True).reused
 
 
 def test_a_failed_build_leaves_nothing(tmp_path):
