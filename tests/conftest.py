@@ -126,3 +126,20 @@ def read_only_folder(tmp_path):
     locked.chmod(0o500)
     yield locked
     locked.chmod(0o700)
+
+
+@pytest.fixture()
+def clock():
+    """The scraper's clock and sleep, faked: pauses are recorded, never waited."""
+    from tests.scraping_site import FakeClock
+
+    return FakeClock()
+
+
+@pytest.fixture()
+def site():
+    """A Monkey Pen-like site served on 127.0.0.1 for the scraper's tests."""
+    from tests.scraping_site import Site, serve
+
+    with serve(Site()) as running:
+        yield running

@@ -43,17 +43,6 @@ from tests.scraping_site import (
 
 
 @pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def site():
-    with serve(Site()) as running:
-        yield running
-
-
-@pytest.fixture
 def other_host():
     """A second server: another port, so another host to the crawler."""
     with serve(Site(books=[])) as running:

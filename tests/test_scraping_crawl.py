@@ -28,17 +28,6 @@ from tests.scraping_site import (
 )
 
 
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def site():
-    with serve(Site()) as running:
-        yield running
-
-
 def test_scrape_downloads_every_book_and_records_it(site, clock, tmp_path):
     report = scrape(site.url, tmp_path / "books", http_config=quick_http(clock))
     out = tmp_path / "books"

@@ -10,7 +10,6 @@ from scraping.download import MAX_NAME_LENGTH, DownloadRejected, fetch_pdf, file
 from scraping.http import PoliteSession
 from tests.scraping_site import (
     Book,
-    FakeClock,
     Fault,
     Site,
     book_pdf,
@@ -19,18 +18,6 @@ from tests.scraping_site import (
     read_manifest,
     serve,
 )
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def site():
-    with serve(Site()) as running:
-        yield running
-
 
 # -- file names -------------------------------------------------------------------------------
 

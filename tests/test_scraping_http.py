@@ -24,17 +24,6 @@ from tests.scraping_site import (
 )
 
 
-@pytest.fixture
-def site():
-    with serve(Site()) as running:
-        yield running
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
 def _pdf_path(site: Site, index: int = 0) -> str:
     return site.books[index].pdf_path()
 

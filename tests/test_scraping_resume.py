@@ -9,24 +9,12 @@ import hashlib
 import json
 import os
 
-import pytest
 from typer.testing import CliRunner
 
 import scraping.http
 from fairytale.cli import app
 from scraping import scrape
 from tests.scraping_site import FakeClock, Fault, Site, book_pdf, files_in, quick_http, read_manifest, serve
-
-
-@pytest.fixture
-def clock():
-    return FakeClock()
-
-
-@pytest.fixture
-def site():
-    with serve(Site()) as running:
-        yield running
 
 
 def _pdf_requests(site: Site) -> int:
