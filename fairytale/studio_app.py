@@ -738,21 +738,34 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             return [None, "Start a book: paste a story below.", gr.update(), *plan_values(None), gr.update()]
 
         restore_outputs = [book_state, status, open_path, *plan_outputs, tabs]
-        follow_outputs = [status, progress, pictures, pages_table, live_preview]
+        follow_outputs = [status, progress, pictures, pages_table, live_preview, character_pick, reference]
 
         def follow_painting(path: str | None) -> Any:
             """A page opened on a book while it is being painted (a reload, a second tab)
             shows that painting as the tab that started it does: its progress and newest
-            preview on the Paint tab, where Stop stops it, then how it ended and the pictures."""
+            preview on the Paint tab, where Stop stops it, then how it ended and the pictures
+            (a new reference portrait: that character, with its new portrait, on the Plan tab)."""
             painting = session.jobs.get(_book(path).folder) if path else None
             if painting is None:
                 yield [gr.update()] * len(follow_outputs)
                 return
+            book = _book(path)
             ended = None
-            for ended in _watch(gr, session, _book(path), painting):
-                yield [gr.update(), *ended]
+            for ended in _watch(gr, session, book, painting):
+                yield [gr.update(), *ended, gr.update(), gr.update()]
             if ended is not None:  # the status line said "being painted now": no longer
-                yield [ended[0], *[gr.update()] * (len(follow_outputs) - 1)]
+                yield [ended[0], *[gr.update()] * 4, *_new_portrait(book, painting)]
+
+        def _new_portrait(book: Book, painting: Painting) -> list[Any]:
+            """The character pick and portrait showing the portrait ``painting`` painted, if it
+            painted one (the page showed the old one until the character was picked again)."""
+            result = painting.outcome.get("result")
+            if isinstance(result, Path):
+                for character in book.plan().characters:
+                    shown = book.folder / character.reference.image if character.reference else None
+                    if shown is not None and shown.resolve() == result.resolve():
+                        return [gr.update(value=character.id), str(result)]
+            return [gr.update(), gr.update()]
 
         # a follower only waits and reads: it never holds up a painting, however many tabs follow
         app.load(guarded(restore, restore_outputs), [book_state, remembered], restore_outputs).then(

@@ -106,7 +106,7 @@ def test_a_page_opened_while_the_book_is_painted_follows_that_painting_to_its_en
     follow = fns["follow_painting"]
     assert fns["restore"]._id == follow.trigger_after  # it runs when the page has loaded the book
     stream = follow.fn(str(book.folder))
-    status, line, pictures, table, preview = next(stream)
+    status, line, pictures, table, preview, pick, portrait = next(stream)
     # before, the page showed "being painted now (…)" as one line of text, and nothing more
     assert status == gradio.update() and line == "Painting page 1 of 2 · step 3 of 10"
     assert preview["visible"] and preview["label"] == "Live preview · page 1 · step 3 of 10"
@@ -114,11 +114,42 @@ def test_a_page_opened_while_the_book_is_painted_follows_that_painting_to_its_en
 
     # Stop, pressed in the reloaded page
     assert "Nothing is being painted" not in fns["stop_painting"].fn(str(book.folder))
-    *_, (_, line, _pictures, table, preview), (status, *rest) = list(stream)
+    *_, (_, line, _pictures, table, preview, *_portrait), (status, *rest) = list(stream)
     assert line == status == STOPPED  # the status line no longer says "being painted now"
     assert [row[:2] for row in table] == [[1, "to paint"], [2, "to paint"]]
     assert preview == {"__type__": "update", "value": None, "visible": False}
     assert book.folder not in session.jobs
+    # no portrait was painted: the Plan tab keeps its character and portrait
+    assert rest[-2:] == [gradio.update(), gradio.update()]
+
+
+def test_a_page_following_a_new_portrait_shows_the_new_one_when_it_is_painted(gradio, session, monkeypatch):
+    from fairytale import studio_app
+
+    book = open_book(session.books_dir / "zoe")
+    fns = handlers(studio_app.build_app(session))
+    painting, go_on = threading.Event(), threading.Event()
+    real = studio_app.repaint_reference
+
+    def repaint_reference(book, character_id, options, pool, progress):
+        painting.set()
+        assert go_on.wait(60)  # the second tab is following by now
+        return real(book, character_id, options, pool, progress=progress)
+
+    monkeypatch.setattr(studio_app, "repaint_reference", repaint_reference)
+    first_tab = fns["paint_reference"].fn(str(book.folder), "zoe")
+    next(first_tab)
+    assert painting.wait(60)
+    # a second tab (or the first one, reloaded) follows the portrait
+    follow = fns["follow_painting"].fn(str(book.folder))
+    next(follow)
+    go_on.set()
+    *_, (status, *_rest, pick, portrait) = list(follow)
+    list(first_tab)
+    painted = book.folder / "references" / "zoe.png"
+    assert status == "A new portrait of Zoë: done" and painted.is_file()
+    # before, the followed page said "done" and kept showing the old portrait
+    assert pick == gradio.update(value="zoe") and portrait == str(painted)
 
 
 def test_a_page_opened_on_a_book_not_being_painted_changes_nothing(gradio, session):
@@ -126,8 +157,8 @@ def test_a_page_opened_on_a_book_not_being_painted_changes_nothing(gradio, sessi
 
     book = open_book(session.books_dir / "zoe")
     fns = handlers(build_app(session))
-    assert list(fns["follow_painting"].fn(str(book.folder))) == [[gradio.update()] * 5]
-    assert list(fns["follow_painting"].fn(None)) == [[gradio.update()] * 5]
+    assert list(fns["follow_painting"].fn(str(book.folder))) == [[gradio.update()] * 7]
+    assert list(fns["follow_painting"].fn(None)) == [[gradio.update()] * 7]
     assert fns["restore"].fn(None, str(book.folder))[-1] == gradio.update()  # the tab it was on
 
 
