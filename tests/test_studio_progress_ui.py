@@ -208,14 +208,61 @@ def test_make_the_plan_shows_the_step_and_its_stop_stops_it(gradio, session, mon
         raise AssertionError("Stop never reached the planning")
 
     monkeypatch.setattr(studio_app, "create_book", create_book)
-    stream = fns["start"].fn("Zoë\n\nZoë swam.", None, "", "", "", tab)
+    stream = fns["start"].fn("Zoë\n\nZoë swam.", None, "", "", "", "browser-1", tab)
     book_state, status, *others = next(stream)
     # before, the page showed nothing until the plan was made, and nothing could stop it
     assert status.startswith("Planning the story: Finding characters · ")
     assert book_state == gradio.update() and all(other == gradio.update() for other in others)
     [stop] = [f for f in app.fns.values() if _elem_ids(app, f) == ["plan-stop"]]
-    assert stop.fn(other_tab) == "Nothing is being planned."  # another tab's Stop is its own
-    assert "Stopping the planning" in stop.fn(tab)
+    assert stop.fn("browser-2", other_tab) == "Nothing is being planned."  # another browser's Stop is its own
+    reloaded = SimpleNamespace(session_hash="tab-3")  # the tab reloaded, or a second tab of the browser
+    assert "Stopping the planning" in stop.fn("browser-1", reloaded)
     with pytest.warns(UserWarning, match="Planning stopped"):
         told = list(stream)[-1]
     assert told[1] == "Planning stopped; no book was made" and not session.plannings
+
+
+def test_a_page_opened_while_the_browser_plans_a_story_follows_it_and_opens_the_book(
+    gradio, session, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from fairytale import studio_app
+
+    fns = handlers(studio_app.build_app(session))
+    planning, go_on = threading.Event(), threading.Event()
+
+    def create_book(books_dir, *, progress, **kwargs):
+        progress.stage("Finding characters")
+        planning.set()
+        assert go_on.wait(60)  # the reloaded page is following by now
+        return open_book(books_dir / "zoe")
+
+    monkeypatch.setattr(studio_app, "create_book", create_book)
+    first_tab = fns["start"].fn(
+        "Zoë\n\nZoë swam.", None, "", "", "", "browser-1", SimpleNamespace(session_hash="tab-1")
+    )
+    next(first_tab)
+    assert planning.wait(60)
+    first_tab.close()  # the tab was reloaded: gradio dropped its stream
+
+    # a page of another browser is not told about it, and gets an id of its own
+    *_, other, tab = fns["restore"].fn(None, None, None)
+    assert other and other != "browser-1" and tab == gradio.update()
+    # the reloaded page (or a second tab) of the browser goes to the Start tab, where its Stop is
+    restore = fns["restore"]
+    _state, status, *_, browser_id, tab = restore.fn(None, None, "browser-1")
+    assert browser_id == "browser-1" and tab.selected == "start"
+    assert status.startswith("Planning a story now (Planning the story: Finding characters · ")
+    follow = fns["follow_planning"]
+    assert follow.trigger_after == restore._id  # it runs when the page has loaded
+    stream = follow.fn("browser-1")
+    # before, the page showed an empty studio until the plan was made, and its Stop stopped nothing
+    book_state, status, *others = next(stream)
+    assert status.startswith("Planning the story: Finding characters · ") and book_state == gradio.update()
+    go_on.set()
+    book_state, status, shown, tab, remembered, *_ = list(stream)[-1]
+    folder = str(session.books_dir / "zoe")
+    assert book_state == shown == remembered == folder and tab.selected == "plan"
+    assert status.startswith("Planned **") and not session.plannings
+    assert list(follow.fn("browser-1")) == [[gradio.update()] * len(others + [book_state, status])]
