@@ -684,6 +684,8 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             status line showing the step, and the Stop of this tab (or of this browser's other
             tabs, :func:`follow_planning`) stopping it."""
             story = {"story_file": upload} if upload else {"story_text": text}
+            # No id yet (clicked before the page finished loading): kept by the tab, which a
+            # reload does not find again.
             key = browser_id or request.session_hash
             planning = session.planning(key)
 
