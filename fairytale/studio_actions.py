@@ -473,8 +473,9 @@ def _save(book: Book, plan: BookPlan) -> None:
 class IllustratorPool:
     """Keeps one loaded illustrator between actions and frees it after ``idle_seconds`` unused.
 
-    Settings that name another model (or device) load that one instead; settings that only
-    change steps, guidance or size reuse the loaded one (``render_book`` reconfigures it).
+    Settings that name another model (or device, precision, compile) load that one instead;
+    settings that only change steps, guidance or size reuse the loaded one (``render_book``
+    reconfigures it).
     """
 
     def __init__(self, idle_seconds: float = 600.0) -> None:
@@ -489,6 +490,10 @@ class IllustratorPool:
 
     @staticmethod
     def _identity(settings: RenderSettings) -> tuple:
+        # Precision and compile are fixed when the model loads (render_book's check of a passed-in
+        # illustrator compares the model files only). The studio's page paints with the settings it
+        # was started with, but the actions take any options: another precision or --compile loads
+        # the model again rather than painting in the loaded one's.
         return (
             settings.backend,
             settings.model,
@@ -496,6 +501,8 @@ class IllustratorPool:
             settings.low_vram,
             settings.batch_size,
             settings.safety_model,
+            settings.precision,
+            settings.compile,
         )
 
     @property

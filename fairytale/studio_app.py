@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,9 @@ SESSION_DIR = ".studio"
 INSTALL_HINT = 'The studio needs gradio: pip install -e ".[studio]" (in a checkout) or pip install "fairytale-books[studio]"'
 #: Where the browser remembers the open book (see ``restore`` in :func:`build_app`).
 REMEMBERED_KEY = "fairytale-studio-book"
+#: Where the browser keeps its id in this studio: a story it is planning is found by it after a
+#: reload, or from a second tab, before there is a book to remember.
+BROWSER_KEY = "fairytale-studio-browser"
 #: gradio shows its pictures without alt text (a gallery's caption is a separate label, or the
 #: picture's ``title``): give each one a name a screen reader says, its caption, or what it is for.
 ALT_TEXT_JS = """
@@ -136,13 +140,14 @@ class StudioSession:
     books_dir: Path
     pool: IllustratorPool = field(default_factory=IllustratorPool)
     jobs: dict[Path, Painting] = field(default_factory=dict)
-    #: stories being planned, by the browser tab planning them (gradio's session hash)
+    #: stories being planned, by the browser planning them (its id in ``BROWSER_KEY``; else the
+    #: tab's gradio session hash): its reloaded or second tabs follow the planning and stop it
     plannings: dict[str, Painting] = field(default_factory=dict)
     _jobs_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def planning(self, tab: str) -> Painting:
-        """Register a planning for browser tab ``tab`` (its Stop stops it); the caller removes
-        it when it ends. A second one in the tab meanwhile is refused at once."""
+        """Register a planning for browser ``tab`` (its Stop stops it); the caller removes it
+        when it ends. A second one in the browser meanwhile is refused at once."""
         with self._jobs_lock:
             if tab in self.plannings:
                 raise FairytaleError("A story is being planned already: wait for it, or press Stop")
@@ -478,6 +483,7 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
         # The open book, remembered by the browser (encrypted with a secret made at each launch), so
         # a reload or a second tab of this studio opens it again instead of an empty page.
         remembered = gr.BrowserState(None, storage_key=REMEMBERED_KEY)
+        browser = gr.BrowserState(None, storage_key=BROWSER_KEY)  # made by restore (page load)
         gr.Markdown("# fAIrytale Studio\nStory → plan → pictures → your book.")
         status = gr.Markdown(
             f"Open: {first}" if first else "Start a book: paste a story below.", elem_id="status"
@@ -653,13 +659,35 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
 
         start_outputs = [book_state, status, open_path, tabs, remembered, *plan_outputs]
 
+        def planned(book: Book) -> list[Any]:
+            """The page with the planned ``book`` open, on the Plan tab."""
+            folder = str(book.folder)
+            pages = len(book.plan().pages)
+            return [
+                folder,
+                f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
+                folder,
+                gr.Tabs(selected="plan"),  # on to the review
+                folder,
+            ] + plan_values(folder)
+
         def start(
-            text: str, upload: str | None, title_: str, author_: str, style_: str, request: gr.Request
+            text: str,
+            upload: str | None,
+            title_: str,
+            author_: str,
+            style_: str,
+            browser_id: str | None,
+            request: gr.Request,
         ) -> Any:
             """Plan the story in a thread (its models can take minutes to load and read), the
-            status line showing the step, and this tab's Stop stopping it."""
+            status line showing the step, and the Stop of this tab (or of this browser's other
+            tabs, :func:`follow_planning`) stopping it."""
             story = {"story_file": upload} if upload else {"story_text": text}
-            planning = session.planning(request.session_hash)
+            # No id yet (clicked before the page finished loading): kept by the tab, which a
+            # reload does not find again.
+            key = browser_id or request.session_hash
+            planning = session.planning(key)
 
             def plan(planning: Painting) -> Book:
                 return create_book(
@@ -676,30 +704,36 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 planning,
                 plan,
                 "fairytale-studio-plan",
-                lambda: session.plannings.pop(request.session_hash, None),
+                lambda: session.plannings.pop(key, None),
             )
             book = yield from _told(running, telling(start_outputs))
-            pages = len(book.plan().pages)
-            yield [
-                str(book.folder),
-                f"Planned **{book.plan().title}**: {pages} pages, in `{book.folder}`",
-                str(book.folder),
-                gr.Tabs(selected="plan"),  # on to the review
-                str(book.folder),
-            ] + plan_values(str(book.folder))
+            yield planned(book)
 
         make_plan.click(
-            guarded(start, start_outputs), [story_text, story_file, title, author, style], start_outputs
+            guarded(start, start_outputs),
+            [story_text, story_file, title, author, style, browser],
+            start_outputs,
         )
 
-        def stop_planning(request: gr.Request) -> str:
-            planning = session.plannings.get(request.session_hash)
+        def stop_planning(browser_id: str | None, request: gr.Request) -> str:
+            planning = session.plannings.get(browser_id or request.session_hash)
             if planning is None:
                 return "Nothing is being planned."
             planning.progress.stop()
             return "Stopping the planning after its current step… (no book is made)"
 
-        plan_stop.click(guarded(stop_planning, [status]), None, [status])
+        plan_stop.click(guarded(stop_planning, [status]), [browser], [status])
+
+        def follow_planning(browser_id: str | None) -> Any:
+            """A page opened while this browser plans a story (a reload, a second tab) shows that
+            planning as the tab that started it does: its step in the status line, Stop on the
+            Start tab, then the new book on the Plan tab (or how the planning ended)."""
+            planning = session.plannings.get(browser_id) if browser_id else None
+            if planning is None:
+                yield [gr.update()] * len(start_outputs)
+                return
+            book = yield from _told(planning, telling(start_outputs))
+            yield planned(book)
 
         def open_(path: str) -> list[Any]:
             if not (path or "").strip():
@@ -717,9 +751,19 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             [book_state, status, remembered, *plan_outputs],
         )
 
-        def restore(path: str | None, kept: str | None) -> list[Any]:
+        def restore(path: str | None, kept: str | None, browser_id: str | None = None) -> list[Any]:
             """The page (re)loaded: open the book this browser had open in this studio, else the
-            one the studio was started with."""
+            one the studio was started with; give the browser its id when it has none. A story
+            the browser is planning is shown on the Start tab (:func:`follow_planning`)."""
+            browser_id = browser_id or uuid.uuid4().hex
+            *shown, tab = reopened(path, kept)
+            planning = session.plannings.get(browser_id)
+            if planning is not None:  # follow_planning shows it on the Start tab, with Stop
+                shown[1] = f"Planning a story now ({planning.line()}); Stop is on the Start tab"
+                tab = gr.Tabs(selected="start")
+            return [*shown, browser_id, tab]
+
+        def reopened(path: str | None, kept: str | None) -> list[Any]:
             for candidate in (kept, path):
                 if not candidate:
                     continue
@@ -737,27 +781,44 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
                 return [folder, message, folder, *plan_values(folder), tab]
             return [None, "Start a book: paste a story below.", gr.update(), *plan_values(None), gr.update()]
 
-        restore_outputs = [book_state, status, open_path, *plan_outputs, tabs]
-        follow_outputs = [status, progress, pictures, pages_table, live_preview]
+        restore_outputs = [book_state, status, open_path, *plan_outputs, browser, tabs]
+        follow_outputs = [status, progress, pictures, pages_table, live_preview, character_pick, reference]
 
         def follow_painting(path: str | None) -> Any:
             """A page opened on a book while it is being painted (a reload, a second tab)
             shows that painting as the tab that started it does: its progress and newest
-            preview on the Paint tab, where Stop stops it, then how it ended and the pictures."""
+            preview on the Paint tab, where Stop stops it, then how it ended and the pictures
+            (a new reference portrait: that character, with its new portrait, on the Plan tab)."""
             painting = session.jobs.get(_book(path).folder) if path else None
             if painting is None:
                 yield [gr.update()] * len(follow_outputs)
                 return
+            book = _book(path)
             ended = None
-            for ended in _watch(gr, session, _book(path), painting):
-                yield [gr.update(), *ended]
+            for ended in _watch(gr, session, book, painting):
+                yield [gr.update(), *ended, gr.update(), gr.update()]
             if ended is not None:  # the status line said "being painted now": no longer
-                yield [ended[0], *[gr.update()] * (len(follow_outputs) - 1)]
+                yield [ended[0], *[gr.update()] * 4, *_new_portrait(book, painting)]
+
+        def _new_portrait(book: Book, painting: Painting) -> list[Any]:
+            """The character pick and portrait showing the portrait ``painting`` painted, if it
+            painted one (the page showed the old one until the character was picked again)."""
+            result = painting.outcome.get("result")
+            if isinstance(result, Path):
+                for character in book.plan().characters:
+                    shown = book.folder / character.reference.image if character.reference else None
+                    if shown is not None and shown.resolve() == result.resolve():
+                        return [gr.update(value=character.id), str(result)]
+            return [gr.update(), gr.update()]
 
         # a follower only waits and reads: it never holds up a painting, however many tabs follow
-        app.load(guarded(restore, restore_outputs), [book_state, remembered], restore_outputs).then(
+        loaded = app.load(
+            guarded(restore, restore_outputs), [book_state, remembered, browser], restore_outputs
+        )
+        loaded.then(
             guarded(follow_painting, follow_outputs), [book_state], follow_outputs, concurrency_limit=None
         )
+        loaded.then(guarded(follow_planning, start_outputs), [browser], start_outputs, concurrency_limit=None)
 
         def show_character(path: str | None, character_id: str | None) -> list[Any]:
             if not path or not character_id:

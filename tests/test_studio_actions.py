@@ -270,6 +270,33 @@ def test_pool_reuses_the_loaded_model_and_releases_it(options):
     assert not pool.loaded and first.pipe is None
 
 
+def test_pool_loads_again_for_another_precision_or_compile(options, monkeypatch):
+    import fairytale.render
+
+    loaded = []
+
+    class Loaded:
+        def __init__(self, settings):
+            self.settings, self.previews, self.closed = settings, None, False
+            loaded.append(self)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(fairytale.render, "load_illustrator", Loaded)
+    pool = IllustratorPool(idle_seconds=3600)
+    fp32 = options.settings.with_(precision="fp32")
+    for settings in (fp32, fp32.with_(steps=3), fp32.with_(precision="bf16"), fp32.with_(compile=True)):
+        with pool.borrow(settings) as illustrator:
+            assert (illustrator.settings.precision, illustrator.settings.compile) == (
+                settings.precision,
+                settings.compile,
+            )
+    pool.release()
+    # before, the bf16 and compiled borrows got the fp32 model loaded first
+    assert len(loaded) == 3 and all(model.closed for model in loaded)
+
+
 def test_bad_stories_are_refused_and_leave_nothing(tmp_path):
     with pytest.raises(FairytaleError, match="empty"):
         create_book(tmp_path, "   \n ")

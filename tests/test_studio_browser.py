@@ -256,3 +256,57 @@ def test_a_reload_and_a_second_tab_follow_the_painting_and_stop_it(tiny_sd, tmp_
     finally:
         studio.close()
     assert not studio.session.jobs
+
+
+def test_a_reload_and_a_second_tab_follow_the_planning_and_stop_it(tiny_sd, tmp_path, monkeypatch):
+    """Make the plan runs (a fake planning that waits at its second step until stopped); the page
+    is reloaded and a second tab opened: both stay on the Start tab and show the planning's step
+    (they showed an empty studio), Stop in the second tab stops it, and both say so."""
+    chromium = require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from fairytale import studio_app
+
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # put back after the test
+
+    def create_book(books_dir, *, progress, **kwargs):
+        for _ in range(WAIT_MS // 1000):  # bounded: a test that never presses Stop ends
+            progress.stage("Finding characters")  # a stopped planning ends here
+            progress._stop.wait(1)
+        raise AssertionError("Stop never reached the planning")
+
+    monkeypatch.setattr(studio_app, "create_book", create_book)
+    studio = studio_app.launch_studio(
+        books_dir=tmp_path / "books", options=StudioOptions(tiny_settings(tiny_sd))
+    )
+    planning = "Planning the story: Finding characters"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            shots = Shots(page, tmp_path / "shots")
+            page.goto(studio.url)
+            # the page has loaded (and has the browser's id, which a reloaded tab finds the planning by)
+            page.wait_for_function(f"() => localStorage.getItem({studio_app.BROWSER_KEY!r}) !== null")
+            page.locator("#story-text textarea").fill(STORY.read_text(encoding="utf-8"))
+            page.locator("#make-plan").click()
+            wait_for(page, "#status", planning)
+
+            tabs = [page, context.new_page()]
+            page.reload()
+            tabs[1].goto(studio.url)
+            for tab in tabs:
+                wait_for(tab, "#status", planning)  # live, on the Start tab with its Stop
+                expect(tab.get_by_role("tab", name="1 · Start")).to_have_attribute("aria-selected", "true")
+            shots.take("reloaded-while-planning")
+            tabs[1].locator("#plan-stop").click()
+            for tab in tabs:
+                expect(tab.locator("#status")).to_contain_text("Planning stopped", timeout=WAIT_MS)
+            shots.take("planning-stopped-from-the-second-tab")
+            browser.close()
+    finally:
+        studio.close()
+    assert not studio.session.plannings

@@ -106,7 +106,7 @@ def test_a_page_opened_while_the_book_is_painted_follows_that_painting_to_its_en
     follow = fns["follow_painting"]
     assert fns["restore"]._id == follow.trigger_after  # it runs when the page has loaded the book
     stream = follow.fn(str(book.folder))
-    status, line, pictures, table, preview = next(stream)
+    status, line, pictures, table, preview, pick, portrait = next(stream)
     # before, the page showed "being painted now (…)" as one line of text, and nothing more
     assert status == gradio.update() and line == "Painting page 1 of 2 · step 3 of 10"
     assert preview["visible"] and preview["label"] == "Live preview · page 1 · step 3 of 10"
@@ -114,11 +114,42 @@ def test_a_page_opened_while_the_book_is_painted_follows_that_painting_to_its_en
 
     # Stop, pressed in the reloaded page
     assert "Nothing is being painted" not in fns["stop_painting"].fn(str(book.folder))
-    *_, (_, line, _pictures, table, preview), (status, *rest) = list(stream)
+    *_, (_, line, _pictures, table, preview, *_portrait), (status, *rest) = list(stream)
     assert line == status == STOPPED  # the status line no longer says "being painted now"
     assert [row[:2] for row in table] == [[1, "to paint"], [2, "to paint"]]
     assert preview == {"__type__": "update", "value": None, "visible": False}
     assert book.folder not in session.jobs
+    # no portrait was painted: the Plan tab keeps its character and portrait
+    assert rest[-2:] == [gradio.update(), gradio.update()]
+
+
+def test_a_page_following_a_new_portrait_shows_the_new_one_when_it_is_painted(gradio, session, monkeypatch):
+    from fairytale import studio_app
+
+    book = open_book(session.books_dir / "zoe")
+    fns = handlers(studio_app.build_app(session))
+    painting, go_on = threading.Event(), threading.Event()
+    real = studio_app.repaint_reference
+
+    def repaint_reference(book, character_id, options, pool, progress):
+        painting.set()
+        assert go_on.wait(60)  # the second tab is following by now
+        return real(book, character_id, options, pool, progress=progress)
+
+    monkeypatch.setattr(studio_app, "repaint_reference", repaint_reference)
+    first_tab = fns["paint_reference"].fn(str(book.folder), "zoe")
+    next(first_tab)
+    assert painting.wait(60)
+    # a second tab (or the first one, reloaded) follows the portrait
+    follow = fns["follow_painting"].fn(str(book.folder))
+    next(follow)
+    go_on.set()
+    *_, (status, *_rest, pick, portrait) = list(follow)
+    list(first_tab)
+    painted = book.folder / "references" / "zoe.png"
+    assert status == "A new portrait of Zoë: done" and painted.is_file()
+    # before, the followed page said "done" and kept showing the old portrait
+    assert pick == gradio.update(value="zoe") and portrait == str(painted)
 
 
 def test_a_page_opened_on_a_book_not_being_painted_changes_nothing(gradio, session):
@@ -126,8 +157,8 @@ def test_a_page_opened_on_a_book_not_being_painted_changes_nothing(gradio, sessi
 
     book = open_book(session.books_dir / "zoe")
     fns = handlers(build_app(session))
-    assert list(fns["follow_painting"].fn(str(book.folder))) == [[gradio.update()] * 5]
-    assert list(fns["follow_painting"].fn(None)) == [[gradio.update()] * 5]
+    assert list(fns["follow_painting"].fn(str(book.folder))) == [[gradio.update()] * 7]
+    assert list(fns["follow_painting"].fn(None)) == [[gradio.update()] * 7]
     assert fns["restore"].fn(None, str(book.folder))[-1] == gradio.update()  # the tab it was on
 
 
@@ -177,14 +208,61 @@ def test_make_the_plan_shows_the_step_and_its_stop_stops_it(gradio, session, mon
         raise AssertionError("Stop never reached the planning")
 
     monkeypatch.setattr(studio_app, "create_book", create_book)
-    stream = fns["start"].fn("Zoë\n\nZoë swam.", None, "", "", "", tab)
+    stream = fns["start"].fn("Zoë\n\nZoë swam.", None, "", "", "", "browser-1", tab)
     book_state, status, *others = next(stream)
     # before, the page showed nothing until the plan was made, and nothing could stop it
     assert status.startswith("Planning the story: Finding characters · ")
     assert book_state == gradio.update() and all(other == gradio.update() for other in others)
     [stop] = [f for f in app.fns.values() if _elem_ids(app, f) == ["plan-stop"]]
-    assert stop.fn(other_tab) == "Nothing is being planned."  # another tab's Stop is its own
-    assert "Stopping the planning" in stop.fn(tab)
+    assert stop.fn("browser-2", other_tab) == "Nothing is being planned."  # another browser's Stop is its own
+    reloaded = SimpleNamespace(session_hash="tab-3")  # the tab reloaded, or a second tab of the browser
+    assert "Stopping the planning" in stop.fn("browser-1", reloaded)
     with pytest.warns(UserWarning, match="Planning stopped"):
         told = list(stream)[-1]
     assert told[1] == "Planning stopped; no book was made" and not session.plannings
+
+
+def test_a_page_opened_while_the_browser_plans_a_story_follows_it_and_opens_the_book(
+    gradio, session, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from fairytale import studio_app
+
+    fns = handlers(studio_app.build_app(session))
+    planning, go_on = threading.Event(), threading.Event()
+
+    def create_book(books_dir, *, progress, **kwargs):
+        progress.stage("Finding characters")
+        planning.set()
+        assert go_on.wait(60)  # the reloaded page is following by now
+        return open_book(books_dir / "zoe")
+
+    monkeypatch.setattr(studio_app, "create_book", create_book)
+    first_tab = fns["start"].fn(
+        "Zoë\n\nZoë swam.", None, "", "", "", "browser-1", SimpleNamespace(session_hash="tab-1")
+    )
+    next(first_tab)
+    assert planning.wait(60)
+    first_tab.close()  # the tab was reloaded: gradio dropped its stream
+
+    # a page of another browser is not told about it, and gets an id of its own
+    *_, other, tab = fns["restore"].fn(None, None, None)
+    assert other and other != "browser-1" and tab == gradio.update()
+    # the reloaded page (or a second tab) of the browser goes to the Start tab, where its Stop is
+    restore = fns["restore"]
+    _state, status, *_, browser_id, tab = restore.fn(None, None, "browser-1")
+    assert browser_id == "browser-1" and tab.selected == "start"
+    assert status.startswith("Planning a story now (Planning the story: Finding characters · ")
+    follow = fns["follow_planning"]
+    assert follow.trigger_after == restore._id  # it runs when the page has loaded
+    stream = follow.fn("browser-1")
+    # before, the page showed an empty studio until the plan was made, and its Stop stopped nothing
+    book_state, status, *others = next(stream)
+    assert status.startswith("Planning the story: Finding characters · ") and book_state == gradio.update()
+    go_on.set()
+    book_state, status, shown, tab, remembered, *_ = list(stream)[-1]
+    folder = str(session.books_dir / "zoe")
+    assert book_state == shown == remembered == folder and tab.selected == "plan"
+    assert status.startswith("Planned **") and not session.plannings
+    assert list(follow.fn("browser-1")) == [[gradio.update()] * len(others + [book_state, status])]
