@@ -319,3 +319,20 @@ def test_a_rendered_book_prints_its_own_words_in_the_book_language(tiny_sd, tmp_
     texts = squash(" ".join(pdf_page_texts(result.pdf)))
     assert "Bilder gemalt mit sd (sd14) · erstellt mit fAIrytale" in texts and "von Ann Example" in texts
     assert "Pictures painted" not in texts and "made with" not in texts
+
+
+def test_an_illustrator_passed_in_must_paint_in_the_precision_asked_for(tiny_sd, tmp_path):
+    # A notebook or a script keeps one loaded illustrator; asking it for another model or
+    # precision must not paint in the loaded one's unnoticed.
+    from fairytale.errors import FairytaleError
+    from fairytale.render.devices import cpu_has_bf16
+
+    settings = tiny_settings(tiny_sd)
+    plan = write_plan(tmp_path, make_plan(1))
+    with load_illustrator(settings) as illustrator:
+        if cpu_has_bf16():
+            with pytest.raises(FairytaleError, match="paints in float32, not in bfloat16"):
+                render_book(plan, tmp_path / "b.pdf", settings.with_(precision="bf16"), illustrator=illustrator, progress=False)
+        with pytest.raises(FairytaleError, match="paints in float32, not in float32, compiled"):
+            render_book(plan, tmp_path / "b.pdf", settings.with_(compile=True), illustrator=illustrator, progress=False)
+        assert not (tmp_path / "b").exists()  # refused before anything was painted

@@ -312,7 +312,7 @@ def _check_inputs(
             f"({drafts.FALLBACK_STEPS}): the pictures are painted as final ones"
         )
     if illustrator is not None:
-        _check_illustrator(illustrator, backend)
+        _check_illustrator(illustrator, backend, settings)
     if on_preview is not None and preview_every < 1:
         raise FairytaleError(f"preview_every must be at least 1, not {preview_every}")
     return _Job(
@@ -712,11 +712,23 @@ def _writable(path: Path) -> bool:
     return not path.exists() or os.access(path, os.W_OK)
 
 
-def _check_illustrator(illustrator: Illustrator, backend: Backend) -> None:
+def _check_illustrator(illustrator: Illustrator, backend: Backend, settings: RenderSettings) -> None:
+    """An illustrator passed in must be the one ``settings`` would load: model, precision and
+    compilation (its device and batch size are its own)."""
+    from fairytale.render.devices import precision_dtype
+
     loaded = illustrator.backend
     if loaded.name != backend.name or loaded.model_fingerprint() != backend.model_fingerprint():
         raise FairytaleError(
             f"The illustrator passed in paints with {loaded.describe_model()}, not {backend.describe_model()}"
+        )
+    plan = illustrator.device_plan
+    wanted = precision_dtype(settings.precision, plan.device)
+    if wanted != plan.dtype or settings.compile != plan.compile_unet:
+        compiled = {True: ", compiled", False: ""}
+        raise FairytaleError(
+            f"The illustrator passed in paints in {plan.dtype}{compiled[plan.compile_unet]}, not in "
+            f"{wanted}{compiled[settings.compile]}: load one with these settings"
         )
     illustrator.configure(backend)
 

@@ -155,7 +155,9 @@ def plan_for(settings: RenderSettings) -> DevicePlan:
     )
 
 
-def _dtype(precision: str, device: str) -> str:
+def precision_dtype(precision: str, device: str) -> str:
+    """The dtype (``float32``, ``float16``, ``bfloat16``) ``--precision`` asks for on ``device``;
+    a precision the device cannot paint in is a one-line error."""
     import torch
 
     kind = device.split(":", 1)[0]
@@ -197,7 +199,7 @@ def plan_device(
     except ValueError:
         raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
     _check_device(device)
-    dtype = _dtype(precision, device)
+    dtype = precision_dtype(precision, device)
     if compile_unet and not device.startswith("cuda"):
         raise FairytaleError(f"--compile is for CUDA GPUs (this run paints on {device})")
     if device.startswith("cuda"):
