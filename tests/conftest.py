@@ -143,3 +143,29 @@ def site():
 
     with serve(Site()) as running:
         yield running
+
+
+@pytest.fixture()
+def gradio(tmp_path, monkeypatch):
+    """gradio, imported as the studio imports it (its temporary files under ``tmp_path``)."""
+    from tests.studio_support import require_gradio
+
+    require_gradio()
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, "")  # put back after the test
+    from fairytale.studio_app import _import_gradio
+
+    return _import_gradio(tmp_path / ".studio")
+
+
+@pytest.fixture()
+def session(tmp_path, tiny_sd):
+    """A studio session on the tiny model, with one planned book, ``zoe``, of two pages."""
+    from fairytale.studio_actions import StudioOptions
+    from fairytale.studio_app import StudioSession
+    from tests.render_support import make_plan, tiny_settings, write_plan
+
+    folder = tmp_path / "zoe"
+    folder.mkdir()
+    write_plan(folder, make_plan(2))
+    return StudioSession(StudioOptions(tiny_settings(tiny_sd)), tmp_path)

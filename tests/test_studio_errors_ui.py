@@ -11,29 +11,8 @@ from types import SimpleNamespace
 import pytest
 
 from fairytale.errors import FairytaleError
-from fairytale.studio_actions import StudioOptions, open_book
-from tests.render_support import make_plan, tiny_settings, write_plan
-from tests.studio_support import require_gradio
-
-
-@pytest.fixture()
-def gradio(tmp_path, monkeypatch):
-    require_gradio()
-    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
-        monkeypatch.setenv(name, "")  # put back after the test
-    from fairytale.studio_app import _import_gradio
-
-    return _import_gradio(tmp_path / ".studio")
-
-
-@pytest.fixture()
-def session(tmp_path, tiny_sd):
-    from fairytale.studio_app import StudioSession
-
-    folder = tmp_path / "zoe"
-    folder.mkdir()
-    write_plan(folder, make_plan(2))
-    return StudioSession(StudioOptions(tiny_settings(tiny_sd)), tmp_path)
+from fairytale.studio_actions import open_book
+from tests.render_support import make_plan, write_plan
 
 
 def book_of(session):
