@@ -152,6 +152,19 @@ def _check_device(device: str) -> None:
         raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu")
 
 
+def check_device(device: str) -> str:
+    """``device`` (``cuda``, ``cuda:N``, ``mps``, ``cpu``) in lower case, once this machine has it;
+    an unknown or absent device is a one-line error."""
+    device = device.strip().lower()
+    try:
+        if device.startswith("cuda") and ":" in device:
+            int(device.split(":", 1)[1])
+    except ValueError:
+        raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
+    _check_device(device)
+    return device
+
+
 def physical_cores() -> int:
     """Physical CPU cores (hyper-threads share a core's arithmetic units, so they add little)."""
     try:
@@ -224,13 +237,7 @@ def plan_device(
 ) -> DevicePlan:
     """Decide device, precision, batch size and memory savers (see the module docstring)."""
 
-    try:
-        device = (device or _auto_device()).strip().lower()
-        if device.startswith("cuda") and ":" in device:
-            int(device.split(":", 1)[1])
-    except ValueError:
-        raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
-    _check_device(device)
+    device = check_device(device or _auto_device())
     dtype = precision_dtype(precision, device)
     if compile_unet and not device.startswith("cuda"):
         raise FairytaleError(f"--compile is for CUDA GPUs (this run paints on {device})")
