@@ -73,11 +73,13 @@ def _batches(items: list, size: int):
         yield items[start : start + size]
 
 
-def check_book(book_dir: Path | str, batch_size: int = 16) -> Manifest:
+def check_book(book_dir: Path | str, batch_size: int = 16, device: str | None = None) -> Manifest:
     """The manifest of the book a render wrote into ``book_dir``, after the cheap checks
-    :func:`evaluate_book` makes before CLIP runs (the folder, ``batch_size``, a writable
-    ``evaluation.json``, every page's picture present); a :class:`FairytaleError` otherwise.
-    The CLI calls it before the up-front model check, so a mistyped folder is said first."""
+    :func:`evaluate_book` makes before CLIP runs (the folder, ``batch_size``, ``device`` when one
+    is given, a writable ``evaluation.json``, every page's picture present); a
+    :class:`FairytaleError` otherwise. The CLI calls it before the up-front model check, so a
+    mistyped folder or device is said first."""
+    from fairytale.render.devices import check_device
     from fairytale.render.manifest import load_manifest
 
     book_dir = Path(book_dir)
@@ -85,6 +87,8 @@ def check_book(book_dir: Path | str, batch_size: int = 16) -> Manifest:
         raise FairytaleError(f"Book folder not found: {book_dir} (the folder a render wrote beside its PDF)")
     if batch_size < 1:
         raise FairytaleError(f"--batch-size must be at least 1, not {batch_size}")
+    if device is not None:
+        check_device(device)  # torch would say a mistyped or absent device in a traceback
     check_output_path(book_dir / EVALUATION_FILE)  # the scores are saved there: fail before CLIP runs
     manifest = load_manifest(book_dir)
     for page in manifest.pages:
@@ -104,7 +108,7 @@ def evaluate_book(
 
     # 1. what the render made
     book_dir = Path(book_dir)
-    manifest = check_book(book_dir, batch_size)
+    manifest = check_book(book_dir, batch_size, device)
     pages = [p for p in manifest.pages if p.safety != "placeholder"]
     skipped = [p.number for p in manifest.pages if p.safety == "placeholder"]
     names: dict[str, str] = {}
@@ -114,6 +118,10 @@ def evaluate_book(
     # 2. CLIP embeddings, in batches
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        from fairytale.render.devices import check_device
+
+        device = check_device(device)  # "CUDA:1" as torch spells it
     model, processor = registry.load_clip(clip_model, device)
     device = next(model.parameters()).device
     image_features, text_features = [], []

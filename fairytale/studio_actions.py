@@ -1040,7 +1040,7 @@ def repaint_reference(
         path = _reference_path(book, character.id)
         with atomic_path(path) as tmp:
             picture.save(tmp, "PNG")
-        model = illustrator.backend.describe_model()
+        model = illustrator.backend.credit_model()  # plan.json is shared: no local path
     plan = book.plan()  # the plan as it is now: only the reference changes
     _character(plan, character_id).reference = Reference(
         image=_relative(path, book), seed=seed, prompt=prompt, model=model

@@ -114,3 +114,32 @@ def test_evaluate_is_batch_independent_and_honest(book, tiny_clip):
 def test_evaluate_refuses_a_folder_that_is_not_a_book(tmp_path, tiny_clip):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "nothing"), "--clip-model", str(tiny_clip)])
     assert result.exit_code != 0 and "Book folder not found" in result.output
+
+
+def test_evaluate_says_a_mistyped_or_absent_device_in_one_line(book, tiny_clip, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in (("gpu", "Unknown device 'gpu'"), ("cuda:1", "CUDA is not available on this machine")):
+        result = runner.invoke(app, ["evaluate", str(book.book_dir), "--clip-model", str(tiny_clip), "--device", device])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_evaluate_scores_on_the_cuda_device_the_user_chose(book, monkeypatch):
+    import torch
+
+    from fairytale import registry
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    chosen = []
+
+    def load_clip(ref=None, device=None):
+        chosen.append(device)
+        raise RuntimeError("stop before painting on a GPU this machine lacks")
+
+    monkeypatch.setattr(registry, "load_clip", load_clip)
+    with pytest.raises(RuntimeError, match="stop before"):
+        evaluate_book(book.book_dir, device=" CUDA:1")
+    assert chosen == ["cuda:1"]

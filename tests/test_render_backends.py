@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,6 +61,9 @@ def test_unclip_renders_a_book_with_reference_portraits(unclip_book):
     portrait = (plan_path.parent / zoe.reference.image).resolve()
     assert portrait == (result.book_dir / "references" / "zoe.png").resolve() and portrait.is_file()
     assert plan.character("dad").reference is None  # not a main character
+    # plan.json is shared: the model is named as the book's credit names it, not by its path
+    assert zoe.reference.model == f"{Path(settings.model).name} (unclip)"
+    assert str(Path(settings.model)) not in plan_path.read_text()
     manifest = load_manifest(result.book_dir)
     assert manifest.backend == "unclip" and manifest.settings["consistency"] == "reference"
     assert manifest.settings["noise_level"] == 0 and result.painted == [1, 2, 3]

@@ -56,22 +56,45 @@ def test_device_plans_on_this_machine():
             plan_device("cuda")
 
 
-def test_device_plan_on_a_cuda_card(monkeypatch):
-    # What a Colab T4 gets: float16, two pages at a time; --low-vram: offload, one page.
+def fake_cuda_card(monkeypatch, *, free_gib: float, total_gib: float, cached_gib: float = 0.0) -> None:
+    """One CUDA card with ``free_gib`` free of ``total_gib``, this process's allocator caching
+    ``cached_gib`` that no tensor uses (and holding 1 GiB of live tensors)."""
     import torch
 
-    class Props:
-        total_memory = 15 * 1024**3
-
+    gib = 1024**3
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(free_gib * gib), int(total_gib * gib)))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: int((1 + cached_gib) * gib))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: gib)
+
+
+def test_device_plan_on_a_cuda_card(monkeypatch):
+    # What a Colab T4 gets: float16, two pages at a time; --low-vram: offload, one page.
+    fake_cuda_card(monkeypatch, free_gib=14.5, total_gib=15)
     t4 = plan_device()
     assert (t4.device, t4.dtype, t4.batch_size, t4.offload) == ("cuda", "float16", 2, False)
     small = plan_device(low_vram=True)
     assert (small.batch_size, small.offload, small.low_vram) == (1, True, True)
     with pytest.raises(FairytaleError, match="1 CUDA device"):
         plan_device("cuda:3")
+    assert t4.describe().startswith("cuda, 14.5 of 15 GiB free, float16, batch 2") and t4.hint is None
+
+
+def test_a_shared_cuda_card_is_planned_by_the_memory_free_now(monkeypatch):
+    """On Colab or a shared card another process (or a pipeline an earlier notebook cell still
+    holds) uses part of the card: the batch is sized by what is free, not by the card's size;
+    blocks this process's allocator caches count as free (it paints in them)."""
+    fake_cuda_card(monkeypatch, free_gib=9, total_gib=24)
+    shared = plan_device()
+    assert shared.batch_size == 1 and "9.0 of 24 GiB free" in shared.describe()
+    fake_cuda_card(monkeypatch, free_gib=9, total_gib=24, cached_gib=3)
+    assert plan_device().batch_size == 2  # 12 GiB usable
+    fake_cuda_card(monkeypatch, free_gib=4, total_gib=16)
+    tight = plan_device()
+    assert tight.describe().endswith("(under 6 GiB free, one page may not fit: try --low-vram)")
+    assert plan_device(low_vram=True).hint is None  # already saving memory
+    assert plan_device(batch_size=3).batch_size == 3  # an explicit --batch-size still wins
 
 
 def test_schedulers_keep_the_models_noise_schedule_and_prediction_type():

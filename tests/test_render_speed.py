@@ -364,15 +364,12 @@ def test_bf16_on_a_card_that_only_emulates_it_is_refused(monkeypatch):
     def index(device=None):
         return 0 if device is None else torch.device(device).index or 0
 
-    class Properties:
-        total_memory = 16 * 1024**3
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability[index(device)])
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[index(device)])
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (16 * 1024**3, 16 * 1024**3))
     with pytest.raises(FairytaleError, match=r"cuda:0 \(Tesla T4\) has no native bfloat16; use fp16"):
         plan_device("cuda:0", precision="bf16")
     assert plan_device("cuda:0").dtype == "float16"

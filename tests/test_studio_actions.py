@@ -344,6 +344,7 @@ def test_a_new_portrait_tells_its_steps_and_stop_keeps_the_one_there_was(book, o
     path = repaint_reference(book, "zoe", options, pool, progress=progress)
     assert progress.steps == options.settings.steps  # it heard of every step (before: of none)
     kept, picture = load_plan(book.plan_file).character("zoe").reference, path.read_bytes()
+    assert kept.model is not None and "/" not in kept.model  # a local model by its folder name, not its path
     stopping = StopAfterFirstStep()
     with pytest.raises(PaintingStopped):
         repaint_reference(book, "zoe", options, pool, progress=stopping)

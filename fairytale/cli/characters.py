@@ -81,7 +81,7 @@ def evaluate(
     from fairytale.evaluation import EVALUATION_FILE, check_book, evaluate_book
     from fairytale.model_check import ensure, evaluate_needs
 
-    check_book(book_dir, batch_size)  # a mistyped folder is said before CLIP is fetched
+    check_book(book_dir, batch_size, device)  # a mistyped folder or device is said before CLIP is fetched
     ensure(evaluate_needs(clip_model), stderr())
     result = evaluate_book(book_dir, clip_model=clip_model, device=device, batch_size=batch_size)
     console = Console()

@@ -1,7 +1,9 @@
 """Which device paints, in which precision, how many pages at a time, and how memory is saved.
 
 * CUDA: float16 weights and activations, PyTorch's fused scaled-dot-product attention (SDPA,
-  diffusers' default attention on torch ≥ 2), batches sized by the card's memory.
+  diffusers' default attention on torch ≥ 2), batches sized by the card's memory free now (on
+  Colab or a shared card another process, or a pipeline an earlier notebook cell still holds,
+  may use much of it), with a hint to use ``--low-vram`` when less is free than one page needs.
 * ``--low-vram`` (8–12 GiB cards): model CPU offload (only the model that is working sits on the
   GPU), attention computed in slices, and one page per batch.
 * Apple MPS: float32 (float16 gives black pictures on some macOS versions), one page at a time.
@@ -29,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from fairytale.render.settings import RenderSettings
 
 GIB = 1024**3
+#: GPU memory one 512 px SD 1.x page needs in float16 without ``--low-vram`` (weights and one
+#: batch of activations): below this much free memory the plan suggests ``--low-vram``.
+ONE_PAGE_GIB = 6.0
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ class DevicePlan:
     batch_size: int
     low_vram: bool
     offload: bool  # model CPU offload (CUDA + --low-vram)
-    memory_gib: float | None = None
+    memory_gib: float | None = None  # CUDA: memory this process can use now (free + its own cache)
+    total_gib: float | None = None  # CUDA: the card's total memory
     threads: int | None = None  # CPU: torch threads to use (None: leave torch's setting alone)
     compile_unet: bool = False  # --compile
 
@@ -77,8 +83,20 @@ class DevicePlan:
         device = "cpu" if self.offload else self.device
         return device, torch.float32 if device == "cpu" else self.torch_dtype
 
+    @property
+    def hint(self) -> str | None:
+        """A one-line advice when the plan is likely to run out of memory, else ``None``."""
+        if self.memory_gib is not None and not self.low_vram and self.memory_gib < ONE_PAGE_GIB:
+            return f"under {ONE_PAGE_GIB:.0f} GiB free, one page may not fit: try --low-vram"
+        return None
+
     def describe(self) -> str:
-        memory = f", {self.memory_gib:.0f} GiB" if self.memory_gib else ""
+        if self.memory_gib is None:
+            memory = ""
+        elif self.total_gib is None:
+            memory = f", {self.memory_gib:.1f} GiB free"
+        else:
+            memory = f", {self.memory_gib:.1f} of {self.total_gib:.0f} GiB free"
         extras = []
         if self.offload:
             extras.append("model CPU offload")
@@ -89,7 +107,22 @@ class DevicePlan:
         if self.compile_unet:
             extras.append("compiled UNet")
         extra = f", {', '.join(extras)}" if extras else ""
-        return f"{self.device}{memory}, {self.dtype}, batch {self.batch_size}{extra}"
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{self.device}{memory}, {self.dtype}, batch {self.batch_size}{extra}{hint}"
+
+
+def cuda_memory_gib(device: str) -> tuple[float, float]:
+    """(usable now, total) GiB of the CUDA ``device``. Usable: the card's free memory (what other
+    processes and this one's live tensors leave) plus the blocks PyTorch's caching allocator in
+    this process holds but no tensor uses (they count as used for the card, yet this process
+    paints in them). Tensors this process still holds (a pipeline an earlier notebook cell kept)
+    are not counted: the plan is made before its pipeline loads, and those stay where they are."""
+    import torch
+
+    where = torch.device(device)
+    free, total = torch.cuda.mem_get_info(where)
+    cached = torch.cuda.memory_reserved(where) - torch.cuda.memory_allocated(where)
+    return (free + max(cached, 0)) / GIB, total / GIB
 
 
 def _auto_device() -> str:
@@ -117,6 +150,19 @@ def _check_device(device: str) -> None:
             raise FairytaleError(f"--device {device}: Apple MPS is not available on this machine (try --device cpu)")
     elif kind != "cpu":
         raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu")
+
+
+def check_device(device: str) -> str:
+    """``device`` (``cuda``, ``cuda:N``, ``mps``, ``cpu``) in lower case, once this machine has it;
+    an unknown or absent device is a one-line error."""
+    device = device.strip().lower()
+    try:
+        if device.startswith("cuda") and ":" in device:
+            int(device.split(":", 1)[1])
+    except ValueError:
+        raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
+    _check_device(device)
+    return device
 
 
 def physical_cores() -> int:
@@ -190,21 +236,13 @@ def plan_device(
     compile_unet: bool = False,
 ) -> DevicePlan:
     """Decide device, precision, batch size and memory savers (see the module docstring)."""
-    import torch
 
-    try:
-        device = (device or _auto_device()).strip().lower()
-        if device.startswith("cuda") and ":" in device:
-            int(device.split(":", 1)[1])
-    except ValueError:
-        raise FairytaleError(f"Unknown device '{device}'. Use cuda, cuda:N, mps or cpu") from None
-    _check_device(device)
+    device = check_device(device or _auto_device())
     dtype = precision_dtype(precision, device)
     if compile_unet and not device.startswith("cuda"):
         raise FairytaleError(f"--compile is for CUDA GPUs (this run paints on {device})")
     if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        memory = props.total_memory / GIB
+        memory, total = cuda_memory_gib(device)
         if low_vram or memory < 10:
             auto_batch = 1
         elif memory < 20:
@@ -213,7 +251,7 @@ def plan_device(
             auto_batch = 4
         return DevicePlan(
             device, dtype, batch_size or auto_batch, low_vram, offload=low_vram, memory_gib=memory,
-            compile_unet=compile_unet,
+            total_gib=total, compile_unet=compile_unet,
         )
     if device.startswith("mps"):
         return DevicePlan(device, dtype, batch_size or 1, low_vram, offload=False)

@@ -65,7 +65,7 @@ def paint_references(
                 done.picture.save(tmp, "PNG")
             relative = os.path.relpath(path.resolve(), Path(plan_file).resolve().parent)
             character.reference = Reference(
-                image=relative, seed=done.seed, prompt=done.request.prompt, model=illustrator.backend.describe_model()
+                image=relative, seed=done.seed, prompt=done.request.prompt, model=illustrator.backend.credit_model()
             )
     return [warnings[index] for index in sorted(warnings)]
 
