@@ -355,8 +355,9 @@ def test_the_drift_check_keeps_clip_off_the_gpu_under_model_offload(
     from fairytale.render import load_illustrator
 
     settings = tiny_settings(
-        tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker), drift_check=1.0, clip_model=str(tiny_clip)
-    )
+        tiny_sd, consistency="seed", safety_model=str(tiny_safety_checker), drift_check=1.0, clip_model=str(tiny_clip),
+        precision="fp32",  # as the card is planned: a CUDA card in float32
+    )  # fmt: skip
     illustrator = load_illustrator(settings)
     # painted on the CPU, planned as a CUDA card under offload (the plan decides where side models go)
     illustrator.device_plan = replace(illustrator.device_plan, device="cuda", low_vram=True, offload=True)
