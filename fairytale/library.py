@@ -413,6 +413,8 @@ def make_library(
         raise FairytaleError(f"--workers must be at least 1, not {workers}")
     if threads is not None and threads < 1:
         raise FairytaleError(f"--threads must be at least 1, not {threads}")
+    if painters is not None and painters < 1:  # (none would make the books, each would fail)
+        raise FairytaleError(f"--painters must be at least 1, not {painters}")
     books = find_books(stories_dir, out)
     outcomes: dict[str, BookOutcome] = {}
     todo = []

@@ -391,3 +391,12 @@ def test_a_ray_address_where_nothing_answers_is_one_line_at_once():
     with socket.create_server(("127.0.0.1", 0)) as listening:
         _check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # answers: Ray takes it from here
     _check_reachable("auto")
+
+
+@pytest.mark.parametrize("painters", [0, -1])
+def test_painters_must_be_at_least_one(painters, tmp_path):
+    """No painter would leave every book waiting for one (0 was taken as "the default")."""
+    from fairytale.errors import FairytaleError
+
+    with pytest.raises(FairytaleError, match=f"--painters must be at least 1, not {painters}"):
+        make_library(STORIES, tmp_path, RenderSettings(), ray_address="127.0.0.1:1", painters=painters)
