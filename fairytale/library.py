@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import errno
+import functools
 import os
 import signal
 import sys
@@ -296,16 +297,18 @@ class Workshop:
 
         return render_book(book.plan_file, book.pdf, self.settings, progress=False)
 
-    def make(self, book: LibraryBook) -> BookOutcome:
-        """The whole book on this worker: plan, paint and lay out, as ``fairytale book`` does."""
+    def make(self, book: LibraryBook, on_pages: PagesCallback | None = None) -> BookOutcome:
+        """The whole book on this worker: plan, paint and lay out, as ``fairytale book`` does.
+        ``on_pages(painted, to_paint)`` hears how its painting goes (see :func:`page_counter`)."""
         from fairytale.render import render_book
 
         started = time.perf_counter()
         try:
             planned = self.plan(book)
             result = render_book(
-                book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(), progress=False
-            )
+                book.plan_file, book.pdf, self.settings, illustrator=self.illustrator(),
+                progress=page_counter(on_pages) if on_pages else False,
+            )  # fmt: skip
         except Exception as exc:  # one bad story never stops the others
             return BookOutcome(
                 book.name,
@@ -329,30 +332,70 @@ class Workshop:
 
 # --------------------------------------------------------------------------- progress
 
+#: ``(painted, to_paint)``: a worker's painting of its book so far (``to_paint`` 0: not painting).
+PagesCallback = Callable[[int, int], None]
+
+
+def page_counter(on_pages: PagesCallback) -> Any:
+    """A :class:`~fairytale.render.progress.RenderProgress` that only counts the pages painted
+    (portraits, then pages, each start from 0) and tells ``on_pages``."""
+    from fairytale.render.progress import RenderProgress
+
+    class PageCounter(RenderProgress):
+        def start_pages(self, total: int) -> None:
+            self.painted, self.to_paint = 0, total
+            on_pages(0, total)
+
+        def pages_done(self, count: int, seconds_per_page: float) -> None:
+            self.painted += count
+            on_pages(self.painted, self.to_paint)
+
+    return PageCounter()
+
+
+def in_hand_text(book: str, painted: int, to_paint: int) -> str:
+    """What a worker's line says about its book: its name, and the pages painted when painting."""
+    return f"{book}: painting {painted}/{to_paint}" if to_paint else book
+
 
 class LibraryProgress:
-    """One view across books: a bar of books done, the stage counts, a line per book."""
+    """One view across books: a bar of books done, the stage counts, a line per book done, and
+    a live line per worker naming the book it is making (gone when that book is done)."""
 
-    def __init__(self, total: int, show: bool = True) -> None:
+    def __init__(self, total: int, show: bool = True, console: Any = None) -> None:
         self.total = total
         self.show = show
+        self.console = console  # None: rich's own (standard output)
         self.counts = {"planned": 0, "painted": 0}
         self._progress: Any = None
+        #: worker number -> what its line says (see :func:`in_hand_text`), while it makes a book
+        self.in_hand: dict[int, str] = {}
+        self._books_in_hand: dict[int, str] = {}
+        self._worker_tasks: dict[int, Any] = {}
 
     def __enter__(self) -> LibraryProgress:
         if self.show:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+
+            class CountColumn(MofNCompleteColumn):
+                """k/n, or nothing for a worker's line that has no count yet."""
+
+                def render(self, task: Any) -> Any:
+                    return Text("") if task.total is None else super().render(task)
 
             self._progress = Progress(
-                TextColumn("Books"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[stages]}"), transient=False,
+                TextColumn("{task.description}"), BarColumn(), CountColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[stages]}"), transient=False, console=self.console,
             )  # fmt: skip
             self._progress.start()
-            self._task = self._progress.add_task("books", total=self.total, stages="")
+            self._task = self._progress.add_task("Books", total=self.total, stages="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self._progress is not None:
+            for task in self._worker_tasks.values():  # (stopped half-way: no worker goes on)
+                self._progress.remove_task(task)
             self._progress.stop()
 
     def _stages(self) -> str:
@@ -364,7 +407,41 @@ class LibraryProgress:
         if self._progress is not None:
             self._progress.update(self._task, stages=self._stages())
 
+    def working(self, worker: int, book: str, painted: int = 0, to_paint: int = 0) -> None:
+        """Worker ``worker`` (1, 2, ...) is making ``book``, ``painted`` of its ``to_paint``
+        pages painted so far (``to_paint`` 0: not painting yet)."""
+        text = in_hand_text(book, painted, to_paint)
+        same_book = self._books_in_hand.get(worker) == book
+        if same_book and self.in_hand.get(worker) == text:
+            return
+        self._books_in_hand[worker], self.in_hand[worker] = book, text
+        if self._progress is None:
+            return
+        task = self._worker_tasks.get(worker)
+        if task is not None and same_book and to_paint:
+            self._progress.update(task, total=to_paint, completed=painted, stages="painting pages")
+            return
+        # A new book (or no count any more: rich cannot take a task's total away): a fresh line,
+        # its clock from 0.
+        if task is not None:
+            self._progress.remove_task(task)
+        from rich.markup import escape
+
+        self._worker_tasks[worker] = self._progress.add_task(
+            f"  worker {worker} · {escape(book)}", total=to_paint or None, completed=painted,
+            stages="painting pages" if to_paint else "",
+        )  # fmt: skip
+
+    def _free(self, book: str) -> None:
+        """The worker whose line shows ``book`` has it no more: its line goes."""
+        for worker in [w for w, name in self._books_in_hand.items() if name == book]:
+            del self._books_in_hand[worker], self.in_hand[worker]
+            task = self._worker_tasks.pop(worker, None)
+            if task is not None and self._progress is not None:
+                self._progress.remove_task(task)
+
     def done(self, outcome: BookOutcome) -> None:
+        self._free(outcome.name)
         if self._progress is None:
             return
         mark = {"made": "[green]✓[/]", "finished": "[dim]=[/]", "failed": "[red]✗[/]"}[outcome.status]
@@ -413,6 +490,8 @@ def make_library(
         raise FairytaleError(f"--workers must be at least 1, not {workers}")
     if threads is not None and threads < 1:
         raise FairytaleError(f"--threads must be at least 1, not {threads}")
+    if painters is not None and painters < 1:  # (none would make the books, each would fail)
+        raise FairytaleError(f"--painters must be at least 1, not {painters}")
     books = find_books(stories_dir, out)
     outcomes: dict[str, BookOutcome] = {}
     todo = []
@@ -498,7 +577,8 @@ def _make_here(
     books = list(books)
     try:
         for index, book in enumerate(books):
-            outcome = workshop.make(book)
+            view.working(1, book.name)
+            outcome = workshop.make(book, on_pages=functools.partial(view.working, 1, book.name))
             outcomes[book.name] = outcome
             view.done(outcome)
             if outcome.disk_full:  # the books after it would fail the same way, one by one
@@ -510,8 +590,12 @@ def _make_here(
 
 # One Workshop per worker process of the local pool, made by its initializer.
 _WORKSHOP: Workshop | None = None
-# The pool's flags, shared by its workers: which of its books a worker has taken in hand.
+# What the pool's workers say of its books, three ints a book (each written by its worker only):
+# the number of the worker that took it in hand (0: none yet), its pages painted, and to paint.
 _STARTED: Any = None
+_IN_HAND = 3
+# This pool worker's number (1, 2, ...; counted across the pools of one library).
+_WORKER = 0
 # Set while a pool worker has no book in hand (for its watchdog, see _watch_library).
 _IDLE = threading.Event()
 _IDLE.set()
@@ -549,13 +633,14 @@ def _end_without_teardown() -> None:
 def _start_worker(
     settings: RenderSettings, plan_options: PlanOptions, threads: int, counter: Any, started: Any = None
 ) -> None:
-    global _WORKSHOP, _STARTED
+    global _WORKSHOP, _STARTED, _WORKER
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until it makes a book (see _make_in_worker)
     atexit.register(_end_without_teardown)  # registered first, so it runs after every other handler
     use_threads(threads)
     with counter.get_lock():
         index = counter.value
         counter.value += 1
+    _WORKER = index + 1
     if settings.device in (None, "cuda"):
         import torch
 
@@ -581,12 +666,18 @@ def _stop_this_book(signum: int, frame: Any) -> None:
 
 def _make_in_worker(book: LibraryBook, index: int) -> BookOutcome:
     assert _WORKSHOP is not None, "worker not started"
+    on_pages: PagesCallback | None = None
     if _STARTED is not None:
-        _STARTED[index] = 1
+        flags, at = _STARTED, index * _IN_HAND
+        flags[at] = _WORKER
+
+        def on_pages(painted: int, to_paint: int) -> None:  # read by the library's process
+            flags[at + 1], flags[at + 2] = painted, to_paint
+
     _IDLE.clear()
     signal.signal(signal.SIGINT, _stop_this_book)
     try:
-        return _WORKSHOP.make(book)
+        return _WORKSHOP.make(book, on_pages=on_pages)
     finally:
         # Between books a worker only waits for the next one: a Ctrl-C then ends nothing half
         # done, and the pool's shutdown ends the worker (without a traceback on the terminal).
@@ -660,10 +751,9 @@ def _pool_round(
 ) -> tuple[list[LibraryBook], list[LibraryBook]]:
     """Make ``books`` in one pool of ``workers`` processes, recording each outcome. If a worker
     died, returns the books it broke off: ``(in hand, not started)``, each in story order."""
-    from concurrent.futures import CancelledError, ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    started = context.Array("b", len(books), lock=False)  # each worker writes its own books' flags
+    started = context.Array("i", len(books) * _IN_HAND, lock=False)  # each worker writes its own books' ints
     broken: list[int] = []
     with (
         ProcessPoolExecutor(
@@ -676,25 +766,58 @@ def _pool_round(
     ):
         with _ctrl_c_ignored_by_new_processes():  # the workers start here
             futures = {pool.submit(_make_in_worker, book, index): index for index, book in enumerate(books)}
-        for future in as_completed(futures):
-            index = futures[future]
-            book = books[index]
-            try:
-                outcome = future.result()
-            except BrokenProcessPool:
-                broken.append(index)
-                continue
-            except CancelledError:  # not started: the disk is full
-                outcome = BookOutcome(book.name, book.pdf, "failed", error=NOT_STARTED_DISK_FULL)
-            except Exception as exc:  # the outcome could not come back from the worker
-                outcome = BookOutcome(book.name, book.pdf, "failed", error=describe_error(exc))
-            outcomes[book.name] = outcome
-            view.done(outcome)
-            if outcome.disk_full:  # the books no worker has taken would fail the same way
-                for waiting in futures:
-                    waiting.cancel()  # (those already running, or queued to a worker, go on)
+        running = set(futures)
+        while running:
+            # Woken now and then, to show which book each worker is on (see show_in_hand).
+            finished, running = wait(running, timeout=IN_HAND_SECONDS, return_when=FIRST_COMPLETED)
+            for future in sorted(finished, key=futures.__getitem__):
+                if _record(future, books[futures[future]], outcomes, view, broken, futures[future]):
+                    for waiting in futures:  # the disk is full: the books no worker has taken would fail too
+                        waiting.cancel()  # (those already running, or queued to a worker, go on)
+            show_in_hand(started, [(futures[f], books[futures[f]]) for f in running], view)
     broken.sort()
-    return [books[i] for i in broken if started[i]], [books[i] for i in broken if not started[i]]
+    return [books[i] for i in broken if started[i * _IN_HAND]], [
+        books[i] for i in broken if not started[i * _IN_HAND]
+    ]
+
+
+#: How often the library's process looks at what its pool's workers have in hand.
+IN_HAND_SECONDS = 0.5
+
+
+def show_in_hand(flags: Any, books: list[tuple[int, LibraryBook]], view: LibraryProgress) -> None:
+    """Show on ``view`` the worker and pages of each of ``books`` (``(index, book)``, not done)
+    that a worker has in hand, as the pool's shared ``flags`` say (see ``_STARTED``)."""
+    for index, book in books:
+        worker, painted, to_paint = flags[index * _IN_HAND : (index + 1) * _IN_HAND]
+        if worker:
+            view.working(worker, book.name, painted, to_paint)
+
+
+def _record(
+    future: Any,
+    book: LibraryBook,
+    outcomes: dict[str, BookOutcome],
+    view: LibraryProgress,
+    broken: list[int],
+    index: int,
+) -> bool:
+    """Record how the pool's ``future`` made ``book``; returns whether the disk is full."""
+    from concurrent.futures import CancelledError
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        outcome = future.result()
+    except BrokenProcessPool:
+        broken.append(index)
+        return False
+    except CancelledError:  # not started: the disk is full
+        outcome = BookOutcome(book.name, book.pdf, "failed", error=NOT_STARTED_DISK_FULL)
+    except Exception as exc:  # the outcome could not come back from the worker
+        outcome = BookOutcome(book.name, book.pdf, "failed", error=describe_error(exc))
+    outcomes[book.name] = outcome
+    view.done(outcome)
+    return outcome.disk_full
 
 
 @contextlib.contextmanager

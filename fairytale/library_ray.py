@@ -238,11 +238,8 @@ def make_on_ray(
         while running or waiting_for_painter:
             while free and waiting_for_painter:
                 submit(waiting_for_painter.popleft(), "paint" if split else "make", free.pop())
-            if not running:
-                # Every actor died: nothing can paint the books still waiting.
-                for book in waiting_for_painter:
-                    fail(book, f"no {kind} left (every one died; see the cluster's logs)")
-                break
+            # A book waits only while every actor has one in hand (a dead or stopped actor is
+            # replaced), so something is always running here.
             ready, _ = ray.wait(list(running), num_returns=1, timeout=POLL_SECONDS)
             now = time.perf_counter()
             for ref in ready:

@@ -391,3 +391,133 @@ def test_a_ray_address_where_nothing_answers_is_one_line_at_once():
     with socket.create_server(("127.0.0.1", 0)) as listening:
         _check_reachable(f"127.0.0.1:{listening.getsockname()[1]}")  # answers: Ray takes it from here
     _check_reachable("auto")
+
+
+@pytest.mark.parametrize("painters", [0, -1])
+def test_painters_must_be_at_least_one(painters, tmp_path):
+    """No painter would leave every book waiting for one (0 was taken as "the default")."""
+    from fairytale.errors import FairytaleError
+
+    with pytest.raises(FairytaleError, match=f"--painters must be at least 1, not {painters}"):
+        make_library(STORIES, tmp_path, RenderSettings(), ray_address="127.0.0.1:1", painters=painters)
+
+
+def test_a_line_per_worker_names_its_book_and_pages_and_goes_when_the_book_is_done():
+    """What `--workers N` shows while books are made: which book each worker is on, its pages
+    painted so far, and nothing of a book once it is done (a worker's next book takes its line)."""
+    import io
+
+    from rich.console import Console
+
+    from fairytale.library import BookOutcome, LibraryProgress
+
+    screen = io.StringIO()
+    with LibraryProgress(3, console=Console(file=screen, force_terminal=True, width=120)) as view:
+        view.working(1, "ginger")
+        view.working(2, "zoe")
+        view.working(2, "zoe", 3, 12)
+        assert view.in_hand == {1: "ginger", 2: "zoe: painting 3/12"}
+        lines = [task.description for task in view._progress.tasks]
+        assert lines == ["Books", "  worker 1 · ginger", "  worker 2 · zoe"]
+        zoe = view._progress.tasks[2]
+        assert (zoe.completed, zoe.total, zoe.fields["stages"]) == (3, 12, "painting pages")
+
+        view.working(1, "tom")  # worker 1 took its next book before ginger's outcome was read
+        view.done(BookOutcome("ginger", Path("ginger.pdf"), "made", pages=2, painted=2))
+        assert view.in_hand == {1: "tom", 2: "zoe: painting 3/12"}
+        view.done(BookOutcome("zoe", Path("zoe.pdf"), "failed", error="no"))
+        assert view.in_hand == {1: "tom"}
+        assert [task.description for task in view._progress.tasks] == ["Books", "  worker 1 · tom"]
+    assert view._progress.tasks[0].description == "Books" and len(view._progress.tasks) == 1
+    assert "worker 2 · zoe" in screen.getvalue()
+
+
+def test_the_pool_workers_shared_ints_show_who_makes_which_book():
+    """A pool worker writes, for the book it took, its number and its pages (painted, to paint);
+    the library's process reads them into the view (no terminal needed)."""
+    from fairytale.library import LibraryBook, LibraryProgress, page_counter, show_in_hand
+
+    books = [LibraryBook(Path(f"{name}.txt"), Path(f"{name}.pdf")) for name in "abc"]
+    flags = [0, 0, 0] * 3
+    counter = page_counter(lambda painted, to_paint: flags.__setitem__(slice(4, 6), [painted, to_paint]))
+    flags[3] = 2  # worker 2 took b
+    counter.start_pages(5)
+    counter.pages_done(2, 1.0)
+    counter.pages_done(1, 1.0)
+    flags[6] = 1  # worker 1 took c: not painting yet
+    view = LibraryProgress(3, show=False)
+    show_in_hand(flags, list(enumerate(books)), view)
+    assert view.in_hand == {2: "b: painting 3/5", 1: "c"}
+
+
+def test_the_worker_of_this_process_says_which_book_it_makes_and_its_pages(tiny_sd, tmp_path, monkeypatch):
+    from fairytale.library import LibraryProgress
+    from tests.render_support import make_plan, write_plan
+
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    (stories / "tale.txt").write_text("Once upon a time there was a fox.", encoding="utf-8")
+    plan = make_plan(pages=2)
+    plan.source.sha256 = ""
+    write_plan(tmp_path / "books" / "tale", plan)
+    seen: list[dict[int, str]] = []
+    working, done = LibraryProgress.working, LibraryProgress.done
+
+    def spy_working(self, *args):
+        working(self, *args)
+        seen.append(dict(self.in_hand))
+
+    def spy_done(self, outcome):
+        done(self, outcome)
+        seen.append(dict(self.in_hand))
+
+    monkeypatch.setattr(LibraryProgress, "working", spy_working)
+    monkeypatch.setattr(LibraryProgress, "done", spy_done)
+    report = make_library(
+        stories,
+        tmp_path / "books",
+        RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"),
+        progress=False,
+    )
+    assert [book.status for book in report.books] == ["made"], report.books
+    painted = report.books[0].painted
+    assert seen[0] == {1: "tale"}
+    assert {1: f"tale: painting {painted}/{painted}"} in seen
+    assert seen[-1] == {}  # the book is done: no line left
+
+
+@pytest.mark.slow
+def test_pool_workers_lines_name_their_books_and_none_is_left(tiny_sd, tmp_path, monkeypatch):
+    """Two worker processes: every line the view got names a worker (1 or 2) and one of the books;
+    once they are made, no line is left. (Which states the view catches depends on timing.)"""
+    from fairytale.library import LibraryProgress
+    from tests.render_support import make_plan, write_plan
+
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    for name in ("a", "b", "c"):
+        (stories / f"{name}.txt").write_text("Once upon a time there was a fox.", encoding="utf-8")
+        plan = make_plan(pages=2)
+        plan.source.sha256 = ""
+        write_plan(tmp_path / "books" / name, plan)
+    calls: list[tuple] = []
+    views: list[LibraryProgress] = []
+    working = LibraryProgress.working
+
+    def spy_working(self, *args):
+        working(self, *args)
+        calls.append(args)
+        views.append(self)
+
+    monkeypatch.setattr(LibraryProgress, "working", spy_working)
+    report = make_library(
+        stories,
+        tmp_path / "books",
+        RenderSettings(model=str(tiny_sd), steps=2, device="cpu", consistency="seed"),
+        workers=2,
+        threads=1,
+        progress=False,
+    )
+    assert [book.status for book in report.books] == ["made"] * 3, report.books
+    assert all(worker in (1, 2) and book in ("a", "b", "c") for worker, book, *_ in calls)
+    assert all(view.in_hand == {} for view in views)

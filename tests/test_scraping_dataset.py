@@ -425,3 +425,37 @@ def test_page_rules_out_of_range_name_the_option_there_is(tmp_path, rule, messag
     books.mkdir()
     with pytest.raises(FairytaleError, match=message):
         build_dataset(books, tmp_path / "ds", dpi=72, rule=rule)
+
+
+def test_cli_keeps_a_dataset_built_from_the_same_books_and_settings(pdf_dir, tmp_path):
+    """A second `dataset build` with the same books and settings keeps the dataset (one line says so);
+    other settings still need --force; --rebuild builds it again; a stranger's folder stays refused."""
+    out = tmp_path / "ds"
+    build = ["dataset", "build", str(pdf_dir), "--out", str(out), "--dpi", "72"]
+    runner = CliRunner()
+    assert runner.invoke(app, build).exit_code == 0
+    record = (out / "build.json").stat().st_mtime_ns, (out / "build.json").stat().st_ino
+
+    for again in ([], ["--force"]):
+        result = runner.invoke(app, [*build, *again])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert f"Kept the dataset in {out}" in text and "--rebuild builds it again" in text
+        assert "9 pictures" in text
+        assert ((out / "build.json").stat().st_mtime_ns, (out / "build.json").stat().st_ino) == record
+
+    result = runner.invoke(app, [*build, "--seed", "3"])  # other settings: not replaced unasked
+    assert result.exit_code == 1 and "not empty" in result.output
+    result = runner.invoke(app, [*build, "--seed", "3", "--force"])
+    assert result.exit_code == 0 and "Kept" not in result.output
+    assert "seed 3" in (out / "README.md").read_text()
+
+    rebuilt = (out / "build.json").stat().st_ino
+    result = runner.invoke(app, [*build, "--seed", "3", "--rebuild"])
+    assert result.exit_code == 0 and "Kept" not in result.output
+    assert (out / "build.json").stat().st_ino != rebuilt
+
+    (out / "notes.txt").write_text("mine")  # no longer only our dataset: never replaced
+    result = runner.invoke(app, [*build, "--seed", "3", "--rebuild"])
+    assert result.exit_code == 1 and "did not write" in " ".join(result.output.split())
+    assert (out / "notes.txt").read_text() == "mine"

@@ -134,13 +134,25 @@ def build_command(
         float, typer.Option(help="Keep a page when solid ink outside its text covers at least this share of it.")
     ] = 0.10,
     keep_covers: Annotated[bool, typer.Option("--keep-covers", help="Keep the first and last pages too.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace a dataset fAIrytale built in --out (nothing else).")] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a dataset fAIrytale built in --out from other books or settings (nothing else)."),
+    ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option(
+            "--rebuild",
+            help="Build again even a dataset in --out built from the same books and settings (it is kept by default).",
+        ),
+    ] = False,
 ) -> None:
     """Render the books' pages, keep the illustrations, write a Hugging Face imagefolder.
 
     Covers (first and last page), near-blank and text-only pages are dropped by a measured rule (see scraping/pages.py); the rest are centre-cropped to --size.
 
     Output: OUT/train and OUT/validation, each with metadata.jsonl (file_name, caption, book, page), and a README.md recording the settings.
+
+    Run again with the same books and settings, the dataset in OUT is kept while its files are unchanged (--rebuild builds it anyway).
     """
     from scraping import build_dataset
     from scraping.pages import PageRule
@@ -154,10 +166,17 @@ def build_command(
         seed=seed,
         validation_fraction=validation,
         rule=PageRule(min_picture=min_picture, drop_covers=not keep_covers),
-        overwrite=force,
+        overwrite=force or rebuild,
+        reuse=not rebuild,
         show_progress=True,
         console=console,
     )
+    if report.reused:
+        console.print(
+            f"Kept the dataset in {escape(str(out))}: built from the same books and settings, its files unchanged "
+            "(--rebuild builds it again)",
+            highlight=False,
+        )
     for name, why in report.skipped_files.items():
         console.print(f"[yellow]Skipped[/] {escape(name)}: {escape(why)}", highlight=False)
     if report.upscaled:
