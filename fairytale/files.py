@@ -162,18 +162,7 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     pattern = re.compile(re.escape(f".{path.name}{TEMP_MARK}") + r"(\d+)-[^/]*\Z")
-    removed = []
-    try:
-        candidates = list(folder.glob(f".{glob_escape(path.name)}{TEMP_MARK}*"))
-    except OSError:
-        return removed
-    for candidate in candidates:
-        match = pattern.match(candidate.name)
-        if match and candidate.is_file() and not process_running(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                candidate.unlink()
-                removed.append(candidate)
-    return removed
+    return _remove_dead_writers(folder, f".{glob_escape(path.name)}{TEMP_MARK}*", pattern)
 
 
 def remove_stale_temporaries_in(folder: Path) -> list[Path]:
@@ -185,9 +174,15 @@ def remove_stale_temporaries_in(folder: Path) -> list[Path]:
     files removed.
     """
     pattern = re.compile(r"\A\..+" + re.escape(TEMP_MARK) + r"(\d+)-[^/]*\Z")
-    removed = []
+    return _remove_dead_writers(Path(folder), f".*{TEMP_MARK}*", pattern)
+
+
+def _remove_dead_writers(folder: Path, glob: str, pattern: re.Pattern[str]) -> list[Path]:
+    """Remove the files in ``folder`` matching ``glob`` whose name ``pattern`` reads a writer's
+    process ID from (group 1) when that process is no longer running; returns them."""
+    removed: list[Path] = []
     try:
-        candidates = list(Path(folder).glob(f".*{TEMP_MARK}*"))
+        candidates = list(folder.glob(glob))
     except OSError:
         return removed
     for candidate in candidates:
