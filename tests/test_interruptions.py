@@ -239,6 +239,22 @@ def running_in_group(group: int) -> list[str]:
     return found
 
 
+def planned_library(tmp_path: Path, sd: Path, ner: Path, qa: Path, nli: Path) -> tuple[Path, Path, list[str]]:
+    """Three stories, a, b and c, planned already (these tests are about painting), and the
+    arguments of a two-worker `fairytale library` making them on the tiny models."""
+    stories, books = tmp_path / "stories", tmp_path / "books"
+    stories.mkdir()
+    for name in ("a", "b", "c"):
+        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
+        write_plan(books / name, make_plan(3))
+    args = [
+        "library", str(stories), "--out", str(books), "--workers", "2", "--model", str(sd),
+        "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
+        "--ner-model", str(ner), "--qa-model", str(qa), "--nli-model", str(nli),
+    ]  # fmt: skip
+    return stories, books, args
+
+
 def left_running_in_group(group: int, within: float = 30.0) -> list[str]:
     """:func:`running_in_group` once every process of the group has had ``within`` seconds to
     finish exiting. The exit status of the group's leader can be read while the kernel still
@@ -264,16 +280,7 @@ def test_ctrl_c_stops_the_library_workers_and_a_rerun_goes_on(
     from fairytale.library import make_library
     from fairytale.render import RenderSettings
 
-    stories, books = tmp_path / "stories", tmp_path / "books"
-    stories.mkdir()
-    for name in ("a", "b", "c"):
-        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
-        write_plan(books / name, make_plan(3))  # planned already: the test is about painting
-    args = [
-        "library", str(stories), "--out", str(books), "--workers", "2", "--model", str(tiny_sd),
-        "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
-        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
-    ]  # fmt: skip
+    stories, books, args = planned_library(tmp_path, tiny_sd, tiny_ner, tiny_qa, tiny_nli)
     process = start_held(args, tmp_path, at=f"{books}/b/cache/*.json", session=True)  # b's first picture
     if to_group:
         os.killpg(process.pid, signal.SIGINT)
@@ -309,27 +316,14 @@ def test_the_workers_end_when_the_library_process_is_killed(tiny_sd, tiny_ner, t
     would never come, their models (and a GPU's memory) held. Now each stops its book as Ctrl-C
     stops it and ends: nothing is locked, no temporary file is left."""
     import os
-    import time
 
-    stories, books = tmp_path / "stories", tmp_path / "books"
-    stories.mkdir()
-    for name in ("a", "b", "c"):
-        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
-        write_plan(books / name, make_plan(3))
-    args = [
-        "library", str(stories), "--out", str(books), "--workers", "2", "--model", str(tiny_sd),
-        "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
-        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
-    ]  # fmt: skip
+    stories, books, args = planned_library(tmp_path, tiny_sd, tiny_ner, tiny_qa, tiny_nli)
     process = start_held(args, tmp_path, at=f"{books}/b/cache/*.json", session=True)  # b's first picture
     process.kill()
     process.wait()  # (not communicate: workers left behind would hold its pipes open for good)
     process.stdout.close()
     process.stderr.close()
-    deadline = time.monotonic() + 60  # the workers look for their library every second
-    while running_in_group(process.pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = running_in_group(process.pid)
+    left = left_running_in_group(process.pid, within=60)  # the workers look for their library every second
     for line in left:  # (not left behind by the test either)
         os.kill(int(line.split()[0]), signal.SIGKILL)
     assert left == []
@@ -378,16 +372,8 @@ def test_a_worker_killed_while_making_one_book_fails_that_book_only(
     worker breaks the whole process pool, and every book in hand with it)."""
     from fairytale.files import sha256_file
 
-    stories, books = tmp_path / "stories", tmp_path / "books"
-    stories.mkdir()
-    for name in ("a", "b", "c"):
-        (stories / f"{name}.txt").write_text("Zoë went to the sea.\n", encoding="utf-8")
-        write_plan(books / name, make_plan(3))
-    args = [
-        str(ROOT / "tests" / "interrupt_hook.py"), "library", str(stories), "--out", str(books), "--workers", "2",
-        "--model", str(tiny_sd), "--consistency", "seed", "--steps", "2", "--device", "cpu", "--batch-size", "1",
-        "--ner-model", str(tiny_ner), "--qa-model", str(tiny_qa), "--nli-model", str(tiny_nli),
-    ]  # fmt: skip
+    stories, books, library = planned_library(tmp_path, tiny_sd, tiny_ner, tiny_qa, tiny_nli)
+    args = [str(ROOT / "tests" / "interrupt_hook.py"), *library]
     env = cli_env(FAIRYTALE_TEST_BLOCK_AT=f"{books}/b/cache/*.json", FAIRYTALE_TEST_BLOCK_KILL="1")
     done = subprocess.run(
         [sys.executable, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
