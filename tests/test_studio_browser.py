@@ -9,6 +9,7 @@ the browser may talk to the studio only: any request elsewhere fails the test.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -57,11 +58,40 @@ def alt_texts(page, selector: str) -> list[str]:
     return page.locator(f"{selector} img").evaluate_all("images => images.map(i => i.alt)")
 
 
+@contextlib.contextmanager
+def studio_page(chromium: str, url: str, **context_options):
+    """(context, page): headless chromium on the studio at ``url``. The browser may talk to the
+    studio only: a request anywhere but 127.0.0.1 is refused, and fails the test when the
+    browser closes."""
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def only_loopback(route) -> None:
+        url = route.request.url
+        if urlparse(url).hostname == "127.0.0.1" or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000}, **context_options)
+        context.route("**/*", only_loopback)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        yield context, page
+        browser.close()
+    assert not outside, f"the page asked for something outside 127.0.0.1: {outside}"
+
+
 def test_paste_plan_paint_fix_page_two_and_download(
     tiny_sd, tiny_ner, tiny_qa, tiny_nli, tiny_models, tmp_path, monkeypatch
 ):
     chromium = require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from fairytale.studio_app import launch_studio
 
@@ -74,25 +104,9 @@ def test_paste_plan_paint_fix_page_two_and_download(
         nli_model=str(tiny_nli),
     )
     studio = launch_studio(books_dir=tmp_path / "books", options=options)
-    outside: list[str] = []
-
-    def only_loopback(route) -> None:
-        url = route.request.url
-        if urlparse(url).hostname == "127.0.0.1" or url.startswith(("data:", "blob:")):
-            route.continue_()
-        else:
-            outside.append(url)
-            route.abort()
-
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-            context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1000})
-            context.route("**/*", only_loopback)
-            page = context.new_page()
-            page.set_default_timeout(60_000)
+        with studio_page(chromium, studio.url, accept_downloads=True) as (context, page):
             shots = Shots(page, tmp_path / "shots")
-            page.goto(studio.url)
 
             # 1. paste the story and plan it
             page.locator("#story-text textarea").fill(STORY.read_text(encoding="utf-8"))
@@ -167,7 +181,6 @@ def test_paste_plan_paint_fix_page_two_and_download(
             expect(page.locator("#export-files")).to_contain_text(".epub")
             assert book_dir.with_suffix(".epub").is_file()
             shots.take("epub")
-            browser.close()
     finally:
         studio.close()
 
@@ -179,7 +192,6 @@ def test_paste_plan_paint_fix_page_two_and_download(
     )
     print(f"paint -> download: {seconds:.1f} s for {pages} pages")
 
-    assert not outside, f"the page asked for something outside 127.0.0.1: {outside}"
     after = pdf_picture_pixels(downloaded)
     assert len(after) == len(before) == pages + 2  # cover, title page, the story pages
     story_before, story_after = before[2:], after[2:]
@@ -199,7 +211,7 @@ def test_a_reload_and_a_second_tab_follow_the_painting_and_stop_it(tiny_sd, tmp_
     and preview (they showed one line of text), Stop in the second tab stops it, and both say so."""
     chromium = require_browser()
     from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from fairytale import studio_app
     from fairytale.render.previews import Preview
@@ -225,13 +237,8 @@ def test_a_reload_and_a_second_tab_follow_the_painting_and_stop_it(tiny_sd, tmp_
     studio = studio_app.launch_studio(folder, options=StudioOptions(tiny_settings(tiny_sd)))
     painting = "Painting page 1 of 2 · step 3 of 10"
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(60_000)
+        with studio_page(chromium, studio.url) as (context, page):
             shots = Shots(page, tmp_path / "shots")
-            page.goto(studio.url)
             page.get_by_role("tab", name="3 · Paint").click()
             page.locator("#show-previews input").check()
             page.locator("#paint").click()
@@ -252,7 +259,6 @@ def test_a_reload_and_a_second_tab_follow_the_painting_and_stop_it(tiny_sd, tmp_
                 expect(tab.locator("#status")).to_contain_text("Painting stopped")
                 expect(tab.locator("#live-preview img")).to_have_count(0)
             shots.take("stopped-from-the-second-tab")
-            browser.close()
     finally:
         studio.close()
     assert not studio.session.jobs
@@ -263,7 +269,7 @@ def test_a_reload_and_a_second_tab_follow_the_planning_and_stop_it(tiny_sd, tmp_
     is reloaded and a second tab opened: both stay on the Start tab and show the planning's step
     (they showed an empty studio), Stop in the second tab stops it, and both say so."""
     chromium = require_browser()
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from fairytale import studio_app
 
@@ -282,13 +288,8 @@ def test_a_reload_and_a_second_tab_follow_the_planning_and_stop_it(tiny_sd, tmp_
     )
     planning = "Planning the story: Finding characters"
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, headless=True)
-            context = browser.new_context(viewport={"width": 1280, "height": 1000})
-            page = context.new_page()
-            page.set_default_timeout(60_000)
+        with studio_page(chromium, studio.url) as (context, page):
             shots = Shots(page, tmp_path / "shots")
-            page.goto(studio.url)
             # the page has loaded (and has the browser's id, which a reloaded tab finds the planning by)
             page.wait_for_function(f"() => localStorage.getItem({studio_app.BROWSER_KEY!r}) !== null")
             page.locator("#story-text textarea").fill(STORY.read_text(encoding="utf-8"))
@@ -306,7 +307,6 @@ def test_a_reload_and_a_second_tab_follow_the_planning_and_stop_it(tiny_sd, tmp_
             for tab in tabs:
                 expect(tab.locator("#status")).to_contain_text("Planning stopped", timeout=WAIT_MS)
             shots.take("planning-stopped-from-the-second-tab")
-            browser.close()
     finally:
         studio.close()
     assert not studio.session.plannings
