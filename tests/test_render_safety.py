@@ -152,3 +152,21 @@ def test_the_checker_reads_pictures_as_stored(tiny_sd):
     assert illustrator.safety.flagged([]) == []
     grey = Image.new("RGB", (64, 64), (128, 128, 128))
     assert illustrator.safety.flagged([grey, grey.convert("L")]) == [False, False]
+
+
+def test_on_cpu_the_checkers_vision_layers_run_per_picture_so_a_verdict_never_depends_on_its_batch(tiny_sd):
+    """Its transformer's linear layers are oneDNN products, one picture at a time (as the
+    UNet's): faster than torch's BLAS call on CPU, and the scores a picture gets are the same
+    bit for bit alone or beside others."""
+    import torch
+
+    illustrator = load_illustrator(tiny_settings(tiny_sd))
+    checker = illustrator.safety.checker
+    layers = [m for name, m in checker.named_modules() if isinstance(m, torch.nn.Linear) and ".layers." in name]
+    assert layers and all(getattr(layer, "_fairytale_per_picture", False) for layer in layers)
+    pictures = [Image.fromarray(np.random.default_rng(seed).integers(0, 256, (64, 64, 3), dtype=np.uint8)) for seed in range(3)]
+    pixels_in = illustrator.safety.processor(images=pictures, return_tensors="pt").pixel_values
+    with torch.inference_mode():
+        together = checker.vision_model(pixels_in).pooler_output
+        pair = checker.vision_model(pixels_in[1:]).pooler_output
+    assert torch.equal(together[1:], pair)

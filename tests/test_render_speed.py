@@ -129,25 +129,27 @@ def test_drafts_through_the_cli(tiny_sd, tiny_models, tmp_path):
 def test_token_linears_compute_each_picture_alone_so_two_threads_keep_pictures_batch_invariant():
     """With two threads, MKL splits a 128-row product (2 pictures × 64 tokens, the 8×8 layers
     of SD 1.4 at 256²) differently from a 256-row one: found on the full-size UNet, where a
-    page came out a few ulps apart in a batch of 1 and of 2 pages."""
+    page came out a few ulps apart in a batch of 1 and of 2 pages. Each picture's product is
+    oneDNN's (faster than MKL on the CPUs measured: tests/benchmarks/bench_linears.py)."""
     import copy
 
     import torch
 
-    from fairytale.render.unet_tuning import linears_per_picture
+    from fairytale.render import unet_tuning
 
+    product = unet_tuning.onednn_linear()
+    assert product is not None, "this torch build has no oneDNN linear product: the CPU render would be slower"
     torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Linear(1280, 1280), torch.nn.GELU(), torch.nn.Linear(1280, 1280))
+    block = torch.nn.Sequential(torch.nn.Linear(1280, 1280), torch.nn.GELU(), torch.nn.Linear(1280, 1280, bias=False))
     plain = copy.deepcopy(block)
-    linears_per_picture(block)
-    linears_per_picture(block)  # again (after an adapter is loaded): each layer switched once
+    unet_tuning.linears_per_picture(block)
+    unet_tuning.linears_per_picture(block)  # again (after an adapter is loaded): each layer switched once
     products = []
-    functions = {"linear": torch.nn.functional.linear, "addmm": torch.addmm}
 
-    def recorder(name, rows_argument):
+    def recorder(name, function):
         def record(*args, **kwargs):
-            products.append((name, tuple(args[rows_argument].shape)))
-            return functions[name](*args, **kwargs)
+            products.append((name, tuple(args[0].shape)))
+            return function(*args, **kwargs)
 
         return record
 
@@ -160,15 +162,22 @@ def test_token_linears_compute_each_picture_alone_so_two_threads_keep_pictures_b
             two = torch.cat([block(tokens[:2]), block(tokens[2:])])
             alone = torch.cat([plain(picture) for picture in tokens.split(1)])
             with pytest.MonkeyPatch.context() as patch:
-                patch.setattr(torch.nn.functional, "linear", recorder("linear", 0))
-                patch.setattr(torch, "addmm", recorder("addmm", 1))
-                block(tokens)
-                block(tokens[0, :5])  # not a batch of token rows: one product as before
+                patch.setattr(unet_tuning, "onednn_linear", lambda: recorder("oneDNN", product))
+                patch.setattr(torch.nn.functional, "linear", recorder("linear", torch.nn.functional.linear))
+                recorded = torch.nn.Sequential(torch.nn.Linear(1280, 1280), torch.nn.Linear(1280, 1280, bias=False))
+                unet_tuning.linears_per_picture(recorded)
+                recorded(tokens)
+                recorded(tokens[0, :5])  # not a batch of token rows: one product as before
+        with torch.no_grad():
+            assert torch.equal(block(tokens), four)  # under no_grad as under inference mode
+        trained = block(tokens.requires_grad_())  # gradients wanted: torch's own layer, which has them
+        trained.sum().backward()
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(four, two)
-    assert torch.equal(four, alone)  # each picture's numbers are those of the layer on it alone
-    assert products == [("addmm", (64, 1280))] * 8 + [("linear", (5, 1280))] * 2
+    assert torch.allclose(four, alone, rtol=1e-4, atol=1e-5)  # torch's numbers, to float rounding
+    assert products == [("oneDNN", (64, 1280))] * 8 + [("linear", (5, 1280))] * 2
+    assert tokens.grad is not None and torch.allclose(trained, four, rtol=1e-4, atol=1e-5)
 
 
 def test_the_unet_goes_channels_last_except_in_float32_on_a_cpu():

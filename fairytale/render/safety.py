@@ -41,6 +41,12 @@ class SafetyChecker:
         self.dtype = dtype or torch.float32
         self.device = device
         self.checker = checker.to(device=device, dtype=self.dtype).eval()
+        if device == "cpu":
+            # its CLIP vision tower's layers through oneDNN, a picture at a time: faster than
+            # torch's BLAS call on CPU, and a picture's verdict never depends on its batch
+            from fairytale.render.unet_tuning import linears_per_picture
+
+            linears_per_picture(self.checker)
         self.processor = processor
         self.source = source
 

@@ -122,40 +122,68 @@ def pair_lone_pictures(unet: Any) -> None:
     unet.register_forward_hook(after, with_kwargs=True)
 
 
-def linears_per_picture(unet: Any) -> None:
-    """Compute the UNet's token-wise linear layers (attention projections, feed-forward) one
-    picture at a time.
+def linears_per_picture(model: Any) -> None:
+    """Compute a UNet's token-wise linear layers (attention projections, feed-forward) one
+    picture at a time, with oneDNN's matrix product where torch has it (also used for the
+    safety checker's vision transformer on CPU).
 
     With more than one thread, the CPU's BLAS splits a matrix product of few rows (an 8×8-token
     layer: 64 rows per picture) differently for 2 pictures than for 4 or 8, so a page's result
     depended on its batch by a few ulps (found on the full-size SD 1.4 at 256², two threads).
-    One product per picture has the same shape in every batch, and gives the same numbers as
-    :func:`torch.nn.functional.linear` on that picture alone. The cost, measured on that model
-    (batch 8, CPU): about 5 % of a UNet call, the price of pictures that do not depend on their
-    batch. Call this again after loading an adapter (its new
-    layers); layers already switched are left alone.
+    One product per picture has the same shape in every batch, so the same numbers in every
+    batch.
+
+    The product is oneDNN's (:func:`onednn_linear`), as torch's compiler uses for linear layers
+    on CPU, not the BLAS call of :func:`torch.nn.functional.linear` (MKL's ``sgemm`` in torch's
+    CPU builds): on an AMD Zen 5 CPU (2 threads, float32) MKL ran these layers' shapes at
+    90–175 GFLOP/s, oneDNN at 260–370 (``tests/benchmarks/bench_linears.py``). The numbers
+    differ from MKL's by float rounding (about 1e-6 relative). Call this again after loading an
+    adapter (its new layers); layers already switched are left alone.
     """
     import torch
 
-    for module in unet.modules():
+    product = onednn_linear()
+    for module in model.modules():
         if not isinstance(module, torch.nn.Linear) or getattr(module, "_fairytale_per_picture", False):
             continue
         module._fairytale_per_picture = True
 
         def forward(x: torch.Tensor, layer: torch.nn.Linear = module, whole: Callable[..., torch.Tensor] = module.forward) -> torch.Tensor:
-            if x.ndim != 3 or x.shape[0] < 2:
-                return whole(x)
-            # each picture's product straight into its part of one output: no copy to join them
+            weight, bias = layer.weight, layer.bias
+            if x.ndim != 3 or x.shape[0] < 2 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
+                return whole(x)  # not a batch of pictures, or gradients wanted (neither kernel below has them)
             out = x.new_empty(*x.shape[:-1], layer.out_features)
-            weight = layer.weight.t()
             for picture, result in zip(x, out, strict=True):
-                if layer.bias is None:
-                    torch.mm(picture, weight, out=result)
+                if product is not None and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == weight.dtype:
+                    # oneDNN returns a new tensor: copied into its place while it is still in
+                    # the cache (one picture's product is a few MB)
+                    result.copy_(product(picture, weight, bias))
+                elif bias is None:  # straight into its place
+                    torch.mm(picture, weight.t(), out=result)
                 else:
-                    torch.addmm(layer.bias, picture, weight, out=result)
+                    torch.addmm(bias, picture, weight.t(), out=result)
             return out
 
         module.forward = forward
+
+
+def onednn_linear() -> Callable[..., Any] | None:
+    """``product(x, weight, bias)``: a linear layer's product on 2-D ``x`` through oneDNN
+    (``torch.ops.mkldnn._linear_pointwise``, the kernel torch's compiler emits for linear layers
+    on CPU; float32 and bfloat16, no autograd), or None where this torch build lacks it."""
+    import torch
+
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        pointwise = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+    def product(x: Any, weight: Any, bias: Any) -> Any:
+        return pointwise(x, weight, bias, "none", [], "")
+
+    return product
 
 
 def channels_last(pipe: Any, device_plan: DevicePlan) -> None:
