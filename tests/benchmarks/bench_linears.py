@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def best_seconds(work, repeats: int = 5) -> float:
-    work()
+def best_seconds(work, *args, repeats: int = 5) -> float:
+    work(*args)
     best = float("inf")
     for _ in range(3):
         started = time.perf_counter()
         for _ in range(repeats):
-            work()
+            work(*args)
         best = min(best, (time.perf_counter() - started) / repeats)
     return best
 
@@ -74,10 +74,10 @@ def main() -> None:
             plain_forward = layer.forward
             x = torch.randn(args.batch, tokens, inputs, generator=generator).to(dtype)
             flops = 2 * args.batch * tokens * inputs * outputs
-            whole = best_seconds(lambda: plain_forward(x))
-            per_picture_blas = best_seconds(lambda: torch.stack([plain_forward(p) for p in x]))
+            whole = best_seconds(plain_forward, x)
+            per_picture_blas = best_seconds(lambda forward, x: torch.stack([forward(p) for p in x]), plain_forward, x)
             linears_per_picture(torch.nn.ModuleList([layer]))
-            ours = best_seconds(lambda: layer(x))
+            ours = best_seconds(layer, x)
             result = layer(x)
             alone = layer(x[:2])[1]  # picture 1 in a batch of 2 (a batch of 1 is not split)
             assert torch.equal(result[1], alone), "a picture's result depends on its batch"
