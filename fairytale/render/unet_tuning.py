@@ -135,9 +135,11 @@ def linears_per_picture(model: Any) -> None:
 
     The product is oneDNN's (:func:`onednn_linear`), as torch's compiler uses for linear layers
     on CPU, not the BLAS call of :func:`torch.nn.functional.linear` (MKL's ``sgemm`` in torch's
-    CPU builds): on an AMD Zen 5 CPU (2 threads, float32) MKL ran these layers' shapes at
-    90–175 GFLOP/s, oneDNN at 260–370 (``tests/benchmarks/bench_linears.py``). The numbers
-    differ from MKL's by float rounding (about 1e-6 relative). Call this again after loading an
+    CPU builds): on a 2-core AMD Zen 5 CPU (float32, full-size SD 1.4 at 256², batch 8) MKL's
+    per-picture products ran these layers' shapes at 65–180 GFLOP/s, oneDNN's at 160–390: all
+    of them, 3.46 s of a UNet call with MKL, 1.56 s with oneDNN
+    (``tests/benchmarks/bench_linears.py``). The numbers differ from MKL's by float rounding
+    (about 1e-6 relative). Call this again after loading an
     adapter (its new layers); layers already switched are left alone.
     """
     import torch
