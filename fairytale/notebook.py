@@ -50,8 +50,10 @@ class GpuAdvice:
         return {"device": self.device, "low_vram": self.low_vram}
 
 
-def advise(device: str, name: str | None = None, memory_bytes: int | None = None) -> GpuAdvice:
-    """The advice for a given accelerator (pure: :func:`check_gpu` asks torch what there is)."""
+def advise(device: str, name: str | None = None, memory_bytes: int | None = None, free_bytes: int | None = None) -> GpuAdvice:
+    """The advice for a given accelerator (pure: :func:`check_gpu` asks torch what there is).
+    For CUDA it goes by the memory free now (``free_bytes``) where known, else by the card's
+    total: an earlier cell's pipeline, or another program on a shared card, holds the rest."""
     if device == "cpu":
         return GpuAdvice("cpu", None, None, False, NO_GPU_ADVICE)
     if device == "mps":
@@ -62,15 +64,22 @@ def advise(device: str, name: str | None = None, memory_bytes: int | None = None
             False,
             "Apple GPU (MPS): pictures are painted in float32, one at a time.",
         )
-    gib = None if memory_bytes is None else memory_bytes / GIB
-    label = f"{name or 'CUDA GPU'} with {gib:.1f} GiB" if gib is not None else (name or "CUDA GPU")
+    total = None if memory_bytes is None else memory_bytes / GIB
+    free = None if free_bytes is None else free_bytes / GIB
+    gib = free if free is not None else total
+    label = name or "CUDA GPU"
+    if total is not None:
+        label += f" with {total:.1f} GiB"
+    if free is not None and (total is None or total - free >= 1.0):
+        label += f" ({free:.1f} GiB free; something else holds the rest: an earlier cell's models, or another program)"
     if gib is not None and gib < TOO_SMALL_GIB:
         return GpuAdvice(
             "cpu",
             name,
             gib,
             False,
-            f"{label} is too small for Stable Diffusion; using the CPU. In Colab, pick a T4 runtime.",
+            f"{label} is too small for Stable Diffusion; using the CPU. In Colab, pick a T4 runtime"
+            + (", or Runtime → Restart session to free its memory." if free is not None and total is not None and total >= TOO_SMALL_GIB else "."),
         )
     if gib is not None and gib < LOW_VRAM_BELOW_GIB:
         return GpuAdvice(
@@ -89,7 +98,11 @@ def check_gpu() -> GpuAdvice:
 
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        return advise("cuda", props.name, props.total_memory)
+        try:
+            free, _ = torch.cuda.mem_get_info(0)
+        except RuntimeError:  # a driver that cannot say: the card's total
+            free = None
+        return advise("cuda", props.name, props.total_memory, free)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return advise("mps")
     return advise("cpu")

@@ -246,3 +246,36 @@ def test_the_live_preview_never_keeps_a_half_painted_picture(tmp_path):
     with live_preview(False, area) as live:
         assert live.callback is None
         live.end(result)
+
+
+def test_gpu_advice_goes_by_the_memory_free_now():
+    """A T4 (15 GiB) whose earlier cell still holds a pipeline, or a shared card: the advice
+    follows what is free, and says why."""
+    advice = advise("cuda", "Tesla T4", 15 * GIB, free_bytes=int(7.5 * GIB))
+    assert (advice.device, advice.low_vram) == ("cuda", True)
+    assert "7.5 GiB free" in advice.message and "earlier cell" in advice.message
+    crowded = advise("cuda", "Tesla T4", 15 * GIB, free_bytes=2 * GIB)
+    assert crowded.device == "cpu" and "Restart session" in crowded.message
+    fresh = advise("cuda", "Tesla T4", 15 * GIB, free_bytes=int(14.6 * GIB))  # the CUDA context's share
+    assert (fresh.device, fresh.low_vram) == ("cuda", False) and "free" not in fresh.message
+
+
+def test_check_gpu_asks_torch_for_the_free_memory(monkeypatch):
+    import types
+
+    import torch
+
+    from fairytale.notebook import check_gpu
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(name="Tesla T4", total_memory=15 * GIB))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (6 * GIB, 15 * GIB))
+    advice = check_gpu()
+    assert (advice.device, advice.low_vram, advice.memory_gib) == ("cuda", True, 6.0)
+
+    def cannot_say(device=None):
+        raise RuntimeError("CUDA driver: operation not supported")
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", cannot_say)
+    advice = check_gpu()
+    assert (advice.device, advice.low_vram, advice.memory_gib) == ("cuda", False, 15.0)
