@@ -127,6 +127,8 @@ class Painting:
     def line(self) -> str:
         """'Page 2: Painting page 1 of 1 · step 3 of 25 · 4 s' ('Painting page 3 of 8 · …' for the book)."""
         doing = self.progress.describe() or "Loading the model…"
+        if self.progress.stopping:
+            doing += " · stopping after this step…"
         if not self.what:
             return doing
         return f"{self.what}: {doing} · {time.monotonic() - self.started:.0f} s"
@@ -715,12 +717,15 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             start_outputs,
         )
 
-        def stop_planning(browser_id: str | None, request: gr.Request) -> str:
+        def stop_planning(browser_id: str | None, request: gr.Request) -> Any:
             planning = session.plannings.get(browser_id or request.session_hash)
             if planning is None:
                 return "Nothing is being planned."
             planning.progress.stop()
-            return "Stopping the planning after its current step… (no book is made)"
+            # The status line is this tab's stream of the planning (started here, or followed):
+            # it says "stopping" within a second, then how the planning ended. A line written
+            # here could arrive after that last one and stay.
+            return gr.update()
 
         plan_stop.click(guarded(stop_planning, [status]), [browser], [status])
 
@@ -954,12 +959,15 @@ def build_app(session: StudioSession, book_dir: Path | None = None) -> Any:
             [progress, pictures, pages_table, live_preview],
         )
 
-        def stop_painting(path: str | None) -> str:
+        def stop_painting(path: str | None) -> Any:
             painting = session.jobs.get(_book(path).folder) if path else None
             if painting is None:
                 return "Nothing is being painted."
             painting.progress.stop()
-            return "Stopping after the current step… (finished pictures are kept)"
+            # As for the planning: the painting's stream (in the tab that started it, and in
+            # every tab following it) says "stopping", then how it ended; a line written here
+            # could arrive after that last one and stay.
+            return gr.update()
 
         stop.click(guarded(stop_painting, [progress]), [book_state], [progress])
         # the Plan, Fix and Book tabs paint too (a portrait, a page, candidates, the missing pages of the PDF)
