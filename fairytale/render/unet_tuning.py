@@ -155,8 +155,9 @@ def linears_per_picture(model: Any) -> None:
             if x.ndim != 3 or x.shape[0] < 2 or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
                 return whole(x)  # not a batch of pictures, or gradients wanted (neither kernel below has them)
             out = x.new_empty(*x.shape[:-1], layer.out_features)
+            onednn = product is not None and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == weight.dtype
             for picture, result in zip(x, out, strict=True):
-                if product is not None and x.dtype in (torch.float32, torch.bfloat16) and x.dtype == weight.dtype:
+                if onednn:
                     # oneDNN returns a new tensor: copied into its place while it is still in
                     # the cache (one picture's product is a few MB)
                     result.copy_(product(picture, weight, bias))
